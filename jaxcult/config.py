@@ -1,0 +1,220 @@
+"""Typed run configuration: the schema of every section and its validation.
+
+Loading (YAML inheritance, command-line overrides, readable errors) lives in
+`jaxcult.config_loading`; this module only says what a valid run looks like.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+DType = Literal["float32", "bfloat16"]
+
+
+class Section(BaseModel):
+    """Base of every config section: unknown keys are errors, values are immutable."""
+
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, protected_namespaces=(), coerce_numbers_to_str=True
+    )
+
+
+class ModelConfig(Section):
+    """Which pretrained model to load and in which precision."""
+
+    name: str = Field("multilingual-e5-small",
+                      description="asset name, HF directory, weight file, or `random` (see overrides)")
+    tokenizer: str | None = Field(None, description="asset or HF directory (default: the model's)")
+    pooling: Literal["cls", "mean"] = "cls"
+    dtype: DType = Field("float32", description="parameter dtype")
+    compute_dtype: DType = Field("float32", description="activation dtype")
+    max_length: int = Field(128, gt=0, description="tokens per example after truncation")
+    dropout: float | None = Field(None, ge=0.0, lt=1.0, description="override the checkpoint's dropout")
+    overrides: dict[str, int | float | str | bool] = Field(
+        default_factory=dict,
+        description="architecture fields for `name: random-<arch>` models (e.g. hidden_size)",
+    )
+
+
+class PeftConfig(Section):
+    """Parameter-efficient modules inserted into the frozen backbone."""
+
+    kind: Literal["none", "full", "pfeiffer", "houlsby", "parallel", "lora"] = "pfeiffer"
+    reduction_factor: int | list[int] = 16
+    non_linearity: Literal["relu", "gelu", "swish", "tanh"] = "relu"
+    residual_before_ln: bool = True
+    scaling: float = 1.0
+    leave_out: list[int] = Field(default_factory=list)
+    language_adapters: dict[str, str] = Field(
+        default_factory=dict, description="language code -> AdapterHub directory (MAD-X)"
+    )
+    lora_r: int = Field(8, gt=0)
+    lora_alpha: float = Field(16.0, gt=0)
+    lora_dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    target_modules: list[str] = Field(default_factory=lambda: ["q", "v"])
+    modules_to_save: list[str] = Field(default_factory=list)
+
+
+class DataConfig(Section):
+    """Which dataset, where it lives, and which languages to train and evaluate on."""
+
+    name: str = "jaxcult_multilingual"
+    source_language: str = "en"
+    target_languages: list[str] = Field(default_factory=list, description="empty = all")
+    data_dir: str | None = Field(None, description="prepared datasets (default ~/.cache/jaxcult)")
+    manual_dir: str | None = Field(None, description="local source files to prepare from")
+    max_train_examples: int | None = Field(None, gt=0)
+    max_eval_examples: int | None = Field(None, gt=0)
+    worker_count: int = Field(0, ge=0)
+    prefetch: int = Field(2, ge=0)
+
+
+class TaskConfig(Section):
+    """The task family: decides head, loss, metrics and collator."""
+
+    name: Literal[
+        "classification", "pair_classification", "multiple_choice", "extractive_qa", "causal_lm"
+    ] = "classification"
+    num_labels: int | None = Field(None, gt=1, description="default: from the dataset")
+    doc_stride: int = Field(128, gt=0)
+    max_answer_length: int = Field(30, gt=0)
+    n_best: int = Field(20, gt=0)
+
+
+class ScheduleConfig(Section):
+    """Unfreezing schedule: a registry name or `package.module:Class`."""
+
+    name: str = "fun"
+    k: int = Field(50, gt=0, description="steps between schedule checks")
+    official_offset: bool = False
+    order: list[int] | Literal["top_down", "bottom_up"] | None = None
+    seed: int | None = Field(None, description="for `random`; default trainer.seed")
+    options: dict[str, int | float | str | bool | list[int]] = Field(
+        default_factory=dict, description="passed to a custom schedule"
+    )
+
+
+class FisherConfig(Section):
+    """How tr(F) is estimated and how often it is logged."""
+
+    estimator: Literal["sampled", "argmax_batch", "empirical"] = "sampled"
+    track_every: int = Field(0, ge=0, description="log tr(F) every N steps; 0 = only when used")
+    num_batches: int = Field(41, gt=0)
+    batch_size: int | None = Field(None, gt=0, description="default trainer.batch_size")
+    ema: float = Field(0.9, ge=0.0, lt=1.0, description="moving average for the normalised trace")
+
+
+class OptimizerConfig(Section):
+    """Optimizer and learning-rate schedule of the trainable groups."""
+
+    name: Literal["adamw", "adam", "sgd", "adafactor"] = "adamw"
+    lr: float = Field(5e-4, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    b1: float = Field(0.9, ge=0, lt=1)
+    b2: float = Field(0.999, ge=0, lt=1)
+    eps: float = Field(1e-8, gt=0)
+    lr_schedule: Literal["constant", "linear"] = "constant"
+    warmup_steps: int = Field(0, ge=0)
+    max_grad_norm: float | None = Field(1.0, gt=0)
+    adam_count: Literal["per_group", "global"] = "per_group"
+
+
+class TrainerConfig(Section):
+    """Length of training, batch sizes, cadences and seeds."""
+
+    steps: int | None = Field(None, gt=0)
+    epochs: float | None = Field(None, gt=0)
+    batch_size: int = Field(32, gt=0)
+    eval_batch_size: int = Field(64, gt=0)
+    grad_accum: int = Field(1, gt=0)
+    eval_every: int = Field(0, ge=0, description="0 = only at the end")
+    log_every: int = Field(10, gt=0)
+    seed: int = 0
+    seeds: list[int] | None = Field(None, min_length=1)
+    on_nonfinite: Literal["stop", "skip"] = "stop"
+
+    @model_validator(mode="after")
+    def _one_length(self) -> TrainerConfig:
+        if self.steps is not None and self.epochs is not None:
+            raise ValueError("set trainer.steps or trainer.epochs, not both")
+        if self.batch_size % self.grad_accum:
+            raise ValueError(
+                f"trainer.batch_size {self.batch_size} must be divisible by "
+                f"trainer.grad_accum {self.grad_accum}"
+            )
+        return self
+
+
+class MeshConfig(Section):
+    """Device mesh shape (-1 = the remaining devices) and logical-axis rules."""
+
+    data: int = Field(-1, description="-1 = all devices not used by the other axes")
+    fsdp: int = 1
+    tensor: int = 1
+    rules: dict[str, list[str] | str | None] = Field(
+        default_factory=lambda: {
+            "batch": ["data", "fsdp"],
+            "embed": "fsdp",
+            "mlp": "tensor",
+            "heads": "tensor",
+            "kv_heads": "tensor",
+            "vocab": "tensor",
+            "head_dim": None,
+            "adapter": None,
+            "norm": None,
+            "classes": None,
+            "positions": None,
+            "types": None,
+        }
+    )
+    distributed: bool = Field(False, description="call jax.distributed.initialize()")
+
+    @model_validator(mode="after")
+    def _positive_axes(self) -> MeshConfig:
+        sizes = {"data": self.data, "fsdp": self.fsdp, "tensor": self.tensor}
+        if [k for k, v in sizes.items() if v == -1][1:]:
+            raise ValueError("at most one of mesh.data / mesh.fsdp / mesh.tensor may be -1")
+        for key, value in sizes.items():
+            if value == 0 or value < -1:
+                raise ValueError(f"mesh.{key} must be -1 or a positive integer, found {value}")
+        return self
+
+
+class CheckpointConfig(Section):
+    """When to save, how many to keep."""
+
+    every: int = Field(0, ge=0, description="0 = only at the end and on SIGTERM")
+    keep: int = Field(2, gt=0)
+    async_save: bool = True
+
+
+class LoggingConfig(Section):
+    """Metric sinks and console output."""
+
+    tensorboard: bool = True
+    wandb: bool = False
+    wandb_project: str = "jaxcult"
+    progress: Literal["auto", "bar", "lines", "off"] = "auto"
+
+
+class RunConfig(Section):
+    """A complete, validated run."""
+
+    name: str = "run"
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    peft: PeftConfig = Field(default_factory=PeftConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    task: TaskConfig = Field(default_factory=TaskConfig)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    fisher: FisherConfig = Field(default_factory=FisherConfig)
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
+    trainer: TrainerConfig = Field(default_factory=TrainerConfig)
+    mesh: MeshConfig = Field(default_factory=MeshConfig)
+    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+
+    def to_dict(self) -> dict:
+        """Plain JSON-compatible dict (what `config.yaml` in a run directory holds)."""
+        return self.model_dump(mode="json")

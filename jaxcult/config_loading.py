@@ -1,0 +1,181 @@
+"""Build a `RunConfig` from YAML files (with `base:` inheritance) and dotted overrides.
+
+Every value remembers where it came from (a file or the command line) so that a validation
+error can name the file and key path, what was expected and what was found.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from jaxcult.config import RunConfig
+from jaxcult.errors import UserError
+
+COMMAND_LINE = "command line"
+_EXPECTED = {
+    "float_parsing": "a number",
+    "float_type": "a number",
+    "int_parsing": "an integer",
+    "int_type": "an integer",
+    "int_from_float": "an integer",
+    "bool_parsing": "true or false",
+    "bool_type": "true or false",
+    "string_type": "a string",
+    "list_type": "a list",
+    "dict_type": "a mapping",
+    "model_type": "a mapping",
+    "model_attributes_type": "a mapping",
+}
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """Read one YAML mapping; syntax errors name the file and line."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"{path}: config file not found") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise UserError(f"{path}: cannot read config file ({err})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        raise UserError(f"{where}: invalid YAML: {err.problem or err.context}") from None
+    except yaml.YAMLError as err:
+        raise UserError(f"{path}: invalid YAML: {err}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a mapping of config sections, found {type(data).__name__}")
+    return data
+
+
+def _merge(base: dict, update: dict, sources: dict, source: str, prefix: str = "") -> dict:
+    """Deep-merge `update` into a copy of `base`; mappings merge, everything else replaces."""
+    merged = dict(base)
+    for key, value in update.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value, sources, source, path + ".")
+        else:
+            merged[key] = value
+        sources[path] = source
+    return merged
+
+
+def _load_tree(path: Path, sources: dict, chain: tuple[Path, ...] = ()) -> dict:
+    """Resolve `base:` (a path or list of paths relative to the file) recursively."""
+    path = path.resolve()
+    if path in chain:
+        cycle = " -> ".join(str(p) for p in (*chain, path))
+        raise UserError(f"{path}: `base` inheritance forms a cycle: {cycle}")
+    data = read_yaml(path)
+    bases = data.pop("base", None)
+    if bases is None:
+        bases = []
+    elif isinstance(bases, str):
+        bases = [bases]
+    elif not (isinstance(bases, list) and all(isinstance(b, str) for b in bases)):
+        raise UserError(f"{path}: base: expected a file path or a list of paths, found {bases!r}")
+    tree: dict = {}
+    for base in bases:
+        base_path = (path.parent / base) if not Path(base).is_absolute() else Path(base)
+        if not base_path.exists():
+            raise UserError(f"{path}: base: file {base_path} not found")
+        tree = _merge(tree, _load_tree(base_path, sources, (*chain, path)), sources, str(base_path))
+    return _merge(tree, data, sources, str(path))
+
+
+def parse_override(text: str) -> dict:
+    """`a.b.c=value` -> {"a": {"b": {"c": value}}}, with the value read as YAML."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise UserError(f"{COMMAND_LINE}: override {text!r} must look like section.key=value")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    parts = key.strip().split(".")
+    if any(not p for p in parts):
+        raise UserError(f"{COMMAND_LINE}: override {text!r} has an empty key in {key!r}")
+    tree: dict = {}
+    node = tree
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+    return tree
+
+
+def _fields_at(loc: tuple) -> list[str]:
+    """Valid key names of the config section that `loc` points into."""
+    model: type[BaseModel] = RunConfig
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part))
+        annotation = getattr(field, "annotation", None)
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        model = annotation
+    return list(model.model_fields)
+
+
+def _source_of(loc: tuple, sources: dict) -> str:
+    for end in range(len(loc), 0, -1):
+        key = ".".join(str(p) for p in loc[:end])
+        if key in sources:
+            return sources[key]
+    return "config"
+
+
+def describe_error(err: dict, sources: dict) -> str:
+    """One readable line for one pydantic error."""
+    loc = tuple(p for p in err["loc"] if not str(p).startswith("function-after"))
+    key = ".".join(str(p) for p in loc) or "(top level)"
+    where = _source_of(loc, sources)
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        valid = _fields_at(loc)
+        close = difflib.get_close_matches(str(loc[-1]), valid, n=3, cutoff=0.6)
+        hint = f"did you mean {' or '.join(repr(c) for c in close)}?" if close else (
+            f"valid keys: {', '.join(valid)}"
+        )
+        return f"{where}: unknown key {key!r} ({hint})"
+    found = err.get("input")
+    found_text = f"found {found!r} ({type(found).__name__})"
+    if kind in _EXPECTED:
+        return f"{where}: {key}: expected {_EXPECTED[kind]}, {found_text}"
+    if kind == "value_error":
+        return f"{where}: {err.get('ctx', {}).get('error', err['msg'])}"
+    expected = err["msg"].removeprefix("Input should be ").removeprefix("Value should be ")
+    return f"{where}: {key}: expected {expected}, {found_text}"
+
+
+def validate(tree: dict, sources: dict) -> RunConfig:
+    """Validate a merged tree; the first problem becomes a `UserError` (count of others noted)."""
+    try:
+        return RunConfig.model_validate(tree)
+    except ValidationError as exc:
+        errors = exc.errors()
+        line = describe_error(errors[0], sources)
+        if len(errors) > 1:
+            line += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
+        raise UserError(line) from None
+
+
+def load_config(path: str | Path | None, overrides: list[str] = ()) -> RunConfig:
+    """The resolved run config: file (with bases) + overrides, validated."""
+    sources: dict[str, str] = {}
+    tree = _load_tree(Path(path), sources) if path is not None else {}
+    for text in overrides:
+        tree = _merge(tree, parse_override(text), sources, f"{COMMAND_LINE} {text!r}")
+    return validate(tree, sources)
+
+
+def dump_config(config: RunConfig) -> str:
+    """The YAML text written to `config.yaml` and shown by `--print-config`."""
+    return yaml.safe_dump(config.to_dict(), sort_keys=False, allow_unicode=True)

@@ -1,0 +1,1 @@
+"""Datasets and batching: the built-in multilingual dataset, tokenised splits, iterators."""

@@ -1,0 +1,98 @@
+"""Tokenised in-memory splits and a resumable, seeded batch iterator.
+
+Sequences are padded to one fixed length per split (the longest example, capped at
+`max_length`), so the jitted step sees one shape and compiles once. The iterator's state is two
+integers (epoch, position): saving and restoring them yields exactly the next batches.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from jaxcult.errors import UserError
+
+
+@dataclass
+class Split:
+    """Columns of one tokenised split: input_ids, attention_mask, token_type_ids, labels."""
+
+    arrays: dict[str, np.ndarray]
+    name: str
+
+    def __len__(self) -> int:
+        return len(self.arrays["labels"])
+
+    def take(self, index: np.ndarray) -> dict[str, np.ndarray]:
+        return {k: v[index] for k, v in self.arrays.items()}
+
+
+def tokenize_classification(examples: list[dict], tokenizer, max_length: int, name: str,
+                            num_labels: int) -> Split:
+    if not examples:
+        raise UserError(f"{name}: split is empty")
+    texts = []
+    for i, ex in enumerate(examples):
+        if not isinstance(ex.get("text"), str):
+            raise UserError(f"{name}: record {i}: missing or non-text field 'text'")
+        label = ex.get("label")
+        if not isinstance(label, int) or not 0 <= label < num_labels:
+            raise UserError(f"{name}: record {i}: label {label!r} out of range [0, {num_labels})")
+        texts.append(ex["text"])
+    enc = tokenizer(texts, truncation=True, max_length=max_length, padding="longest",
+                    return_tensors="np")
+    arrays = {
+        "input_ids": enc["input_ids"].astype(np.int32),
+        "attention_mask": enc["attention_mask"].astype(np.int32),
+        "token_type_ids": np.zeros_like(enc["input_ids"], dtype=np.int32),
+        "labels": np.asarray([ex["label"] for ex in examples], dtype=np.int32),
+    }
+    return Split(arrays, name)
+
+
+class BatchIterator:
+    """Shuffled epochs of fixed-size batches (the last partial batch is dropped)."""
+
+    def __init__(self, split: Split, batch_size: int, seed: int) -> None:
+        if len(split) < batch_size:
+            raise UserError(f"{split.name}: {len(split)} examples, fewer than one batch of "
+                            f"{batch_size}")
+        self.split, self.batch_size, self.seed = split, batch_size, seed
+        self.epoch, self.position = 0, 0
+
+    @property
+    def batches_per_epoch(self) -> int:
+        return len(self.split) // self.batch_size
+
+    def _order(self) -> np.ndarray:
+        return np.random.default_rng([self.seed, self.epoch]).permutation(len(self.split))
+
+    def __next__(self) -> dict[str, np.ndarray]:
+        if self.position >= self.batches_per_epoch:
+            self.epoch, self.position = self.epoch + 1, 0
+        start = self.position * self.batch_size
+        index = self._order()[start:start + self.batch_size]
+        self.position += 1
+        return self.split.take(index)
+
+    def __iter__(self) -> BatchIterator:
+        return self
+
+    def state(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "position": self.position}
+
+    def restore(self, state: dict[str, int]) -> None:
+        self.epoch, self.position = int(state["epoch"]), int(state["position"])
+
+
+def eval_batches(split: Split, batch_size: int):
+    """Every example once, in order; the last batch is padded and carries a validity mask."""
+    n = len(split)
+    for start in range(0, n, batch_size):
+        index = np.arange(start, min(start + batch_size, n))
+        valid = np.ones(batch_size, dtype=bool)
+        if len(index) < batch_size:
+            valid[len(index):] = False
+            index = np.concatenate([index, np.zeros(batch_size - len(index), dtype=index.dtype)])
+        yield split.take(index), valid

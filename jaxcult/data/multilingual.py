@@ -1,0 +1,58 @@
+"""The built-in multilingual topic dataset (the offline default's data).
+
+Generation method: every sentence is `prefix + template.format(x=filler) + suffix` from the
+hand-written lexicon of its language (`multilingual_lexicon.py`), labelled with the template's
+topic. All combinations are enumerated in a fixed order; a combination belongs to the test
+partition when the SHA-1 of its text is 0 mod 5, to validation when 1 mod 5, else to train.
+Each split is then sampled without replacement with a fixed seed, so the dataset is identical
+on every machine. English has train (up to 3,000), validation (300) and test (400); every other
+language has validation (100) and test (400).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from itertools import product
+
+from jaxcult.data.multilingual_lexicon import LABELS, LEXICON
+from jaxcult.errors import UserError
+
+NAME = "jaxcult_multilingual"
+LANGUAGES = tuple(LEXICON)
+SPLIT_SIZES = {"train": 3000, "validation": 300, "test": 400}
+TARGET_SPLIT_SIZES = {"validation": 100, "test": 400}
+
+
+def _partition(text: str) -> str:
+    bucket = int.from_bytes(hashlib.sha1(text.encode("utf-8")).digest()[:4], "big") % 5
+    return {0: "test", 1: "validation"}.get(bucket, "train")
+
+
+def _all_examples(language: str) -> list[dict]:
+    prefixes, suffixes, topics = LEXICON[language]
+    examples = []
+    for label, (templates, fillers) in topics.items():
+        for prefix, template, filler, suffix in product(prefixes, templates, fillers, suffixes):
+            text = prefix + template.format(x=filler) + suffix
+            text = text[0].upper() + text[1:] if text else text
+            examples.append({"text": text, "label": LABELS.index(label), "language": language})
+    return examples
+
+
+def splits_of(language: str) -> tuple[str, ...]:
+    return ("train", "validation", "test") if language == "en" else ("validation", "test")
+
+
+def generate(language: str, split: str, seed: int = 0) -> list[dict]:
+    """Examples `{"text", "label", "language"}` of one language and split, deterministically."""
+    if language not in LEXICON:
+        raise UserError(f"{NAME}: unknown language code {language!r} "
+                        f"(available: {', '.join(LANGUAGES)})")
+    if split not in splits_of(language):
+        raise UserError(f"{NAME}: language {language!r} has no split {split!r} "
+                        f"(available: {', '.join(splits_of(language))})")
+    pool = [e for e in _all_examples(language) if _partition(e["text"]) == split]
+    size = (SPLIT_SIZES if language == "en" else TARGET_SPLIT_SIZES)[split]
+    rng = random.Random(f"{NAME}/{language}/{split}/{seed}")
+    return rng.sample(pool, min(size, len(pool)))

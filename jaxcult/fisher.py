@@ -1,0 +1,68 @@
+"""Per-group trace of the Fisher information, tr(F)_g = sum_{theta in g} E_x E_y~p(y|x) (d log p(y|x) / d theta)^2.
+
+Estimators (pure functions of the parameters: no model copy, optimizer untouched, dropout off):
+- `sampled` (the paper's Eq. 1, default): per-example gradients via `vmap`, y sampled from the
+  model's predictive distribution;
+- `argmax_batch` (the official code): y = argmax, squared gradient of the batch-mean loss,
+  divided by the batch size;
+- `empirical`: per-example gradients at the gold labels.
+`batch_trace` gives one batch's value and `combine` aggregates batches: the mean over batches
+for the per-example estimators (E_x), the sum over batches for `argmax_batch` (as the code does).
+A task supplies `log_probs(params, batch) -> [batch, classes]` log-probabilities; multiple
+choice, span QA (start and end as two categorical outputs, log-probs summed) and LM tokens fit
+the same signature by returning the log-probability of each example's output.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+
+LogProbFn = Callable[[dict, dict], jax.Array]
+ESTIMATORS = ("sampled", "argmax_batch", "empirical")
+
+
+def _group_sq_norms(grads: dict) -> jax.Array:
+    """[num_groups] sum of squared gradient entries per group (dict order)."""
+    return jnp.stack([sum(jnp.sum(jnp.square(g.astype(jnp.float32))) for g in jax.tree.leaves(tree))
+                      for tree in grads.values()])
+
+
+def _per_example(log_probs: LogProbFn, params: dict, batch: dict, labels: jax.Array) -> jax.Array:
+    """Mean over examples of per-group squared per-example gradients of log p(label | x)."""
+    def single(example, label):
+        one = jax.tree.map(lambda x: x[None], example)
+        grads = jax.grad(lambda p: log_probs(p, one)[0, label])(params)
+        return _group_sq_norms(grads)
+
+    return jax.vmap(single)(batch, labels).mean(0)
+
+
+def batch_trace(estimator: str, log_probs: LogProbFn, params: dict, batch: dict,
+                key: jax.Array) -> jax.Array:
+    """Per-group tr(F) estimate from one batch ([num_groups]); see `combine`."""
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    if estimator == "sampled":
+        logits = log_probs(params, inputs)
+        labels = jax.random.categorical(key, logits, axis=-1)
+        return _per_example(log_probs, params, inputs, labels)
+    if estimator == "empirical":
+        return _per_example(log_probs, params, inputs, batch["labels"])
+    if estimator == "argmax_batch":
+        labels = jnp.argmax(log_probs(params, inputs), axis=-1)
+        size = labels.shape[0]
+
+        def mean_nll(p):
+            lp = log_probs(p, inputs)
+            return -jnp.take_along_axis(lp, labels[:, None], axis=-1).mean()
+
+        return _group_sq_norms(jax.grad(mean_nll)(params)) / size
+    raise ValueError(f"unknown Fisher estimator {estimator!r} (known: {', '.join(ESTIMATORS)})")
+
+
+def combine(estimator: str, per_batch: list[jax.Array]) -> jax.Array:
+    """Aggregate per-batch values: mean (expectation over x) or, for `argmax_batch`, sum."""
+    stacked = jnp.stack(per_batch)
+    return stacked.sum(0) if estimator == "argmax_batch" else stacked.mean(0)

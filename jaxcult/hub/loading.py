@@ -1,0 +1,87 @@
+"""Turn a name -> numpy tensor mapping into an NNX model, strictly and directly onto devices.
+
+The model is first built abstractly (`nnx.eval_shape`: no memory, no random init); each
+tensor is then converted, shape-checked and `device_put` with the sharding its logical axes
+call for on the target mesh, so a large backbone never exists unsharded on one device.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from jax.sharding import Mesh
+
+from jaxcult import models
+from jaxcult.errors import UserError
+from jaxcult.hub.keymaps import KeyMap, keymap_for
+from jaxcult.models.layers import axes_of
+from jaxcult.sharding import Rules, named_sharding
+
+
+def path_str(path: tuple) -> str:
+    return ".".join(str(p) for p in path)
+
+
+def abstract_model(config: models.ModelConfig) -> tuple[nnx.GraphDef, list]:
+    """Graph definition and flat (path, abstract Variable) list, without allocating weights."""
+    abstract = nnx.eval_shape(lambda: models.build(config))
+    graphdef, state = nnx.split(abstract)
+    return graphdef, list(nnx.to_flat_state(state))
+
+
+def convert_tensors(tensors: Mapping[str, np.ndarray], keymap: KeyMap, source: str
+                    ) -> dict[str, np.ndarray]:
+    """HF names -> NNX paths (transposing Linear weights); unknown names are errors."""
+    converted: dict[str, np.ndarray] = {}
+    for name in tensors:
+        canonical = keymap.canonical(name)
+        found = keymap.to_nnx(canonical)
+        if found is None:
+            if keymap.is_ignored(canonical):
+                continue
+            raise UserError(f"{source}: unexpected tensor {name!r} (no parameter of this "
+                            f"architecture corresponds to it)")
+        path, transpose = found
+        array = np.asarray(tensors[name])
+        converted[path] = array.T if transpose else array
+    return converted
+
+
+def assemble(config: models.ModelConfig, arrays: Mapping[str, np.ndarray], source: str, *,
+             dtype=None, mesh: Mesh | None = None, rules: Rules | None = None) -> nnx.Module:
+    """Fill an abstract model with `arrays` (keyed by NNX path); strict on missing/mis-shaped."""
+    graphdef, flat = abstract_model(config)
+    expected = {path_str(p) for p, _ in flat}
+    missing = sorted(expected - set(arrays))
+    if missing:
+        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+        raise UserError(f"{source}: missing tensor(s) for {', '.join(missing[:3])}{more}")
+    filled = []
+    for path, variable in flat:
+        key = path_str(path)
+        array = arrays[key]
+        if tuple(array.shape) != tuple(variable.shape):
+            raise UserError(f"{source}: tensor for {key} has shape {tuple(array.shape)}, "
+                            f"expected {tuple(variable.shape)}")
+        target_dtype = jnp.dtype(dtype) if dtype is not None else variable.dtype
+        host = np.asarray(array, dtype=np.float32).astype(target_dtype)
+        if mesh is not None:
+            value = jax.device_put(host, named_sharding(axes_of(variable), host.shape, rules or {}, mesh))
+        else:
+            value = jnp.asarray(host)
+        filled.append((path, variable.replace(value=value)))
+    return nnx.merge(graphdef, nnx.from_flat_state(filled))
+
+
+def load_tensors(config: models.ModelConfig, tensors: Mapping[str, np.ndarray], source: str, **kw
+                 ) -> nnx.Module:
+    """An HF-named tensor mapping (safetensors, GGUF after renaming, ...) -> model."""
+    keymap = keymap_for(config.model_type)
+    arrays = convert_tensors(tensors, keymap, source)
+    if getattr(config, "tie_word_embeddings", False):
+        arrays.pop("lm_head.kernel", None)
+    return assemble(config, arrays, source, **kw)

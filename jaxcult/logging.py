@@ -1,0 +1,144 @@
+"""Metric sinks (JSONL always, TensorBoard, optional W&B) and console progress.
+
+Only process 0 writes; other processes get a logger whose methods do nothing, so the
+training loop never branches on the process index itself.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from pathlib import Path
+from typing import IO, Any
+
+from jaxcult.config import LoggingConfig
+from jaxcult.rundir import RunDir
+
+
+def _jsonable(value: Any) -> Any:
+    if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+class JsonlWriter:
+    """Append-only JSON lines, flushed per record so a killed run keeps what it logged."""
+
+    def __init__(self, path: Path) -> None:
+        self._file: IO[str] = open(path, "a", encoding="utf-8")
+
+    def write(self, record: dict[str, Any]) -> None:
+        self._file.write(json.dumps(_jsonable(record), ensure_ascii=False) + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class MetricLogger:
+    """Writes metrics.jsonl / events.jsonl / fisher.jsonl and mirrors scalars to TB and W&B."""
+
+    def __init__(self, run: RunDir, config: LoggingConfig, *, run_config: dict | None = None,
+                 is_main_process: bool = True) -> None:
+        self.enabled = is_main_process
+        if not self.enabled:
+            return
+        self._metrics = JsonlWriter(run.metrics)
+        self._events = JsonlWriter(run.events)
+        self._fisher = JsonlWriter(run.fisher)
+        self._tb = None
+        self._wandb = None
+        if config.tensorboard:
+            from tensorboardX import SummaryWriter
+
+            self._tb = SummaryWriter(str(run.tensorboard))
+        if config.wandb:
+            import wandb  # optional dependency: imported only when asked for
+
+            self._wandb = wandb.init(project=config.wandb_project, dir=str(run.root),
+                                     config=run_config or {}, name=run.root.name)
+
+    def _scalars(self, prefix: str, step: int, values: dict[str, Any]) -> None:
+        flat = {f"{prefix}/{k}": float(v) for k, v in values.items()
+                if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        if self._tb is not None:
+            for key, value in flat.items():
+                self._tb.add_scalar(key, value, step)
+        if self._wandb is not None and flat:
+            self._wandb.log(flat, step=step)
+
+    def log_metrics(self, step: int, metrics: dict[str, Any], prefix: str = "train") -> None:
+        if not self.enabled:
+            return
+        self._metrics.write({"step": step, "split": prefix, **metrics})
+        self._scalars(prefix, step, metrics)
+
+    def log_event(self, record: dict[str, Any]) -> None:
+        if self.enabled:
+            self._events.write(record)
+
+    def log_fisher(self, step: int, estimator: str, trace: dict[str, float],
+                   normalised: dict[str, float] | None = None) -> None:
+        if not self.enabled:
+            return
+        record = {"step": step, "estimator": estimator, "trace": trace}
+        if normalised is not None:
+            record["normalised"] = normalised
+        self._fisher.write(record)
+        self._scalars("fisher", step, trace)
+
+    def close(self) -> None:
+        if not self.enabled:
+            return
+        for writer in (self._metrics, self._events, self._fisher):
+            writer.close()
+        if self._tb is not None:
+            self._tb.close()
+        if self._wandb is not None:
+            self._wandb.finish()
+
+
+class Progress:
+    """A tqdm bar on a terminal, plain periodic lines otherwise (CI logs stay readable)."""
+
+    def __init__(self, total: int, mode: str = "auto", *, initial: int = 0,
+                 stream: IO[str] = sys.stderr, every_seconds: float = 10.0) -> None:
+        self.total, self.mode, self.stream = total, mode, stream
+        if mode == "auto":
+            self.mode = "bar" if stream.isatty() else "lines"
+        self._bar = None
+        self._start, self._last_line = time.monotonic(), 0.0
+        self._start_step, self._step = initial, initial
+        self._every = every_seconds
+        if self.mode == "bar":
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total, initial=initial, file=stream, unit="step", dynamic_ncols=True)
+
+    def update(self, step: int, loss: float | None = None) -> None:
+        delta, self._step = step - self._step, step
+        if self._bar is not None:
+            self._bar.update(delta)
+            if loss is not None:
+                self._bar.set_postfix(loss=f"{loss:.4f}")
+            return
+        now = time.monotonic()
+        if self.mode == "lines" and (now - self._last_line >= self._every or step >= self.total):
+            self._last_line = now
+            rate = (step - self._start_step) / max(now - self._start, 1e-9)
+            eta = (self.total - step) / rate if rate > 0 else float("inf")
+            loss_text = f" loss {loss:.4f}" if loss is not None else ""
+            self.stream.write(f"step {step}/{self.total}{loss_text} {rate:.2f} step/s eta {eta:.0f}s\n")
+            self.stream.flush()
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()

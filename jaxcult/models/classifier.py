@@ -1,0 +1,27 @@
+"""Encoder + classification head: the model of (pair) classification tasks."""
+
+from __future__ import annotations
+
+import jax
+from flax import nnx
+
+from jaxcult.models.encoder import Encoder
+from jaxcult.models.heads import ClassificationHead
+
+
+class SequenceClassifier(nnx.Module):
+    """Logits [batch, num_labels] from token ids; dropout only when `dropout_key` is given."""
+
+    def __init__(self, encoder: Encoder, num_labels: int, *, pooling: str = "cls",
+                 dropout_rate: float = 0.1, seed: int = 0) -> None:
+        self.encoder = encoder
+        self.head = ClassificationHead(encoder.config.hidden_size, num_labels, pooling=pooling,
+                                       dropout_rate=dropout_rate, rngs=nnx.Rngs(seed))
+
+    def __call__(self, input_ids: jax.Array, attention_mask: jax.Array,
+                 token_type_ids: jax.Array | None = None, *,
+                 dropout_key: jax.Array | None = None) -> jax.Array:
+        keys = (None, None, None) if dropout_key is None else tuple(jax.random.split(dropout_key, 3))
+        hidden = self.encoder(input_ids, attention_mask, token_type_ids,
+                              dropout_key=keys[0]).last_hidden_state
+        return self.head(hidden, attention_mask, keys[1:])

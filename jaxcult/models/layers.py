@@ -1,0 +1,158 @@
+"""Building blocks whose parameters all carry logical axis names.
+
+Each `nnx.Param` gets an `axes` metadata tuple (one logical name per dimension, e.g.
+`("embed", "mlp")`); `jaxcult.sharding` maps those names to mesh axes through the rule table in
+the config, so model code never mentions devices.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+Axes = tuple[str | None, ...]
+
+
+def param(rngs: nnx.Rngs, init: Callable, shape: tuple[int, ...], dtype, axes: Axes) -> nnx.Param:
+    """A parameter initialised with `init` and annotated with logical `axes`."""
+    if len(axes) != len(shape):
+        raise ValueError(f"axes {axes} do not match shape {shape}")
+    return nnx.Param(init(rngs.params(), shape, dtype), axes=axes)
+
+
+def axes_of(variable: nnx.Variable) -> Axes | None:
+    """Logical axis names of a variable (None when it has none)."""
+    return variable.get_metadata().get("axes")
+
+
+class Dense(nnx.Module):
+    """y = x @ kernel + bias with kernel stored (in, out), as Flax does (HF stores (out, in))."""
+
+    def __init__(self, in_features: int, out_features: int, *, axes: tuple[str, str],
+                 use_bias: bool = True, param_dtype=jnp.float32, dtype=jnp.float32,
+                 init_std: float = 0.02, rngs: nnx.Rngs) -> None:
+        self.kernel = param(rngs, jax.nn.initializers.normal(init_std), (in_features, out_features),
+                            param_dtype, axes)
+        self.bias = (param(rngs, jax.nn.initializers.zeros, (out_features,), param_dtype, (axes[1],))
+                     if use_bias else None)
+        self.dtype = dtype
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        y = jnp.dot(x.astype(self.dtype), self.kernel[...].astype(self.dtype))
+        if self.bias is not None:
+            y = y + self.bias[...].astype(self.dtype)
+        return y
+
+
+class Embed(nnx.Module):
+    """Token/position/type embedding table of shape (num, features)."""
+
+    def __init__(self, num: int, features: int, *, axes: tuple[str, str] = ("vocab", "embed"),
+                 param_dtype=jnp.float32, dtype=jnp.float32, init_std: float = 0.02,
+                 rngs: nnx.Rngs) -> None:
+        self.embedding = param(rngs, jax.nn.initializers.normal(init_std), (num, features),
+                               param_dtype, axes)
+        self.dtype = dtype
+
+    def __call__(self, ids: jax.Array) -> jax.Array:
+        return jnp.take(self.embedding[...], ids, axis=0).astype(self.dtype)
+
+    def attend(self, x: jax.Array) -> jax.Array:
+        """Tied output projection: logits over the table's rows."""
+        return jnp.dot(x.astype(self.dtype), self.embedding[...].astype(self.dtype).T)
+
+
+class LayerNorm(nnx.Module):
+    """LayerNorm computed in float32 (as PyTorch does for fp32 and autocast)."""
+
+    def __init__(self, features: int, *, eps: float, param_dtype=jnp.float32, dtype=jnp.float32,
+                 rngs: nnx.Rngs) -> None:
+        self.scale = param(rngs, jax.nn.initializers.ones, (features,), param_dtype, ("norm",))
+        self.bias = param(rngs, jax.nn.initializers.zeros, (features,), param_dtype, ("norm",))
+        self.eps, self.dtype = eps, dtype
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x32 = x.astype(jnp.float32)
+        mean = x32.mean(-1, keepdims=True)
+        var = jnp.square(x32 - mean).mean(-1, keepdims=True)
+        y = (x32 - mean) * jax.lax.rsqrt(var + self.eps)
+        return (y * self.scale[...] + self.bias[...]).astype(self.dtype)
+
+
+class RMSNorm(nnx.Module):
+    """Llama RMSNorm: normalise in float32, cast back, then scale (HF's order of operations)."""
+
+    def __init__(self, features: int, *, eps: float, param_dtype=jnp.float32, dtype=jnp.float32,
+                 rngs: nnx.Rngs) -> None:
+        self.scale = param(rngs, jax.nn.initializers.ones, (features,), param_dtype, ("norm",))
+        self.eps, self.dtype = eps, dtype
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x32 = x.astype(jnp.float32)
+        y = x32 * jax.lax.rsqrt(jnp.square(x32).mean(-1, keepdims=True) + self.eps)
+        return (self.scale[...].astype(self.dtype) * y.astype(self.dtype)).astype(self.dtype)
+
+
+ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
+    "gelu": lambda x: jax.nn.gelu(x, approximate=False),
+    "gelu_new": lambda x: jax.nn.gelu(x, approximate=True),
+    "gelu_pytorch_tanh": lambda x: jax.nn.gelu(x, approximate=True),
+    "gelu_fast": lambda x: jax.nn.gelu(x, approximate=True),
+    "relu": jax.nn.relu,
+    "silu": jax.nn.silu,
+    "swish": jax.nn.silu,
+    "tanh": jnp.tanh,
+}
+
+
+def activation(name: str) -> Callable[[jax.Array], jax.Array]:
+    try:
+        return ACTIVATIONS[name]
+    except KeyError:
+        raise ValueError(f"unknown activation {name!r}; known: {', '.join(ACTIVATIONS)}") from None
+
+
+def dropout(x: jax.Array, rate: float, key: jax.Array | None) -> jax.Array:
+    """Inverted dropout; `key=None` means evaluation mode (identity)."""
+    if key is None or rate == 0.0:
+        return x
+    keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
+    return jnp.where(keep, x / (1.0 - rate), 0.0).astype(x.dtype)
+
+
+class KeySplitter:
+    """Hands out a fresh dropout key per call site from one key (or None at eval time)."""
+
+    def __init__(self, key: jax.Array | None) -> None:
+        self._key, self._count = key, 0
+
+    def next(self) -> jax.Array | None:
+        if self._key is None:
+            return None
+        self._count += 1
+        return jax.random.fold_in(self._key, self._count)
+
+
+def attention(q: jax.Array, k: jax.Array, v: jax.Array, bias: jax.Array | None) -> jax.Array:
+    """Softmax attention over [batch, len, heads, head_dim]; k/v heads may be fewer (GQA).
+
+    `bias` is additive, broadcastable to [batch, heads, q_len, k_len]; softmax runs in float32.
+    """
+    groups = q.shape[2] // k.shape[2]
+    if groups > 1:
+        k = jnp.repeat(k, groups, axis=2)
+        v = jnp.repeat(v, groups, axis=2)
+    scale = q.shape[-1] ** -0.5
+    scores = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32) * scale
+    if bias is not None:
+        scores = scores + bias
+    weights = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+    return jnp.einsum("bhqk,bkhd->bqhd", weights, v)
+
+
+def padding_bias(mask: jax.Array) -> jax.Array:
+    """[batch, k_len] 1/0 mask -> additive [batch, 1, 1, k_len] bias."""
+    return jnp.where(mask[:, None, None, :].astype(bool), 0.0, jnp.finfo(jnp.float32).min)

@@ -1,0 +1,1 @@
+"""Parameter-efficient fine-tuning: bottleneck adapters and parameter groups."""

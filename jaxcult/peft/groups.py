@@ -1,0 +1,56 @@
+"""Parameter groups: stable, readable names for the blocks that schedules unfreeze.
+
+Groups are derived from NNX parameter paths, so they never need to be declared by hand:
+`head`, `adapter/task/layer_{i}` (bottleneck adapters), and for full fine-tuning
+`embeddings` and `layer_{i}`. A path outside every group belongs to the frozen backbone.
+"""
+
+from __future__ import annotations
+
+import re
+
+_ADAPTER = re.compile(r"^encoder\.layers\.(\d+)\.(attention|output)_adapter\.")
+_LAYER = re.compile(r"^encoder\.layers\.(\d+)\.")
+
+
+def group_of(path: str, peft_kind: str) -> str | None:
+    """Group name of a parameter path, or None when the parameter stays frozen forever."""
+    if path.startswith("head."):
+        return "head"
+    match = _ADAPTER.match(path)
+    if match:
+        return f"adapter/task/layer_{match.group(1)}"
+    if peft_kind == "full":
+        match = _LAYER.match(path)
+        if match:
+            return f"layer_{match.group(1)}"
+        if path.startswith("encoder."):
+            return "embeddings"
+    return None
+
+
+def layer_index(group: str) -> int | None:
+    """The layer a group belongs to (None for `head` / `embeddings`)."""
+    match = re.search(r"layer_(\d+)$", group)
+    return int(match.group(1)) if match else None
+
+
+def ordered_groups(names: set[str]) -> list[str]:
+    """`head` first, then layer groups bottom-up, then anything else alphabetically."""
+    def key(name: str):
+        index = layer_index(name)
+        return (0 if name == "head" else 1 if index is not None else 2, index or 0, name)
+
+    return sorted(names, key=key)
+
+
+def format_group_table(counts: dict[str, int], total: int) -> str:
+    """The table printed at the start of a run: group, parameters, share of the model."""
+    width = max([len("group"), *(len(g) for g in counts)])
+    lines = [f"{'group':<{width}}  {'parameters':>12}  {'share':>8}"]
+    for name, count in counts.items():
+        lines.append(f"{name:<{width}}  {count:>12,}  {100 * count / total:>7.3f}%")
+    trainable = sum(counts.values())
+    lines.append(f"{'(all groups)':<{width}}  {trainable:>12,}  {100 * trainable / total:>7.3f}%")
+    lines.append(f"{'(model total)':<{width}}  {total:>12,}")
+    return "\n".join(lines)

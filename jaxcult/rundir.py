@@ -1,0 +1,122 @@
+"""Run directories: where a run writes everything, and the rule that nothing is overwritten.
+
+Layout (documented in docs/run-directory.md): config.yaml, metrics.jsonl, events.jsonl,
+fisher.jsonl, summary.json, report.md, checkpoints/, plots/, tb/.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from jaxcult.errors import UserError
+
+OUTPUT_NAMES = (
+    "config.yaml", "metrics.jsonl", "events.jsonl", "fisher.jsonl", "summary.json", "report.md",
+    "checkpoints", "plots", "tb",
+)
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """Paths of one run's outputs."""
+
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.jsonl"
+
+    @property
+    def events(self) -> Path:
+        return self.root / "events.jsonl"
+
+    @property
+    def fisher(self) -> Path:
+        return self.root / "fisher.jsonl"
+
+    @property
+    def summary(self) -> Path:
+        return self.root / "summary.json"
+
+    @property
+    def report(self) -> Path:
+        return self.root / "report.md"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def plots(self) -> Path:
+        return self.root / "plots"
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.root / "tb"
+
+    def existing_outputs(self) -> list[str]:
+        return [name for name in OUTPUT_NAMES if (self.root / name).exists()]
+
+    def write_summary(self, summary: dict[str, Any]) -> None:
+        """Atomic write, so a crash never leaves half a summary that looks finished."""
+        write_text_atomic(self.summary, json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def default_run_root(name: str, base: Path = Path("runs")) -> Path:
+    """`runs/<name>-<timestamp>`, made unique if two runs start in the same second."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "run"
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    root = base / f"{safe}-{stamp}"
+    suffix = 1
+    while root.exists():
+        suffix += 1
+        root = base / f"{safe}-{stamp}-{suffix}"
+    return root
+
+
+def check_writable(root: Path, *, overwrite: bool, resume: bool) -> RunDir:
+    """Refuse to touch a directory holding outputs unless told to resume or overwrite.
+
+    Nothing is deleted here: call `prepare` once everything else has been validated.
+    """
+    run = RunDir(root)
+    if root.exists() and not root.is_dir():
+        raise UserError(f"{root}: run directory path exists and is not a directory")
+    outputs = run.existing_outputs() if root.exists() else []
+    if resume:
+        if not run.config.exists():
+            raise UserError(f"{root}: cannot resume: no config.yaml (is this a jaxcult run directory?)")
+    elif outputs and not overwrite:
+        raise UserError(
+            f"{root}: run directory already holds outputs ({', '.join(outputs)}); "
+            f"pass --resume {root} to continue it or --overwrite to replace it"
+        )
+    return run
+
+
+def prepare(run: RunDir, *, overwrite: bool, resume: bool) -> RunDir:
+    """Create the layout; with `overwrite`, remove previous outputs first."""
+    if overwrite and not resume:
+        for name in run.existing_outputs():
+            path = run.root / name
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+    for sub in (run.root, run.checkpoints, run.plots):
+        sub.mkdir(parents=True, exist_ok=True)
+    return run

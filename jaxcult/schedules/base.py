@@ -1,0 +1,119 @@
+"""The schedule protocol and registry.
+
+A schedule is built from the ordered group list (`head` first, then layer groups bottom-up)
+and its config. The host loop calls `decide(step, mask, fisher)` before every step; the
+schedule returns None (nothing to do) or a `Decision` with the new mask and the events to log.
+`fisher()` computes per-group tr(F) on demand (only FUN-like schedules call it). Nothing in a
+schedule touches devices: the mask it returns is copied into the train state as data, so
+unfreezing never recompiles the step.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from jaxcult.config import ScheduleConfig
+from jaxcult.errors import UserError
+
+FisherFn = Callable[[], dict[str, float]]
+
+
+@dataclass
+class Decision:
+    mask: np.ndarray
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+
+class Schedule:
+    """Base class: subclasses implement `initial_groups` and `select`."""
+
+    def __init__(self, groups: list[str], layer_groups: list[str], config: ScheduleConfig,
+                 seed: int = 0) -> None:
+        self.groups = list(groups)
+        self.layer_groups = list(layer_groups)  # bottom-up: index 0 = lowest layer
+        self.config = config
+        self.k = config.k
+        self.seed = config.seed if config.seed is not None else seed
+
+    # -- to override -------------------------------------------------------------------------
+    def initial_groups(self) -> list[str]:
+        """Groups trainable at step 0 (before any check)."""
+        return ["head"] if "head" in self.groups else []
+
+    def select(self, step: int, frozen: list[str], fisher: FisherFn) -> tuple[list[str], str, dict]:
+        """(groups to unfreeze, reason, tr(F) values used) at a check step."""
+        raise NotImplementedError
+
+    def is_check(self, step: int) -> bool:
+        return step > 0 and step % self.k == 0
+
+    # -- shared machinery ----------------------------------------------------------------------
+    def index(self, group: str) -> int:
+        return self.groups.index(group)
+
+    def mask_of(self, names: list[str]) -> np.ndarray:
+        mask = np.zeros(len(self.groups), dtype=bool)
+        for name in names:
+            mask[self.index(name)] = True
+        return mask
+
+    def start(self) -> Decision:
+        names = self.initial_groups()
+        event = {"step": 0, "event": "unfreeze", "groups": names, "reason": "initial", "fisher": {}}
+        return Decision(self.mask_of(names), [event])
+
+    def decide(self, step: int, mask: np.ndarray, fisher: FisherFn) -> Decision | None:
+        frozen = [g for g in self.layer_groups if not mask[self.index(g)]]
+        if not frozen or not self.is_check(step):
+            return None
+        chosen, reason, used = self.select(step, frozen, fisher)
+        if not chosen:
+            return None
+        new_mask = mask.copy()
+        for name in chosen:
+            new_mask[self.index(name)] = True
+        event = {"step": step, "event": "unfreeze", "groups": chosen, "reason": reason,
+                 "fisher": used}
+        return Decision(new_mask, [event])
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        del state
+
+
+_REGISTRY: dict[str, type[Schedule]] = {}
+
+
+def register(name: str) -> Callable[[type[Schedule]], type[Schedule]]:
+    def wrap(cls: type[Schedule]) -> type[Schedule]:
+        _REGISTRY[name] = cls
+        return cls
+    return wrap
+
+
+def registered() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def resolve(name: str) -> type[Schedule]:
+    """A registry name, or `package.module:ClassName` for a user schedule."""
+    if ":" in name:
+        module_name, _, attr = name.partition(":")
+        try:
+            cls = getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError) as err:
+            raise UserError(f"schedule.name: cannot import {name!r} ({err})") from None
+        if not (isinstance(cls, type) and issubclass(cls, Schedule)):
+            raise UserError(f"schedule.name: {name!r} is not a jaxcult.schedules.Schedule subclass")
+        return cls
+    if name not in _REGISTRY:
+        raise UserError(f"schedule.name: unknown schedule {name!r}; built-in: "
+                        f"{', '.join(registered())} (or package.module:Class)")
+    return _REGISTRY[name]

@@ -1,0 +1,78 @@
+"""Device meshes and the mapping from logical axis names to mesh axes.
+
+Parameters carry logical names (`embed`, `mlp`, `heads`, ...); a rule table from the config maps
+each name to a mesh axis, several axes, or None (replicated). A mesh axis is used at most once
+per array, and an axis that does not divide the dimension falls back to replication for that
+dimension, so one rule table serves every model size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import jax
+import numpy as np
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
+
+from jaxcult.config import MeshConfig
+from jaxcult.errors import UserError
+
+MESH_AXES = ("data", "fsdp", "tensor")
+Rules = Mapping[str, Sequence[str] | str | None]
+
+
+def mesh_shape(config: MeshConfig, device_count: int) -> tuple[int, int, int]:
+    """Resolve -1 to the remaining devices and check the product equals the device count."""
+    sizes = [config.data, config.fsdp, config.tensor]
+    known = int(np.prod([s for s in sizes if s != -1]))
+    if -1 in sizes:
+        if device_count % known:
+            raise UserError(
+                f"mesh: fixed axes multiply to {known}, which does not divide the "
+                f"{device_count} available devices")
+        sizes[sizes.index(-1)] = device_count // known
+    if int(np.prod(sizes)) != device_count:
+        raise UserError(
+            f"mesh: data={sizes[0]} x fsdp={sizes[1]} x tensor={sizes[2]} = {int(np.prod(sizes))} "
+            f"devices, but {device_count} are available (use -1 for one axis to take the rest)")
+    return tuple(sizes)
+
+
+def make_mesh(config: MeshConfig, devices: Sequence[jax.Device] | None = None) -> Mesh:
+    """A (data, fsdp, tensor) mesh with Auto axes, so XLA's SPMD partitioner propagates shardings."""
+    devices = list(devices if devices is not None else jax.devices())
+    shape = mesh_shape(config, len(devices))
+    return jax.make_mesh(shape, MESH_AXES, axis_types=(AxisType.Auto,) * 3, devices=devices)
+
+
+def logical_to_spec(axes: Sequence[str | None] | None, shape: Sequence[int], rules: Rules,
+                    mesh: Mesh) -> PartitionSpec:
+    """PartitionSpec for an array with logical `axes`; unknown names and misfits replicate."""
+    if axes is None:
+        return PartitionSpec()
+    used: set[str] = set()
+    spec: list = []
+    for name, dim in zip(axes, shape):
+        target = rules.get(name) if name is not None else None
+        mesh_axes = [target] if isinstance(target, str) else list(target or [])
+        mesh_axes = [a for a in mesh_axes if a not in used and mesh.shape.get(a, 1) > 1]
+        size = int(np.prod([mesh.shape[a] for a in mesh_axes])) if mesh_axes else 1
+        if not mesh_axes or dim % size:
+            spec.append(None)
+            continue
+        used.update(mesh_axes)
+        spec.append(mesh_axes[0] if len(mesh_axes) == 1 else tuple(mesh_axes))
+    return PartitionSpec(*spec)
+
+
+def named_sharding(axes, shape, rules: Rules, mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, logical_to_spec(axes, shape, rules, mesh))
+
+
+def batch_sharding(mesh: Mesh, rules: Rules, ndim: int) -> NamedSharding:
+    """Leading (batch) dimension split over the `batch` rule's axes, the rest replicated."""
+    batch_axes = rules.get("batch") or ()
+    batch_axes = [batch_axes] if isinstance(batch_axes, str) else list(batch_axes)
+    batch_axes = [a for a in batch_axes if mesh.shape.get(a, 1) > 1]
+    first = None if not batch_axes else (batch_axes[0] if len(batch_axes) == 1 else tuple(batch_axes))
+    return NamedSharding(mesh, PartitionSpec(first, *([None] * (ndim - 1))))

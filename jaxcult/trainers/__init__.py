@@ -1,0 +1,1 @@
+"""Train state, pure train/eval/Fisher steps, and the host loop."""

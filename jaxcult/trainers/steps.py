@@ -1,0 +1,105 @@
+"""Pure train / eval / Fisher steps for classification, jitted once.
+
+The model is split into a graph definition, the frozen backbone (never differentiated) and
+the trainable parameters grouped by name. `TrainState` holds everything that changes; its
+`mask` (one bool per group) decides which groups the optimizer touches, so a schedule changing
+the mask never triggers recompilation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx, struct
+
+from jaxcult import fisher
+from jaxcult.trainers.optim import MaskedGroupOptimizer
+
+
+@struct.dataclass
+class TrainState:
+    step: jax.Array
+    params: dict[str, Any]   # group name -> nnx.State of that group's parameters
+    opt_state: dict[str, Any]
+    mask: jax.Array          # [num_groups] bool, in group order
+    rng: jax.Array
+
+
+class ClassificationProgram:
+    """The jitted functions of one run, closed over the static model structure."""
+
+    def __init__(self, graphdef: nnx.GraphDef, groups: list[str], optimizer: MaskedGroupOptimizer,
+                 lr_fn: optax.Schedule, max_grad_norm: float | None, grad_accum: int,
+                 skip_nonfinite: bool) -> None:
+        self.graphdef, self.groups = graphdef, groups
+        self.optimizer, self.lr_fn = optimizer, lr_fn
+        self.max_grad_norm, self.grad_accum = max_grad_norm, grad_accum
+        self.skip_nonfinite = skip_nonfinite
+        self.train_step = jax.jit(self._train_step, donate_argnums=(0,))
+        self.eval_logits = jax.jit(self._logits)
+        self.fisher_batch: Callable | None = None
+
+    # -- model application --------------------------------------------------------------------
+    def _logits(self, params: dict, frozen: Any, batch: dict, dropout_key=None) -> jax.Array:
+        model = nnx.merge(self.graphdef, *params.values(), frozen)
+        return model(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"),
+                     dropout_key=dropout_key)
+
+    def log_probs(self, frozen: Any) -> Callable[[dict, dict], jax.Array]:
+        return lambda params, batch: jax.nn.log_softmax(self._logits(params, frozen, batch), -1)
+
+    def _loss(self, params, frozen, batch, key):
+        logits = self._logits(params, frozen, batch, key).astype(jnp.float32)
+        loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["labels"]).mean()
+        accuracy = (logits.argmax(-1) == batch["labels"]).mean()
+        return loss, accuracy
+
+    # -- training -----------------------------------------------------------------------------
+    def _grads(self, state: TrainState, frozen, batch, key):
+        grad_fn = jax.value_and_grad(self._loss, has_aux=True)
+        if self.grad_accum == 1:
+            return grad_fn(state.params, frozen, batch, key)
+        micro = jax.tree.map(lambda x: x.reshape(self.grad_accum, -1, *x.shape[1:]), batch)
+
+        def body(carry, inputs):
+            micro_batch, index = inputs
+            (loss, acc), grads = grad_fn(state.params, frozen, micro_batch, jax.random.fold_in(key, index))
+            total = jax.tree.map(jnp.add, carry, ((loss, acc), grads))
+            return total, None
+
+        zeros = ((jnp.zeros(()), jnp.zeros(())), jax.tree.map(jnp.zeros_like, state.params))
+        total, _ = jax.lax.scan(body, zeros, (micro, jnp.arange(self.grad_accum)))
+        return jax.tree.map(lambda x: x / self.grad_accum, total)
+
+    def _train_step(self, state: TrainState, frozen, batch):
+        rng, key = jax.random.split(state.rng)
+        (loss, accuracy), grads = self._grads(state, frozen, batch, key)
+        grads = {name: jax.tree.map(lambda g, i=i: jnp.where(state.mask[i], g, 0.0), grads[name])
+                 for i, name in enumerate(self.groups)}
+        grad_norm = optax.global_norm(grads)
+        if self.max_grad_norm is not None:
+            scale = jnp.minimum(1.0, self.max_grad_norm / (grad_norm + 1e-6))
+            grads = jax.tree.map(lambda g: g * scale, grads)
+        lr = self.lr_fn(state.step)
+        params, opt_state = self.optimizer.update(grads, state.opt_state, state.params, state.mask,
+                                                  lr, state.step)
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+        if self.skip_nonfinite:
+            params = jax.tree.map(lambda n, o: jnp.where(finite, n, o), params, state.params)
+            opt_state = jax.tree.map(lambda n, o: jnp.where(finite, n, o), opt_state, state.opt_state)
+        new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state, rng=rng)
+        metrics = {"loss": loss, "accuracy": accuracy, "grad_norm": grad_norm, "lr": lr,
+                   "finite": finite}
+        return new_state, metrics
+
+    # -- Fisher ---------------------------------------------------------------------------------
+    def make_fisher(self, estimator: str) -> Callable:
+        """Jitted (params, frozen, batch, key) -> per-group tr(F) of one batch."""
+        def one_batch(params, frozen, batch, key):
+            return fisher.batch_trace(estimator, self.log_probs(frozen), params, batch, key)
+
+        return jax.jit(one_batch)

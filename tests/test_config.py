@@ -1,0 +1,116 @@
+"""Config loading: inheritance, overrides, validation errors that name file and key."""
+
+from __future__ import annotations
+
+import pytest
+
+from jaxcult.config_loading import dump_config, load_config, parse_override
+from jaxcult.errors import UserError
+
+
+def write(path, text):
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_defaults_validate():
+    config = load_config(None)
+    assert config.schedule.name == "fun"
+    assert config.optimizer.adam_count == "per_group"
+
+
+def test_inheritance_merges_sections(tmp_path):
+    write(tmp_path / "base.yaml", "name: base\noptimizer:\n  lr: 0.1\n  name: sgd\ntrainer:\n  steps: 5\n")
+    write(tmp_path / "child.yaml", "base: base.yaml\nname: child\noptimizer:\n  lr: 0.2\n")
+    config = load_config(tmp_path / "child.yaml")
+    assert config.name == "child"
+    assert config.optimizer.lr == 0.2
+    assert config.optimizer.name == "sgd"  # inherited, not replaced by the child's section
+    assert config.trainer.steps == 5
+
+
+def test_inheritance_chain_and_cycle(tmp_path):
+    write(tmp_path / "a.yaml", "base: b.yaml\n")
+    write(tmp_path / "b.yaml", "base: a.yaml\n")
+    with pytest.raises(UserError, match="cycle"):
+        load_config(tmp_path / "a.yaml")
+
+
+def test_missing_base_names_file(tmp_path):
+    write(tmp_path / "a.yaml", "base: nowhere.yaml\n")
+    with pytest.raises(UserError, match="nowhere.yaml"):
+        load_config(tmp_path / "a.yaml")
+
+
+def test_overrides_take_precedence(tmp_path):
+    write(tmp_path / "c.yaml", "optimizer:\n  lr: 0.1\n")
+    config = load_config(tmp_path / "c.yaml", ["optimizer.lr=5e-4", "schedule.name=gu",
+                                              "peft.leave_out=[0, 1]", "trainer.steps=7"])
+    assert config.optimizer.lr == 5e-4
+    assert config.schedule.name == "gu"
+    assert config.peft.leave_out == [0, 1]
+    assert config.trainer.steps == 7
+
+
+def test_parse_override_nested():
+    assert parse_override("a.b.c=3") == {"a": {"b": {"c": 3}}}
+    with pytest.raises(UserError, match="key=value"):
+        parse_override("novalue")
+
+
+def test_unknown_key_suggests_closest(tmp_path):
+    with pytest.raises(UserError) as err:
+        load_config(None, ["optimiser.lr=1"])
+    message = str(err.value)
+    assert "optimiser" in message and "'optimizer'" in message and "\n" not in message
+
+
+def test_unknown_nested_key_in_file_names_file(tmp_path):
+    path = write(tmp_path / "x.yaml", "trainer:\n  stepz: 3\n")
+    with pytest.raises(UserError) as err:
+        load_config(path)
+    assert str(path) in str(err.value) and "trainer.stepz" in str(err.value)
+    assert "'steps'" in str(err.value)
+
+
+def test_wrong_type_names_key_and_expected():
+    with pytest.raises(UserError) as err:
+        load_config(None, ["optimizer.lr=abc"])
+    assert "optimizer.lr" in str(err.value) and "a number" in str(err.value)
+    assert "'abc'" in str(err.value)
+
+
+@pytest.mark.parametrize("override, fragment", [
+    ("trainer.steps=-1", "trainer.steps"),
+    ("optimizer.name=foo", "'adamw'"),
+    ("fisher.estimator=exact", "'sampled'"),
+    ("mesh.fsdp=0", "mesh.fsdp"),
+])
+def test_range_and_choice_errors(override, fragment):
+    with pytest.raises(UserError, match=fragment.replace(".", r"\.")):
+        load_config(None, [override])
+
+
+def test_cross_field_validation():
+    with pytest.raises(UserError, match="grad_accum"):
+        load_config(None, ["trainer.batch_size=5", "trainer.grad_accum=2"])
+    with pytest.raises(UserError, match="not both"):
+        load_config(None, ["trainer.steps=5", "trainer.epochs=1"])
+
+
+def test_yaml_syntax_error_names_file_and_line(tmp_path):
+    path = write(tmp_path / "bad.yaml", "optimizer:\n  lr: [1\n  name: adamw\n")
+    with pytest.raises(UserError) as err:
+        load_config(path)
+    assert f"{path}:3" in str(err.value)
+
+
+def test_dump_round_trips(tmp_path):
+    config = load_config(None, ["name=x", "optimizer.lr=0.25"])
+    path = write(tmp_path / "dump.yaml", dump_config(config))
+    assert load_config(path) == config
+
+
+def test_every_experiment_config_validates(repo):
+    for path in sorted((repo / "experiments").rglob("*.yaml")):
+        load_config(path)

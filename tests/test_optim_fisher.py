@@ -1,0 +1,122 @@
+"""Masked optimizer semantics and Fisher estimators against brute-force references."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxcult import fisher
+from jaxcult.config import OptimizerConfig
+from jaxcult.trainers.optim import MaskedGroupOptimizer
+
+
+def params_and_grads(seed):
+    rng = np.random.default_rng(seed)
+    params = {"a": {"w": jnp.asarray(rng.normal(size=(3, 2)), jnp.float32)},
+              "b": {"w": jnp.asarray(rng.normal(size=(4,)), jnp.float32)}}
+    grads = jax.tree.map(lambda p: jnp.asarray(rng.normal(size=p.shape), jnp.float32), params)
+    return params, grads
+
+
+def test_frozen_group_is_bit_identical_and_count_starts_at_unfreeze():
+    opt = MaskedGroupOptimizer(OptimizerConfig(name="adamw", lr=0.1, weight_decay=0.5), ["a", "b"])
+    params, _ = params_and_grads(0)
+    state = opt.init(params)
+    frozen_b = jax.tree.map(np.asarray, (params["b"], state["b"]))
+    for step in range(3):
+        _, grads = params_and_grads(step + 1)
+        params, state = opt.update(grads, state, params, jnp.array([True, False]), 0.1, step)
+    assert jax.tree.all(jax.tree.map(lambda x, y: np.array_equal(np.asarray(x), y),
+                                     (params["b"], state["b"]), frozen_b))
+    # unfreeze b: its first update equals a fresh AdamW's first update (count starts at 1)
+    _, grads = params_and_grads(9)
+    before = np.asarray(params["b"]["w"])
+    params, state = opt.update(grads, state, params, jnp.array([True, True]), 0.1, 3)
+    g = np.asarray(grads["b"]["w"])
+    m, v = 0.1 * g, 0.001 * g * g
+    expected = before * (1 - 0.1 * 0.5) - 0.1 * (m / 0.1) / (np.sqrt(v / 0.001) + 1e-8)
+    np.testing.assert_allclose(np.asarray(params["b"]["w"]), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_pytorch_adamw_with_requires_grad_toggling():
+    torch = pytest.importorskip("torch")
+    opt = MaskedGroupOptimizer(OptimizerConfig(name="adamw", lr=5e-4, weight_decay=0.01), ["a", "b"])
+    params, _ = params_and_grads(0)
+    state = opt.init(params)
+    tparams = {k: torch.nn.Parameter(torch.tensor(np.asarray(v["w"]))) for k, v in params.items()}
+    topt = torch.optim.AdamW(list(tparams.values()), lr=5e-4, weight_decay=0.01)
+    for step in range(20):
+        _, grads = params_and_grads(100 + step)
+        mask = [True, step >= 10]
+        params, state = opt.update(grads, state, params, jnp.array(mask), 5e-4, step)
+        topt.zero_grad(set_to_none=True)
+        for (name, p), active in zip(tparams.items(), mask):
+            p.grad = torch.tensor(np.asarray(grads[name]["w"])) if active else None
+        topt.step()
+    for name in params:
+        np.testing.assert_allclose(np.asarray(params[name]["w"]), tparams[name].detach().numpy(),
+                                   atol=1e-6)
+
+
+def linear_model():
+    rng = np.random.default_rng(0)
+    params = {"g1": {"w": jnp.asarray(rng.normal(size=(5, 3)), jnp.float32)},
+              "g2": {"b": jnp.asarray(rng.normal(size=(3,)), jnp.float32)}}
+    batch = {"x": jnp.asarray(rng.normal(size=(6, 5)), jnp.float32),
+             "labels": jnp.asarray(rng.integers(0, 3, size=6))}
+
+    def log_probs(p, b):
+        return jax.nn.log_softmax(b["x"] @ p["g1"]["w"] + p["g2"]["b"], -1)
+
+    return params, batch, log_probs
+
+
+def brute_force_trace(params, batch, log_probs):
+    """Exact E_x E_{y~p(y|x)} sum_theta (d log p(y|x)/d theta)^2 per group, by loops."""
+    totals = np.zeros(2)
+    n = batch["x"].shape[0]
+    for i in range(n):
+        example = {"x": batch["x"][i:i + 1]}
+        probs = np.exp(np.asarray(log_probs(params, example))[0])
+        for c in range(3):
+            grads = jax.grad(lambda p: log_probs(p, example)[0, c])(params)
+            sq = [sum(float(jnp.sum(g ** 2)) for g in jax.tree.leaves(grads[k])) for k in ("g1", "g2")]
+            totals += probs[c] * np.array(sq)
+    return totals / n
+
+
+def test_sampled_matches_exact_expectation_within_monte_carlo():
+    params, batch, log_probs = linear_model()
+    exact = brute_force_trace(params, batch, log_probs)
+    fn = jax.jit(lambda p, b, k: fisher.batch_trace("sampled", log_probs, p, b, k))
+    values = [fn(params, batch, jax.random.key(i)) for i in range(800)]
+    estimate = np.asarray(fisher.combine("sampled", values))
+    np.testing.assert_allclose(estimate, exact, rtol=0.05)
+
+
+def test_argmax_batch_is_the_official_definition():
+    params, batch, log_probs = linear_model()
+    labels = np.asarray(log_probs(params, batch)).argmax(-1)
+
+    def loss(p):
+        lp = log_probs(p, batch)
+        return -jnp.mean(lp[jnp.arange(6), labels])
+
+    grads = jax.grad(loss)(params)
+    direct = [float(jnp.sum(grads[k][n] ** 2)) / 6 for k, n in (("g1", "w"), ("g2", "b"))]
+    one = fisher.batch_trace("argmax_batch", log_probs, params, batch, jax.random.key(0))
+    np.testing.assert_allclose(np.asarray(one), direct, rtol=1e-6)
+    two = fisher.combine("argmax_batch", [one, one])
+    np.testing.assert_allclose(np.asarray(two), 2 * np.asarray(direct), rtol=1e-6)
+
+
+def test_empirical_uses_gold_labels():
+    params, batch, log_probs = linear_model()
+    value = np.asarray(fisher.batch_trace("empirical", log_probs, params, batch, jax.random.key(0)))
+    expected = np.zeros(2)
+    for i in range(6):
+        g = jax.grad(lambda p: log_probs(p, {"x": batch["x"][i:i + 1]})[0, int(batch["labels"][i])])(params)
+        expected += [float(jnp.sum(g["g1"]["w"] ** 2)), float(jnp.sum(g["g2"]["b"] ** 2))]
+    np.testing.assert_allclose(value, expected / 6, rtol=1e-5)

@@ -1,0 +1,83 @@
+"""End-to-end classification training on a tiny random encoder: schedules, compile-once, outputs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from jaxcult.config_loading import load_config
+from jaxcult.hub import assets
+from jaxcult.rundir import check_writable, prepare
+from jaxcult.trainers import loop
+
+pytestmark = pytest.mark.skipif(not assets.get_asset("minilm-l6").installed(),
+                                reason="asset minilm-l6 not installed (jaxcult assets install minilm-l6)")
+
+TINY = [
+    "model.name=random", "model.tokenizer=minilm-l6", "model.max_length=24",
+    "model.overrides={model_type: bert, vocab_size: 30522, hidden_size: 32, num_hidden_layers: 4,"
+    " num_attention_heads: 2, intermediate_size: 37}",
+    "data.max_train_examples=256", "data.max_eval_examples=32", "data.target_languages=[en, de]",
+    "trainer.batch_size=8", "trainer.eval_batch_size=16", "trainer.log_every=4",
+    "logging.tensorboard=false", "logging.progress=off", "fisher.num_batches=2",
+]
+
+
+@pytest.fixture
+def programs(monkeypatch):
+    created = []
+
+    class Recording(loop.ClassificationProgram):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            created.append(self)
+
+    monkeypatch.setattr(loop, "ClassificationProgram", Recording)
+    return created
+
+
+def train(tmp_path, *overrides):
+    config = load_config(None, [*TINY, *overrides])
+    run = prepare(check_writable(tmp_path / "run", overwrite=False, resume=False),
+                  overwrite=False, resume=False)
+    return run, loop.train(config, run)
+
+
+def read(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.mark.parametrize("schedule", ["gu", "fun"])
+def test_scheduled_run_compiles_once_and_logs(tmp_path, programs, schedule):
+    run, summary = train(tmp_path, f"schedule.name={schedule}", "schedule.k=3", "trainer.steps=12",
+                         "fisher.track_every=6")
+    events = read(run.events)
+    assert [e["step"] for e in events] == [0, 3, 6, 9]
+    opened = [g for e in events[1:] for g in e["groups"]]
+    if schedule == "gu":
+        assert opened == ["adapter/task/layer_2", "adapter/task/layer_1", "adapter/task/layer_0"]
+    else:
+        for event in events[1:]:
+            frozen = [g for g in event["fisher"] if g not in
+                      {x for e in events[:events.index(event)] for x in e["groups"]}]
+            assert event["groups"] == [max(frozen, key=event["fisher"].get)]
+    assert programs[0].train_step._cache_size() == 1
+    assert summary["source_language"] == "en" and set(summary["metrics"]) == {"en", "de"}
+    assert set(summary["average_excluding_source"]) == {"accuracy"}
+    assert len(summary["trainable_groups_final"]) == 5
+    fisher = read(run.fisher)
+    assert fisher and all(set(r["trace"]) == {"head", *(f"adapter/task/layer_{i}" for i in range(4))}
+                          for r in fisher)
+    metrics = read(run.metrics)
+    assert any(r["split"] == "train" and "loss" in r for r in metrics)
+    assert (run.plots / "fisher.png").exists() and (run.plots / "eval.png").exists()
+    assert run.report.exists()
+
+
+def test_nonfinite_loss_stops_with_clear_error(tmp_path):
+    from jaxcult.errors import UserError
+
+    with pytest.raises(UserError, match="non-finite"):
+        train(tmp_path, "schedule.name=standard", "trainer.steps=3", "optimizer.lr=1e30",
+              "optimizer.max_grad_norm=null", "optimizer.name=sgd")
