@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 DType = Literal["float32", "bfloat16"]
 
@@ -134,6 +134,8 @@ class TrainerConfig(Section):
     seed: int = 0
     seeds: list[int] | None = Field(None, min_length=1)
     on_nonfinite: Literal["stop", "skip"] = "stop"
+    inject_nonfinite_at: int | None = Field(
+        None, gt=0, description="testing aid: make the loss of this step NaN")
 
     @model_validator(mode="after")
     def _one_length(self) -> TrainerConfig:
@@ -197,6 +199,12 @@ class LoggingConfig(Section):
     wandb: bool = False
     wandb_project: str = "jaxcult"
     progress: Literal["auto", "bar", "lines", "off"] = "auto"
+
+    @field_validator("progress", mode="before")
+    @classmethod
+    def _yaml_off(cls, value):
+        """YAML reads a bare `off` as false: accept it as intended."""
+        return {False: "off", True: "auto"}.get(value, value) if isinstance(value, bool) else value
 
 
 class RunConfig(Section):

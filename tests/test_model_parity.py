@@ -127,3 +127,71 @@ def test_every_parameter_has_logical_axes(name, tmp_path):
     for path, variable in nnx.to_flat_state(nnx.state(model, nnx.Param)):
         axes = axes_of(variable)
         assert axes is not None and len(axes) == variable.ndim, path
+
+
+@pytest.mark.parametrize("kind", ["bert", "xlm-roberta", "llama-tied", "qwen2"])
+def test_save_pretrained_round_trips_through_transformers(kind, tmp_path):
+    from jaxcult.hub.export import save_pretrained
+
+    if kind in ("bert", "xlm-roberta"):
+        cls = transformers.BertConfig if kind == "bert" else transformers.XLMRobertaConfig
+        torch.manual_seed(0)
+        hf = transformers.AutoModel.from_config(cls(**ENCODER_KW, pad_token_id=1)).eval()
+        model, _ = load_pretrained(save_hf(hf, tmp_path / "in"))
+        save_pretrained(model, tmp_path / "out")
+        back = transformers.AutoModel.from_pretrained(tmp_path / "out").eval()
+        ids, mask, types = encoder_inputs()
+        args = dict(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask),
+                    token_type_ids=torch.tensor(types))
+        with torch.no_grad():
+            a, b = hf(**args).last_hidden_state, back(**args).last_hidden_state
+    else:
+        hf, model = make_decoder(kind, tmp_path / "in")
+        save_pretrained(model, tmp_path / "out")
+        back = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "out").eval()
+        ids = torch.tensor(np.random.default_rng(3).integers(0, 101, size=(2, 10)))
+        with torch.no_grad():
+            a, b = hf(input_ids=ids).logits, back(input_ids=ids).logits
+    assert np.abs(a.numpy() - b.numpy()).max() <= 1e-5
+
+
+def test_bad_checkpoints_give_one_clear_error(tmp_path):
+    from safetensors.numpy import load_file, save_file
+
+    from jaxcult.errors import UserError
+
+    torch.manual_seed(0)
+    hf = transformers.AutoModel.from_config(transformers.BertConfig(**ENCODER_KW)).eval()
+    good = save_hf(hf, tmp_path / "good")
+    tensors = load_file(good / "model.safetensors")
+    cases = {}
+    for name, change in {
+        "missing": lambda t: t.pop("encoder.layer.1.output.dense.weight"),
+        "shape": lambda t: t.__setitem__("pooler.dense.bias", np.zeros(3, np.float32)),
+        "unexpected": lambda t: t.__setitem__("encoder.layer.0.extra.weight", np.zeros(2, np.float32)),
+    }.items():
+        bad = tmp_path / name
+        bad.mkdir()
+        (bad / "config.json").write_text((good / "config.json").read_text())
+        copy = dict(tensors)
+        change(copy)
+        save_file(copy, str(bad / "model.safetensors"))
+        cases[name] = bad
+    truncated = tmp_path / "truncated"
+    truncated.mkdir()
+    (truncated / "config.json").write_text((good / "config.json").read_text())
+    data = (good / "model.safetensors").read_bytes()
+    (truncated / "model.safetensors").write_bytes(data[: len(data) // 2])
+    cases["truncated"] = truncated
+    unknown = tmp_path / "unknown"
+    unknown.mkdir()
+    (unknown / "config.json").write_text('{"model_type": "t5"}')
+    cases["model_type"] = unknown
+    expected = {"missing": "layers.1.output.kernel",
+                "shape": "pooler.bias", "unexpected": "encoder.layer.0.extra.weight",
+                "truncated": "unreadable safetensors", "model_type": "t5"}
+    for name, path in cases.items():
+        with pytest.raises(UserError) as err:
+            load_pretrained(path)
+        assert expected[name] in str(err.value), (name, str(err.value))
+        assert "\n" not in str(err.value)

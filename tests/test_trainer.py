@@ -78,6 +78,14 @@ def test_scheduled_run_compiles_once_and_logs(tmp_path, programs, schedule):
 def test_nonfinite_loss_stops_with_clear_error(tmp_path):
     from jaxcult.errors import UserError
 
-    with pytest.raises(UserError, match="non-finite"):
-        train(tmp_path, "schedule.name=standard", "trainer.steps=3", "optimizer.lr=1e30",
-              "optimizer.max_grad_norm=null", "optimizer.name=sgd")
+    with pytest.raises(UserError, match="step 2"):
+        train(tmp_path, "schedule.name=standard", "trainer.steps=4", "trainer.inject_nonfinite_at=2")
+
+
+def test_nonfinite_skip_keeps_training(tmp_path):
+    run, summary = train(tmp_path, "schedule.name=standard", "trainer.steps=4",
+                         "trainer.inject_nonfinite_at=2", "trainer.on_nonfinite=skip",
+                         "trainer.log_every=1")
+    finite = [r["finite"] for r in read(run.metrics) if r["split"] == "train"]
+    assert finite == [1.0, 0.0, 1.0, 1.0]
+    assert summary["metrics"]

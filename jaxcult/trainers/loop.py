@@ -113,7 +113,8 @@ def train(config: RunConfig, run: RunDir, *, resume: bool = False) -> dict:
     program = ClassificationProgram(parts.graphdef, parts.groups, optimizer,
                                     lr_schedule(config.optimizer, steps),
                                     config.optimizer.max_grad_norm, config.trainer.grad_accum,
-                                    config.trainer.on_nonfinite == "skip")
+                                    config.trainer.on_nonfinite == "skip",
+                                    config.trainer.inject_nonfinite_at)
     schedule = schedules.resolve(config.schedule.name)(parts.groups, parts.layer_groups,
                                                         config.schedule, seed=config.trainer.seed)
     start = schedule.start()

@@ -34,11 +34,12 @@ class ClassificationProgram:
 
     def __init__(self, graphdef: nnx.GraphDef, groups: list[str], optimizer: MaskedGroupOptimizer,
                  lr_fn: optax.Schedule, max_grad_norm: float | None, grad_accum: int,
-                 skip_nonfinite: bool) -> None:
+                 skip_nonfinite: bool, inject_nonfinite_at: int | None = None) -> None:
         self.graphdef, self.groups = graphdef, groups
         self.optimizer, self.lr_fn = optimizer, lr_fn
         self.max_grad_norm, self.grad_accum = max_grad_norm, grad_accum
         self.skip_nonfinite = skip_nonfinite
+        self.inject_nonfinite_at = inject_nonfinite_at
         self.train_step = jax.jit(self._train_step, donate_argnums=(0,))
         self.eval_logits = jax.jit(self._logits)
         self.fisher_batch: Callable | None = None
@@ -78,6 +79,10 @@ class ClassificationProgram:
     def _train_step(self, state: TrainState, frozen, batch):
         rng, key = jax.random.split(state.rng)
         (loss, accuracy), grads = self._grads(state, frozen, batch, key)
+        if self.inject_nonfinite_at is not None:
+            poison = state.step + 1 == self.inject_nonfinite_at
+            loss = jnp.where(poison, jnp.nan, loss)
+            grads = jax.tree.map(lambda g: jnp.where(poison, jnp.nan, g), grads)
         grads = {name: jax.tree.map(lambda g, i=i: jnp.where(state.mask[i], g, 0.0), grads[name])
                  for i, name in enumerate(self.groups)}
         grad_norm = optax.global_norm(grads)

@@ -1,0 +1,50 @@
+"""`save_pretrained(model, dir)`: write an HF directory (config.json + model.safetensors) that
+transformers loads, using the same key tables as import."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+from flax import nnx
+
+from jaxcult import models
+from jaxcult.hub.keymaps import hf_name_for_export
+
+_HF_ARCHITECTURES = {"bert": "BertModel", "roberta": "RobertaModel", "xlm-roberta": "XLMRobertaModel",
+                     "llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM",
+                     "mistral": "MistralForCausalLM"}
+_JAXCULT_ONLY = {"dtype", "param_dtype", "add_pooler"}
+
+
+def hf_config(config: models.ModelConfig) -> dict:
+    fields = {k: v for k, v in dataclasses.asdict(config).items() if k not in _JAXCULT_ONLY}
+    fields["architectures"] = [_HF_ARCHITECTURES[config.model_type]]
+    fields["torch_dtype"] = config.param_dtype
+    return {k: v for k, v in fields.items() if v is not None}
+
+
+def save_pretrained(model: nnx.Module, directory: str | Path, tokenizer=None) -> Path:
+    """Write `config.json`, `model.safetensors` (torch layout) and the tokenizer if given."""
+    from safetensors.numpy import save_file
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    config = model.config
+    tensors: dict[str, np.ndarray] = {}
+    for path, variable in nnx.to_flat_state(nnx.state(model, nnx.Param)):
+        key = ".".join(str(p) for p in path)
+        found = hf_name_for_export(config.model_type, key)
+        if found is None:
+            raise ValueError(f"parameter {key} has no Hugging Face name (adapters are exported "
+                             f"with `jaxcult export`, not with the base model)")
+        name, transpose = found
+        array = np.asarray(variable[...], dtype=np.float32)
+        tensors[name] = np.ascontiguousarray(array.T if transpose else array)
+    save_file(tensors, str(directory / "model.safetensors"), metadata={"format": "pt"})
+    (directory / "config.json").write_text(json.dumps(hf_config(config), indent=2) + "\n")
+    if tokenizer is not None:
+        tokenizer.save_pretrained(str(directory))
+    return directory
