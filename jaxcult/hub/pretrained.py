@@ -35,7 +35,7 @@ def _xlmr_tokenizer(path: Path):
 
 def load_pretrained(source: str | Path, *, dtype: str | None = None, mesh: Mesh | None = None,
                     rules: Rules | None = None, **overrides: Any) -> tuple[nnx.Module, Any]:
-    """Load `(model, tokenizer)` from an asset name, an HF directory or an E5S1 `.bin` file.
+    """Load `(model, tokenizer)` from an asset name, an HF directory, a `.gguf` or an E5S1 `.bin`.
 
     `dtype` sets the parameter dtype (default float32); with `mesh`, every tensor is placed
     directly with the sharding its logical axes get under `rules`. `overrides` replace
@@ -63,10 +63,17 @@ def load_pretrained(source: str | Path, *, dtype: str | None = None, mesh: Mesh 
         config = _architecture(hf_config, name, overrides)
         model = load_tensors(config, SafetensorsCheckpoint(path), name, **kw)
         return model, load_tokenizer(path)
+    if path.suffix == ".gguf":
+        from jaxcult.hub.gguf_io import gguf_tokenizer, read_gguf
+
+        hf_config, tensors = read_gguf(path)
+        config = _architecture(hf_config, name, overrides)
+        return load_tensors(config, tensors, name, **kw), gguf_tokenizer(path)
     if path.suffix == ".bin":
         from jaxcult.hub.e5s1 import read_e5s1
 
         hf_config, tensors = read_e5s1(path)
         config = _architecture(hf_config, name, overrides)
         return load_tensors(config, tensors, name, **kw), None
-    raise UserError(f"{path}: unsupported weight file (expected an HF directory or an E5S1 .bin)")
+    raise UserError(f"{path}: unsupported weight file (expected an HF directory, a .gguf file or "
+                    f"an E5S1 .bin)")

@@ -1,0 +1,134 @@
+"""GGUF (llama.cpp) checkpoints of Llama-family models: metadata -> config, tensors -> HF names.
+
+Tensors are dequantised with the `gguf` package (numpy). llama.cpp stores the rows of attn_q and
+attn_k permuted for its rotary layout (pairs interleaved); they are permuted back so the weights
+work with Hugging Face's rotate-half convention used by `jaxcult.models.decoder`. The tokenizer
+and chat template come from the file's metadata through transformers' GGUF tokenizer converter.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+
+from jaxcult.errors import UserError
+
+SUPPORTED_TYPES = ("F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1",
+                   "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K")
+_ARCHITECTURES = {"llama": "llama", "qwen2": "qwen2", "mistral": "mistral"}
+_NAMES = [  # GGUF name -> HF name ({i} = block index)
+    ("token_embd.weight", "model.embed_tokens.weight"),
+    ("output_norm.weight", "model.norm.weight"),
+    ("output.weight", "lm_head.weight"),
+    ("blk.{i}.attn_norm.weight", "model.layers.{i}.input_layernorm.weight"),
+    ("blk.{i}.ffn_norm.weight", "model.layers.{i}.post_attention_layernorm.weight"),
+    ("blk.{i}.attn_q.weight", "model.layers.{i}.self_attn.q_proj.weight"),
+    ("blk.{i}.attn_k.weight", "model.layers.{i}.self_attn.k_proj.weight"),
+    ("blk.{i}.attn_v.weight", "model.layers.{i}.self_attn.v_proj.weight"),
+    ("blk.{i}.attn_q.bias", "model.layers.{i}.self_attn.q_proj.bias"),
+    ("blk.{i}.attn_k.bias", "model.layers.{i}.self_attn.k_proj.bias"),
+    ("blk.{i}.attn_v.bias", "model.layers.{i}.self_attn.v_proj.bias"),
+    ("blk.{i}.attn_output.weight", "model.layers.{i}.self_attn.o_proj.weight"),
+    ("blk.{i}.ffn_gate.weight", "model.layers.{i}.mlp.gate_proj.weight"),
+    ("blk.{i}.ffn_up.weight", "model.layers.{i}.mlp.up_proj.weight"),
+    ("blk.{i}.ffn_down.weight", "model.layers.{i}.mlp.down_proj.weight"),
+]
+_PATTERNS = [(re.compile("^" + re.escape(g).replace(r"\{i\}", r"(?P<i>\d+)") + "$"), h)
+             for g, h in _NAMES]
+
+
+def hf_name(gguf_name: str) -> str | None:
+    for pattern, template in _PATTERNS:
+        match = pattern.match(gguf_name)
+        if match:
+            return template.format(**match.groupdict())
+    return None
+
+
+def unpermute_rows(weight: np.ndarray, heads: int) -> np.ndarray:
+    """Undo llama.cpp's q/k permutation: per head, interleaved pairs back to two halves."""
+    rows = weight.shape[0]
+    shaped = weight.reshape(heads, rows // heads // 2, 2, *weight.shape[1:])
+    return shaped.swapaxes(1, 2).reshape(weight.shape)
+
+
+def permute_rows(weight: np.ndarray, heads: int) -> np.ndarray:
+    """llama.cpp's permutation (the inverse of `unpermute_rows`); used when writing GGUF."""
+    rows = weight.shape[0]
+    shaped = weight.reshape(heads, 2, rows // heads // 2, *weight.shape[1:])
+    return shaped.swapaxes(1, 2).reshape(weight.shape)
+
+
+def _field(reader, key: str, path: Path, default=None):
+    field = reader.fields.get(key)
+    if field is None:
+        if default is not None:
+            return default
+        raise UserError(f"{path}: GGUF metadata lacks {key!r}")
+    return field.contents()
+
+
+def read_gguf(path: Path) -> tuple[dict, dict[str, np.ndarray]]:
+    """(HF config dict, HF-named float32 tensors) of a Llama-family GGUF file."""
+    import gguf
+
+    try:
+        reader = gguf.GGUFReader(str(path))
+    except Exception as err:  # gguf raises ValueError/struct errors on broken files
+        raise UserError(f"{path}: unreadable GGUF file ({err})") from None
+    arch = _field(reader, "general.architecture", path)
+    if arch not in _ARCHITECTURES:
+        raise UserError(f"{path}: GGUF architecture {arch!r} is not supported "
+                        f"(supported: {', '.join(_ARCHITECTURES)})")
+    heads = int(_field(reader, f"{arch}.attention.head_count", path))
+    kv_heads = int(_field(reader, f"{arch}.attention.head_count_kv", path, heads))
+    tensors: dict[str, np.ndarray] = {}
+    for tensor in reader.tensors:
+        kind = tensor.tensor_type.name
+        if kind not in SUPPORTED_TYPES:
+            raise UserError(f"{path}: tensor {tensor.name!r} uses quantization {kind}, which "
+                            f"jaxcult does not read (supported: {', '.join(SUPPORTED_TYPES)})")
+        name = hf_name(tensor.name)
+        if name is None:
+            raise UserError(f"{path}: unexpected GGUF tensor {tensor.name!r}")
+        shape = tuple(int(d) for d in reversed(tensor.shape))
+        values = gguf.quants.dequantize(tensor.data, tensor.tensor_type)
+        values = np.asarray(values, dtype=np.float32).reshape(shape)
+        if ".self_attn.q_proj." in name:
+            values = unpermute_rows(values, heads)
+        elif ".self_attn.k_proj." in name:
+            values = unpermute_rows(values, kv_heads)
+        tensors[name] = values
+    vocab = len(_field(reader, "tokenizer.ggml.tokens", path, [])) or tensors[
+        "model.embed_tokens.weight"].shape[0]
+    hidden = int(_field(reader, f"{arch}.embedding_length", path))
+    head_dim = int(_field(reader, f"{arch}.rope.dimension_count", path, hidden // heads))
+    config = {
+        "model_type": _ARCHITECTURES[arch], "vocab_size": vocab, "hidden_size": hidden,
+        "intermediate_size": int(_field(reader, f"{arch}.feed_forward_length", path)),
+        "num_hidden_layers": int(_field(reader, f"{arch}.block_count", path)),
+        "num_attention_heads": heads, "num_key_value_heads": kv_heads, "head_dim": head_dim,
+        "rms_norm_eps": float(_field(reader, f"{arch}.attention.layer_norm_rms_epsilon", path)),
+        "rope_theta": float(_field(reader, f"{arch}.rope.freq_base", path, 10000.0)),
+        "max_position_embeddings": int(_field(reader, f"{arch}.context_length", path, 4096)),
+        "tie_word_embeddings": "lm_head.weight" not in tensors,
+    }
+    if arch == "qwen2":
+        config["attention_bias"] = True
+    return config, tensors
+
+
+def gguf_tokenizer(path: Path):
+    """The tokenizer (with chat template) described by the GGUF metadata; None if it has none."""
+    import gguf
+    from transformers import AutoTokenizer
+
+    if "tokenizer.ggml.model" not in gguf.GGUFReader(str(path)).fields:
+        return None
+
+    try:
+        return AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    except Exception as err:  # converter errors name the unsupported tokenizer type
+        raise UserError(f"{path}: cannot build a tokenizer from the GGUF metadata ({err})") from None
