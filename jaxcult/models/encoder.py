@@ -118,24 +118,14 @@ class EncoderLayer(nnx.Module):
         b, t, _ = x.shape
         split = lambda y: y.reshape(b, t, c.num_attention_heads, c.head_dim)  # noqa: E731
         q, k, v = split(self.query(x)), split(self.key(x)), split(self.value(x))
-        attn_key = keys.next()
-        if attn_key is not None and c.attention_probs_dropout_prob > 0:
-            context = _attention_with_dropout(q, k, v, bias, c.attention_probs_dropout_prob, attn_key)
-        else:
-            context = attention(q, k, v, bias)
+        context = attention(q, k, v, bias, dropout_rate=c.attention_probs_dropout_prob,
+                            dropout_key=keys.next())
         hidden = self.attention_output(context.reshape(b, t, c.hidden_size))
         hidden = dropout(hidden, c.hidden_dropout_prob, keys.next())
         x = self._residual(self.attention_adapter, hidden, x, self.attention_norm, keys)
         hidden = self.output(self.act(self.intermediate(x)))
         hidden = dropout(hidden, c.hidden_dropout_prob, keys.next())
         return self._residual(self.output_adapter, hidden, x, self.output_norm, keys)
-
-
-def _attention_with_dropout(q, k, v, bias, rate, key) -> jax.Array:
-    """Attention with dropout on the probabilities (training only; BERT's recipe)."""
-    scores = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32) * q.shape[-1] ** -0.5
-    weights = dropout(jax.nn.softmax(scores + bias, axis=-1), rate, key).astype(v.dtype)
-    return jnp.einsum("bhqk,bkhd->bqhd", weights, v)
 
 
 class Encoder(nnx.Module):

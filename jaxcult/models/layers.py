@@ -136,21 +136,25 @@ class KeySplitter:
         return jax.random.fold_in(self._key, self._count)
 
 
-def attention(q: jax.Array, k: jax.Array, v: jax.Array, bias: jax.Array | None) -> jax.Array:
+def attention(q: jax.Array, k: jax.Array, v: jax.Array, bias: jax.Array | None, *,
+              dropout_rate: float = 0.0, dropout_key: jax.Array | None = None) -> jax.Array:
     """Softmax attention over [batch, len, heads, head_dim]; k/v heads may be fewer (GQA).
 
     `bias` is additive, broadcastable to [batch, heads, q_len, k_len]; softmax runs in float32.
+    Heads are moved in front before the batched matmuls: XLA's CPU backend runs these several
+    times faster than the equivalent einsum over the [b, len, h, d] layout.
     """
     groups = q.shape[2] // k.shape[2]
     if groups > 1:
         k = jnp.repeat(k, groups, axis=2)
         v = jnp.repeat(v, groups, axis=2)
     scale = q.shape[-1] ** -0.5
-    scores = jnp.einsum("bqhd,bkhd->bhqk", q, k).astype(jnp.float32) * scale
+    scores = jnp.matmul(q.transpose(0, 2, 1, 3), k.transpose(0, 2, 3, 1)).astype(jnp.float32)
+    scores = scores * scale
     if bias is not None:
         scores = scores + bias
-    weights = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
-    return jnp.einsum("bhqk,bkhd->bqhd", weights, v)
+    weights = dropout(jax.nn.softmax(scores, axis=-1), dropout_rate, dropout_key).astype(v.dtype)
+    return jnp.matmul(weights, v.transpose(0, 2, 1, 3)).transpose(0, 2, 1, 3)
 
 
 def padding_bias(mask: jax.Array) -> jax.Array:
