@@ -46,10 +46,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     config_path, overrides = _split_config_and_overrides(args)
     if args.resume:
         resume_dir = Path(args.resume)
-        if config_path is not None:
-            raise UserError("--resume continues a run with its own config.yaml; do not pass a config")
+        if config_path is not None or overrides:
+            raise UserError("--resume continues a run with its own config.yaml; do not pass a "
+                            "config file or overrides")
         run = rundir.check_writable(resume_dir, overwrite=False, resume=True)
-        config = load_config(run.config, overrides)
+        config = load_config(run.config)
     else:
         config = load_config(config_path or default_config_path(), overrides)
         root = Path(args.run_dir) if args.run_dir else rundir.default_run_root(config.name)
@@ -178,7 +179,12 @@ def _version() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # overrides may follow options: `train cfg.yaml --run-dir d a.b=1`
+        if args.command != "train" or any(item.startswith("-") for item in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.items = [*args.items, *extra]
     try:
         return args.func(args)
     except UserError as err:

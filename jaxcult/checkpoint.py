@@ -1,0 +1,93 @@
+"""Checkpoints with Orbax: device state (train state, best parameters) plus host state as JSON.
+
+Orbax writes each step into a temporary directory and renames it when complete, so a process
+killed mid-write leaves no half checkpoint behind. A checkpoint that is complete on disk but
+unreadable (for example a truncated file) is skipped with a warning and the previous one is used.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+from jaxcult.config import CheckpointConfig
+from jaxcult.errors import UserError
+
+
+def _to_savable(tree: Any) -> Any:
+    """Typed PRNG keys -> raw key data (Orbax stores plain arrays)."""
+    return jax.tree.map(lambda x: jax.random.key_data(x)
+                        if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key) else x, tree)
+
+
+def _from_savable(tree: Any, like: Any) -> Any:
+    return jax.tree.map(lambda x, ref: jax.random.wrap_key_data(x)
+                        if jax.dtypes.issubdtype(ref.dtype, jax.dtypes.prng_key) else x, tree, like)
+
+
+class Checkpointer:
+    """Save and restore `(device_tree, host_dict)` pairs keyed by step."""
+
+    def __init__(self, directory: Path, config: CheckpointConfig) -> None:
+        self.directory = directory.resolve()
+        self.options = ocp.CheckpointManagerOptions(max_to_keep=config.keep,
+                                                    enable_async_checkpointing=config.async_save,
+                                                    create=True)
+        self.manager = ocp.CheckpointManager(self.directory, options=self.options)
+
+    def save(self, step: int, device: Any, host: dict[str, Any]) -> None:
+        self.manager.save(step, args=ocp.args.Composite(
+            device=ocp.args.StandardSave(_to_savable(device)), host=ocp.args.JsonSave(host)),
+            force=True)
+
+    def wait(self) -> None:
+        self.manager.wait_until_finished()
+
+    def steps(self) -> list[int]:
+        return sorted(self.manager.all_steps())
+
+    def restore_latest(self, like: Any) -> tuple[int, Any, dict[str, Any]]:
+        """The newest readable checkpoint; `like` gives the structure, dtypes and shardings."""
+        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, _to_savable(like))
+        failures = []
+        for step in reversed(self.steps()):
+            try:
+                restored = self.manager.restore(step, args=ocp.args.Composite(
+                    device=ocp.args.StandardRestore(abstract), host=ocp.args.JsonRestore()))
+            except Exception as err:  # Orbax/tensorstore raise many types for broken files
+                failures.append(step)
+                print(f"warning: checkpoint {self.directory / str(step)} is unreadable "
+                      f"({type(err).__name__}); trying the previous one", file=sys.stderr)
+                continue
+            device = _from_savable(restored["device"], like)
+            if failures:
+                self._set_aside(failures)
+            return step, device, dict(restored["host"])
+        detail = f" (unreadable: steps {failures})" if failures else ""
+        raise UserError(f"{self.directory}: no usable checkpoint to resume from{detail}")
+
+    def _set_aside(self, steps: list[int]) -> None:
+        """Rename unreadable checkpoints to `corrupt-<step>` (kept for inspection, never reused)."""
+        self.manager.close()
+        for step in steps:
+            target = self.directory / f"corrupt-{step}"
+            suffix = 1
+            while target.exists():
+                suffix += 1
+                target = self.directory / f"corrupt-{step}-{suffix}"
+            (self.directory / str(step)).rename(target)
+        self.manager = ocp.CheckpointManager(self.directory, options=self.options)
+
+    def close(self) -> None:
+        self.manager.wait_until_finished()
+        self.manager.close()
+
+
+def host_arrays(tree: Any) -> Any:
+    """Copy a device tree to host numpy arrays (for keeping the best parameters)."""
+    return jax.tree.map(np.asarray, tree)
