@@ -63,10 +63,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.dry_run:
         dry_run(config)
         return 0
-    rundir.prepare(run, overwrite=args.overwrite, resume=bool(args.resume))
-    if not args.resume:
-        rundir.write_text_atomic(run.config, dump_config(config))
-    train(config, run, resume=bool(args.resume))
+    train(config, run, resume=bool(args.resume), overwrite=args.overwrite)
     return 0
 
 

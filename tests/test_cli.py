@@ -100,3 +100,14 @@ def test_prepare_creates_layout_and_overwrite_clears(tmp_path):
     rundir.prepare(rundir.check_writable(run.root, overwrite=True, resume=False),
                    overwrite=True, resume=False)
     assert not run.summary.exists()
+
+
+def test_convert_bad_inputs_exit_2(tmp_path):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text('{"model_type": "gpt_neox"}')
+    result = run_cli("convert", str(broken), "--out", str(tmp_path / "out"))
+    assert result.returncode == 2 and "gpt_neox" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    result = run_cli("convert", "no-such-model", "--out", str(tmp_path / "out"))
+    assert result.returncode == 2 and "no-such-model" in result.stderr

@@ -8,7 +8,7 @@ import pytest
 
 from jaxcult.config_loading import load_config
 from jaxcult.hub import assets
-from jaxcult.rundir import check_writable, prepare
+from jaxcult.rundir import check_writable
 from jaxcult.trainers import loop
 
 pytestmark = pytest.mark.skipif(not assets.get_asset("minilm-l6").installed(),
@@ -39,8 +39,7 @@ def programs(monkeypatch):
 
 def train(tmp_path, *overrides):
     config = load_config(None, [*TINY, *overrides])
-    run = prepare(check_writable(tmp_path / "run", overwrite=False, resume=False),
-                  overwrite=False, resume=False)
+    run = check_writable(tmp_path / "run", overwrite=False, resume=False)
     return run, loop.train(config, run)
 
 
@@ -89,3 +88,11 @@ def test_nonfinite_skip_keeps_training(tmp_path):
     finite = [r["finite"] for r in read(run.metrics) if r["split"] == "train"]
     assert finite == [1.0, 0.0, 1.0, 1.0]
     assert summary["metrics"]
+
+
+def test_bfloat16_params_and_compute_train(tmp_path):
+    run, summary = train(tmp_path, "schedule.name=standard", "trainer.steps=3",
+                         "model.dtype=bfloat16", "model.compute_dtype=bfloat16")
+    losses = [r["loss"] for r in read(run.metrics) if r["split"] == "train"]
+    assert losses and all(loss == loss for loss in losses)  # finite, not NaN
+    assert 0.0 <= summary["metrics"]["de"]["accuracy"] <= 1.0

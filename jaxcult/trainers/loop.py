@@ -26,7 +26,8 @@ from jaxcult.errors import UserError
 from jaxcult.logging import MetricLogger, Progress
 from jaxcult.peft.groups import format_group_table
 from jaxcult.report import read_jsonl, write_report
-from jaxcult.rundir import RunDir, write_text_atomic
+from jaxcult.config_loading import dump_config
+from jaxcult.rundir import RunDir, prepare, write_text_atomic
 from jaxcult.trainers.evaluation import accuracy, format_scores, make_summary
 from jaxcult.trainers.fisher_tracker import FisherTracker
 from jaxcult.trainers.optim import MaskedGroupOptimizer, lr_schedule
@@ -90,12 +91,18 @@ def _truncate_logs(run: RunDir, step: int) -> None:
             write_text_atomic(path, "".join(line + "\n" for line in kept))
 
 
-def train(config: RunConfig, run: RunDir, *, resume: bool = False) -> dict | None:
-    """Train one run; returns its summary (None when stopped by a signal)."""
+def train(config: RunConfig, run: RunDir, *, resume: bool = False,
+          overwrite: bool = False) -> dict | None:
+    """Train one run; returns its summary (None when stopped by a signal).
+
+    The run directory is created (or, with `overwrite`, cleared) only once the model and data
+    have loaded, so a bad model path or dataset never touches existing outputs.
+    """
     if config.trainer.seeds:
         raise UserError("trainer.seeds: multi-seed runs are not available yet; use trainer.seed")
     parts, data = _build(config)
-    print(format_group_table(parts.counts, parts.total_params), file=sys.stderr)
+    schedule = schedules.resolve(config.schedule.name)(parts.groups, parts.layer_groups,
+                                                        config.schedule, seed=config.trainer.seed)
     iterator = BatchIterator(data.train, config.trainer.batch_size, config.trainer.seed)
     steps = total_steps(config, iterator.batches_per_epoch)
     optimizer = MaskedGroupOptimizer(config.optimizer, parts.groups)
@@ -104,14 +111,15 @@ def train(config: RunConfig, run: RunDir, *, resume: bool = False) -> dict | Non
                                     config.optimizer.max_grad_norm, config.trainer.grad_accum,
                                     config.trainer.on_nonfinite == "skip",
                                     config.trainer.inject_nonfinite_at)
-    schedule = schedules.resolve(config.schedule.name)(parts.groups, parts.layer_groups,
-                                                        config.schedule, seed=config.trainer.seed)
     start = schedule.start()
     state = TrainState(step=jnp.zeros((), jnp.int32), params=parts.params,
                        opt_state=optimizer.init(parts.params), mask=jnp.asarray(start.mask),
                        rng=jax.random.key(config.trainer.seed))
     mask = start.mask
     tracker = FisherTracker(config, program, parts.groups, parts.frozen, data.train)
+    prepare(run, overwrite=overwrite, resume=resume)
+    if not resume:
+        write_text_atomic(run.config, dump_config(config))
     checkpointer = Checkpointer(run.checkpoints, config.checkpoint)
     best = {"accuracy": -1.0, "step": 0}
     best_params = host_arrays(state.params)
@@ -125,6 +133,7 @@ def train(config: RunConfig, run: RunDir, *, resume: bool = False) -> dict | Non
         mask, best = np.asarray(host["mask"], dtype=bool), host["best"]
         _truncate_logs(run, first)
         print(f"resuming {run.root} from step {first}", file=sys.stderr)
+    print(format_group_table(parts.counts, parts.total_params), file=sys.stderr)
     logger = MetricLogger(run, config.logging, run_config=config.to_dict())
     if not resume:
         for event in start.events:
@@ -165,10 +174,13 @@ def train(config: RunConfig, run: RunDir, *, resume: bool = False) -> dict | Non
                 state, metrics = program.train_step(state, parts.frozen, batch)
                 done = step + 1
                 if not bool(metrics["finite"]) and config.trainer.on_nonfinite == "stop":
-                    raise UserError(
-                        f"non-finite loss or gradient at step {done} (loss "
-                        f"{float(metrics['loss'])}); the last checkpoint in {run.checkpoints} is "
-                        f"kept; set trainer.on_nonfinite=skip to skip such steps")
+                    checkpointer.wait()
+                    kept = checkpointer.steps()
+                    where = (f"the last checkpoint (step {kept[-1]}) in {run.checkpoints} is kept"
+                             if kept else "no checkpoint had been written yet")
+                    raise UserError(f"non-finite loss or gradient at step {done} (loss "
+                                    f"{float(metrics['loss'])}); {where}; set "
+                                    f"trainer.on_nonfinite=skip to skip such steps")
                 if done % config.trainer.log_every == 0 or done == steps:
                     now = time.perf_counter()
                     record = {k: float(v) for k, v in metrics.items()}

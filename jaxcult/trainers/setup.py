@@ -31,10 +31,10 @@ class ModelParts:
 
 
 def _encoder_and_tokenizer(config: RunConfig):
-    overrides = {}
+    overrides = {"dtype": config.model.compute_dtype, "param_dtype": config.model.dtype}
     if config.model.dropout is not None:
-        overrides = {"hidden_dropout_prob": config.model.dropout,
-                     "attention_probs_dropout_prob": config.model.dropout}
+        overrides.update(hidden_dropout_prob=config.model.dropout,
+                         attention_probs_dropout_prob=config.model.dropout)
     if config.model.name == "random":
         arch = dict(config.model.overrides)
         if "model_type" not in arch or "vocab_size" not in arch:
@@ -45,13 +45,16 @@ def _encoder_and_tokenizer(config: RunConfig):
             raise UserError(f"model.overrides.model_type: unsupported {arch['model_type']!r}") from None
         tokenizer = None
     else:
-        encoder, tokenizer = load_pretrained(config.model.name, dtype=config.model.dtype,
+        encoder, tokenizer = load_pretrained(config.model.name,
                                              **{**dict(config.model.overrides), **overrides})
     if config.model.tokenizer is not None:
         _, tokenizer = load_pretrained(config.model.tokenizer)
     if tokenizer is None:
         raise UserError(f"model.tokenizer: {config.model.name!r} has no tokenizer; name an asset "
                         f"or HF directory that has one")
+    if len(tokenizer) > encoder.config.vocab_size:
+        raise UserError(f"model.tokenizer: the tokenizer has {len(tokenizer)} tokens but the model's "
+                        f"vocabulary has only {encoder.config.vocab_size} rows")
     if not isinstance(encoder, models.Encoder):
         raise UserError(f"model.name: {config.model.name!r} is a causal LM; task "
                         f"{config.task.name!r} needs an encoder")
