@@ -76,3 +76,44 @@ def batch_sharding(mesh: Mesh, rules: Rules, ndim: int) -> NamedSharding:
     batch_axes = [a for a in batch_axes if mesh.shape.get(a, 1) > 1]
     first = None if not batch_axes else (batch_axes[0] if len(batch_axes) == 1 else tuple(batch_axes))
     return NamedSharding(mesh, PartitionSpec(first, *([None] * (ndim - 1))))
+
+
+def place_variables(state, mesh: Mesh, rules: Rules):
+    """Put every `nnx.Variable` of an NNX state on `mesh` as its logical axes ask."""
+    from flax import nnx
+
+    from jaxcult.models.layers import axes_of
+
+    def place(variable):
+        value = variable[...]
+        sharding = named_sharding(axes_of(variable), value.shape, rules, mesh)
+        return variable.replace(value=jax.device_put(value, sharding))
+
+    return jax.tree.map(place, state, is_leaf=lambda x: isinstance(x, nnx.Variable))
+
+
+def on_mesh(tree, mesh: Mesh):
+    """Leaves not yet laid out over `mesh` (e.g. scalar optimizer counts) become replicated on it."""
+    replicated = NamedSharding(mesh, PartitionSpec())
+
+    def fix(x):
+        sharding = getattr(x, "sharding", None)
+        if isinstance(sharding, NamedSharding) and sharding.mesh == mesh:
+            return x
+        return jax.device_put(x, replicated)
+
+    return jax.tree.map(fix, tree)
+
+
+def shardings_of(tree):
+    """The sharding of every array leaf (to pin jit in/out shardings to the current layout)."""
+    return jax.tree.map(lambda x: x.sharding, tree)
+
+
+def check_batch_divisible(batch_size: int, mesh: Mesh, rules: Rules, what: str) -> None:
+    parts = batch_sharding(mesh, rules, 1).spec[0]
+    axes = [parts] if isinstance(parts, str) else list(parts or [])
+    size = int(np.prod([mesh.shape[a] for a in axes])) if axes else 1
+    if batch_size % size:
+        raise UserError(f"{what}: {batch_size} is not divisible by the {size} devices the batch "
+                        f"is split over (mesh axes {', '.join(axes)})")

@@ -17,6 +17,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
 
 from jaxcult import schedules
 from jaxcult.checkpoint import Checkpointer, host_arrays
@@ -32,6 +33,8 @@ from jaxcult.trainers.evaluation import accuracy, format_scores, make_summary
 from jaxcult.trainers.fisher_tracker import FisherTracker
 from jaxcult.trainers.optim import MaskedGroupOptimizer, lr_schedule
 from jaxcult.trainers.setup import build_model, load_data
+from jaxcult.sharding import (
+    batch_sharding, check_batch_divisible, make_mesh, on_mesh, place_variables)
 from jaxcult.trainers.steps import ClassificationProgram, TrainState
 
 
@@ -51,7 +54,6 @@ def _build(config: RunConfig):
 
 def dry_run(config: RunConfig) -> None:
     """Print the mesh, the parameter groups and the run length without training."""
-    from jaxcult.sharding import make_mesh
 
     mesh = make_mesh(config.mesh)
     parts, data = _build(config)
@@ -111,12 +113,19 @@ def train(config: RunConfig, run: RunDir, *, resume: bool = False,
                                     config.optimizer.max_grad_norm, config.trainer.grad_accum,
                                     config.trainer.on_nonfinite == "skip",
                                     config.trainer.inject_nonfinite_at)
+    mesh, rules = make_mesh(config.mesh), config.mesh.rules
+    check_batch_divisible(config.trainer.batch_size, mesh, rules, "trainer.batch_size")
+    replicated = NamedSharding(mesh, PartitionSpec())
+    frozen = place_variables(parts.frozen, mesh, rules)
+    params = place_variables(parts.params, mesh, rules)
     start = schedule.start()
-    state = TrainState(step=jnp.zeros((), jnp.int32), params=parts.params,
-                       opt_state=optimizer.init(parts.params), mask=jnp.asarray(start.mask),
-                       rng=jax.random.key(config.trainer.seed))
+    state = TrainState(step=jax.device_put(jnp.zeros((), jnp.int32), replicated), params=params,
+                       opt_state=on_mesh(jax.jit(optimizer.init)(params), mesh),
+                       mask=jax.device_put(start.mask, replicated),
+                       rng=jax.device_put(jax.random.key(config.trainer.seed), replicated))
+    program.pin_shardings(state, frozen, batch_sharding(mesh, rules, 1))
     mask = start.mask
-    tracker = FisherTracker(config, program, parts.groups, parts.frozen, data.train)
+    tracker = FisherTracker(config, program, parts.groups, frozen, data.train)
     prepare(run, overwrite=overwrite, resume=resume)
     if not resume:
         write_text_atomic(run.config, dump_config(config))
@@ -161,7 +170,7 @@ def train(config: RunConfig, run: RunDir, *, resume: bool = False,
                 decision = schedule.decide(step, mask, fisher_now)
                 if decision is not None:
                     mask = decision.mask
-                    state = state.replace(mask=jnp.asarray(mask))
+                    state = state.replace(mask=jax.device_put(mask, replicated))
                     for event in decision.events:
                         logger.log_event(event)
                 if config.fisher.track_every and step % config.fisher.track_every == 0:
@@ -170,8 +179,9 @@ def train(config: RunConfig, run: RunDir, *, resume: bool = False,
                                       tracker.normalised(traces, mask))
                 elif "value" in cache:
                     logger.log_fisher(step, tracker.estimator, cache["value"])
-                batch = {k: jnp.asarray(v) for k, v in next(iterator).items()}
-                state, metrics = program.train_step(state, parts.frozen, batch)
+                batch = {k: jax.device_put(v, batch_sharding(mesh, rules, v.ndim))
+                         for k, v in next(iterator).items()}
+                state, metrics = program.train_step(state, frozen, batch)
                 done = step + 1
                 if not bool(metrics["finite"]) and config.trainer.on_nonfinite == "stop":
                     checkpointer.wait()
@@ -190,7 +200,7 @@ def train(config: RunConfig, run: RunDir, *, resume: bool = False,
                     last_time, last_step = now, done
                     progress.update(done, record["loss"])
                 if done % eval_every == 0 or done == steps:
-                    dev = accuracy(program, state.params, parts.frozen, data.validation,
+                    dev = accuracy(program, state.params, frozen, data.validation,
                                    config.trainer.eval_batch_size)
                     logger.log_metrics(done, {"accuracy": dev}, prefix="validation")
                     if dev > best["accuracy"]:
@@ -210,7 +220,7 @@ def train(config: RunConfig, run: RunDir, *, resume: bool = False,
         print(f"stopped by signal after step {stopped}; checkpoint written. Continue with: "
               f"jaxcult train --resume {run.root}", file=sys.stderr)
         return None
-    scores = {lang: {"accuracy": accuracy(program, best_params, parts.frozen, split,
+    scores = {lang: {"accuracy": accuracy(program, best_params, frozen, split,
                                           config.trainer.eval_batch_size)}
               for lang, split in data.tests.items()}
     summary = make_summary(config, scores, [g for g, m in zip(parts.groups, mask) if m],

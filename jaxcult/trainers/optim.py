@@ -67,7 +67,10 @@ class MaskedGroupOptimizer:
         self.global_count = config.adam_count == "global"
 
     def init(self, params: Groups) -> Groups:
-        return {name: self.inner.init(params[name]) for name in self.names}
+        """Per-group states; leaves are made strongly typed so the first update's output has
+        exactly the input's types (a weak-typed scalar would trigger a second compilation)."""
+        states = {name: self.inner.init(params[name]) for name in self.names}
+        return jax.tree.map(lambda x: jnp.asarray(x, dtype=x.dtype), states)
 
     def update(self, grads: Groups, state: Groups, params: Groups, mask: jax.Array,
                lr: jax.Array, step: jax.Array) -> tuple[Groups, Groups]:

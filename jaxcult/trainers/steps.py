@@ -17,6 +17,7 @@ import optax
 from flax import nnx, struct
 
 from jaxcult import fisher
+from jaxcult.sharding import shardings_of
 from jaxcult.trainers.optim import MaskedGroupOptimizer
 
 
@@ -42,7 +43,20 @@ class ClassificationProgram:
         self.inject_nonfinite_at = inject_nonfinite_at
         self.train_step = jax.jit(self._train_step, donate_argnums=(0,))
         self.eval_logits = jax.jit(self._logits)
-        self.fisher_batch: Callable | None = None
+
+    def pin_shardings(self, state: TrainState, frozen: Any, batch_sharding) -> None:
+        """Re-jit the step with in/out shardings equal to the current placement of `state`.
+
+        Output state keeps exactly the input layout (donation reuses the buffers), the frozen
+        backbone stays where it is, and batches arrive split over the mesh's batch axes.
+        """
+        state_shardings = shardings_of(state)
+        frozen_shardings = shardings_of(frozen)
+        batch_shardings = {k: batch_sharding for k in ("input_ids", "attention_mask",
+                                                       "token_type_ids", "labels")}
+        self.train_step = jax.jit(self._train_step, donate_argnums=(0,),
+                                  in_shardings=(state_shardings, frozen_shardings, batch_shardings),
+                                  out_shardings=(state_shardings, None))
 
     # -- model application --------------------------------------------------------------------
     def _logits(self, params: dict, frozen: Any, batch: dict, dropout_key=None) -> jax.Array:
