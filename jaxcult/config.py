@@ -104,6 +104,8 @@ class FisherConfig(Section):
     num_batches: int = Field(41, gt=0)
     batch_size: int | None = Field(None, gt=0, description="default trainer.batch_size")
     ema: float = Field(0.9, ge=0.0, lt=1.0, description="moving average for the normalised trace")
+    in_step: bool = Field(False, description="also log every step's per-group squared batch "
+                          "gradient / batch size (gold labels; free: reuses the step's gradients)")
 
 
 class OptimizerConfig(Section):

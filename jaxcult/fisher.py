@@ -24,7 +24,7 @@ LogProbFn = Callable[[dict, dict], jax.Array]
 ESTIMATORS = ("sampled", "argmax_batch", "empirical")
 
 
-def _group_sq_norms(grads: dict) -> jax.Array:
+def group_sq_norms(grads: dict) -> jax.Array:
     """[num_groups] sum of squared gradient entries per group (dict order)."""
     return jnp.stack([sum(jnp.sum(jnp.square(g.astype(jnp.float32))) for g in jax.tree.leaves(tree))
                       for tree in grads.values()])
@@ -35,7 +35,7 @@ def _per_example(log_probs: LogProbFn, params: dict, batch: dict, labels: jax.Ar
     def single(example, label):
         one = jax.tree.map(lambda x: x[None], example)
         grads = jax.grad(lambda p: log_probs(p, one)[0, label])(params)
-        return _group_sq_norms(grads)
+        return group_sq_norms(grads)
 
     return jax.vmap(single)(batch, labels).mean(0)
 
@@ -58,7 +58,7 @@ def batch_trace(estimator: str, log_probs: LogProbFn, params: dict, batch: dict,
             lp = log_probs(p, inputs)
             return -jnp.take_along_axis(lp, labels[:, None], axis=-1).mean()
 
-        return _group_sq_norms(jax.grad(mean_nll)(params)) / size
+        return group_sq_norms(jax.grad(mean_nll)(params)) / size
     raise ValueError(f"unknown Fisher estimator {estimator!r} (known: {', '.join(ESTIMATORS)})")
 
 

@@ -183,6 +183,10 @@ def train(config: RunConfig, run: RunDir, *, resume: bool = False,
                          for k, v in next(iterator).items()}
                 state, metrics = program.train_step(state, frozen, batch)
                 done = step + 1
+                batch_trace = np.asarray(metrics.pop("batch_trace"))
+                if config.fisher.in_step:
+                    logger.log_fisher(step, "empirical_batch_in_step",
+                                      dict(zip(parts.groups, map(float, batch_trace))))
                 if not bool(metrics["finite"]) and config.trainer.on_nonfinite == "stop":
                     checkpointer.wait()
                     kept = checkpointer.steps()

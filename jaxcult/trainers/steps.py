@@ -93,6 +93,7 @@ class ClassificationProgram:
     def _train_step(self, state: TrainState, frozen, batch):
         rng, key = jax.random.split(state.rng)
         (loss, accuracy), grads = self._grads(state, frozen, batch, key)
+        batch_trace = fisher.group_sq_norms(grads) / batch["labels"].shape[0]
         if self.inject_nonfinite_at is not None:
             poison = state.step + 1 == self.inject_nonfinite_at
             loss = jnp.where(poison, jnp.nan, loss)
@@ -112,7 +113,7 @@ class ClassificationProgram:
             opt_state = jax.tree.map(lambda n, o: jnp.where(finite, n, o), opt_state, state.opt_state)
         new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state, rng=rng)
         metrics = {"loss": loss, "accuracy": accuracy, "grad_norm": grad_norm, "lr": lr,
-                   "finite": finite}
+                   "finite": finite, "batch_trace": batch_trace}
         return new_state, metrics
 
     # -- Fisher ---------------------------------------------------------------------------------

@@ -1,0 +1,147 @@
+"""Train-step speed of jaxcult vs PyTorch + AdapterHub `adapters` (the paper's stack), the cost of
+one FUN check (jaxcult's pure function vs the official deep copy + N batches), and the overhead
+of per-step Fisher tracking.
+
+    python benchmarks/train_step.py [--batch 32] [--length 64] [--steps 10] [--rounds 2]
+
+The PyTorch side runs in its own virtual environment (`benchmarks/.venv-adapters`, created on
+first use: `adapters` pins transformers 4.57). Rounds alternate between the two stacks so machine
+noise hits both; read the ratios, not the absolute times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxcult.config_loading import load_config
+from jaxcult.hub.export import save_pretrained
+from jaxcult.hub.pretrained import load_pretrained
+from jaxcult.sharding import make_mesh
+from jaxcult.trainers.fisher_tracker import FisherTracker
+from jaxcult.trainers.optim import MaskedGroupOptimizer, lr_schedule
+from jaxcult.trainers.setup import build_model, load_data
+from jaxcult.trainers.steps import ClassificationProgram, TrainState
+
+HERE = Path(__file__).resolve().parent
+VENV = HERE / ".venv-adapters"
+
+
+def adapters_python() -> Path:
+    python = VENV / "bin" / "python"
+    if not python.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", "torch==2.13.0", "adapters"],
+                       check=True)
+    return python
+
+
+def jaxcult_side(args, fisher_batches: int):
+    config = load_config(None, ["model.name=multilingual-e5-small", "peft.kind=pfeiffer",
+                                "schedule.name=standard", f"trainer.batch_size={args.batch}",
+                                f"fisher.num_batches={fisher_batches}",
+                                "fisher.estimator=argmax_batch", "model.dropout=0.1"])
+    make_mesh(config.mesh)
+    parts, tokenizer = build_model(config, 8)
+    data = load_data(config, tokenizer)
+    optimizer = MaskedGroupOptimizer(config.optimizer, parts.groups)
+    program = ClassificationProgram(parts.graphdef, parts.groups, optimizer,
+                                    lr_schedule(config.optimizer, 100), 1.0, 1, False)
+    state = TrainState(step=jnp.zeros((), jnp.int32), params=parts.params,
+                       opt_state=optimizer.init(parts.params),
+                       mask=jnp.ones(len(parts.groups), bool), rng=jax.random.key(0))
+    rng = np.random.default_rng(0)
+    vocab = parts.frozen["encoder"]["embeddings"]["word_embeddings"]["embedding"][...].shape[0]
+
+    def batch():
+        ids = rng.integers(5, vocab, size=(args.batch, args.length)).astype(np.int32)
+        return {"input_ids": jnp.asarray(ids), "attention_mask": jnp.ones_like(jnp.asarray(ids)),
+                "token_type_ids": jnp.zeros_like(jnp.asarray(ids)),
+                "labels": jnp.asarray(rng.integers(0, 8, size=args.batch).astype(np.int32))}
+
+    batches = [batch() for _ in range(4)]
+    state, metrics = program.train_step(state, parts.frozen, batches[0])
+    jax.block_until_ready(metrics)
+
+    def step_times(n):
+        nonlocal state
+        times = []
+        for i in range(n):
+            start = time.perf_counter()
+            state, metrics = program.train_step(state, parts.frozen, batches[i % 4])
+            jax.block_until_ready(metrics["loss"])
+            times.append(time.perf_counter() - start)
+        return statistics.median(times)
+
+    tracker = FisherTracker(config, program, parts.groups, parts.frozen, data.train)
+    tracker.batches = _RandomBatches(batches)
+    tracker(state.params, 0)  # compile
+
+    def fun_check():
+        start = time.perf_counter()
+        tracker(state.params, 1)
+        return time.perf_counter() - start
+
+    return step_times, fun_check
+
+
+class _RandomBatches:
+    """Feeds the tracker the benchmark's fixed-length batches (as numpy)."""
+
+    def __init__(self, batches):
+        self.batches, self.i = [{k: np.asarray(v) for k, v in b.items()} for b in batches], 0
+
+    def __next__(self):
+        self.i += 1
+        return self.batches[self.i % len(self.batches)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--length", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--fisher-batches", type=int, default=41)
+    args = parser.parse_args()
+    python = adapters_python()
+    model, _ = load_pretrained("multilingual-e5-small")
+    with tempfile.TemporaryDirectory() as scratch:
+        hf_dir = save_pretrained(model, Path(scratch) / "e5")
+        del model
+        step_times, fun_check = jaxcult_side(args, args.fisher_batches)
+        ours, theirs, ours_fun, theirs_fun = [], [], [], []
+        for _ in range(args.rounds):
+            out = subprocess.run([str(python), str(HERE / "_adapters_reference.py"), str(hf_dir),
+                                  str(args.batch), str(args.length), str(args.steps),
+                                  str(args.fisher_batches)], capture_output=True, text=True)
+            if out.returncode != 0:
+                sys.exit(out.stderr[-3000:])
+            ref = json.loads(out.stdout.strip().splitlines()[-1])
+            theirs.append(ref["step_seconds"])
+            theirs_fun.append(ref["fun_check_seconds"])
+            ours.append(step_times(args.steps))
+            ours_fun.append(fun_check())
+    o, t = statistics.median(ours), statistics.median(theirs)
+    of, tf = statistics.median(ours_fun), statistics.median(theirs_fun)
+    print(f"e5-small Pfeiffer rf16, batch {args.batch}, length {args.length}, CPU")
+    print(f"train step: jaxcult {o * 1e3:.0f} ms, pytorch+adapters {t * 1e3:.0f} ms, "
+          f"speed-up {t / o:.2f}x")
+    print(f"FUN check ({args.fisher_batches} batches): jaxcult {of:.1f} s, official deepcopy "
+          f"approach {tf:.1f} s, speed-up {tf / of:.2f}x")
+    print(f"per-step tracking (fisher.in_step): computed inside the step from its own gradients; "
+          f"no separate pass (see the note on issue 5 for the measured step-time difference)")
+
+
+if __name__ == "__main__":
+    main()
