@@ -120,3 +120,22 @@ def test_empirical_uses_gold_labels():
         g = jax.grad(lambda p: log_probs(p, {"x": batch["x"][i:i + 1]})[0, int(batch["labels"][i])])(params)
         expected += [float(jnp.sum(g["g1"]["w"] ** 2)), float(jnp.sum(g["g2"]["b"] ** 2))]
     np.testing.assert_allclose(value, expected / 6, rtol=1e-5)
+
+
+def test_global_adam_count_uses_the_global_step():
+    params, _ = params_and_grads(0)
+    per_group = MaskedGroupOptimizer(OptimizerConfig(name="adam", lr=0.1), ["a", "b"])
+    global_count = MaskedGroupOptimizer(OptimizerConfig(name="adam", lr=0.1, adam_count="global"),
+                                        ["a", "b"])
+    _, grads = params_and_grads(1)
+    mask = jnp.array([True, True])
+    first, _ = per_group.update(grads, per_group.init(params), params, mask, 0.1, 5)
+    later, _ = global_count.update(grads, global_count.init(params), params, mask, 0.1, 5)
+    g = np.asarray(grads["b"]["w"])
+    # per-group: bias-corrected first step moves by lr * sign(g); global: count 6 shrinks it
+    np.testing.assert_allclose(np.asarray(first["b"]["w"]) - np.asarray(params["b"]["w"]),
+                               -0.1 * np.sign(g), rtol=1e-4)
+    m_hat = 0.1 * g / (1 - 0.9 ** 6)
+    v_hat = 0.001 * g * g / (1 - 0.999 ** 6)
+    np.testing.assert_allclose(np.asarray(later["b"]["w"]) - np.asarray(params["b"]["w"]),
+                               -0.1 * m_hat / (np.sqrt(v_hat) + 1e-8), rtol=1e-4)

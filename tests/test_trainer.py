@@ -96,3 +96,18 @@ def test_bfloat16_params_and_compute_train(tmp_path):
     losses = [r["loss"] for r in read(run.metrics) if r["split"] == "train"]
     assert losses and all(loss == loss for loss in losses)  # finite, not NaN
     assert 0.0 <= summary["metrics"]["de"]["accuracy"] <= 1.0
+
+
+def test_in_step_tracking_logs_every_step(tmp_path):
+    run, _ = train(tmp_path, "schedule.name=gu", "schedule.k=2", "trainer.steps=4", "fisher.in_step=true")
+    lines = [r for r in read(run.fisher) if r["estimator"] == "empirical_batch_in_step"]
+    assert [r["step"] for r in lines] == [0, 1, 2, 3]
+    assert all(len(r["trace"]) == 5 and all(v >= 0 for v in r["trace"].values()) for r in lines)
+
+
+def test_lora_groups_train_under_a_schedule(tmp_path):
+    run, summary = train(tmp_path, "peft.kind=lora", "peft.lora_r=2", "schedule.name=gu",
+                         "schedule.k=1", "trainer.steps=10")
+    first = read(run.events)[0]["groups"]
+    assert first == ["head", "lora/layer_3/value"]
+    assert len(summary["trainable_groups_final"]) == 9  # head + (query, value) x 4 layers

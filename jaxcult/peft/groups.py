@@ -1,7 +1,8 @@
 """Parameter groups: stable, readable names for the blocks that schedules unfreeze.
 
 Groups are derived from NNX parameter paths, so they never need to be declared by hand:
-`head`, `adapter/task/layer_{i}` (bottleneck adapters), and for full fine-tuning
+`head`, `adapter/task/layer_{i}` (bottleneck adapters), `lora/layer_{i}/<module>` (LoRA), and for
+full fine-tuning
 `embeddings` and `layer_{i}`. A path outside every group belongs to the frozen backbone.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 import re
 
 _ADAPTER = re.compile(r"^encoder\.layers\.(\d+)\.(attention|output)_adapter\.")
+_LORA = re.compile(r"^encoder\.layers\.(\d+)\.(\w+)\.lora_[ab]$")
 _LAYER = re.compile(r"^encoder\.layers\.(\d+)\.")
 
 
@@ -20,6 +22,9 @@ def group_of(path: str, peft_kind: str) -> str | None:
     match = _ADAPTER.match(path)
     if match:
         return f"adapter/task/layer_{match.group(1)}"
+    match = _LORA.match(path)
+    if match:
+        return f"lora/layer_{match.group(1)}/{match.group(2)}"
     if peft_kind == "full":
         match = _LAYER.match(path)
         if match:
@@ -31,7 +36,7 @@ def group_of(path: str, peft_kind: str) -> str | None:
 
 def layer_index(group: str) -> int | None:
     """The layer a group belongs to (None for `head` / `embeddings`)."""
-    match = re.search(r"layer_(\d+)$", group)
+    match = re.search(r"layer_(\d+)(/|$)", group)
     return int(match.group(1)) if match else None
 
 

@@ -112,7 +112,7 @@ def train(config: RunConfig, run: RunDir, *, resume: bool = False,
                                     lr_schedule(config.optimizer, steps),
                                     config.optimizer.max_grad_norm, config.trainer.grad_accum,
                                     config.trainer.on_nonfinite == "skip",
-                                    config.trainer.inject_nonfinite_at)
+                                    config.trainer.inject_nonfinite_at, config.fisher.in_step)
     mesh, rules = make_mesh(config.mesh), config.mesh.rules
     check_batch_divisible(config.trainer.batch_size, mesh, rules, "trainer.batch_size")
     replicated = NamedSharding(mesh, PartitionSpec())
@@ -183,10 +183,10 @@ def train(config: RunConfig, run: RunDir, *, resume: bool = False,
                          for k, v in next(iterator).items()}
                 state, metrics = program.train_step(state, frozen, batch)
                 done = step + 1
-                batch_trace = np.asarray(metrics.pop("batch_trace"))
                 if config.fisher.in_step:
+                    traces = np.asarray(metrics.pop("batch_trace"))
                     logger.log_fisher(step, "empirical_batch_in_step",
-                                      dict(zip(parts.groups, map(float, batch_trace))))
+                                      dict(zip(parts.groups, map(float, traces))))
                 if not bool(metrics["finite"]) and config.trainer.on_nonfinite == "stop":
                     checkpointer.wait()
                     kept = checkpointer.steps()

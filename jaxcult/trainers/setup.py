@@ -17,6 +17,7 @@ from jaxcult.hub.pretrained import load_pretrained
 from jaxcult.models.classifier import SequenceClassifier
 from jaxcult.peft.bottleneck import PLACEMENTS, add_bottleneck_adapters
 from jaxcult.peft.groups import group_of, layer_index, ordered_groups
+from jaxcult.peft.lora import add_lora
 
 
 @dataclass
@@ -65,9 +66,15 @@ def build_model(config: RunConfig, num_labels: int) -> tuple[ModelParts, Any]:
     encoder, tokenizer = _encoder_and_tokenizer(config)
     if config.peft.kind in PLACEMENTS:
         add_bottleneck_adapters(encoder, config.peft, seed=config.trainer.seed)
+    elif config.peft.kind == "lora":
+        if config.peft.lora_dropout or config.peft.modules_to_save:
+            raise UserError("peft.lora_dropout / peft.modules_to_save are not supported yet; "
+                            "set lora_dropout: 0 and modules_to_save: []")
+        add_lora(encoder, config.peft.target_modules, config.peft.lora_r, config.peft.lora_alpha,
+                 seed=config.trainer.seed)
     elif config.peft.kind not in ("none", "full"):
         raise UserError(f"peft.kind: {config.peft.kind!r} is not available for the classification "
-                        f"trainer yet (available: none, full, {', '.join(PLACEMENTS)})")
+                        f"trainer yet (available: none, full, lora, {', '.join(PLACEMENTS)})")
     model = SequenceClassifier(encoder, num_labels, pooling=config.model.pooling,
                                seed=config.trainer.seed)
     kind = config.peft.kind

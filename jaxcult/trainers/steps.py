@@ -35,12 +35,14 @@ class ClassificationProgram:
 
     def __init__(self, graphdef: nnx.GraphDef, groups: list[str], optimizer: MaskedGroupOptimizer,
                  lr_fn: optax.Schedule, max_grad_norm: float | None, grad_accum: int,
-                 skip_nonfinite: bool, inject_nonfinite_at: int | None = None) -> None:
+                 skip_nonfinite: bool, inject_nonfinite_at: int | None = None,
+                 track_in_step: bool = False) -> None:
         self.graphdef, self.groups = graphdef, groups
         self.optimizer, self.lr_fn = optimizer, lr_fn
         self.max_grad_norm, self.grad_accum = max_grad_norm, grad_accum
         self.skip_nonfinite = skip_nonfinite
         self.inject_nonfinite_at = inject_nonfinite_at
+        self.track_in_step = track_in_step
         self.train_step = jax.jit(self._train_step, donate_argnums=(0,))
         self.eval_logits = jax.jit(self._logits)
 
@@ -93,11 +95,11 @@ class ClassificationProgram:
     def _train_step(self, state: TrainState, frozen, batch):
         rng, key = jax.random.split(state.rng)
         (loss, accuracy), grads = self._grads(state, frozen, batch, key)
-        batch_trace = fisher.group_sq_norms(grads) / batch["labels"].shape[0]
         if self.inject_nonfinite_at is not None:
             poison = state.step + 1 == self.inject_nonfinite_at
             loss = jnp.where(poison, jnp.nan, loss)
             grads = jax.tree.map(lambda g: jnp.where(poison, jnp.nan, g), grads)
+        raw_grads = grads
         grads = {name: jax.tree.map(lambda g, i=i: jnp.where(state.mask[i], g, 0.0), grads[name])
                  for i, name in enumerate(self.groups)}
         grad_norm = optax.global_norm(grads)
@@ -113,7 +115,9 @@ class ClassificationProgram:
             opt_state = jax.tree.map(lambda n, o: jnp.where(finite, n, o), opt_state, state.opt_state)
         new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state, rng=rng)
         metrics = {"loss": loss, "accuracy": accuracy, "grad_norm": grad_norm, "lr": lr,
-                   "finite": finite, "batch_trace": batch_trace}
+                   "finite": finite}
+        if self.track_in_step:  # squared batch gradient per group / B, before masking
+            metrics["batch_trace"] = fisher.group_sq_norms(raw_grads) / batch["labels"].shape[0]
         return new_state, metrics
 
     # -- Fisher ---------------------------------------------------------------------------------

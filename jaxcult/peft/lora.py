@@ -1,0 +1,93 @@
+"""LoRA (Hu et al., 2021): low-rank updates W + (alpha / r) A B on chosen projections.
+
+Factors live inside the targeted `Dense` modules (`lora_a` [in, r], `lora_b` [r, out]), so the
+base weights keep their paths and checkpoints load and export unchanged. `lora_b` starts at zero:
+a fresh LoRA model equals its base. Targets are short aliases (`q`, `k`, `v`, `o`, `ffn_in`,
+`ffn_out`, `gate`, `up`, `down`), attribute names (`query`, `q_proj`), or regular expressions
+matched against the full module path (`layers\\.[0-5]\\.query`).
+"""
+
+from __future__ import annotations
+
+import re
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from jaxcult.errors import UserError
+from jaxcult.models.layers import Dense
+
+ALIASES = {
+    "q": ("query", "q_proj"), "k": ("key", "k_proj"), "v": ("value", "v_proj"),
+    "o": ("attention_output", "o_proj"), "ffn_in": ("intermediate",), "ffn_out": ("output",),
+    "gate": ("gate_proj",), "up": ("up_proj",), "down": ("down_proj",),
+}
+
+
+def _matches(path: str, targets: list[str]) -> bool:
+    name = path.rsplit(".", 1)[-1]
+    for target in targets:
+        if name in ALIASES.get(target, ()) or name == target or re.fullmatch(target, path):
+            return True
+    return False
+
+
+def lora_targets(model: nnx.Module, targets: list[str]) -> list[tuple[str, Dense]]:
+    """(path, Dense) of every layer projection a target selects; error if none does."""
+    found = []
+    for path, module in model.iter_modules():
+        dotted = ".".join(str(p) for p in path)
+        if isinstance(module, Dense) and ".layers." in f".{dotted}." and _matches(dotted, targets):
+            found.append((dotted, module))
+    if not found:
+        raise UserError(f"peft.target_modules: {targets} match no projection of this model "
+                        f"(aliases: {', '.join(ALIASES)}; or attribute names / path regexes)")
+    return found
+
+
+def add_lora(model: nnx.Module, targets: list[str], r: int, alpha: float, seed: int = 0) -> list[str]:
+    """Attach LoRA factors (A ~ Kaiming-uniform as in PEFT, B = 0); returns the target paths."""
+    rngs = nnx.Rngs(seed)
+    init = jax.nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
+    paths = []
+    for path, dense in lora_targets(model, targets):
+        fan_in, fan_out = dense.kernel.shape
+        set_factors(dense, init(rngs.params(), (fan_in, r), jnp.float32),
+                    jnp.zeros((r, fan_out), jnp.float32), alpha / r)
+        paths.append(path)
+    return paths
+
+
+def set_factors(dense: Dense, a: jax.Array, b: jax.Array, scaling: float) -> None:
+    """Attach LoRA factors A [in, r] and B [r, out] with logical axes derived from the kernel."""
+    in_axis, out_axis = dense.kernel.get_metadata()["axes"]
+    dense.lora_a = nnx.Param(jnp.asarray(a), axes=(in_axis, "adapter"))
+    dense.lora_b = nnx.Param(jnp.asarray(b), axes=("adapter", out_axis))
+    dense.lora_scaling = scaling
+
+
+def lora_modules(model: nnx.Module) -> list[tuple[str, Dense]]:
+    return [(".".join(str(p) for p in path), m) for path, m in model.iter_modules()
+            if isinstance(m, Dense) and m.lora_a is not None]
+
+
+def merge(model: nnx.Module) -> None:
+    """Fold every LoRA update into its base kernel and remove the factors (in place)."""
+    for _, dense in lora_modules(model):
+        delta = dense.lora_a[...] @ dense.lora_b[...] * dense.lora_scaling
+        dense.kernel[...] = dense.kernel[...] + delta.astype(dense.kernel.dtype)
+        dense.lora_a, dense.lora_b = nnx.data(None), nnx.data(None)
+
+
+def unmerge(model: nnx.Module, factors: dict[str, tuple[jax.Array, jax.Array, float]]) -> None:
+    """Undo `merge` given the factors it folded in (`{path: (A, B, scaling)}`)."""
+    modules = dict(model.iter_modules())
+    for path, (a, b, scaling) in factors.items():
+        dense = modules[tuple(int(p) if p.isdigit() else p for p in path.split("."))]
+        dense.kernel[...] = dense.kernel[...] - (a @ b * scaling).astype(dense.kernel.dtype)
+        set_factors(dense, a, b, scaling)
+
+
+def factors_of(model: nnx.Module) -> dict[str, tuple[jax.Array, jax.Array, float]]:
+    return {path: (d.lora_a[...], d.lora_b[...], d.lora_scaling) for path, d in lora_modules(model)}

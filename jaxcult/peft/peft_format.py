@@ -1,0 +1,98 @@
+"""LoRA in Hugging Face PEFT's format: `adapter_config.json` + `adapter_model.safetensors`.
+
+Keys are `base_model.model.<HF module path>.lora_A.weight` ([r, in], torch layout) and
+`.lora_B.weight` ([out, r]); module paths come from the same key tables as checkpoint loading,
+so an adapter trained in jaxcult loads with `peft.PeftModel.from_pretrained` onto the
+transformers model, and one saved by `peft` imports into jaxcult.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+from flax import nnx
+
+from jaxcult.errors import UserError
+from jaxcult.hub.keymaps import hf_name_for_export, keymap_for
+from jaxcult.peft.lora import lora_modules, set_factors
+
+PREFIX = "base_model.model."
+_TASK_TYPES = {"llama": "CAUSAL_LM", "qwen2": "CAUSAL_LM", "mistral": "CAUSAL_LM"}
+
+
+def _hf_module(model_type: str, path: str) -> str:
+    found = hf_name_for_export(model_type, f"{path}.kernel")
+    if found is None:
+        raise UserError(f"LoRA on {path} has no Hugging Face module name")
+    return found[0].removesuffix(".weight")
+
+
+def export_peft(model: nnx.Module, directory: str | Path, *, alpha: float, dropout: float = 0.0,
+                base_model: str | None = None) -> Path:
+    """Write the LoRA factors of `model` (an Encoder or CausalLM) as a PEFT adapter directory."""
+    from safetensors.numpy import save_file
+
+    modules = lora_modules(model)
+    if not modules:
+        raise UserError("export --format peft: the model has no LoRA factors")
+    model_type = model.config.model_type
+    tensors, names, ranks = {}, set(), set()
+    for path, dense in modules:
+        hf = _hf_module(model_type, path)
+        names.add(hf.rsplit(".", 1)[-1])
+        ranks.add(dense.lora_a.shape[1])
+        tensors[f"{PREFIX}{hf}.lora_A.weight"] = np.ascontiguousarray(np.asarray(dense.lora_a[...]).T)
+        tensors[f"{PREFIX}{hf}.lora_B.weight"] = np.ascontiguousarray(np.asarray(dense.lora_b[...]).T)
+    if len(ranks) != 1:
+        raise UserError(f"export --format peft: LoRA ranks differ across modules ({sorted(ranks)})")
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(directory / "adapter_model.safetensors"))
+    config = {"peft_type": "LORA", "r": ranks.pop(), "lora_alpha": alpha, "lora_dropout": dropout,
+              "target_modules": sorted(names), "bias": "none", "fan_in_fan_out": False,
+              "use_rslora": False, "inference_mode": True, "modules_to_save": None,
+              "task_type": _TASK_TYPES.get(model_type), "base_model_name_or_path": base_model}
+    (directory / "adapter_config.json").write_text(json.dumps(config, indent=2) + "\n")
+    return directory
+
+
+def import_peft(model: nnx.Module, directory: str | Path) -> list[str]:
+    """Attach the LoRA factors of a PEFT adapter directory to `model`; returns their paths."""
+    from safetensors.numpy import load_file
+
+    directory = Path(directory)
+    config_path = directory / "adapter_config.json"
+    weights = directory / "adapter_model.safetensors"
+    for needed in (config_path, weights):
+        if not needed.exists():
+            raise UserError(f"{directory}: not a PEFT adapter ({needed.name} missing)")
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    if config.get("peft_type") != "LORA":
+        raise UserError(f"{config_path}: peft_type {config.get('peft_type')!r} is not LORA")
+    r, alpha = int(config["r"]), float(config["lora_alpha"])
+    scaling = alpha / math.sqrt(r) if config.get("use_rslora") else alpha / r
+    keymap = keymap_for(model.config.model_type)
+    modules = {".".join(str(p) for p in path): m for path, m in model.iter_modules()}
+    tensors = load_file(str(weights))
+    attached = []
+    for key in sorted(k for k in tensors if k.endswith(".lora_A.weight")):
+        hf_module = key.removeprefix(PREFIX).removesuffix(".lora_A.weight")
+        found = keymap.to_nnx(keymap.canonical(f"{hf_module}.weight"))
+        if found is None:
+            raise UserError(f"{weights}: {key!r} targets no module of this architecture")
+        path = found[0].removesuffix(".kernel")
+        dense = modules[path]
+        a = tensors[key].T
+        b = tensors[key.replace(".lora_A.", ".lora_B.")].T
+        if a.shape[0] != dense.kernel.shape[0] or b.shape[1] != dense.kernel.shape[1]:
+            raise UserError(f"{weights}: {key!r} was built for a {a.shape[0]}->{b.shape[1]} "
+                            f"projection, but {path} is {dense.kernel.shape[0]}->"
+                            f"{dense.kernel.shape[1]} (an adapter for another model size)")
+        set_factors(dense, a, b, scaling)
+        attached.append(path)
+    if not attached:
+        raise UserError(f"{weights}: no LoRA tensors found")
+    return attached
