@@ -46,11 +46,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     config_path, overrides = _split_config_and_overrides(args)
     if args.resume:
         resume_dir = Path(args.resume)
-        if config_path is not None or overrides:
+        moved = [o for o in overrides if not o.startswith("mesh.")]
+        if config_path is not None or moved:
             raise UserError("--resume continues a run with its own config.yaml; do not pass a "
-                            "config file or overrides")
+                            "config file or overrides other than mesh.* (found "
+                            f"{config_path or moved[0]!r})")
         run = rundir.check_writable(resume_dir, overwrite=False, resume=True)
-        config = load_config(run.config)
+        config = load_config(run.config, overrides)
     else:
         config = load_config(config_path or default_config_path(), overrides)
         root = Path(args.run_dir) if args.run_dir else rundir.default_run_root(config.name)
@@ -96,8 +98,23 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    raise UserError(f"export --format {args.format}: no adapter interop is built yet "
-                    f"(tracked by the PEFT issue); {args.run_dir} was left unchanged")
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()) and not args.overwrite:
+        raise UserError(f"{out}: output directory is not empty; pass --overwrite to replace files")
+    if args.format == "adapterhub":
+        raise UserError("export --format adapterhub is not available yet (AdapterHub interop is "
+                        "still open); use --format peft for LoRA runs")
+    from jaxcult.peft.peft_format import export_peft
+    from jaxcult.trainers.restore import load_run_model
+
+    config, model = load_run_model(Path(args.run_dir))
+    if config.peft.kind != "lora":
+        raise UserError(f"export --format peft: {args.run_dir} trained peft.kind="
+                        f"{config.peft.kind!r}; the PEFT format holds LoRA adapters only")
+    export_peft(model.encoder, out, alpha=config.peft.lora_alpha, dropout=config.peft.lora_dropout,
+                base_model=config.model.name)
+    print(out)
+    return 0
 
 
 def cmd_assets(args: argparse.Namespace) -> int:
@@ -149,6 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("run_dir")
     export.add_argument("--format", choices=["adapterhub", "peft"], required=True)
     export.add_argument("--out", required=True)
+    export.add_argument("--overwrite", action="store_true")
     export.set_defaults(func=cmd_export)
 
     convert = sub.add_parser("convert", parents=[common],

@@ -111,3 +111,23 @@ def test_lora_groups_train_under_a_schedule(tmp_path):
     first = read(run.events)[0]["groups"]
     assert first == ["head", "lora/layer_3/value"]
     assert len(summary["trainable_groups_final"]) == 9  # head + (query, value) x 4 layers
+
+
+def test_export_peft_from_a_lora_run(tmp_path, capsys):
+    import numpy as np
+    from safetensors.numpy import load_file
+
+    from jaxcult.cli import main
+
+    run, _ = train(tmp_path, "peft.kind=lora", "peft.lora_r=2", "schedule.name=standard",
+                   "trainer.steps=3")
+    assert main(["export", str(run.root), "--format", "peft", "--out", str(tmp_path / "peft")]) == 0
+    config = json.loads((tmp_path / "peft" / "adapter_config.json").read_text())
+    assert config["peft_type"] == "LORA" and config["target_modules"] == ["query", "value"]
+    tensors = load_file(str(tmp_path / "peft" / "adapter_model.safetensors"))
+    assert len(tensors) == 16
+    key = "base_model.model.encoder.layer.0.attention.self.query.lora_B.weight"
+    assert np.abs(tensors[key]).max() > 0  # trained, not the zero init
+    assert main(["export", str(run.root), "--format", "adapterhub", "--out",
+                 str(tmp_path / "ah")]) == 2
+    assert "not available" in capsys.readouterr().err

@@ -45,7 +45,7 @@ def total_steps(config: RunConfig, batches_per_epoch: int) -> int:
     return max(1, math.ceil(epochs * batches_per_epoch))
 
 
-def _build(config: RunConfig):
+def build_run(config: RunConfig):
     from jaxcult.data import multilingual
 
     parts, tokenizer = build_model(config, config.task.num_labels or len(multilingual.LABELS))
@@ -56,7 +56,7 @@ def dry_run(config: RunConfig) -> None:
     """Print the mesh, the parameter groups and the run length without training."""
 
     mesh = make_mesh(config.mesh)
-    parts, data = _build(config)
+    parts, data = build_run(config)
     print(f"mesh: {dict(mesh.shape)} over {mesh.devices.size} {jax.default_backend()} device(s)")
     print(format_group_table(parts.counts, parts.total_params))
     steps = total_steps(config, len(data.train) // config.trainer.batch_size)
@@ -102,7 +102,7 @@ def train(config: RunConfig, run: RunDir, *, resume: bool = False,
     """
     if config.trainer.seeds:
         raise UserError("trainer.seeds: multi-seed runs are not available yet; use trainer.seed")
-    parts, data = _build(config)
+    parts, data = build_run(config)
     schedule = schedules.resolve(config.schedule.name)(parts.groups, parts.layer_groups,
                                                         config.schedule, seed=config.trainer.seed)
     iterator = BatchIterator(data.train, config.trainer.batch_size, config.trainer.seed)
