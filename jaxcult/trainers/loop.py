@@ -17,6 +17,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
 from jaxcult import schedules
@@ -53,14 +54,63 @@ def build_run(config: RunConfig):
 
 
 def dry_run(config: RunConfig) -> None:
-    """Print the mesh, the parameter groups and the run length without training."""
-
+    """Print the mesh, each group's sharding and a per-device memory estimate; train nothing."""
     mesh = make_mesh(config.mesh)
     parts, data = build_run(config)
+    steps = total_steps(config, len(data.train) // config.trainer.batch_size)
     print(f"mesh: {dict(mesh.shape)} over {mesh.devices.size} {jax.default_backend()} device(s)")
     print(format_group_table(parts.counts, parts.total_params))
-    steps = total_steps(config, len(data.train) // config.trainer.batch_size)
+    estimate = memory_estimate(config, parts, mesh)
+    print("per-device memory estimate:")
+    for name, value in estimate["per_device_bytes"].items():
+        print(f"  {name:<22} {value / 2**20:10.1f} MiB")
+    print("parameter shardings (logical axes -> mesh axes):")
+    for spec, count in estimate["specs"].items():
+        print(f"  {spec:<40} {count} tensors")
     print(f"train examples: {len(data.train)}, steps: {steps}, languages: {', '.join(data.tests)}")
+
+
+def memory_estimate(config: RunConfig, parts, mesh) -> dict:
+    """Bytes per device for frozen and trainable parameters, Adam state and activations.
+
+    Parameter and optimizer bytes follow each tensor's sharding; activations are a rough
+    upper estimate of what the backward pass keeps per layer (about 20 hidden-sized tensors and
+    3 attention maps per example token), split over the batch axes.
+    """
+    from collections import Counter
+
+    from jaxcult.models.layers import axes_of
+    from jaxcult.sharding import logical_to_spec
+
+    rules = config.mesh.rules
+    specs: Counter = Counter()
+
+    def shard_bytes(state) -> int:
+        total = 0
+        for _, variable in nnx.to_flat_state(state):
+            spec = logical_to_spec(axes_of(variable), variable.shape, rules, mesh)
+            specs[f"{axes_of(variable)} -> {tuple(spec)}"] += 1
+            split = 1
+            for axis in spec:
+                for name in ([axis] if isinstance(axis, str) else list(axis or [])):
+                    split *= mesh.shape[name]
+            total += variable[...].nbytes // split
+        return total
+
+    frozen = shard_bytes(parts.frozen)
+    trainable = sum(shard_bytes(state) for state in parts.params.values())
+    batch_split = mesh.shape["data"] * mesh.shape["fsdp"]
+    encoder = parts.frozen["encoder"]
+    layers = len(encoder["layers"])
+    hidden = encoder["embeddings"]["word_embeddings"]["embedding"][...].shape[1]
+    tokens = config.trainer.batch_size // config.trainer.grad_accum * config.model.max_length
+    heads = hidden // 64 or 1
+    width = jnp.dtype(config.model.compute_dtype).itemsize
+    activations = layers * tokens * (20 * hidden + 3 * heads * config.model.max_length) * width
+    return {"per_device_bytes": {"frozen parameters": frozen, "trainable parameters": trainable,
+                                 "optimizer state (Adam)": 2 * trainable,
+                                 "activations (estimate)": activations // batch_split},
+            "specs": dict(specs)}
 
 
 class _StopSignal:
