@@ -152,6 +152,11 @@ def train(config: RunConfig, run: RunDir, *, resume: bool = False,
     """
     if config.trainer.seeds:
         raise UserError("trainer.seeds: multi-seed runs are not available yet; use trainer.seed")
+    if config.mesh.distributed:
+        jax.distributed.initialize()
+        if jax.process_count() > 1:
+            raise UserError("mesh.distributed: multi-process training needs per-host data "
+                            "loading, which this version does not have yet")
     parts, data = build_run(config)
     schedule = schedules.resolve(config.schedule.name)(parts.groups, parts.layer_groups,
                                                         config.schedule, seed=config.trainer.seed)
@@ -193,7 +198,8 @@ def train(config: RunConfig, run: RunDir, *, resume: bool = False,
         _truncate_logs(run, first)
         print(f"resuming {run.root} from step {first}", file=sys.stderr)
     print(format_group_table(parts.counts, parts.total_params), file=sys.stderr)
-    logger = MetricLogger(run, config.logging, run_config=config.to_dict())
+    logger = MetricLogger(run, config.logging, run_config=config.to_dict(),
+                          is_main_process=jax.process_index() == 0)
     if not resume:
         for event in start.events:
             logger.log_event(event)
