@@ -1,11 +1,13 @@
 """Bottleneck adapters (Pfeiffer / Houlsby) inserted through the encoder's residual hooks.
 
 A hook receives (hidden, residual, layer_norm) where the base model would compute
-`layer_norm(hidden + residual)`. AdapterHub's bottleneck placement is reproduced:
-with `original_ln_before`, h = LN(hidden + residual); the adapter adds
-up(act(down(h))) * scaling to its residual input (h when `residual_before_ln`, else hidden);
-with `original_ln_after`, the result is LN(out + residual). The up-projection starts at zero,
-so a fresh adapter module is the identity on its input.
+`layer_norm(hidden + residual)`. AdapterHub's bottleneck placement is reproduced: the adapter's
+own residual is `hidden` (`residual_before_ln: true`) or LN(hidden + residual) (`false`); with
+`original_ln_before` the adapter reads h = LN(hidden + residual), else `hidden`; it returns
+up(act(down(h))) * scaling + its residual; with `original_ln_after` the block output is
+LN(that + residual). Pfeiffer (`seq_bn`) uses ln_before and ln_after after the FFN; Houlsby
+(`double_seq_bn`) skips ln_before and adds a second adapter after attention. The up-projection
+starts at zero, so a fresh adapter leaves the model's outputs unchanged.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ class BottleneckAdapter(nnx.Module):
 
     def __call__(self, hidden: jax.Array, residual: jax.Array, norm, keys: KeySplitter) -> jax.Array:
         h = norm(hidden + residual) if self.original_ln_before else hidden
-        adapter_residual = h if self.residual_before_ln else hidden
+        adapter_residual = hidden if self.residual_before_ln else h
         out = self.up(self.act(self.down(h))) * self.scaling + adapter_residual
         return norm(out + residual) if self.original_ln_after else out
 
@@ -66,4 +68,5 @@ def add_bottleneck_adapters(encoder: nnx.Module, config: PeftConfig, seed: int =
         for hook in PLACEMENTS[config.kind]:
             setattr(layer, hook, BottleneckAdapter(
                 hidden, bottleneck_size(hidden, rf, index), non_linearity=config.non_linearity,
-                scaling=config.scaling, residual_before_ln=config.residual_before_ln, rngs=rngs))
+                scaling=config.scaling, residual_before_ln=config.residual_before_ln,
+                original_ln_before=config.kind == "pfeiffer", rngs=rngs))
