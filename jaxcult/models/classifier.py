@@ -25,3 +25,23 @@ class SequenceClassifier(nnx.Module):
         hidden = self.encoder(input_ids, attention_mask, token_type_ids,
                               dropout_key=keys[0]).last_hidden_state
         return self.head(hidden, attention_mask, keys[1:])
+
+
+class MultipleChoiceModel(nnx.Module):
+    """Scores each (context, choice) sequence; inputs [batch, choices, len] -> logits [batch, choices]."""
+
+    def __init__(self, encoder: Encoder, *, pooling: str = "cls", dropout_rate: float = 0.1,
+                 seed: int = 0) -> None:
+        self.encoder = encoder
+        self.head = ClassificationHead(encoder.config.hidden_size, 1, pooling=pooling,
+                                       dropout_rate=dropout_rate, rngs=nnx.Rngs(seed))
+
+    def __call__(self, input_ids: jax.Array, attention_mask: jax.Array,
+                 token_type_ids: jax.Array | None = None, *,
+                 dropout_key: jax.Array | None = None) -> jax.Array:
+        batch, choices, length = input_ids.shape
+        flat = lambda x: None if x is None else x.reshape(batch * choices, length)  # noqa: E731
+        keys = (None, None, None) if dropout_key is None else tuple(jax.random.split(dropout_key, 3))
+        hidden = self.encoder(flat(input_ids), flat(attention_mask), flat(token_type_ids),
+                              dropout_key=keys[0]).last_hidden_state
+        return self.head(hidden, flat(attention_mask), keys[1:]).reshape(batch, choices)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -10,11 +11,11 @@ from flax import nnx
 
 from jaxcult import models
 from jaxcult.config import RunConfig
-from jaxcult.data import multilingual
+from jaxcult.data import copa, multilingual
 from jaxcult.data.batching import Split, tokenize_classification
 from jaxcult.errors import UserError
 from jaxcult.hub.pretrained import load_pretrained
-from jaxcult.models.classifier import SequenceClassifier
+from jaxcult.models.classifier import MultipleChoiceModel, SequenceClassifier
 from jaxcult.peft.bottleneck import PLACEMENTS, add_bottleneck_adapters
 from jaxcult.peft.groups import group_of, layer_index, ordered_groups
 from jaxcult.peft.lora import add_lora
@@ -75,8 +76,14 @@ def build_model(config: RunConfig, num_labels: int) -> tuple[ModelParts, Any]:
     elif config.peft.kind not in ("none", "full"):
         raise UserError(f"peft.kind: {config.peft.kind!r} is not available for the classification "
                         f"trainer yet (available: none, full, lora, {', '.join(PLACEMENTS)})")
-    model = SequenceClassifier(encoder, num_labels, pooling=config.model.pooling,
-                               seed=config.trainer.seed)
+    if config.task.name == "multiple_choice":
+        model = MultipleChoiceModel(encoder, pooling=config.model.pooling, seed=config.trainer.seed)
+    elif config.task.name in ("classification", "pair_classification"):
+        model = SequenceClassifier(encoder, num_labels, pooling=config.model.pooling,
+                                   seed=config.trainer.seed)
+    else:
+        raise UserError(f"task.name: {config.task.name!r} is not available in the trainer yet "
+                        f"(available: classification, pair_classification, multiple_choice)")
     kind = config.peft.kind
     path_of = lambda path: ".".join(str(p) for p in path)  # noqa: E731
     names = {group_of(path_of(p), kind) for p, _ in nnx.to_flat_state(nnx.state(model, nnx.Param))}
@@ -102,12 +109,45 @@ class TaskData:
 
 
 def load_data(config: RunConfig, tokenizer) -> TaskData:
-    """The built-in dataset; other datasets come through `jaxcult.data` builders."""
-    if config.data.name != multilingual.NAME:
-        raise UserError(f"data.name: unknown dataset {config.data.name!r} for the classification "
-                        f"trainer (available: {multilingual.NAME})")
+    """The configured dataset, tokenised: the built-in topic dataset or COPA/XCOPA files."""
+    if config.data.name == multilingual.NAME:
+        return _multilingual_data(config, tokenizer)
+    if config.data.name == copa.NAME:
+        return _xcopa_data(config, tokenizer)
+    raise UserError(f"data.name: unknown dataset {config.data.name!r} (available: "
+                    f"{multilingual.NAME}, {copa.NAME})")
+
+
+def _languages(config: RunConfig, available) -> list[str]:
     src = config.data.source_language
-    targets = config.data.target_languages or list(multilingual.LANGUAGES)
+    targets = config.data.target_languages or list(available)
+    return [src] + [t for t in targets if t != src]
+
+
+def _xcopa_data(config: RunConfig, tokenizer) -> TaskData:
+    if config.task.name != "multiple_choice":
+        raise UserError(f"task.name: {copa.NAME} is a multiple-choice dataset; set "
+                        f"task.name=multiple_choice (found {config.task.name!r})")
+    if config.data.manual_dir is None:
+        raise UserError(f"data.manual_dir: {copa.NAME} reads local files; point it at the folder "
+                        f"holding copa/ and xcopa/")
+    root = Path(config.data.manual_dir).expanduser()
+    length, limit = config.model.max_length, config.data.max_eval_examples
+
+    def split(language: str, name: str, cap: int | None) -> Split:
+        records = copa.read_split(root, language, name)[:cap]
+        return copa.tokenize_choices(records, tokenizer, length, f"{copa.NAME}/{language}/{name}")
+
+    src = config.data.source_language
+    train = split(src, "train", config.data.max_train_examples)
+    validation = split(src, "validation", limit)
+    tests = {lang: split(lang, "test", limit)
+             for lang in _languages(config, copa.XCOPA_LANGUAGES)}
+    return TaskData(train, validation, tests, 2, ("choice1", "choice2"))
+
+
+def _multilingual_data(config: RunConfig, tokenizer) -> TaskData:
+    src = config.data.source_language
     num_labels = len(multilingual.LABELS)
     if config.task.num_labels not in (None, num_labels):
         raise UserError(f"task.num_labels: {multilingual.NAME} has {num_labels} labels, "
@@ -121,6 +161,6 @@ def load_data(config: RunConfig, tokenizer) -> TaskData:
 
     train = split(src, "train", config.data.max_train_examples)
     validation = split(src, "validation", config.data.max_eval_examples)
-    languages = [src] + [t for t in targets if t != src]
-    tests = {lang: split(lang, "test", config.data.max_eval_examples) for lang in languages}
+    tests = {lang: split(lang, "test", config.data.max_eval_examples)
+             for lang in _languages(config, multilingual.LANGUAGES)}
     return TaskData(train, validation, tests, num_labels, multilingual.LABELS)

@@ -1,0 +1,77 @@
+"""COPA (English, train/validation) and XCOPA (11 languages, validation/test) from local files.
+
+Expected layout under `data.manual_dir` (the public releases, as in `../shared/data`):
+`copa/derived_superglue_format/{train,val,test}.jsonl` and
+`xcopa/data/<lang>/{val,test}.<lang>.jsonl`; records have `premise`, `choice1`, `choice2`,
+`question` (`cause`/`effect`) and `label` (0/1). Each example becomes two (premise, question +
+choice) pairs, one per choice, with the English question phrasing of the SuperGLUE/XCOPA
+baselines.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from jaxcult.data.batching import Split
+from jaxcult.errors import UserError
+
+NAME = "xcopa"
+XCOPA_LANGUAGES = ("et", "ht", "id", "it", "qu", "sw", "ta", "th", "tr", "vi", "zh")
+QUESTIONS = {"cause": "What was the cause?", "effect": "What happened as a result?"}
+_FIELDS = ("premise", "choice1", "choice2", "question", "label")
+
+
+def _path(root: Path, language: str, split: str) -> Path:
+    if language == "en":
+        name = {"train": "train", "validation": "val", "test": "test"}[split]
+        return root / "copa" / "derived_superglue_format" / f"{name}.jsonl"
+    if language not in XCOPA_LANGUAGES:
+        raise UserError(f"{NAME}: unknown language code {language!r} (available: en, "
+                        f"{', '.join(XCOPA_LANGUAGES)})")
+    if split == "train":
+        raise UserError(f"{NAME}: XCOPA has no training split for {language!r} (train on en)")
+    name = "val" if split == "validation" else "test"
+    return root / "xcopa" / "data" / language / f"{name}.{language}.jsonl"
+
+
+def read_split(root: Path, language: str, split: str) -> list[dict]:
+    path = _path(root, language, split)
+    if not path.exists():
+        raise UserError(f"{path}: file not found (data.manual_dir must hold copa/ and xcopa/)")
+    records = []
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise UserError(f"{path}:{number}: not a JSON line ({err.msg})") from None
+            missing = [f for f in _FIELDS if f not in record]
+            if missing:
+                raise UserError(f"{path}:{number}: missing field(s) {', '.join(missing)}")
+            if record["label"] not in (0, 1) or record["question"] not in QUESTIONS:
+                raise UserError(f"{path}:{number}: expected label 0/1 and question cause/effect, "
+                                f"found {record['label']!r} / {record['question']!r}")
+            records.append(record)
+    if not records:
+        raise UserError(f"{path}: split is empty")
+    return records
+
+
+def tokenize_choices(records: list[dict], tokenizer, max_length: int, name: str) -> Split:
+    """Arrays of shape [examples, 2 choices, length] plus labels [examples]."""
+    first = [r["premise"] for r in records for _ in (0, 1)]
+    second = [f"{QUESTIONS[r['question']]} {r[f'choice{c}']}" for r in records for c in (1, 2)]
+    enc = tokenizer(first, second, truncation=True, max_length=max_length, padding="longest",
+                    return_tensors="np")
+    shape = (len(records), 2, -1)
+    arrays = {k: enc[k].astype(np.int32).reshape(shape) for k in ("input_ids", "attention_mask")}
+    types = enc.get("token_type_ids")
+    arrays["token_type_ids"] = (np.zeros_like(arrays["input_ids"]) if types is None
+                                else types.astype(np.int32).reshape(shape))
+    arrays["labels"] = np.asarray([r["label"] for r in records], dtype=np.int32)
+    return Split(arrays, name)
