@@ -49,13 +49,17 @@ def base_optimizer(config: OptimizerConfig) -> optax.GradientTransformation:
 
 
 def _set_counts(state: Any, count: jax.Array) -> Any:
-    """Replace every optax `count` field (Adam's bias-correction step) with `count`."""
-    def fix(node):
-        if hasattr(node, "_fields") and "count" in node._fields:
-            node = node._replace(count=jnp.asarray(count, node.count.dtype))
-        return node
-
-    return jax.tree.map(fix, state, is_leaf=lambda n: hasattr(n, "_fields") and "count" in n._fields)
+    """Replace every optax `count` field (Adam's bias-correction step), however deeply nested."""
+    if hasattr(state, "_fields"):
+        fields = {name: _set_counts(getattr(state, name), count) for name in state._fields}
+        if "count" in fields:
+            fields["count"] = jnp.asarray(count, state.count.dtype)
+        return type(state)(**fields)
+    if isinstance(state, dict):
+        return {key: _set_counts(value, count) for key, value in state.items()}
+    if isinstance(state, (list, tuple)):
+        return type(state)(_set_counts(value, count) for value in state)
+    return state
 
 
 class MaskedGroupOptimizer:
