@@ -60,13 +60,18 @@ class BatchIterator:
                             f"{batch_size}")
         self.split, self.batch_size, self.seed = split, batch_size, seed
         self.epoch, self.position = 0, 0
+        self._order_cache: tuple[int, np.ndarray] | None = None
 
     @property
     def batches_per_epoch(self) -> int:
         return len(self.split) // self.batch_size
 
     def _order(self) -> np.ndarray:
-        return np.random.default_rng([self.seed, self.epoch]).permutation(len(self.split))
+        """This epoch's permutation (a pure function of seed and epoch; cached per epoch)."""
+        if self._order_cache is None or self._order_cache[0] != self.epoch:
+            order = np.random.default_rng([self.seed, self.epoch]).permutation(len(self.split))
+            self._order_cache = (self.epoch, order)
+        return self._order_cache[1]
 
     def __next__(self) -> dict[str, np.ndarray]:
         if self.position >= self.batches_per_epoch:
