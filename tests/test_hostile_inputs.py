@@ -13,19 +13,11 @@ import numpy as np
 import pytest
 
 from jaxcult.cli import main
-from jaxcult.hub import assets
+from conftest import needs_minilm, tiny_model_yaml
 
-pytestmark = pytest.mark.skipif(not assets.get_asset("minilm-l6").installed(),
-                                reason="asset minilm-l6 not installed")
+pytestmark = needs_minilm
 
-TINY = """\
-name: tiny
-model:
-  name: random
-  tokenizer: minilm-l6
-  max_length: 16
-  overrides: {model_type: bert, vocab_size: 30522, hidden_size: 32, num_hidden_layers: 2,
-              num_attention_heads: 2, intermediate_size: 37}
+TINY = "name: tiny\n" + tiny_model_yaml() + """\
 data: {max_train_examples: 64, max_eval_examples: 16, target_languages: [en, de]}
 trainer: {batch_size: 8, eval_batch_size: 16, steps: 2}
 schedule: {name: gu, k: 1}

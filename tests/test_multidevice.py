@@ -12,19 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jaxcult.hub import assets
+from conftest import needs_minilm, tiny_model_yaml
 
-pytestmark = pytest.mark.skipif(not assets.get_asset("minilm-l6").installed(),
-                                reason="asset minilm-l6 not installed")
+pytestmark = needs_minilm
 
-CONFIG = """
-name: mesh
-model:
-  name: random
-  tokenizer: minilm-l6
-  max_length: 16
-  overrides: {model_type: bert, vocab_size: 30522, hidden_size: 32, num_hidden_layers: 2,
-              num_attention_heads: 4, intermediate_size: 64}
+CONFIG = "name: mesh\n" + tiny_model_yaml(heads=4, intermediate=64) + """\
 peft: {kind: pfeiffer, reduction_factor: 4}
 data: {max_train_examples: 128, max_eval_examples: 16, target_languages: [en, de]}
 trainer: {batch_size: 8, eval_batch_size: 16, log_every: 1, steps: 10, eval_every: 10}

@@ -14,19 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jaxcult.hub import assets
+from conftest import needs_minilm, tiny_model_yaml
 
-pytestmark = pytest.mark.skipif(not assets.get_asset("minilm-l6").installed(),
-                                reason="asset minilm-l6 not installed")
+pytestmark = needs_minilm
 
-CONFIG = """
-name: tiny
-model:
-  name: random
-  tokenizer: minilm-l6
-  max_length: 24
-  overrides: {model_type: bert, vocab_size: 30522, hidden_size: 32, num_hidden_layers: 4,
-              num_attention_heads: 2, intermediate_size: 37}
+CONFIG = "name: tiny\n" + tiny_model_yaml(layers=4, max_length=24) + """\
 data: {max_train_examples: 256, max_eval_examples: 32, target_languages: [en, de]}
 trainer: {batch_size: 8, eval_batch_size: 16, log_every: 1, steps: 40, eval_every: 10}
 schedule: {name: fun, k: 4}
