@@ -31,7 +31,8 @@ from jaxcult.sharding import make_mesh
 from jaxcult.trainers.fisher_tracker import FisherTracker
 from jaxcult.trainers.optim import MaskedGroupOptimizer, lr_schedule
 from jaxcult.trainers.setup import build_model, load_data
-from jaxcult.trainers.steps import ClassificationProgram, TrainState
+from jaxcult.tasks import task_for
+from jaxcult.trainers.steps import TrainProgram, TrainState
 
 HERE = Path(__file__).resolve().parent
 VENV = HERE / ".venv-adapters"
@@ -55,11 +56,11 @@ def jaxcult_side(args, fisher_batches: int):
     parts, tokenizer = build_model(config, 8)
     data = load_data(config, tokenizer)
     optimizer = MaskedGroupOptimizer(config.optimizer, parts.groups)
-    program = ClassificationProgram(parts.graphdef, parts.groups, optimizer,
-                                    lr_schedule(config.optimizer, 100), 1.0, 1, False)
-    tracked = ClassificationProgram(parts.graphdef, parts.groups, optimizer,
-                                    lr_schedule(config.optimizer, 100), 1.0, 1, False,
-                                    track_in_step=True)
+    task = task_for("classification")
+    program = TrainProgram(task, parts.graphdef, parts.groups, optimizer,
+                           lr_schedule(config.optimizer, 100), 1.0, 1, False)
+    tracked = TrainProgram(task, parts.graphdef, parts.groups, optimizer,
+                           lr_schedule(config.optimizer, 100), 1.0, 1, False, track_in_step=True)
     state = TrainState(step=jnp.zeros((), jnp.int32), params=parts.params,
                        opt_state=optimizer.init(parts.params),
                        mask=jnp.ones(len(parts.groups), bool), rng=jax.random.key(0))

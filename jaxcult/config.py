@@ -174,6 +174,10 @@ class MeshConfig(Section):
         }
     )
     distributed: bool = Field(False, description="call jax.distributed.initialize()")
+    coordinator_address: str | None = Field(
+        None, description="host:port of process 0 (default: detected from the cluster environment)")
+    num_processes: int | None = Field(None, gt=0, description="default: detected")
+    process_id: int | None = Field(None, ge=0, description="default: detected")
 
     @model_validator(mode="after")
     def _positive_axes(self) -> MeshConfig:

@@ -8,9 +8,11 @@ Estimators (pure functions of the parameters: no model copy, optimizer untouched
 - `empirical`: per-example gradients at the gold labels.
 `batch_trace` gives one batch's value and `combine` aggregates batches: the mean over batches
 for the per-example estimators (E_x), the sum over batches for `argmax_batch` (as the code does).
-A task supplies `log_probs(params, batch) -> [batch, classes]` log-probabilities; multiple
-choice, span QA (start and end as two categorical outputs, log-probs summed) and LM tokens fit
-the same signature by returning the log-probability of each example's output.
+A task supplies `log_probs(params, batch) -> (log_probs [batch, *outputs, classes], weights)`:
+one categorical per output position (classification and multiple choice: none extra; span QA:
+start and end; causal LM: every token), `weights` [batch, *outputs] (or None) marking the
+positions that count. An example's log-likelihood is the weighted sum over its positions, and
+labels are sampled (or taken) independently per position.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-LogProbFn = Callable[[dict, dict], jax.Array]
+LogProbFn = Callable[[dict, dict], tuple[jax.Array, jax.Array | None]]
 ESTIMATORS = ("sampled", "argmax_batch", "empirical")
 
 
@@ -30,11 +32,19 @@ def group_sq_norms(grads: dict) -> jax.Array:
                       for tree in grads.values()])
 
 
+def _log_likelihood(log_probs: jax.Array, weights: jax.Array | None, labels: jax.Array) -> jax.Array:
+    """[batch] weighted sum over output positions of log p(label)."""
+    picked = jnp.take_along_axis(log_probs, labels[..., None], axis=-1)[..., 0]
+    if weights is not None:
+        picked = picked * weights
+    return picked.reshape(picked.shape[0], -1).sum(-1)
+
+
 def _per_example(log_probs: LogProbFn, params: dict, batch: dict, labels: jax.Array) -> jax.Array:
     """Mean over examples of per-group squared per-example gradients of log p(label | x)."""
     def single(example, label):
         one = jax.tree.map(lambda x: x[None], example)
-        grads = jax.grad(lambda p: log_probs(p, one)[0, label])(params)
+        grads = jax.grad(lambda p: _log_likelihood(*log_probs(p, one), label[None])[0])(params)
         return group_sq_norms(grads)
 
     return jax.vmap(single)(batch, labels).mean(0)
@@ -45,18 +55,17 @@ def batch_trace(estimator: str, log_probs: LogProbFn, params: dict, batch: dict,
     """Per-group tr(F) estimate from one batch ([num_groups]); see `combine`."""
     inputs = {k: v for k, v in batch.items() if k != "labels"}
     if estimator == "sampled":
-        logits = log_probs(params, inputs)
+        logits, _ = log_probs(params, inputs)
         labels = jax.random.categorical(key, logits, axis=-1)
         return _per_example(log_probs, params, inputs, labels)
     if estimator == "empirical":
         return _per_example(log_probs, params, inputs, batch["labels"])
     if estimator == "argmax_batch":
-        labels = jnp.argmax(log_probs(params, inputs), axis=-1)
+        labels = jnp.argmax(log_probs(params, inputs)[0], axis=-1)
         size = labels.shape[0]
 
         def mean_nll(p):
-            lp = log_probs(p, inputs)
-            return -jnp.take_along_axis(lp, labels[:, None], axis=-1).mean()
+            return -_log_likelihood(*log_probs(p, inputs), labels).mean()
 
         return group_sq_norms(jax.grad(mean_nll)(params)) / size
     raise ValueError(f"unknown Fisher estimator {estimator!r} (known: {', '.join(ESTIMATORS)})")

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from jaxcult.errors import UserError
+from jaxcult.metrics import PERCENT_METRICS
 from jaxcult.rundir import RunDir, write_text_atomic
 
 
@@ -23,7 +24,13 @@ def read_jsonl(path: Path) -> list[dict]:
     return records
 
 
-def _plot_fisher(run: RunDir, fisher: list[dict], events: list[dict], validation: list[dict]) -> Path:
+def _metric(summary: dict) -> str:
+    """The metric plots and tables show: the task's primary metric (older runs: accuracy)."""
+    return summary.get("primary_metric", "accuracy")
+
+
+def _plot_fisher(run: RunDir, fisher: list[dict], events: list[dict], validation: list[dict],
+                 metric: str) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -42,9 +49,9 @@ def _plot_fisher(run: RunDir, fisher: list[dict], events: list[dict], validation
     ax.set_title("tr(F) per adapter group (dotted: unfreeze events)")
     if validation:
         twin = ax.twinx()
-        twin.plot([r["step"] for r in validation], [r["accuracy"] for r in validation], "k-o",
-                  ms=3, label="validation accuracy")
-        twin.set_ylabel("validation accuracy")
+        twin.plot([r["step"] for r in validation], [r.get(metric) for r in validation], "k-o",
+                  ms=3, label=f"validation {metric}")
+        twin.set_ylabel(f"validation {metric}")
     if groups:
         ax.legend(fontsize=6, ncol=2, loc="upper left")
     path = run.plots / "fisher.png"
@@ -60,13 +67,15 @@ def _plot_eval(run: RunDir, summary: dict) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    metric = _metric(summary)
     langs = list(summary["metrics"])
-    values = [summary["metrics"][lang].get("accuracy", 0.0) for lang in langs]
+    values = [summary["metrics"][lang].get(metric, 0.0) for lang in langs]
     fig, ax = plt.subplots(figsize=(max(4, 0.7 * len(langs)), 4))
     colors = ["tab:orange" if lang == summary["source_language"] else "tab:blue" for lang in langs]
     ax.bar(langs, values, color=colors)
-    ax.set_ylim(0, 1)
-    ax.set_ylabel("accuracy")
+    if metric in PERCENT_METRICS:
+        ax.set_ylim(0, 1)
+    ax.set_ylabel(metric)
     ax.set_title(f"{summary['task']} on {summary.get('dataset', '')} (orange: source)")
     path = run.plots / "eval.png"
     fig.tight_layout()
@@ -84,15 +93,22 @@ def write_report(root: Path) -> list[Path]:
     fisher, events = read_jsonl(run.fisher), read_jsonl(run.events)
     validation = [r for r in read_jsonl(run.metrics) if r.get("split") == "validation"]
     run.plots.mkdir(exist_ok=True)
-    written = [_plot_fisher(run, fisher, events, validation), _plot_eval(run, summary)]
+    metric = _metric(summary)
+    written = [_plot_fisher(run, fisher, events, validation, metric), _plot_eval(run, summary)]
+    names = sorted({m for values in summary["metrics"].values() for m in values})
     lines = [f"# Run report: {root.name}", "", f"Task `{summary['task']}`, source language "
              f"`{summary['source_language']}`, best validation step {summary.get('best_step')}.", "",
-             "| language | accuracy |", "|---|---|"]
+             "| language | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+
+    def row(label: str, values: dict) -> str:
+        cells = [(f"{100 * values[n]:.2f}" if n in PERCENT_METRICS else f"{values[n]:.4g}")
+                 if n in values else "" for n in names]
+        return f"| {label} | " + " | ".join(cells) + " |"
+
     for lang, values in summary["metrics"].items():
-        lines.append(f"| {lang} | {100 * values.get('accuracy', 0):.2f} |")
-    avg = summary["average_excluding_source"].get("accuracy")
-    if avg is not None:
-        lines.append(f"| average excluding source | {100 * avg:.2f} |")
+        lines.append(row(lang, values))
+    if summary["average_excluding_source"]:
+        lines.append(row("average excluding source", summary["average_excluding_source"]))
     lines += ["", "## Unfreezing events", ""]
     lines += [f"- step {e['step']}: {', '.join(e['groups'])} ({e['reason']})" for e in events]
     lines += ["", "![tr(F)](plots/fisher.png)", "", "![scores](plots/eval.png)", ""]

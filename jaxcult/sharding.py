@@ -8,9 +8,12 @@ dimension, so one rule table serves every model size.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
@@ -78,6 +81,30 @@ def batch_sharding(mesh: Mesh, rules: Rules, ndim: int) -> NamedSharding:
     return NamedSharding(mesh, PartitionSpec(first, *([None] * (ndim - 1))))
 
 
+def global_batch(local: Mapping[str, np.ndarray], mesh: Mesh, rules: Rules, *,
+                 replicated: bool = False) -> dict[str, jax.Array]:
+    """One global array per column from this process's rows (`make_array_from_process_local_data`).
+
+    Training batches are split over the batch axes (each process contributes its slice);
+    `replicated=True` is for evaluation/Fisher batches that every process holds in full.
+    """
+    def place(value: np.ndarray) -> jax.Array:
+        sharding = (NamedSharding(mesh, PartitionSpec()) if replicated
+                    else batch_sharding(mesh, rules, value.ndim))
+        return jax.make_array_from_process_local_data(sharding, value)
+
+    return {key: place(value) for key, value in local.items()}
+
+
+def host_inputs(local: Mapping[str, np.ndarray]) -> dict[str, jax.Array]:
+    """Inputs every process holds in full (evaluation and Fisher batches) as jit arguments:
+    replicated over the active mesh when several processes run, plain arrays otherwise."""
+    mesh = jax.sharding.get_mesh()
+    if jax.process_count() == 1 or mesh.empty:
+        return {key: jnp.asarray(value) for key, value in local.items()}
+    return global_batch(local, mesh, {}, replicated=True)
+
+
 def place_variables(state, mesh: Mesh, rules: Rules):
     """Put every `nnx.Variable` of an NNX state on `mesh` as its logical axes ask."""
     from flax import nnx
@@ -108,6 +135,37 @@ def on_mesh(tree, mesh: Mesh):
 def shardings_of(tree):
     """The sharding of every array leaf (to pin jit in/out shardings to the current layout)."""
     return jax.tree.map(lambda x: x.sharding, tree)
+
+
+_BATCH_AXES: ContextVar[tuple[str, ...]] = ContextVar("batch_axes", default=("data", "fsdp"))
+
+
+@contextmanager
+def activation_rules(rules: Rules) -> Iterator[None]:
+    """Within this block, `constrain_batch` splits activations over the `batch` rule's axes."""
+    batch = rules.get("batch") or ()
+    token = _BATCH_AXES.set((batch,) if isinstance(batch, str) else tuple(batch))
+    try:
+        yield
+    finally:
+        _BATCH_AXES.reset(token)
+
+
+def constrain_batch(x: jax.Array) -> jax.Array:
+    """Pin an activation at a block boundary: batch dim over the batch axes, the rest replicated.
+
+    Without a mesh context (`jax.set_mesh`) this is the identity, so single-device code and
+    tests never see it; with one it keeps XLA from resharding activations between blocks.
+    """
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty:
+        return x
+    axes = [a for a in _BATCH_AXES.get() if mesh.shape.get(a, 1) > 1]
+    size = int(np.prod([mesh.shape[a] for a in axes])) if axes else 1
+    if not axes or x.shape[0] % size:
+        return x
+    first = axes[0] if len(axes) == 1 else tuple(axes)
+    return jax.lax.with_sharding_constraint(x, PartitionSpec(first, *([None] * (x.ndim - 1))))
 
 
 def check_batch_divisible(batch_size: int, mesh: Mesh, rules: Rules, what: str) -> None:

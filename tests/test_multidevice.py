@@ -16,23 +16,39 @@ from conftest import needs_minilm, tiny_model_yaml
 
 pytestmark = needs_minilm
 
-CONFIG = "name: mesh\n" + tiny_model_yaml(heads=4, intermediate=64) + """\
-peft: {kind: pfeiffer, reduction_factor: 4}
+COMMON = """\
 data: {max_train_examples: 128, max_eval_examples: 16, target_languages: [en, de]}
 trainer: {batch_size: 8, eval_batch_size: 16, log_every: 1, steps: 10, eval_every: 10}
 schedule: {name: gu, k: 3}
 logging: {tensorboard: false, progress: "off"}
 checkpoint: {async_save: false}
 """
+CONFIGS = {
+    # the adapter trainer on a tiny encoder
+    "adapter": "name: mesh\n" + tiny_model_yaml(heads=4, intermediate=64) + COMMON
+    + "peft: {kind: pfeiffer, reduction_factor: 4}\n",
+    # the LM trainer on a tiny decoder: LoRA plus a fully trained (saved) lm_head
+    "lm": "name: mesh\n" + COMMON + """\
+model:
+  name: random
+  tokenizer: minilm-l6
+  max_length: 16
+  overrides: {model_type: llama, vocab_size: 30522, hidden_size: 32, num_hidden_layers: 2,
+              num_attention_heads: 4, num_key_value_heads: 2, intermediate_size: 64}
+task: {name: causal_lm}
+peft: {kind: lora, target_modules: [q, v, down], modules_to_save: [lm_head]}
+""",
+}
+CONFIG = CONFIGS["adapter"]
 
 
 def run(tmp: Path, name: str, devices: int, mesh: dict[str, int], *extra: str,
-        resume: bool = False) -> Path:
+        resume: bool = False, config: str = CONFIG) -> Path:
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     if devices > 1:
         env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
     overrides = [f"mesh.{k}={v}" for k, v in mesh.items()]
-    (tmp / "mesh.yaml").write_text(CONFIG)
+    (tmp / "mesh.yaml").write_text(config)
     head = ["--resume", name] if resume else ["mesh.yaml", "--run-dir", name]
     result = subprocess.run([sys.executable, "-m", "jaxcult.cli", "train", *head, *overrides,
                              *extra], cwd=tmp, env=env, capture_output=True, text=True)
@@ -62,18 +78,34 @@ def params(path: Path) -> list[np.ndarray]:
 
 
 @pytest.fixture(scope="module")
-def single(tmp_path_factory):
-    return run(tmp_path_factory.mktemp("single"), "run", 1, {"data": 1})
+def singles(tmp_path_factory):
+    """One-device reference runs, made once per trainer kind."""
+    cache: dict[str, Path] = {}
+
+    def get(kind: str) -> Path:
+        if kind not in cache:
+            cache[kind] = run(tmp_path_factory.mktemp(f"single-{kind}"), "run", 1, {"data": 1},
+                              config=CONFIGS[kind])
+        return cache[kind]
+
+    return get
 
 
+@pytest.fixture
+def single(singles):
+    return singles("adapter")
+
+
+@pytest.mark.parametrize("kind", ["adapter", "lm"])
 @pytest.mark.parametrize("mesh", [{"data": 8, "fsdp": 1, "tensor": 1},
                                   {"data": 1, "fsdp": 8, "tensor": 1},
                                   {"data": 2, "fsdp": 2, "tensor": 2}],
                          ids=["data8", "fsdp8", "d2f2t2"])
-def test_mesh_matches_single_device(tmp_path, single, mesh):
-    sharded = run(tmp_path, "run", 8, mesh)
-    np.testing.assert_allclose(losses(sharded), losses(single), atol=1e-5)
-    for a, b in zip(params(sharded), params(single)):
+def test_mesh_matches_single_device(tmp_path, singles, mesh, kind):
+    sharded = run(tmp_path, "run", 8, mesh, config=CONFIGS[kind])
+    reference = singles(kind)
+    np.testing.assert_allclose(losses(sharded), losses(reference), atol=1e-5)
+    for a, b in zip(params(sharded), params(reference)):
         np.testing.assert_allclose(a, b, atol=1e-5)
 
 
@@ -120,3 +152,63 @@ def test_no_deprecated_sharding_apis(repo):
         text = path.read_text(encoding="utf-8")
         assert "jax.experimental.pjit" not in text, path
         assert "with mesh:" not in text, path
+
+
+def test_block_boundaries_carry_activation_sharding_constraints():
+    """Under a mesh, embeddings and every layer output are pinned to the batch axes."""
+    script = textwrap.dedent("""
+        import jax, jax.numpy as jnp
+        from flax import nnx
+        from jaxcult.config import MeshConfig
+        from jaxcult.models import DecoderConfig, EncoderConfig, build
+        from jaxcult.sharding import activation_rules, make_mesh
+        config = MeshConfig(data=4, fsdp=2, tensor=1)
+        mesh = make_mesh(config)
+        for arch in (EncoderConfig(vocab_size=64, hidden_size=16, num_hidden_layers=3,
+                                   num_attention_heads=2, intermediate_size=32),
+                     DecoderConfig(vocab_size=64, hidden_size=16, num_hidden_layers=3,
+                                   num_attention_heads=2, intermediate_size=32)):
+            graphdef, state = nnx.split(build(arch))
+            def forward(state, ids):
+                out = nnx.merge(graphdef, state)(ids)
+                return getattr(out, "last_hidden_state", getattr(out, "logits", None))
+            ids = jnp.ones((8, 5), jnp.int32)
+            plain = jax.jit(forward).lower(state, ids).as_text()
+            with jax.set_mesh(mesh), activation_rules(config.rules):
+                text = jax.jit(forward).lower(state, ids).as_text()
+            pinned = '[{"data", "fsdp"}, {}, {}]>'
+            constraints = [line for line in text.splitlines() if "sharding_constraint" in line]
+            assert "sharding_constraint" not in plain
+            assert len(constraints) == 4 and all(pinned in line for line in constraints), constraints
+        print("OK")
+    """)
+    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=8")
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_two_processes_match_one_process(tmp_path):
+    """Multi-controller run (2 processes x 2 CPU devices, gloo) = one process with 4 devices:
+    each process loads its half of every global batch; only process 0 writes the run files."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("localhost", 0))
+        port = sock.getsockname()[1]
+    (tmp_path / "mesh.yaml").write_text(CONFIGS["lm"])
+    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    command = [sys.executable, "-m", "jaxcult.cli", "train", "mesh.yaml", "--run-dir", "multi",
+               "mesh.data=4", "mesh.distributed=true", f"mesh.coordinator_address=localhost:{port}",
+               "mesh.num_processes=2", "trainer.steps=4"]
+    workers = [subprocess.Popen([*command, f"mesh.process_id={i}"], cwd=tmp_path, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+               for i in range(2)]
+    outputs = [w.communicate(timeout=600) for w in workers]
+    for worker, (_, err) in zip(workers, outputs):
+        assert worker.returncode == 0, err[-3000:]
+    assert "average (no source)" in outputs[0][0] and "average" not in outputs[1][0]
+    single = run(tmp_path, "single", 4, {"data": 4}, "trainer.steps=4", config=CONFIGS["lm"])
+    np.testing.assert_allclose(losses(tmp_path / "multi"), losses(single), atol=1e-5)
+    summaries = [json.loads((p / "summary.json").read_text()) for p in (tmp_path / "multi", single)]
+    for lang, values in summaries[1]["metrics"].items():
+        np.testing.assert_allclose(summaries[0]["metrics"][lang]["loss"], values["loss"], atol=1e-5)

@@ -73,6 +73,10 @@ def linear_model():
     return params, batch, log_probs
 
 
+def unweighted(log_probs):
+    return lambda p, b: (log_probs(p, b), None)
+
+
 def brute_force_trace(params, batch, log_probs):
     """Exact E_x E_{y~p(y|x)} sum_theta (d log p(y|x)/d theta)^2 per group, by loops."""
     totals = np.zeros(2)
@@ -90,7 +94,7 @@ def brute_force_trace(params, batch, log_probs):
 def test_sampled_matches_exact_expectation_within_monte_carlo():
     params, batch, log_probs = linear_model()
     exact = brute_force_trace(params, batch, log_probs)
-    fn = jax.jit(lambda p, b, k: fisher.batch_trace("sampled", log_probs, p, b, k))
+    fn = jax.jit(lambda p, b, k: fisher.batch_trace("sampled", unweighted(log_probs), p, b, k))
     values = [fn(params, batch, jax.random.key(i)) for i in range(800)]
     estimate = np.asarray(fisher.combine("sampled", values))
     np.testing.assert_allclose(estimate, exact, rtol=0.05)
@@ -106,7 +110,7 @@ def test_argmax_batch_is_the_official_definition():
 
     grads = jax.grad(loss)(params)
     direct = [float(jnp.sum(grads[k][n] ** 2)) / 6 for k, n in (("g1", "w"), ("g2", "b"))]
-    one = fisher.batch_trace("argmax_batch", log_probs, params, batch, jax.random.key(0))
+    one = fisher.batch_trace("argmax_batch", unweighted(log_probs), params, batch, jax.random.key(0))
     np.testing.assert_allclose(np.asarray(one), direct, rtol=1e-6)
     two = fisher.combine("argmax_batch", [one, one])
     np.testing.assert_allclose(np.asarray(two), 2 * np.asarray(direct), rtol=1e-6)
@@ -114,12 +118,63 @@ def test_argmax_batch_is_the_official_definition():
 
 def test_empirical_uses_gold_labels():
     params, batch, log_probs = linear_model()
-    value = np.asarray(fisher.batch_trace("empirical", log_probs, params, batch, jax.random.key(0)))
+    value = np.asarray(fisher.batch_trace("empirical", unweighted(log_probs), params, batch,
+                                          jax.random.key(0)))
     expected = np.zeros(2)
     for i in range(6):
         g = jax.grad(lambda p: log_probs(p, {"x": batch["x"][i:i + 1]})[0, int(batch["labels"][i])])(params)
         expected += [float(jnp.sum(g["g1"]["w"] ** 2)), float(jnp.sum(g["g2"]["b"] ** 2))]
     np.testing.assert_allclose(value, expected / 6, rtol=1e-5)
+
+
+def sequence_model():
+    """Two output positions per example (like span start/end or two LM tokens), the second
+    weighted 0 for some examples (padding)."""
+    params, batch, _ = linear_model()
+    batch["weights"] = jnp.asarray([[1, 1], [1, 0], [1, 1], [1, 0], [1, 1], [1, 1]], jnp.float32)
+    batch["labels"] = jnp.stack([batch["labels"], (batch["labels"] + 1) % 3], axis=1)
+
+    def log_probs(p, b):
+        first = b["x"] @ p["g1"]["w"] + p["g2"]["b"]
+        second = jnp.tanh(b["x"]) @ p["g1"]["w"] - p["g2"]["b"]
+        return jax.nn.log_softmax(jnp.stack([first, second], 1), -1), b["weights"]
+
+    return params, batch, log_probs
+
+
+def test_sampled_over_several_positions_matches_exact_expectation():
+    """E_x E_{y1,y2 ~ p} (d/dθ sum_t w_t log p(y_t|x))^2 by enumerating all 9 label pairs."""
+    params, batch, log_probs = sequence_model()
+    exact = np.zeros(2)
+    for i in range(6):
+        example = {k: v[i:i + 1] for k, v in batch.items() if k != "labels"}
+        lp, w = log_probs(params, example)
+        probs = np.exp(np.asarray(lp))[0]
+        for a in range(3):
+            for b in range(3):
+                def ll(p, a=a, b=b):
+                    lp, w = log_probs(p, example)
+                    return w[0, 0] * lp[0, 0, a] + w[0, 1] * lp[0, 1, b]
+                g = jax.grad(ll)(params)
+                exact += probs[0, a] * probs[1, b] * np.array(
+                    [float(jnp.sum(g["g1"]["w"] ** 2)), float(jnp.sum(g["g2"]["b"] ** 2))])
+    exact /= 6
+    fn = jax.jit(lambda p, b, k: fisher.batch_trace("sampled", log_probs, p, b, k))
+    values = [fn(params, batch, jax.random.key(i)) for i in range(800)]
+    np.testing.assert_allclose(np.asarray(fisher.combine("sampled", values)), exact, rtol=0.05)
+    empirical = np.asarray(fisher.batch_trace("empirical", log_probs, params, batch,
+                                              jax.random.key(0)))
+    expected = np.zeros(2)
+    for i in range(6):
+        example = {k: v[i:i + 1] for k, v in batch.items() if k != "labels"}
+        y = np.asarray(batch["labels"][i])
+
+        def gold(p):
+            lp, w = log_probs(p, example)
+            return w[0, 0] * lp[0, 0, y[0]] + w[0, 1] * lp[0, 1, y[1]]
+        g = jax.grad(gold)(params)
+        expected += [float(jnp.sum(g["g1"]["w"] ** 2)), float(jnp.sum(g["g2"]["b"] ** 2))]
+    np.testing.assert_allclose(empirical, expected / 6, rtol=1e-5)
 
 
 def test_global_adam_count_uses_the_global_step():

@@ -28,12 +28,12 @@ TINY = [
 def programs(monkeypatch):
     created = []
 
-    class Recording(loop.ClassificationProgram):
+    class Recording(loop.TrainProgram):
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
             created.append(self)
 
-    monkeypatch.setattr(loop, "ClassificationProgram", Recording)
+    monkeypatch.setattr(loop, "TrainProgram", Recording)
     return created
 
 

@@ -52,13 +52,24 @@ def tokenize_classification(examples: list[dict], tokenizer, max_length: int, na
 
 
 class BatchIterator:
-    """Shuffled epochs of fixed-size batches (the last partial batch is dropped)."""
+    """Shuffled epochs of fixed-size global batches (the last partial batch is dropped).
 
-    def __init__(self, split: Split, batch_size: int, seed: int) -> None:
+    With several processes (hosts), every process computes the same global permutation and
+    yields only its contiguous slice of each global batch (`batch_size / process_count`
+    examples), so the processes' slices are disjoint and together form the one-process batch.
+    """
+
+    def __init__(self, split: Split, batch_size: int, seed: int, *, process_index: int = 0,
+                 process_count: int = 1) -> None:
         if len(split) < batch_size:
             raise UserError(f"{split.name}: {len(split)} examples, fewer than one batch of "
                             f"{batch_size}")
+        if batch_size % process_count:
+            raise UserError(f"trainer.batch_size: {batch_size} is not divisible by the "
+                            f"{process_count} processes that load it")
         self.split, self.batch_size, self.seed = split, batch_size, seed
+        self.local_size = batch_size // process_count
+        self.local_offset = process_index * self.local_size
         self.epoch, self.position = 0, 0
         self._order_cache: tuple[int, np.ndarray] | None = None
 
@@ -76,8 +87,8 @@ class BatchIterator:
     def __next__(self) -> dict[str, np.ndarray]:
         if self.position >= self.batches_per_epoch:
             self.epoch, self.position = self.epoch + 1, 0
-        start = self.position * self.batch_size
-        index = self._order()[start:start + self.batch_size]
+        start = self.position * self.batch_size + self.local_offset
+        index = self._order()[start:start + self.local_size]
         self.position += 1
         return self.split.take(index)
 

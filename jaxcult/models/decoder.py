@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx, struct
 
+from jaxcult.sharding import constrain_batch
 from jaxcult.models.layers import Dense, Embed, KeySplitter, RMSNorm, attention
 
 DECODER_TYPES = ("llama", "qwen2", "mistral")
@@ -138,6 +139,7 @@ class DecoderLayer(nnx.Module):
         self.gate_proj = Dense(h, config.intermediate_size, axes=("embed", "mlp"), use_bias=False, **kw)
         self.up_proj = Dense(h, config.intermediate_size, axes=("embed", "mlp"), use_bias=False, **kw)
         self.down_proj = Dense(config.intermediate_size, h, axes=("mlp", "embed"), use_bias=False, **kw)
+        self.attention_adapter: nnx.Module | None = nnx.data(None)
         self.output_adapter: nnx.Module | None = nnx.data(None)
         self.config = config
 
@@ -145,18 +147,22 @@ class DecoderLayer(nnx.Module):
         c = self.config
         b, t, _ = x.shape
         h = self.input_layernorm(x)
-        q = self.q_proj(h).reshape(b, t, c.num_attention_heads, c.head_dim)
-        k = self.k_proj(h).reshape(b, t, c.num_key_value_heads, c.head_dim)
-        v = self.v_proj(h).reshape(b, t, c.num_key_value_heads, c.head_dim)
+        q = self.q_proj(h, keys).reshape(b, t, c.num_attention_heads, c.head_dim)
+        k = self.k_proj(h, keys).reshape(b, t, c.num_key_value_heads, c.head_dim)
+        v = self.v_proj(h, keys).reshape(b, t, c.num_key_value_heads, c.head_dim)
         q, k = apply_rope(q, positions, inv_freq), apply_rope(k, positions, inv_freq)
         if layer_cache is not None:
             cache_k, cache_v, start = layer_cache
             k = jax.lax.dynamic_update_slice_in_dim(cache_k, k.astype(cache_k.dtype), start, axis=1)
             v = jax.lax.dynamic_update_slice_in_dim(cache_v, v.astype(cache_v.dtype), start, axis=1)
         context = attention(q, k.astype(q.dtype), v.astype(q.dtype), bias)
-        x = x + self.o_proj(context.reshape(b, t, -1))
+        attended = self.o_proj(context.reshape(b, t, -1), keys)
+        if self.attention_adapter is not None:  # pre-LN: no norm after the residual sum
+            x = self.attention_adapter(attended, x, None, keys)
+        else:
+            x = x + attended
         h = self.post_attention_layernorm(x)
-        mlp = self.down_proj(jax.nn.silu(self.gate_proj(h)) * self.up_proj(h))
+        mlp = self.down_proj(jax.nn.silu(self.gate_proj(h, keys)) * self.up_proj(h, keys), keys)
         if self.output_adapter is not None:
             return self.output_adapter(mlp, x, None, keys), (k, v)
         return x + mlp, (k, v)
@@ -200,11 +206,12 @@ class CausalLM(nnx.Module):
         bias = jnp.where(allowed, 0.0, jnp.finfo(jnp.float32).min)
         inv_freq = rope_frequencies(self.config)
         keys = KeySplitter(dropout_key)
-        x = self.embed_tokens(input_ids)
+        x = constrain_batch(self.embed_tokens(input_ids))
         new_k, new_v = [], []
         for i, layer in enumerate(self.layers):
             layer_cache = (cache.keys[i], cache.values[i], start) if cache is not None else None
             x, (k, v) = layer(x, position_ids, bias, inv_freq, keys, layer_cache)
+            x = constrain_batch(x)
             new_k.append(k)
             new_v.append(v)
         hidden = self.norm(x)

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx, struct
 
+from jaxcult.sharding import constrain_batch
 from jaxcult.models.layers import (
     Dense, Embed, KeySplitter, LayerNorm, activation, attention, dropout, padding_bias,
 )
@@ -117,13 +118,13 @@ class EncoderLayer(nnx.Module):
         c = self.config
         b, t, _ = x.shape
         split = lambda y: y.reshape(b, t, c.num_attention_heads, c.head_dim)  # noqa: E731
-        q, k, v = split(self.query(x)), split(self.key(x)), split(self.value(x))
+        q, k, v = split(self.query(x, keys)), split(self.key(x, keys)), split(self.value(x, keys))
         context = attention(q, k, v, bias, dropout_rate=c.attention_probs_dropout_prob,
                             dropout_key=keys.next())
-        hidden = self.attention_output(context.reshape(b, t, c.hidden_size))
+        hidden = self.attention_output(context.reshape(b, t, c.hidden_size), keys)
         hidden = dropout(hidden, c.hidden_dropout_prob, keys.next())
         x = self._residual(self.attention_adapter, hidden, x, self.attention_norm, keys)
-        hidden = self.output(self.act(self.intermediate(x)))
+        hidden = self.output(self.act(self.intermediate(x, keys)), keys)
         hidden = dropout(hidden, c.hidden_dropout_prob, keys.next())
         return self._residual(self.output_adapter, hidden, x, self.output_norm, keys)
 
@@ -160,10 +161,10 @@ class Encoder(nnx.Module):
         if position_ids is None:
             position_ids = self.default_positions(input_ids)
         keys = KeySplitter(dropout_key)
-        x = self.embeddings(input_ids, token_type_ids, position_ids, keys)
+        x = constrain_batch(self.embeddings(input_ids, token_type_ids, position_ids, keys))
         bias = padding_bias(attention_mask)
         for layer in self.layers:
-            x = layer(x, bias, keys)
+            x = constrain_batch(layer(x, bias, keys))
         pooled = jnp.tanh(self.pooler(x[:, 0])) if self.pooler is not None else None
         return EncoderOutput(last_hidden_state=x, pooler_output=pooled)
 

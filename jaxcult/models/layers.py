@@ -39,19 +39,25 @@ class Dense(nnx.Module):
         self.bias = (param(rngs, jax.nn.initializers.zeros, (out_features,), param_dtype, (axes[1],))
                      if use_bias else None)
         self.dtype = dtype
-        # Optional LoRA factors (attached by `jaxcult.peft.lora`): y += (x A) B * lora_scaling.
+        # Optional LoRA factors (attached by `jaxcult.peft.lora`):
+        # y += (dropout(x) A) B * lora_scaling.
         self.lora_a: nnx.Param | None = nnx.data(None)
         self.lora_b: nnx.Param | None = nnx.data(None)
         self.lora_scaling = 1.0
+        self.lora_dropout = 0.0
 
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, keys: KeySplitter | None = None) -> jax.Array:
+        """`keys` supplies the LoRA dropout key in training (drawn only when LoRA dropout is on)."""
         # Flatten leading dims: a plain 2-D matmul keeps XLA CPU's backward free of the transpose
         # copies that a 3-D dot_general's weight gradient needs.
         lead = x.shape[:-1]
         flat = x.reshape(-1, x.shape[-1]).astype(self.dtype)
         y = jnp.dot(flat, self.kernel[...].astype(self.dtype))
         if self.lora_a is not None:
-            low = jnp.dot(flat, self.lora_a[...].astype(self.dtype))
+            lora_in = flat
+            if self.lora_dropout and keys is not None:
+                lora_in = dropout(flat, self.lora_dropout, keys.next())
+            low = jnp.dot(lora_in, self.lora_a[...].astype(self.dtype))
             y = y + jnp.dot(low, self.lora_b[...].astype(self.dtype)) * self.lora_scaling
         y = y.reshape(*lead, y.shape[-1])
         if self.bias is not None:

@@ -37,6 +37,8 @@ class BottleneckAdapter(nnx.Module):
         self.original_ln_before, self.original_ln_after = original_ln_before, original_ln_after
 
     def __call__(self, hidden: jax.Array, residual: jax.Array, norm, keys: KeySplitter) -> jax.Array:
+        """`norm` is the block's post-residual LayerNorm; None for pre-LN blocks (decoders)."""
+        norm = norm if norm is not None else (lambda y: y)
         h = norm(hidden + residual) if self.original_ln_before else hidden
         adapter_residual = hidden if self.residual_before_ln else h
         out = self.up(self.act(self.down(h))) * self.scaling + adapter_residual

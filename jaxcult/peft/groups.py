@@ -1,24 +1,32 @@
 """Parameter groups: stable, readable names for the blocks that schedules unfreeze.
 
 Groups are derived from NNX parameter paths, so they never need to be declared by hand:
-`head`, `adapter/task/layer_{i}` (bottleneck adapters), `lora/layer_{i}/<module>` (LoRA), and for
-full fine-tuning
-`embeddings` and `layer_{i}`. A path outside every group belongs to the frozen backbone.
+`head`, `adapter/task/layer_{i}` (bottleneck adapters), `lora/layer_{i}/<module>` (LoRA),
+`saved/<module>` (PEFT's `modules_to_save`: trained in full), and for full fine-tuning
+`embeddings` and `layer_{i}` (a causal LM's `lm_head` is its `head`). Paths are those of an
+encoder-based model (`encoder.layers.3...`) or of a causal LM (`layers.3...`). A path outside
+every group belongs to the frozen backbone.
 """
 
 from __future__ import annotations
 
 import re
 
-_ADAPTER = re.compile(r"^encoder\.layers\.(\d+)\.(attention|output)_adapter\.")
-_LORA = re.compile(r"^encoder\.layers\.(\d+)\.(\w+)\.lora_[ab]$")
-_LAYER = re.compile(r"^encoder\.layers\.(\d+)\.")
+_ADAPTER = re.compile(r"^(?:encoder\.)?layers\.(\d+)\.(attention|output)_adapter\.")
+_LORA = re.compile(r"^(?:encoder\.)?layers\.(\d+)\.(\w+)\.lora_[ab]$")
+_LAYER = re.compile(r"^(?:encoder\.)?layers\.(\d+)\.")
 
 
-def group_of(path: str, peft_kind: str) -> str | None:
-    """Group name of a parameter path, or None when the parameter stays frozen forever."""
+def group_of(path: str, peft_kind: str, saved: tuple[str, ...] = ()) -> str | None:
+    """Group name of a parameter path, or None when the parameter stays frozen forever.
+
+    `saved` holds module paths trained in full (`modules_to_save`), each its own group.
+    """
     if path.startswith("head."):
         return "head"
+    for module in saved:
+        if path.startswith(module + "."):
+            return f"saved/{module}"
     match = _ADAPTER.match(path)
     if match:
         return f"adapter/task/layer_{match.group(1)}"
@@ -29,8 +37,9 @@ def group_of(path: str, peft_kind: str) -> str | None:
         match = _LAYER.match(path)
         if match:
             return f"layer_{match.group(1)}"
-        if path.startswith("encoder."):
-            return "embeddings"
+        if path.startswith("lm_head."):
+            return "head"
+        return "embeddings"
     return None
 
 

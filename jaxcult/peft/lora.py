@@ -36,7 +36,7 @@ def _matches(path: str, targets: list[str]) -> bool:
 def lora_targets(model: nnx.Module, targets: list[str]) -> list[tuple[str, Dense]]:
     """(path, Dense) of every layer projection a target selects; error if none does."""
     found = []
-    for path, module in model.iter_modules():
+    for path, module in nnx.iter_modules(model):
         dotted = ".".join(str(p) for p in path)
         if isinstance(module, Dense) and ".layers." in f".{dotted}." and _matches(dotted, targets):
             found.append((dotted, module))
@@ -46,8 +46,12 @@ def lora_targets(model: nnx.Module, targets: list[str]) -> list[tuple[str, Dense
     return found
 
 
-def add_lora(model: nnx.Module, targets: list[str], r: int, alpha: float, seed: int = 0) -> list[str]:
-    """Attach LoRA factors (A ~ Kaiming-uniform as in PEFT, B = 0); returns the target paths."""
+def add_lora(model: nnx.Module, targets: list[str], r: int, alpha: float, seed: int = 0,
+             dropout: float = 0.0) -> list[str]:
+    """Attach LoRA factors (A ~ Kaiming-uniform as in PEFT, B = 0); returns the target paths.
+
+    `dropout` applies to the LoRA branch's input only, in training (as PEFT's `lora_dropout`).
+    """
     rngs = nnx.Rngs(seed)
     init = jax.nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
     paths = []
@@ -55,8 +59,24 @@ def add_lora(model: nnx.Module, targets: list[str], r: int, alpha: float, seed: 
         fan_in, fan_out = dense.kernel.shape
         set_factors(dense, init(rngs.params(), (fan_in, r), jnp.float32),
                     jnp.zeros((r, fan_out), jnp.float32), alpha / r)
+        dense.lora_dropout = dropout
         paths.append(path)
     return paths
+
+
+def saved_modules(model: nnx.Module, names: list[str]) -> tuple[str, ...]:
+    """Module paths that `modules_to_save` names (a full path or a module's attribute name).
+
+    These modules are trained in full next to the LoRA factors (e.g. `embed_tokens`, `lm_head`).
+    """
+    paths = [".".join(str(p) for p in path) for path, _ in nnx.iter_modules(model) if path]
+    found = []
+    for name in names:
+        hits = [p for p in paths if p == name or p.endswith("." + name)]
+        if not hits:
+            raise UserError(f"peft.modules_to_save: {name!r} matches no module of this model")
+        found.extend(h for h in hits if h not in found)
+    return tuple(found)
 
 
 def set_factors(dense: Dense, a: jax.Array, b: jax.Array, scaling: float) -> None:
@@ -68,7 +88,7 @@ def set_factors(dense: Dense, a: jax.Array, b: jax.Array, scaling: float) -> Non
 
 
 def lora_modules(model: nnx.Module) -> list[tuple[str, Dense]]:
-    return [(".".join(str(p) for p in path), m) for path, m in model.iter_modules()
+    return [(".".join(str(p) for p in path), m) for path, m in nnx.iter_modules(model)
             if isinstance(m, Dense) and m.lora_a is not None]
 
 
@@ -82,7 +102,7 @@ def merge(model: nnx.Module) -> None:
 
 def unmerge(model: nnx.Module, factors: dict[str, tuple[jax.Array, jax.Array, float]]) -> None:
     """Undo `merge` given the factors it folded in (`{path: (A, B, scaling)}`)."""
-    modules = dict(model.iter_modules())
+    modules = dict(nnx.iter_modules(model))
     for path, (a, b, scaling) in factors.items():
         dense = modules[tuple(int(p) if p.isdigit() else p for p in path.split("."))]
         dense.kernel[...] = dense.kernel[...] - (a @ b * scaling).astype(dense.kernel.dtype)

@@ -75,7 +75,7 @@ def import_peft(model: nnx.Module, directory: str | Path) -> list[str]:
     r, alpha = int(config["r"]), float(config["lora_alpha"])
     scaling = alpha / math.sqrt(r) if config.get("use_rslora") else alpha / r
     keymap = keymap_for(model.config.model_type)
-    modules = {".".join(str(p) for p in path): m for path, m in model.iter_modules()}
+    modules = {".".join(str(p) for p in path): m for path, m in nnx.iter_modules(model)}
     tensors = load_file(str(weights))
     attached = []
     for key in sorted(k for k in tensors if k.endswith(".lora_A.weight")):

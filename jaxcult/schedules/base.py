@@ -42,8 +42,8 @@ class Schedule:
 
     # -- to override -------------------------------------------------------------------------
     def initial_groups(self) -> list[str]:
-        """Groups trainable at step 0 (before any check)."""
-        return ["head"] if "head" in self.groups else []
+        """Groups trainable at step 0 (before any check): the head and modules saved in full."""
+        return [g for g in self.groups if g == "head" or g.startswith("saved/")]
 
     def select(self, step: int, frozen: list[str], fisher: FisherFn) -> tuple[list[str], str, dict]:
         """(groups to unfreeze, reason, tr(F) values used) at a check step."""

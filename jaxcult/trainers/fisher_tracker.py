@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from jaxcult.config import RunConfig
 from jaxcult.data.batching import BatchIterator, Split
 from jaxcult.fisher import combine
-from jaxcult.trainers.steps import ClassificationProgram
+from jaxcult.sharding import host_inputs
+from jaxcult.trainers.steps import TrainProgram
 
 
 class FisherTracker:
-    def __init__(self, config: RunConfig, program: ClassificationProgram, groups: list[str],
+    def __init__(self, config: RunConfig, program: TrainProgram, groups: list[str],
                  frozen, train: Split) -> None:
         size = config.fisher.batch_size or config.trainer.batch_size
         self.batches = BatchIterator(train, size, seed=config.trainer.seed + 7919)
@@ -27,7 +27,7 @@ class FisherTracker:
     def __call__(self, params, step: int) -> dict[str, float]:
         values = []
         for i in range(self.n):
-            batch = {k: jnp.asarray(v) for k, v in next(self.batches).items()}
+            batch = host_inputs(next(self.batches))
             key = jax.random.fold_in(jax.random.fold_in(self.key, step), i)
             values.append(self.fn(params, self.frozen, batch, key))
         return dict(zip(self.groups, map(float, np.asarray(combine(self.estimator, values)))))

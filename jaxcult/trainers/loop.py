@@ -30,13 +30,15 @@ from jaxcult.peft.groups import format_group_table
 from jaxcult.report import read_jsonl, write_report
 from jaxcult.config_loading import dump_config
 from jaxcult.rundir import RunDir, prepare, write_text_atomic
-from jaxcult.trainers.evaluation import accuracy, format_scores, make_summary
+from jaxcult.tasks import task_for
+from jaxcult.trainers.evaluation import evaluate, format_scores, is_better, make_summary
 from jaxcult.trainers.fisher_tracker import FisherTracker
 from jaxcult.trainers.optim import MaskedGroupOptimizer, lr_schedule
 from jaxcult.trainers.setup import build_model, load_data
 from jaxcult.sharding import (
-    batch_sharding, check_batch_divisible, make_mesh, on_mesh, place_variables)
-from jaxcult.trainers.steps import ClassificationProgram, TrainState
+    activation_rules, batch_sharding, check_batch_divisible, global_batch, make_mesh, on_mesh,
+    place_variables)
+from jaxcult.trainers.steps import TrainProgram, TrainState
 
 
 def total_steps(config: RunConfig, batches_per_epoch: int) -> int:
@@ -100,9 +102,9 @@ def memory_estimate(config: RunConfig, parts, mesh) -> dict:
     frozen = shard_bytes(parts.frozen)
     trainable = sum(shard_bytes(state) for state in parts.params.values())
     batch_split = mesh.shape["data"] * mesh.shape["fsdp"]
-    encoder = parts.frozen["encoder"]
-    layers = len(encoder["layers"])
-    hidden = encoder["embeddings"]["word_embeddings"]["embedding"][...].shape[1]
+    backbone = parts.frozen["encoder"] if "encoder" in parts.frozen else parts.frozen
+    layers = len(backbone["layers"])
+    hidden = max(v.shape[-1] for _, v in nnx.to_flat_state(backbone) if v.ndim == 1)
     tokens = config.trainer.batch_size // config.trainer.grad_accum * config.model.max_length
     heads = hidden // 64 or 1
     width = jnp.dtype(config.model.compute_dtype).itemsize
@@ -143,6 +145,16 @@ def _truncate_logs(run: RunDir, step: int) -> None:
             write_text_atomic(path, "".join(line + "\n" for line in kept))
 
 
+def start_distributed(mesh_config) -> None:
+    """Join the multi-controller runtime; unset fields are detected from the cluster (TPU pods,
+    SLURM, Open MPI, Kubernetes) by `jax.distributed.initialize`. The CPU backend gets gloo
+    collectives (it has none by default), so multi-process runs work on CPU hosts too."""
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(coordinator_address=mesh_config.coordinator_address,
+                               num_processes=mesh_config.num_processes,
+                               process_id=mesh_config.process_id)
+
+
 def train(config: RunConfig, run: RunDir, *, resume: bool = False,
           overwrite: bool = False) -> dict | None:
     """Train one run; returns its summary (None when stopped by a signal).
@@ -153,22 +165,27 @@ def train(config: RunConfig, run: RunDir, *, resume: bool = False,
     if config.trainer.seeds:
         raise UserError("trainer.seeds: multi-seed runs are not available yet; use trainer.seed")
     if config.mesh.distributed:
-        jax.distributed.initialize()
-        if jax.process_count() > 1:
-            raise UserError("mesh.distributed: multi-process training needs per-host data "
-                            "loading, which this version does not have yet")
+        start_distributed(config.mesh)
+    mesh = make_mesh(config.mesh)
+    with jax.set_mesh(mesh), activation_rules(config.mesh.rules):
+        return _train_on_mesh(config, run, mesh, resume=resume, overwrite=overwrite)
+
+
+def _train_on_mesh(config: RunConfig, run: RunDir, mesh, *, resume: bool,
+                   overwrite: bool) -> dict | None:
     parts, data = build_run(config)
     schedule = schedules.resolve(config.schedule.name)(parts.groups, parts.layer_groups,
                                                         config.schedule, seed=config.trainer.seed)
-    iterator = BatchIterator(data.train, config.trainer.batch_size, config.trainer.seed)
+    iterator = BatchIterator(data.train, config.trainer.batch_size, config.trainer.seed,
+                             process_index=jax.process_index(), process_count=jax.process_count())
     steps = total_steps(config, iterator.batches_per_epoch)
     optimizer = MaskedGroupOptimizer(config.optimizer, parts.groups)
-    program = ClassificationProgram(parts.graphdef, parts.groups, optimizer,
-                                    lr_schedule(config.optimizer, steps),
-                                    config.optimizer.max_grad_norm, config.trainer.grad_accum,
-                                    config.trainer.on_nonfinite == "skip",
-                                    config.trainer.inject_nonfinite_at, config.fisher.in_step)
-    mesh, rules = make_mesh(config.mesh), config.mesh.rules
+    task = task_for(config.task.name)
+    program = TrainProgram(task, parts.graphdef, parts.groups, optimizer,
+                           lr_schedule(config.optimizer, steps), config.optimizer.max_grad_norm,
+                           config.trainer.grad_accum, config.trainer.on_nonfinite == "skip",
+                           config.trainer.inject_nonfinite_at, config.fisher.in_step)
+    rules = config.mesh.rules
     check_batch_divisible(config.trainer.batch_size, mesh, rules, "trainer.batch_size")
     replicated = NamedSharding(mesh, PartitionSpec())
     frozen = place_variables(parts.frozen, mesh, rules)
@@ -181,11 +198,13 @@ def train(config: RunConfig, run: RunDir, *, resume: bool = False,
     program.pin_shardings(state, frozen, batch_sharding(mesh, rules, 1))
     mask = start.mask
     tracker = FisherTracker(config, program, parts.groups, frozen, data.train)
-    prepare(run, overwrite=overwrite, resume=resume)
-    if not resume:
-        write_text_atomic(run.config, dump_config(config))
+    main_process = jax.process_index() == 0  # only process 0 writes files other than checkpoints
+    if main_process:
+        prepare(run, overwrite=overwrite, resume=resume)
+        if not resume:
+            write_text_atomic(run.config, dump_config(config))
     checkpointer = Checkpointer(run.checkpoints, config.checkpoint)
-    best = {"accuracy": -1.0, "step": 0}
+    best: dict = {"value": None, "step": 0}
     best_params = host_arrays(state.params)
     first = 0
     if resume:
@@ -195,7 +214,8 @@ def train(config: RunConfig, run: RunDir, *, resume: bool = False,
         tracker.restore(host["tracker"])
         schedule.load_state_dict(host["schedule"])
         mask, best = np.asarray(host["mask"], dtype=bool), host["best"]
-        _truncate_logs(run, first)
+        if main_process:
+            _truncate_logs(run, first)
         print(f"resuming {run.root} from step {first}", file=sys.stderr)
     print(format_group_table(parts.counts, parts.total_params), file=sys.stderr)
     logger = MetricLogger(run, config.logging, run_config=config.to_dict(),
@@ -235,8 +255,7 @@ def train(config: RunConfig, run: RunDir, *, resume: bool = False,
                                       tracker.normalised(traces, mask))
                 elif "value" in cache:
                     logger.log_fisher(step, tracker.estimator, cache["value"])
-                batch = {k: jax.device_put(v, batch_sharding(mesh, rules, v.ndim))
-                         for k, v in next(iterator).items()}
+                batch = global_batch(next(iterator), mesh, rules)
                 state, metrics = program.train_step(state, frozen, batch)
                 done = step + 1
                 if config.fisher.in_step:
@@ -260,11 +279,11 @@ def train(config: RunConfig, run: RunDir, *, resume: bool = False,
                     last_time, last_step = now, done
                     progress.update(done, record["loss"])
                 if done % eval_every == 0 or done == steps:
-                    dev = accuracy(program, state.params, frozen, data.validation,
+                    dev = evaluate(program, state.params, frozen, data.validation,
                                    config.trainer.eval_batch_size)
-                    logger.log_metrics(done, {"accuracy": dev}, prefix="validation")
-                    if dev > best["accuracy"]:
-                        best = {"accuracy": dev, "step": done}
+                    logger.log_metrics(done, dev, prefix="validation")
+                    if is_better(dev[task.primary_metric], best["value"], task.maximize):
+                        best = {"value": dev[task.primary_metric], "step": done, "metrics": dev}
                         best_params = host_arrays(state.params)
                 if stop.received is not None:
                     stopped = done
@@ -280,14 +299,15 @@ def train(config: RunConfig, run: RunDir, *, resume: bool = False,
         print(f"stopped by signal after step {stopped}; checkpoint written. Continue with: "
               f"jaxcult train --resume {run.root}", file=sys.stderr)
         return None
-    scores = {lang: {"accuracy": accuracy(program, best_params, frozen, split,
-                                          config.trainer.eval_batch_size)}
+    scores = {lang: evaluate(program, best_params, frozen, split, config.trainer.eval_batch_size)
               for lang, split in data.tests.items()}
     summary = make_summary(config, scores, [g for g, m in zip(parts.groups, mask) if m],
-                           best_step=best["step"], best_dev=best["accuracy"])
-    run.write_summary(summary)
-    write_report(run.root)
-    print(format_scores(summary))
+                           best_step=best["step"], best_validation=best.get("metrics", {}),
+                           primary_metric=task.primary_metric)
+    if main_process:
+        run.write_summary(summary)
+        write_report(run.root)
+        print(format_scores(summary))
     return summary
 
 

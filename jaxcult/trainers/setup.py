@@ -11,14 +11,14 @@ from flax import nnx
 
 from jaxcult import models
 from jaxcult.config import RunConfig
-from jaxcult.data import copa, multilingual
+from jaxcult.data import copa, lm, multilingual
 from jaxcult.data.batching import Split, tokenize_classification
 from jaxcult.errors import UserError
 from jaxcult.hub.pretrained import load_pretrained
 from jaxcult.models.classifier import MultipleChoiceModel, SequenceClassifier
 from jaxcult.peft.bottleneck import PLACEMENTS, add_bottleneck_adapters
 from jaxcult.peft.groups import group_of, layer_index, ordered_groups
-from jaxcult.peft.lora import add_lora
+from jaxcult.peft.lora import add_lora, saved_modules
 
 
 @dataclass
@@ -32,7 +32,8 @@ class ModelParts:
     total_params: int
 
 
-def _encoder_and_tokenizer(config: RunConfig):
+def _backbone_and_tokenizer(config: RunConfig):
+    """The pretrained (or random) encoder or causal LM, and its tokenizer."""
     overrides = {"dtype": config.model.compute_dtype, "param_dtype": config.model.dtype}
     if config.model.dropout is not None:
         overrides.update(hidden_dropout_prob=config.model.dropout,
@@ -57,44 +58,67 @@ def _encoder_and_tokenizer(config: RunConfig):
     if len(tokenizer) > encoder.config.vocab_size:
         raise UserError(f"model.tokenizer: the tokenizer has {len(tokenizer)} tokens but the model's "
                         f"vocabulary has only {encoder.config.vocab_size} rows")
-    if not isinstance(encoder, models.Encoder):
-        raise UserError(f"model.name: {config.model.name!r} is a causal LM; task "
-                        f"{config.task.name!r} needs an encoder")
+    is_lm = config.task.name == "causal_lm"
+    if is_lm != isinstance(encoder, models.CausalLM):
+        kind = "a causal LM" if isinstance(encoder, models.CausalLM) else "an encoder"
+        raise UserError(f"model.name: {config.model.name!r} is {kind}; task {config.task.name!r} "
+                        f"needs {'a causal LM' if is_lm else 'an encoder'}")
     return encoder, tokenizer
 
 
-def build_model(config: RunConfig, num_labels: int) -> tuple[ModelParts, Any]:
-    encoder, tokenizer = _encoder_and_tokenizer(config)
-    if config.peft.kind in PLACEMENTS:
-        add_bottleneck_adapters(encoder, config.peft, seed=config.trainer.seed)
-    elif config.peft.kind == "lora":
-        if config.peft.lora_dropout or config.peft.modules_to_save:
-            raise UserError("peft.lora_dropout / peft.modules_to_save are not supported yet; "
-                            "set lora_dropout: 0 and modules_to_save: []")
-        add_lora(encoder, config.peft.target_modules, config.peft.lora_r, config.peft.lora_alpha,
-                 seed=config.trainer.seed)
-    elif config.peft.kind not in ("none", "full"):
-        raise UserError(f"peft.kind: {config.peft.kind!r} is not available for the classification "
-                        f"trainer yet (available: none, full, lora, {', '.join(PLACEMENTS)})")
+def _add_peft(backbone: nnx.Module, config: RunConfig) -> tuple[str, ...]:
+    """Insert the configured PEFT modules; returns the paths of modules trained in full."""
+    peft, seed = config.peft, config.trainer.seed
+    if peft.kind in PLACEMENTS:
+        add_bottleneck_adapters(backbone, peft, seed=seed)
+    elif peft.kind == "lora":
+        add_lora(backbone, peft.target_modules, peft.lora_r, peft.lora_alpha, seed=seed,
+                 dropout=peft.lora_dropout)
+    elif peft.kind not in ("none", "full"):
+        raise UserError(f"peft.kind: {peft.kind!r} is not available yet (available: none, full, "
+                        f"lora, {', '.join(PLACEMENTS)})")
+    if peft.modules_to_save and peft.kind != "lora":
+        raise UserError("peft.modules_to_save: only used with peft.kind=lora (full fine-tuning "
+                        "trains every module already)")
+    return saved_modules(backbone, peft.modules_to_save)
+
+
+def _task_model(backbone: nnx.Module, config: RunConfig, num_labels: int) -> nnx.Module:
+    seed, pooling = config.trainer.seed, config.model.pooling
     if config.task.name == "multiple_choice":
-        model = MultipleChoiceModel(encoder, pooling=config.model.pooling, seed=config.trainer.seed)
-    elif config.task.name in ("classification", "pair_classification"):
-        model = SequenceClassifier(encoder, num_labels, pooling=config.model.pooling,
-                                   seed=config.trainer.seed)
-    else:
-        raise UserError(f"task.name: {config.task.name!r} is not available in the trainer yet "
-                        f"(available: classification, pair_classification, multiple_choice)")
+        return MultipleChoiceModel(backbone, pooling=pooling, seed=seed)
+    if config.task.name in ("classification", "pair_classification"):
+        return SequenceClassifier(backbone, num_labels, pooling=pooling, seed=seed)
+    if config.task.name == "causal_lm":
+        return backbone
+    raise UserError(f"task.name: {config.task.name!r} is not available in the trainer yet "
+                    f"(available: classification, pair_classification, multiple_choice, causal_lm)")
+
+
+def _path(path) -> str:
+    return ".".join(str(p) for p in path)
+
+
+def build_model(config: RunConfig, num_labels: int) -> tuple[ModelParts, Any]:
+    backbone, tokenizer = _backbone_and_tokenizer(config)
+    saved = _add_peft(backbone, config)
+    model = _task_model(backbone, config, num_labels)
+    if model is not backbone:  # paths inside the task model are prefixed with `encoder.`
+        saved = tuple(f"encoder.{p}" for p in saved)
     kind = config.peft.kind
-    path_of = lambda path: ".".join(str(p) for p in path)  # noqa: E731
-    names = {group_of(path_of(p), kind) for p, _ in nnx.to_flat_state(nnx.state(model, nnx.Param))}
+    names = {group_of(_path(p), kind, saved)
+             for p, _ in nnx.to_flat_state(nnx.state(model, nnx.Param))}
     groups = ordered_groups({n for n in names if n is not None})
-    filters = [(lambda g: lambda path, _v: group_of(path_of(path), kind) == g)(g) for g in groups]
+    filters = [(lambda g: lambda path, _v: group_of(_path(path), kind, saved) == g)(g)
+               for g in groups]
     graphdef, *states = nnx.split(model, *filters, ...)
     params = dict(zip(groups, states[:-1]))
     counts = {g: sum(int(np.prod(x.shape)) for x in nnx.to_flat_state(params[g]).leaves)
               for g in groups}
     total = sum(int(np.prod(v.shape)) for _, v in nnx.to_flat_state(nnx.state(model, nnx.Param)))
-    layer_groups = [g for g in groups if layer_index(g) is not None]
+    # bottom-up; full fine-tuning's embeddings sit below layer 0 (gradual unfreezing ends there)
+    layer_groups = [g for g in groups if g == "embeddings"] + \
+        [g for g in groups if layer_index(g) is not None]
     parts = ModelParts(graphdef, params, states[-1], groups, layer_groups, counts, total)
     return parts, tokenizer
 
@@ -109,13 +133,17 @@ class TaskData:
 
 
 def load_data(config: RunConfig, tokenizer) -> TaskData:
-    """The configured dataset, tokenised: the built-in topic dataset or COPA/XCOPA files."""
+    """The configured dataset, tokenised for the task."""
     if config.data.name == multilingual.NAME:
+        if config.task.name == "causal_lm":
+            return _multilingual_lm_data(config, tokenizer)
         return _multilingual_data(config, tokenizer)
     if config.data.name == copa.NAME:
         return _xcopa_data(config, tokenizer)
+    if config.data.name == lm.CHAT_NAME:
+        return _chat_data(config, tokenizer)
     raise UserError(f"data.name: unknown dataset {config.data.name!r} (available: "
-                    f"{multilingual.NAME}, {copa.NAME})")
+                    f"{multilingual.NAME}, {copa.NAME}, {lm.CHAT_NAME})")
 
 
 def _languages(config: RunConfig, available) -> list[str]:
@@ -164,3 +192,45 @@ def _multilingual_data(config: RunConfig, tokenizer) -> TaskData:
     tests = {lang: split(lang, "test", config.data.max_eval_examples)
              for lang in _languages(config, multilingual.LANGUAGES)}
     return TaskData(train, validation, tests, num_labels, multilingual.LABELS)
+
+
+def _multilingual_lm_data(config: RunConfig, tokenizer) -> TaskData:
+    """Language modelling of the built-in dataset's sentences (perplexity per language)."""
+    def split(language: str, name: str, limit: int | None) -> Split:
+        texts = [e["text"] for e in multilingual.generate(language, name)[:limit]]
+        return lm.tokenize_texts(texts, tokenizer, config.model.max_length,
+                                 f"{multilingual.NAME}/{language}/{name}")
+
+    src = config.data.source_language
+    return TaskData(split(src, "train", config.data.max_train_examples),
+                    split(src, "validation", config.data.max_eval_examples),
+                    {lang: split(lang, "test", config.data.max_eval_examples)
+                     for lang in _languages(config, multilingual.LANGUAGES)}, 0, ())
+
+
+def _chat_data(config: RunConfig, tokenizer) -> TaskData:
+    """`manual_dir/{train,validation,test}.jsonl`; test records grouped by their `language`."""
+    if config.task.name != "causal_lm":
+        raise UserError(f"task.name: {lm.CHAT_NAME} is chat data; set task.name=causal_lm")
+    if config.data.manual_dir is None:
+        raise UserError(f"data.manual_dir: {lm.CHAT_NAME} reads train.jsonl, validation.jsonl "
+                        f"and test.jsonl from a local folder; set its path")
+    root = Path(config.data.manual_dir).expanduser()
+    src, length = config.data.source_language, config.model.max_length
+
+    def split(records: list[dict], name: str, cap: int | None) -> Split:
+        return lm.tokenize_chats(records[:cap], tokenizer, length, f"{root / name}")
+
+    by_language: dict[str, list[dict]] = {}
+    for record in lm.read_chat_jsonl(root / "test.jsonl"):
+        by_language.setdefault(record.get("language", src), []).append(record)
+    wanted = _languages(config, by_language)
+    missing = [lang for lang in wanted if lang not in by_language]
+    if missing:
+        raise UserError(f"{root / 'test.jsonl'}: no records for language(s) {', '.join(missing)}")
+    cap = config.data.max_eval_examples
+    return TaskData(split(lm.read_chat_jsonl(root / "train.jsonl"), "train.jsonl",
+                          config.data.max_train_examples),
+                    split(lm.read_chat_jsonl(root / "validation.jsonl"), "validation.jsonl", cap),
+                    {lang: split(by_language[lang], f"test.jsonl[{lang}]", cap) for lang in wanted},
+                    0, ())

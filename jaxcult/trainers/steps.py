@@ -1,4 +1,4 @@
-"""Pure train / eval / Fisher steps for classification, jitted once.
+"""Pure train / eval / Fisher steps of any task family, jitted once.
 
 The model is split into a graph definition, the frozen backbone (never differentiated) and
 the trainable parameters grouped by name. `TrainState` holds everything that changes; its
@@ -18,6 +18,7 @@ from flax import nnx, struct
 
 from jaxcult import fisher
 from jaxcult.sharding import shardings_of
+from jaxcult.tasks import Task
 from jaxcult.trainers.optim import MaskedGroupOptimizer
 
 
@@ -30,21 +31,21 @@ class TrainState:
     rng: jax.Array
 
 
-class ClassificationProgram:
-    """The jitted functions of one run, closed over the static model structure."""
+class TrainProgram:
+    """The jitted functions of one run, closed over the static model structure and the task."""
 
-    def __init__(self, graphdef: nnx.GraphDef, groups: list[str], optimizer: MaskedGroupOptimizer,
-                 lr_fn: optax.Schedule, max_grad_norm: float | None, grad_accum: int,
-                 skip_nonfinite: bool, inject_nonfinite_at: int | None = None,
-                 track_in_step: bool = False) -> None:
-        self.graphdef, self.groups = graphdef, groups
+    def __init__(self, task: Task, graphdef: nnx.GraphDef, groups: list[str],
+                 optimizer: MaskedGroupOptimizer, lr_fn: optax.Schedule,
+                 max_grad_norm: float | None, grad_accum: int, skip_nonfinite: bool,
+                 inject_nonfinite_at: int | None = None, track_in_step: bool = False) -> None:
+        self.task, self.graphdef, self.groups = task, graphdef, groups
         self.optimizer, self.lr_fn = optimizer, lr_fn
         self.max_grad_norm, self.grad_accum = max_grad_norm, grad_accum
         self.skip_nonfinite = skip_nonfinite
         self.inject_nonfinite_at = inject_nonfinite_at
         self.track_in_step = track_in_step
         self.train_step = jax.jit(self._train_step, donate_argnums=(0,))
-        self.eval_logits = jax.jit(self._logits)
+        self.eval_sums = jax.jit(self._eval_sums)
 
     def pin_shardings(self, state: TrainState, frozen: Any, batch_sharding) -> None:
         """Re-jit the step with in/out shardings equal to the current placement of `state`.
@@ -54,26 +55,24 @@ class ClassificationProgram:
         """
         state_shardings = shardings_of(state)
         frozen_shardings = shardings_of(frozen)
-        batch_shardings = {k: batch_sharding for k in ("input_ids", "attention_mask",
-                                                       "token_type_ids", "labels")}
+        batch_shardings = {k: batch_sharding for k in self.task.batch_keys}
         self.train_step = jax.jit(self._train_step, donate_argnums=(0,),
                                   in_shardings=(state_shardings, frozen_shardings, batch_shardings),
                                   out_shardings=(state_shardings, None))
 
     # -- model application --------------------------------------------------------------------
-    def _logits(self, params: dict, frozen: Any, batch: dict, dropout_key=None) -> jax.Array:
+    def outputs(self, params: dict, frozen: Any, batch: dict, dropout_key=None) -> jax.Array:
         model = nnx.merge(self.graphdef, *params.values(), frozen)
-        return model(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"),
-                     dropout_key=dropout_key)
+        return self.task.forward(model, batch, dropout_key)
 
-    def log_probs(self, frozen: Any) -> Callable[[dict, dict], jax.Array]:
-        return lambda params, batch: jax.nn.log_softmax(self._logits(params, frozen, batch), -1)
+    def log_probs(self, frozen: Any) -> fisher.LogProbFn:
+        return lambda params, batch: self.task.log_probs(self.outputs(params, frozen, batch), batch)
 
     def _loss(self, params, frozen, batch, key):
-        logits = self._logits(params, frozen, batch, key).astype(jnp.float32)
-        loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["labels"]).mean()
-        accuracy = (logits.argmax(-1) == batch["labels"]).mean()
-        return loss, accuracy
+        return self.task.loss(self.outputs(params, frozen, batch, key), batch)
+
+    def _eval_sums(self, params, frozen, batch, valid):
+        return self.task.eval_sums(self.outputs(params, frozen, batch), batch, valid)
 
     # -- training -----------------------------------------------------------------------------
     def _grads(self, state: TrainState, frozen, batch, key):

@@ -1,0 +1,112 @@
+"""Causal-LM examples: plain texts and chat conversations, tokenised into next-token batches.
+
+Each split holds `input_ids`, `attention_mask`, `labels` (the next token of every position) and
+`loss_mask` (1 where that next token is trained). For chats only assistant turns are trained;
+their token spans are found from the character offsets of the rendered conversation, so any
+chat template works. Tokenizers without a template use `<|role|>\\ncontent\\n` turns.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from jaxcult.data.batching import Split
+from jaxcult.errors import UserError
+
+ROLES = ("system", "user", "assistant")
+CHAT_NAME = "chat_jsonl"
+
+
+def _next_token_split(ids: np.ndarray, attention: np.ndarray, trained: np.ndarray,
+                      name: str) -> Split:
+    labels = np.zeros_like(ids)
+    labels[:, :-1] = ids[:, 1:]
+    loss_mask = np.zeros_like(ids)
+    loss_mask[:, :-1] = trained[:, 1:] * attention[:, 1:]
+    if not loss_mask.any():
+        raise UserError(f"{name}: no token to train on (every example is empty or masked)")
+    return Split({"input_ids": ids.astype(np.int32), "attention_mask": attention.astype(np.int32),
+                  "labels": labels.astype(np.int32), "loss_mask": loss_mask.astype(np.int32)}, name)
+
+
+def tokenize_texts(texts: list[str], tokenizer, max_length: int, name: str) -> Split:
+    """Every token after the first is a training target; an EOS ends each text when it fits."""
+    if not texts:
+        raise UserError(f"{name}: split is empty")
+    eos = tokenizer.eos_token or ""
+    enc = tokenizer([t + eos for t in texts], truncation=True, max_length=max_length,
+                    padding="longest", return_tensors="np")
+    ids, attention = enc["input_ids"], enc["attention_mask"]
+    return _next_token_split(ids, attention, attention, name)
+
+
+def render_chat(messages: list[dict], tokenizer, *, generation_prompt: bool = False) -> str:
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template(messages, tokenize=False,
+                                             add_generation_prompt=generation_prompt)
+    text = "".join(f"<|{m['role']}|>\n{m['content']}\n" for m in messages)
+    return text + ("<|assistant|>\n" if generation_prompt else "")
+
+
+def _assistant_spans(messages: list[dict], tokenizer) -> list[tuple[int, int]]:
+    spans = []
+    for i, message in enumerate(messages):
+        if message["role"] == "assistant":
+            start = len(render_chat(messages[:i], tokenizer, generation_prompt=True))
+            spans.append((start, len(render_chat(messages[:i + 1], tokenizer))))
+    return spans
+
+
+def tokenize_chats(records: list[dict], tokenizer, max_length: int, name: str) -> Split:
+    """Conversations -> next-token arrays trained on assistant tokens only."""
+    if not records:
+        raise UserError(f"{name}: split is empty")
+    texts = [render_chat(r["messages"], tokenizer) for r in records]
+    enc = tokenizer(texts, truncation=True, max_length=max_length, padding="longest",
+                    return_tensors="np", return_offsets_mapping=True, add_special_tokens=False)
+    trained = np.zeros_like(enc["input_ids"])
+    for row, record in enumerate(records):
+        spans = _assistant_spans(record["messages"], tokenizer)
+        for col, (begin, end) in enumerate(enc["offset_mapping"][row]):
+            if end > begin and any(s <= begin < e for s, e in spans):
+                trained[row, col] = 1
+    return _next_token_split(enc["input_ids"], enc["attention_mask"], trained, name)
+
+
+def _check_chat(record, where: str) -> dict:
+    messages = record.get("messages") if isinstance(record, dict) else None
+    if not isinstance(messages, list) or not messages:
+        raise UserError(f"{where}: expected a non-empty list field 'messages'")
+    for j, message in enumerate(messages):
+        if not isinstance(message, dict) or message.get("role") not in ROLES:
+            raise UserError(f"{where}: message {j}: 'role' must be one of {', '.join(ROLES)}")
+        if not isinstance(message.get("content"), str):
+            raise UserError(f"{where}: message {j}: missing or non-text field 'content'")
+    if not any(m["role"] == "assistant" for m in messages):
+        raise UserError(f"{where}: no assistant message to train on")
+    return record
+
+
+def read_chat_jsonl(path: Path) -> list[dict]:
+    """Records `{"messages": [{"role", "content"}, ...], "language"?: code}`, one per line."""
+    if not path.is_file():
+        raise UserError(f"{path}: file not found")
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as error:
+        raise UserError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
+    records = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise UserError(f"{path}:{number}: invalid JSON ({error.msg})") from None
+        records.append(_check_chat(record, f"{path}:{number}"))
+    if not records:
+        raise UserError(f"{path}: no records")
+    return records

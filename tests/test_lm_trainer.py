@@ -1,0 +1,147 @@
+"""The causal-LM trainer on a tiny random Llama: LoRA (with dropout and modules_to_save),
+per-language perplexity, chat data trained on assistant tokens only, Fisher on token outputs."""
+
+from __future__ import annotations
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from conftest import needs_minilm
+from jaxcult.config_loading import load_config
+from jaxcult.data import lm
+from jaxcult.errors import UserError
+from jaxcult.rundir import check_writable
+from jaxcult.tasks import task_for
+from jaxcult.trainers import loop
+from jaxcult.trainers.optim import MaskedGroupOptimizer, lr_schedule
+from jaxcult.trainers.setup import build_model, load_data
+from jaxcult.trainers.steps import TrainProgram
+
+pytestmark = needs_minilm
+
+TINY_LM = [
+    "task.name=causal_lm", "model.name=random", "model.tokenizer=minilm-l6", "model.max_length=24",
+    "model.overrides={model_type: llama, vocab_size: 30522, hidden_size: 32, num_hidden_layers: 2,"
+    " num_attention_heads: 4, num_key_value_heads: 2, intermediate_size: 64}",
+    "data.max_train_examples=128", "data.max_eval_examples=16", "data.target_languages=[en, de]",
+    "trainer.batch_size=8", "trainer.eval_batch_size=16", "trainer.log_every=5",
+    "logging.tensorboard=false", "logging.progress=off", "fisher.num_batches=1",
+    "checkpoint.async_save=false", "optimizer.lr=1e-2",
+]
+
+
+def test_lora_lm_run_reports_perplexity_and_trains_saved_modules(tmp_path):
+    config = load_config(None, [*TINY_LM, "peft.kind=lora", "peft.lora_dropout=0.1",
+                                "peft.modules_to_save=[lm_head]", "schedule.name=gu",
+                                "schedule.k=5", "trainer.steps=20", "fisher.track_every=5"])
+    run = check_writable(tmp_path / "run", overwrite=False, resume=False)
+    summary = loop.train(config, run)
+    assert summary["primary_metric"] == "loss"
+    for lang in ("en", "de"):
+        values = summary["metrics"][lang]
+        assert np.isclose(values["perplexity"], np.exp(values["loss"]))
+        assert 0.0 <= values["token_accuracy"] <= 1.0
+    # lm_head (saved in full) trains from step 0, so English loss drops well below ln(vocab)
+    assert summary["metrics"]["en"]["loss"] < np.log(30522) - 2
+    rows = [json.loads(x) for x in (run.root / "metrics.jsonl").read_text().splitlines()]
+    first = next(r for r in rows if r["split"] == "train")
+    assert "saved/lm_head" in first["trainable_groups"]
+    fisher = [json.loads(x) for x in (run.root / "fisher.jsonl").read_text().splitlines()]
+    assert {"lora/layer_0/q_proj", "saved/lm_head"} <= set(fisher[0]["trace"])
+    assert (run.root / "report.md").read_text().count("perplexity") == 1
+
+
+@pytest.mark.parametrize("estimator", ["sampled", "argmax_batch", "empirical"])
+def test_token_fisher_matches_per_token_brute_force(estimator):
+    """Per-group tr(F) of the LM task equals the loop over examples (sampled: over its labels)."""
+    config = load_config(None, [*TINY_LM, "peft.kind=lora", "data.max_train_examples=8"])
+    parts, tokenizer = build_model(config, 0)
+    data = load_data(config, tokenizer)
+    program = TrainProgram(task_for("causal_lm"), parts.graphdef, parts.groups,
+                           MaskedGroupOptimizer(config.optimizer, parts.groups),
+                           lr_schedule(config.optimizer, 1), 1.0, 1, False)
+    batch = {k: jnp.asarray(v[:3]) for k, v in data.train.arrays.items()}
+    value = np.asarray(program.make_fisher(estimator)(parts.params, parts.frozen, batch,
+                                                      jax.random.key(0)))
+    assert value.shape == (len(parts.groups),) and np.all(value > 0)
+    log_probs = program.log_probs(parts.frozen)
+    lp, weights = log_probs(parts.params, {k: v for k, v in batch.items() if k != "labels"})
+    if estimator == "empirical":
+        labels = batch["labels"]
+    elif estimator == "argmax_batch":
+        labels = lp.argmax(-1)
+    else:
+        labels = jax.random.categorical(jax.random.key(0), lp, axis=-1)
+
+    def ll(params, index):
+        one = {k: v[index:index + 1] for k, v in batch.items() if k != "labels"}
+        lp, w = log_probs(params, one)
+        picked = jnp.take_along_axis(lp, labels[index:index + 1, :, None], -1)[..., 0]
+        return (picked * w).sum()
+
+    def sq(grads):
+        return np.array([sum(float(jnp.sum(g ** 2)) for g in jax.tree.leaves(grads[name]))
+                         for name in parts.groups])
+
+    if estimator == "argmax_batch":
+        expected = sq(jax.grad(lambda p: -sum(ll(p, i) for i in range(3)) / 3)(parts.params)) / 3
+    else:
+        expected = np.mean([sq(jax.grad(ll)(parts.params, i)) for i in range(3)], axis=0)
+    np.testing.assert_allclose(value, expected, rtol=2e-4)
+
+
+def test_chat_masks_everything_but_assistant_turns():
+    from jaxcult.hub.pretrained import load_pretrained
+
+    _, tokenizer = load_pretrained("minilm-l6")
+    records = [{"messages": [{"role": "system", "content": "be brief"},
+                             {"role": "user", "content": "capital of france"},
+                             {"role": "assistant", "content": "paris"},
+                             {"role": "user", "content": "and spain"},
+                             {"role": "assistant", "content": "madrid"}]}]
+    split = lm.tokenize_chats(records, tokenizer, 64, "chat")
+    ids, mask = split.arrays["input_ids"][0], split.arrays["loss_mask"][0]
+    targets = tokenizer.convert_ids_to_tokens(split.arrays["labels"][0][mask == 1])
+    assert targets == ["paris", "madrid"]
+    assert tokenizer.decode(ids[ids != 0]).count("<") > 0  # the fallback template's role tags
+
+
+@pytest.mark.parametrize(("line", "message"), [
+    ('{"messages": []}', "non-empty list field 'messages'"),
+    ('{"messages": [{"role": "robot", "content": "x"}]}', "'role' must be one of"),
+    ('{"messages": [{"role": "user", "content": 3}]}', "non-text field 'content'"),
+    ('{"messages": [{"role": "user", "content": "hi"}]}', "no assistant message"),
+    ('{"messages": ', "invalid JSON"),
+])
+def test_bad_chat_records_name_file_and_line(tmp_path, line, message):
+    path = tmp_path / "train.jsonl"
+    path.write_text('{"messages": [{"role": "user", "content": "a"}, '
+                    '{"role": "assistant", "content": "b"}]}\n' + line + "\n")
+    with pytest.raises(UserError, match=f"{path}:2: .*{message}"):
+        lm.read_chat_jsonl(path)
+
+
+def test_chat_run_from_local_files_and_missing_folder(tmp_path):
+    folder = tmp_path / "chats"
+    folder.mkdir()
+    turn = lambda q, a: json.dumps({"messages": [{"role": "user", "content": q},  # noqa: E731
+                                                 {"role": "assistant", "content": a}]})
+    (folder / "train.jsonl").write_text("\n".join(turn(f"question {i}", f"answer {i}")
+                                                  for i in range(16)) + "\n")
+    (folder / "validation.jsonl").write_text(turn("question", "answer") + "\n")
+    de = json.dumps({"language": "de", "messages": [{"role": "user", "content": "frage"},
+                                                    {"role": "assistant", "content": "antwort"}]})
+    (folder / "test.jsonl").write_text(turn("question", "answer") + "\n" + de + "\n")
+    config = load_config(None, [*TINY_LM, "data.name=chat_jsonl", f"data.manual_dir={folder}",
+                                "peft.kind=lora", "schedule.name=standard", "trainer.steps=4"])
+    summary = loop.train(config, check_writable(tmp_path / "run", overwrite=False, resume=False))
+    assert set(summary["metrics"]) == {"en", "de"}
+    config = load_config(None, [*TINY_LM, "data.name=chat_jsonl",
+                                f"data.manual_dir={tmp_path / 'nowhere'}", "peft.kind=lora"])
+    with pytest.raises(UserError, match="nowhere/test.jsonl: file not found"):
+        loop.train(config, check_writable(tmp_path / "run2", overwrite=False, resume=False))
+    assert not (tmp_path / "run2").exists()
