@@ -28,23 +28,15 @@ from jaxcult.config_loading import load_config
 from jaxcult.hub.export import save_pretrained
 from jaxcult.hub.pretrained import load_pretrained
 from jaxcult.sharding import make_mesh
+from jaxcult.tasks import task_for
 from jaxcult.trainers.fisher_tracker import FisherTracker
 from jaxcult.trainers.optim import MaskedGroupOptimizer, lr_schedule
 from jaxcult.trainers.setup import build_model, load_data
-from jaxcult.tasks import task_for
 from jaxcult.trainers.steps import TrainProgram, TrainState
 
 HERE = Path(__file__).resolve().parent
-VENV = HERE / ".venv-adapters"
-
-
-def adapters_python() -> Path:
-    python = VENV / "bin" / "python"
-    if not python.exists():
-        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
-        subprocess.run([str(python), "-m", "pip", "install", "-q", "torch==2.13.0", "adapters"],
-                       check=True)
-    return python
+sys.path.insert(0, str(HERE.parent / "scripts"))
+from adapters_env import adapters_python  # noqa: E402
 
 
 def jaxcult_side(args, fisher_batches: int):

@@ -101,18 +101,29 @@ def cmd_export(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and any(out.iterdir()) and not args.overwrite:
         raise UserError(f"{out}: output directory is not empty; pass --overwrite to replace files")
-    if args.format == "adapterhub":
-        raise UserError("export --format adapterhub is not available yet (AdapterHub interop is "
-                        "still open); use --format peft for LoRA runs")
-    from jaxcult.peft.peft_format import export_peft
     from jaxcult.trainers.restore import load_run_model
 
     config, model = load_run_model(Path(args.run_dir))
-    if config.peft.kind != "lora":
-        raise UserError(f"export --format peft: {args.run_dir} trained peft.kind="
-                        f"{config.peft.kind!r}; the PEFT format holds LoRA adapters only")
-    export_peft(model.encoder, out, alpha=config.peft.lora_alpha, dropout=config.peft.lora_dropout,
-                base_model=config.model.name)
+    backbone = getattr(model, "encoder", model)
+    if args.format == "adapterhub":
+        from jaxcult.peft.adapterhub import export_adapterhub
+        from jaxcult.peft.bottleneck import PLACEMENTS
+
+        if config.peft.kind not in PLACEMENTS:
+            raise UserError(f"export --format adapterhub: {args.run_dir} trained peft.kind="
+                            f"{config.peft.kind!r}; AdapterHub's format holds bottleneck adapters "
+                            f"({', '.join(PLACEMENTS)})")
+        export_adapterhub(model, out, name=args.name or config.name)
+    else:
+        from jaxcult.peft.lora import saved_modules
+        from jaxcult.peft.peft_format import export_peft
+
+        if config.peft.kind != "lora":
+            raise UserError(f"export --format peft: {args.run_dir} trained peft.kind="
+                            f"{config.peft.kind!r}; the PEFT format holds LoRA adapters only")
+        export_peft(backbone, out, alpha=config.peft.lora_alpha, dropout=config.peft.lora_dropout,
+                    base_model=config.model.name,
+                    saved=saved_modules(backbone, config.peft.modules_to_save))
     print(out)
     return 0
 
@@ -166,6 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("run_dir")
     export.add_argument("--format", choices=["adapterhub", "peft"], required=True)
     export.add_argument("--out", required=True)
+    export.add_argument("--name", help="adapter name inside the AdapterHub files (default: run name)")
     export.add_argument("--overwrite", action="store_true")
     export.set_defaults(func=cmd_export)
 

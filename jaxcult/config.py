@@ -45,11 +45,16 @@ class PeftConfig(Section):
     reduction_factor: int | list[int] = 16
     non_linearity: Literal["relu", "gelu", "swish", "tanh"] = "relu"
     residual_before_ln: bool = True
-    scaling: float = 1.0
+    original_ln_before: bool | None = Field(
+        None, description="adapter reads LN(hidden + residual); default per kind (pfeiffer: true)")
+    original_ln_after: bool = True
+    scaling: float | None = Field(None, description="default per kind: 1.0 (parallel: 4.0)")
     leave_out: list[int] = Field(default_factory=list)
     language_adapters: dict[str, str] = Field(
-        default_factory=dict, description="language code -> AdapterHub directory (MAD-X)"
-    )
+        default_factory=dict,
+        description="MAD-X: language code -> AdapterHub language-adapter directory; the source "
+        "language's adapter is stacked under the task adapter in training, each target "
+        "language's is swapped in for its evaluation (dropped when a language has none)")
     lora_r: int = Field(8, gt=0)
     lora_alpha: float = Field(16.0, gt=0)
     lora_dropout: float = Field(0.0, ge=0.0, lt=1.0)

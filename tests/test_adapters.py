@@ -10,7 +10,8 @@ import pytest
 from jaxcult import models
 from jaxcult.config import PeftConfig
 from jaxcult.errors import UserError
-from jaxcult.peft.bottleneck import add_bottleneck_adapters
+from jaxcult.peft.bottleneck import AdapterStack, add_bottleneck_adapters, make_adapters
+from jaxcult.peft.invertible import NICEAdapter
 
 CONFIG = models.EncoderConfig(vocab_size=50, hidden_size=32, num_hidden_layers=3,
                               num_attention_heads=4, intermediate_size=40)
@@ -21,7 +22,7 @@ def outputs(model):
     return np.asarray(model(ids).last_hidden_state)
 
 
-@pytest.mark.parametrize("kind", ["pfeiffer", "houlsby"])
+@pytest.mark.parametrize("kind", ["pfeiffer", "houlsby", "parallel"])
 def test_fresh_adapters_are_identity_and_train_changes_them(kind):
     model = models.build(CONFIG)
     base = outputs(model)
@@ -33,6 +34,58 @@ def test_fresh_adapters_are_identity_and_train_changes_them(kind):
     hooks = [h for h in ("attention_adapter", "output_adapter")
              if getattr(model.layers[0], h) is not None]
     assert hooks == (["attention_adapter", "output_adapter"] if kind == "houlsby" else ["output_adapter"])
+
+
+def test_fresh_decoder_adapters_and_invertible_adapter_are_identity():
+    decoder = models.build(models.DecoderConfig(vocab_size=50, hidden_size=32, num_hidden_layers=2,
+                                                num_attention_heads=4, intermediate_size=40))
+    ids = jnp.asarray(np.random.default_rng(0).integers(0, 50, size=(2, 6)))
+    base = np.asarray(decoder(ids).logits)
+    add_bottleneck_adapters(decoder, PeftConfig(kind="houlsby", reduction_factor=4))
+    assert decoder.layers[0].attention_adapter is not None
+    np.testing.assert_allclose(np.asarray(decoder(ids).logits), base, atol=1e-6)
+    encoder = models.build(CONFIG)
+    base = outputs(encoder)
+    encoder.embedding_adapter = NICEAdapter(32, reduction_factor=2)
+    np.testing.assert_allclose(outputs(encoder), base, atol=1e-6)
+
+
+def test_nice_adapter_inverts_and_matches_coupling_equations():
+    nice = NICEAdapter(31, non_linearity="tanh", reduction_factor=2, seed=3)
+    for net in (nice.F, nice.G):
+        net.up.kernel[...] = 0.3 * jax.random.normal(jax.random.key(1), net.up.kernel.shape)
+    x = jax.random.normal(jax.random.key(2), (2, 5, 31))
+    y = nice(x)
+    x1, x2 = x[..., :15], x[..., 15:]
+    y1 = x1 + nice.F.up(jnp.tanh(nice.F.down(x2)))
+    np.testing.assert_allclose(np.asarray(y[..., :15]), np.asarray(y1), atol=1e-6)
+    np.testing.assert_allclose(np.asarray(y[..., 15:]),
+                               np.asarray(x2 + nice.G.up(jnp.tanh(nice.G.down(y1)))), atol=1e-6)
+    assert np.abs(np.asarray(y - x)).max() > 1e-3
+    np.testing.assert_allclose(np.asarray(nice.inverse(y)), np.asarray(x), atol=1e-5)
+
+
+def test_parallel_and_stack_formulas_match_adapterhub_definitions():
+    """par_bn: LN(x + up(act(down(r))) * s + r); Stack(lang, task): the task adapter reads the
+    language adapter's output before LN and closes the block with LN(. + r)."""
+    rng = np.random.default_rng(4)
+    x, r = (jnp.asarray(rng.normal(size=(2, 5, 32)), jnp.float32) for _ in range(2))
+    model = models.build(CONFIG)
+    add_bottleneck_adapters(model, PeftConfig(kind="parallel", reduction_factor=4))
+    layer = model.layers[0]
+    adapter, norm = layer.output_adapter, layer.output_norm
+    adapter.up.kernel[...] = 0.1 * jax.random.normal(jax.random.key(1), adapter.up.kernel.shape)
+    assert adapter.scaling == 4.0  # AdapterHub's par_bn default
+    expected = norm(x + adapter.up(jax.nn.relu(adapter.down(r))) * 4.0 + r)
+    np.testing.assert_allclose(np.asarray(adapter(x, r, norm, None)), np.asarray(expected), atol=1e-5)
+    lang, task = (make_adapters(models.build(CONFIG), PeftConfig(kind="pfeiffer", reduction_factor=4),
+                                seed)[0, "output_adapter"] for seed in (1, 2))
+    for part in (lang, task):
+        part.up.kernel[...] = 0.1 * jax.random.normal(jax.random.key(5), part.up.kernel.shape)
+    a = lang.up(jax.nn.relu(lang.down(norm(x + r)))) + x
+    b = task.up(jax.nn.relu(task.down(norm(a + r)))) + a
+    stacked = AdapterStack(lang, task)(x, r, norm, None)
+    np.testing.assert_allclose(np.asarray(stacked), np.asarray(norm(b + r)), atol=1e-5)
 
 
 def test_pfeiffer_formula_matches_adapterhub_definition():

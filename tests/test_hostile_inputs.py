@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import needs_minilm, tiny_model_yaml
 
 from jaxcult.cli import main
-from conftest import needs_minilm, tiny_model_yaml
 
 pytestmark = needs_minilm
 
@@ -116,6 +116,11 @@ def case_files(root: Path) -> dict[str, list[str]]:
         "schedule import fails": [*t, "schedule.name=not_a_module_xyz:Cls"],
         "fixed order invalid": [*t, "schedule.name=fixed", "schedule.order=[0,0]"],
         "zero-width bottleneck": [*t, "peft.reduction_factor=64"],
+        "unknown non_linearity": [*t, "peft.non_linearity=softsign"],
+        "lora target matches nothing": [*t, "peft.kind=lora", "peft.target_modules=[nothing]"],
+        "modules_to_save matches nothing": [*t, "peft.kind=lora", "peft.modules_to_save=[nope]"],
+        "language adapter dir missing": [*t, f"peft.language_adapters={{en: {root / 'nope'}}}"],
+        "causal_lm on an encoder": [*t, "task.name=causal_lm"],
         "unknown language": [*t, "data.target_languages=[xx]"],
         "unknown dataset": [*t, "data.name=nope"],
         "fewer examples than a batch": [*t, "data.max_train_examples=4"],

@@ -82,6 +82,27 @@ def test_export_loads_in_peft_with_same_outputs(kind, tmp_path):
     np.testing.assert_allclose(torch_out(peft_model, kind), jax_out(model, kind), atol=1e-4)
 
 
+def test_modules_to_save_round_trip_with_peft(tmp_path):
+    """LoRA + a fully trained lm_head: exported and imported through PEFT's format."""
+    hf, model = tiny("llama", tmp_path / "base")
+    lora.add_lora(model, ["q", "v"], r=4, alpha=8, dropout=0.1)
+    randomise(model)
+    model.lm_head.kernel[...] = model.lm_head.kernel[...] + 0.5
+    export_peft(model, tmp_path / "adapter", alpha=8, dropout=0.1, saved=("lm_head",))
+    peft_model = peft.PeftModel.from_pretrained(hf, str(tmp_path / "adapter")).eval()
+    np.testing.assert_allclose(torch_out(peft_model, "llama"), jax_out(model, "llama"), atol=1e-4)
+    hf2, fresh = tiny("llama", tmp_path / "base2")
+    config = peft.LoraConfig(r=4, lora_alpha=16, target_modules=["q_proj"], init_lora_weights=False,
+                             modules_to_save=["lm_head"])
+    saved = peft.get_peft_model(hf2, config)
+    with torch.no_grad():
+        saved.base_model.model.lm_head.modules_to_save["default"].weight.add_(0.5)
+    saved.eval().save_pretrained(str(tmp_path / "saved"))
+    attached = import_peft(fresh, tmp_path / "saved")
+    assert "lm_head.kernel" in attached
+    np.testing.assert_allclose(jax_out(fresh, "llama"), torch_out(saved, "llama"), atol=1e-4)
+
+
 @pytest.mark.parametrize("kind", ["llama", "bert"])
 def test_peft_saved_adapter_imports(kind, tmp_path):
     hf, model = tiny(kind, tmp_path / "base")

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import needs_minilm, tiny_model_yaml
 
 pytestmark = needs_minilm

@@ -130,4 +130,25 @@ def test_export_peft_from_a_lora_run(tmp_path, capsys):
     assert np.abs(tensors[key]).max() > 0  # trained, not the zero init
     assert main(["export", str(run.root), "--format", "adapterhub", "--out",
                  str(tmp_path / "ah")]) == 2
-    assert "not available" in capsys.readouterr().err
+    assert "holds bottleneck adapters" in capsys.readouterr().err
+
+
+def test_export_adapterhub_from_a_pfeiffer_run(tmp_path):
+    import numpy as np
+
+    from jaxcult.cli import main
+    from jaxcult.peft import adapterhub
+    from jaxcult.trainers.restore import load_run_model
+
+    run, _ = train(tmp_path, "peft.kind=pfeiffer", "peft.reduction_factor=4",
+                   "schedule.name=standard", "trainer.steps=3")
+    out = tmp_path / "ah"
+    assert main(["export", str(run.root), "--format", "adapterhub", "--out", str(out),
+                 "--name", "topics"]) == 0
+    hub = adapterhub.read_adapterhub(out)
+    assert hub.name == "topics" and hub.config.kind == "pfeiffer" and hub.head is not None
+    assert len(hub.tensors) == 4 * 4 and hub.head["config"]["num_labels"] == 8
+    _, model = load_run_model(run.root)
+    up = hub.tensors["encoder.layer.2.output.adapters.topics.adapter_up.weight"]
+    np.testing.assert_array_equal(up, np.asarray(model.encoder.layers[2].output_adapter.up.kernel[...]).T)
+    assert np.abs(up).max() > 0

@@ -15,8 +15,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx, struct
 
-from jaxcult.sharding import constrain_batch
 from jaxcult.models.layers import Dense, Embed, KeySplitter, RMSNorm, attention
+from jaxcult.sharding import constrain_batch
 
 DECODER_TYPES = ("llama", "qwen2", "mistral")
 

@@ -14,10 +14,17 @@ import jax
 import jax.numpy as jnp
 from flax import nnx, struct
 
-from jaxcult.sharding import constrain_batch
 from jaxcult.models.layers import (
-    Dense, Embed, KeySplitter, LayerNorm, activation, attention, dropout, padding_bias,
+    Dense,
+    Embed,
+    KeySplitter,
+    LayerNorm,
+    activation,
+    attention,
+    dropout,
+    padding_bias,
 )
+from jaxcult.sharding import constrain_batch
 
 ENCODER_TYPES = ("bert", "roberta", "xlm-roberta")
 
@@ -140,6 +147,7 @@ class Encoder(nnx.Module):
         self.embeddings = EncoderEmbeddings(config, rngs=rngs)
         self.layers = nnx.List([EncoderLayer(config, rngs=rngs)
                                 for _ in range(config.num_hidden_layers)])
+        self.embedding_adapter: nnx.Module | None = nnx.data(None)
         self.pooler = (Dense(config.hidden_size, config.hidden_size, axes=("embed", None),
                              param_dtype=pdt, dtype=dt, rngs=rngs) if config.add_pooler else None)
 
@@ -161,7 +169,10 @@ class Encoder(nnx.Module):
         if position_ids is None:
             position_ids = self.default_positions(input_ids)
         keys = KeySplitter(dropout_key)
-        x = constrain_batch(self.embeddings(input_ids, token_type_ids, position_ids, keys))
+        x = self.embeddings(input_ids, token_type_ids, position_ids, keys)
+        if self.embedding_adapter is not None:  # MAD-X invertible language adapter
+            x = self.embedding_adapter(x)
+        x = constrain_batch(x)
         bias = padding_bias(attention_mask)
         for layer in self.layers:
             x = constrain_batch(layer(x, bias, keys))

@@ -14,6 +14,7 @@ import re
 
 _ADAPTER = re.compile(r"^(?:encoder\.)?layers\.(\d+)\.(attention|output)_adapter\.")
 _LORA = re.compile(r"^(?:encoder\.)?layers\.(\d+)\.(\w+)\.lora_[ab]$")
+_LANGUAGE = re.compile(r"(^|\.)(language|embedding_adapter)\.")
 _LAYER = re.compile(r"^(?:encoder\.)?layers\.(\d+)\.")
 
 
@@ -24,6 +25,8 @@ def group_of(path: str, peft_kind: str, saved: tuple[str, ...] = ()) -> str | No
     """
     if path.startswith("head."):
         return "head"
+    if _LANGUAGE.search(path):  # MAD-X language adapters stay frozen
+        return None
     for module in saved:
         if path.startswith(module + "."):
             return f"saved/{module}"

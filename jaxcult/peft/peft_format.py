@@ -30,9 +30,29 @@ def _hf_module(model_type: str, path: str) -> str:
     return found[0].removesuffix(".weight")
 
 
+def _saved_tensors(model: nnx.Module, saved: tuple[str, ...]) -> tuple[dict, list[str]]:
+    """PEFT's `modules_to_save`: full weights under `base_model.model.<HF name>` and the module
+    names listed in the config."""
+    tensors, names = {}, []
+    for module_path in saved:
+        for path, variable in nnx.to_flat_state(nnx.state(model, nnx.Param)):
+            dotted = ".".join(str(p) for p in path)
+            if not dotted.startswith(module_path + ".") or ".lora_" in dotted:
+                continue
+            found = hf_name_for_export(model.config.model_type, dotted)
+            if found is None:
+                raise UserError(f"modules_to_save: {dotted} has no Hugging Face tensor name")
+            name, transpose = found
+            value = np.asarray(variable[...], dtype=np.float32)
+            tensors[f"{PREFIX}{name}"] = np.ascontiguousarray(value.T if transpose else value)
+        names.append(module_path.rsplit(".", 1)[-1])
+    return tensors, names
+
+
 def export_peft(model: nnx.Module, directory: str | Path, *, alpha: float, dropout: float = 0.0,
-                base_model: str | None = None) -> Path:
-    """Write the LoRA factors of `model` (an Encoder or CausalLM) as a PEFT adapter directory."""
+                base_model: str | None = None, saved: tuple[str, ...] = ()) -> Path:
+    """Write the LoRA factors of `model` (an Encoder or CausalLM) as a PEFT adapter directory,
+    with the modules trained in full (`saved` module paths) as PEFT's `modules_to_save`."""
     from safetensors.numpy import save_file
 
     modules = lora_modules(model)
@@ -46,6 +66,8 @@ def export_peft(model: nnx.Module, directory: str | Path, *, alpha: float, dropo
         ranks.add(dense.lora_a.shape[1])
         tensors[f"{PREFIX}{hf}.lora_A.weight"] = np.ascontiguousarray(np.asarray(dense.lora_a[...]).T)
         tensors[f"{PREFIX}{hf}.lora_B.weight"] = np.ascontiguousarray(np.asarray(dense.lora_b[...]).T)
+    saved_tensors, saved_names = _saved_tensors(model, saved)
+    tensors.update(saved_tensors)
     if len(ranks) != 1:
         raise UserError(f"export --format peft: LoRA ranks differ across modules ({sorted(ranks)})")
     directory = Path(directory)
@@ -53,7 +75,8 @@ def export_peft(model: nnx.Module, directory: str | Path, *, alpha: float, dropo
     save_file(tensors, str(directory / "adapter_model.safetensors"))
     config = {"peft_type": "LORA", "r": ranks.pop(), "lora_alpha": alpha, "lora_dropout": dropout,
               "target_modules": sorted(names), "bias": "none", "fan_in_fan_out": False,
-              "use_rslora": False, "inference_mode": True, "modules_to_save": None,
+              "use_rslora": False, "inference_mode": True,
+              "modules_to_save": saved_names or None,
               "task_type": _TASK_TYPES.get(model_type), "base_model_name_or_path": base_model}
     (directory / "adapter_config.json").write_text(json.dumps(config, indent=2) + "\n")
     return directory
@@ -77,7 +100,7 @@ def import_peft(model: nnx.Module, directory: str | Path) -> list[str]:
     keymap = keymap_for(model.config.model_type)
     modules = {".".join(str(p) for p in path): m for path, m in nnx.iter_modules(model)}
     tensors = load_file(str(weights))
-    attached = []
+    attached = _import_saved(model, keymap, tensors, weights)
     for key in sorted(k for k in tensors if k.endswith(".lora_A.weight")):
         hf_module = key.removeprefix(PREFIX).removesuffix(".lora_A.weight")
         found = keymap.to_nnx(keymap.canonical(f"{hf_module}.weight"))
@@ -96,3 +119,23 @@ def import_peft(model: nnx.Module, directory: str | Path) -> list[str]:
     if not attached:
         raise UserError(f"{weights}: no LoRA tensors found")
     return attached
+
+
+def _import_saved(model: nnx.Module, keymap, tensors: dict, weights: Path) -> list[str]:
+    """Copy full weights of PEFT's `modules_to_save` into the model; returns their paths."""
+    params = {".".join(str(p) for p in path): v
+              for path, v in nnx.to_flat_state(nnx.state(model, nnx.Param))}
+    copied = []
+    for key in sorted(k for k in tensors if ".lora_" not in k):
+        name = key.removeprefix(PREFIX)
+        found = keymap.to_nnx(keymap.canonical(name))
+        if found is None or found[0] not in params:
+            raise UserError(f"{weights}: {key!r} matches no parameter of this architecture")
+        path, transpose = found
+        value = tensors[key].T if transpose else tensors[key]
+        if value.shape != params[path].shape:
+            raise UserError(f"{weights}: {key!r} has shape {tensors[key].shape}, this model's "
+                            f"{path} has {params[path].shape} (an adapter for another model size)")
+        params[path][...] = value.astype(params[path].dtype)
+        copied.append(path)
+    return copied

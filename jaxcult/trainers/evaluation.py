@@ -35,10 +35,15 @@ def make_summary(config: RunConfig, scores: dict[str, dict[str, float]], trainab
     metrics = sorted({m for s in scores.values() for m in s})
     average = ({m: float(np.mean([scores[lang][m] for lang in targets])) for m in metrics}
                if targets else {})
-    return {"task": config.task.name, "dataset": config.data.name, "source_language": source,
-            "primary_metric": primary_metric, "metrics": scores, "average_excluding_source": average,
-            "trainable_groups_final": trainable, "best_step": best_step,
-            "best_validation": best_validation, "seed": config.trainer.seed}
+    summary = {"task": config.task.name, "dataset": config.data.name, "source_language": source,
+               "primary_metric": primary_metric, "metrics": scores,
+               "average_excluding_source": average, "trainable_groups_final": trainable,
+               "best_step": best_step, "best_validation": best_validation,
+               "seed": config.trainer.seed}
+    if config.peft.language_adapters:  # MAD-X: which adapter each language ran with (None: dropped)
+        summary["language_adapters"] = {lang: config.peft.language_adapters.get(lang)
+                                        for lang in scores}
+    return summary
 
 
 def _cell(metric: str, value: float) -> str:

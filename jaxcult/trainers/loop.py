@@ -23,21 +23,28 @@ from jax.sharding import NamedSharding, PartitionSpec
 from jaxcult import schedules
 from jaxcult.checkpoint import Checkpointer, host_arrays
 from jaxcult.config import RunConfig
+from jaxcult.config_loading import dump_config
 from jaxcult.data.batching import BatchIterator
 from jaxcult.errors import UserError
 from jaxcult.logging import MetricLogger, Progress
 from jaxcult.peft.groups import format_group_table
+from jaxcult.peft.madx import language_states
 from jaxcult.report import read_jsonl, write_report
-from jaxcult.config_loading import dump_config
 from jaxcult.rundir import RunDir, prepare, write_text_atomic
+from jaxcult.sharding import (
+    activation_rules,
+    batch_sharding,
+    check_batch_divisible,
+    global_batch,
+    make_mesh,
+    on_mesh,
+    place_variables,
+)
 from jaxcult.tasks import task_for
 from jaxcult.trainers.evaluation import evaluate, format_scores, is_better, make_summary
 from jaxcult.trainers.fisher_tracker import FisherTracker
 from jaxcult.trainers.optim import MaskedGroupOptimizer, lr_schedule
 from jaxcult.trainers.setup import build_model, load_data
-from jaxcult.sharding import (
-    activation_rules, batch_sharding, check_batch_divisible, global_batch, make_mesh, on_mesh,
-    place_variables)
 from jaxcult.trainers.steps import TrainProgram, TrainState
 
 
@@ -198,6 +205,9 @@ def _train_on_mesh(config: RunConfig, run: RunDir, mesh, *, resume: bool,
     program.pin_shardings(state, frozen, batch_sharding(mesh, rules, 1))
     mask = start.mask
     tracker = FisherTracker(config, program, parts.groups, frozen, data.train)
+    # MAD-X: each test language's adapter swapped in (or dropped); checked before training
+    language_frozen = (language_states(frozen, parts.language_hubs, list(data.tests))
+                       if parts.language_hubs else {})
     main_process = jax.process_index() == 0  # only process 0 writes files other than checkpoints
     if main_process:
         prepare(run, overwrite=overwrite, resume=resume)
@@ -299,7 +309,8 @@ def _train_on_mesh(config: RunConfig, run: RunDir, mesh, *, resume: bool,
         print(f"stopped by signal after step {stopped}; checkpoint written. Continue with: "
               f"jaxcult train --resume {run.root}", file=sys.stderr)
         return None
-    scores = {lang: evaluate(program, best_params, frozen, split, config.trainer.eval_batch_size)
+    scores = {lang: evaluate(program, best_params, language_frozen.get(lang, frozen), split,
+                             config.trainer.eval_batch_size)
               for lang, split in data.tests.items()}
     summary = make_summary(config, scores, [g for g, m in zip(parts.groups, mask) if m],
                            best_step=best["step"], best_validation=best.get("metrics", {}),

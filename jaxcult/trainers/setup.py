@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from jaxcult.models.classifier import MultipleChoiceModel, SequenceClassifier
 from jaxcult.peft.bottleneck import PLACEMENTS, add_bottleneck_adapters
 from jaxcult.peft.groups import group_of, layer_index, ordered_groups
 from jaxcult.peft.lora import add_lora, saved_modules
+from jaxcult.peft.madx import read_language_adapters, stack_source_adapter
 
 
 @dataclass
@@ -30,6 +31,7 @@ class ModelParts:
     layer_groups: list[str]     # bottom-up
     counts: dict[str, int]
     total_params: int
+    language_hubs: dict = field(default_factory=dict)  # MAD-X: language -> HubAdapter
 
 
 def _backbone_and_tokenizer(config: RunConfig):
@@ -66,11 +68,20 @@ def _backbone_and_tokenizer(config: RunConfig):
     return encoder, tokenizer
 
 
-def _add_peft(backbone: nnx.Module, config: RunConfig) -> tuple[str, ...]:
-    """Insert the configured PEFT modules; returns the paths of modules trained in full."""
+def _add_peft(backbone: nnx.Module, config: RunConfig) -> tuple[tuple[str, ...], dict]:
+    """Insert the configured PEFT modules; returns the paths of modules trained in full and the
+    MAD-X language adapters (language -> AdapterHub adapter; empty without MAD-X)."""
     peft, seed = config.peft, config.trainer.seed
+    hubs = {}
+    if peft.language_adapters:
+        if peft.kind not in ("pfeiffer", "houlsby"):
+            raise UserError(f"peft.language_adapters: MAD-X stacks language adapters under "
+                            f"pfeiffer or houlsby task adapters, not peft.kind={peft.kind!r}")
+        hubs = read_language_adapters(peft.language_adapters, config.data.source_language)
     if peft.kind in PLACEMENTS:
         add_bottleneck_adapters(backbone, peft, seed=seed)
+        if hubs:
+            stack_source_adapter(backbone, hubs, config.data.source_language, seed=seed)
     elif peft.kind == "lora":
         add_lora(backbone, peft.target_modules, peft.lora_r, peft.lora_alpha, seed=seed,
                  dropout=peft.lora_dropout)
@@ -80,7 +91,7 @@ def _add_peft(backbone: nnx.Module, config: RunConfig) -> tuple[str, ...]:
     if peft.modules_to_save and peft.kind != "lora":
         raise UserError("peft.modules_to_save: only used with peft.kind=lora (full fine-tuning "
                         "trains every module already)")
-    return saved_modules(backbone, peft.modules_to_save)
+    return saved_modules(backbone, peft.modules_to_save), hubs
 
 
 def _task_model(backbone: nnx.Module, config: RunConfig, num_labels: int) -> nnx.Module:
@@ -101,7 +112,7 @@ def _path(path) -> str:
 
 def build_model(config: RunConfig, num_labels: int) -> tuple[ModelParts, Any]:
     backbone, tokenizer = _backbone_and_tokenizer(config)
-    saved = _add_peft(backbone, config)
+    saved, language_hubs = _add_peft(backbone, config)
     model = _task_model(backbone, config, num_labels)
     if model is not backbone:  # paths inside the task model are prefixed with `encoder.`
         saved = tuple(f"encoder.{p}" for p in saved)
@@ -119,7 +130,8 @@ def build_model(config: RunConfig, num_labels: int) -> tuple[ModelParts, Any]:
     # bottom-up; full fine-tuning's embeddings sit below layer 0 (gradual unfreezing ends there)
     layer_groups = [g for g in groups if g == "embeddings"] + \
         [g for g in groups if layer_index(g) is not None]
-    parts = ModelParts(graphdef, params, states[-1], groups, layer_groups, counts, total)
+    parts = ModelParts(graphdef, params, states[-1], groups, layer_groups, counts, total,
+                       language_hubs)
     return parts, tokenizer
 
 

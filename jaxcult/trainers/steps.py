@@ -101,7 +101,7 @@ class TrainProgram:
         raw_grads = grads
         grads = {name: jax.tree.map(lambda g, i=i: jnp.where(state.mask[i], g, 0.0), grads[name])
                  for i, name in enumerate(self.groups)}
-        grad_norm = optax.global_norm(grads)
+        grad_norm = optax.tree.norm(grads)
         if self.max_grad_norm is not None:
             scale = jnp.minimum(1.0, self.max_grad_norm / (grad_norm + 1e-6))
             grads = jax.tree.map(lambda g: g * scale, grads)
