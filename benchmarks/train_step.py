@@ -31,7 +31,8 @@ from jaxcult.sharding import make_mesh
 from jaxcult.tasks import task_for
 from jaxcult.trainers.fisher_tracker import FisherTracker
 from jaxcult.trainers.optim import MaskedGroupOptimizer, lr_schedule
-from jaxcult.trainers.setup import build_model, load_data
+from jaxcult.trainers.setup import build_model
+from jaxcult.trainers.task_data import load_data
 from jaxcult.trainers.steps import TrainProgram, TrainState
 
 HERE = Path(__file__).resolve().parent
@@ -48,7 +49,7 @@ def jaxcult_side(args, fisher_batches: int):
     parts, tokenizer = build_model(config, 8)
     data = load_data(config, tokenizer)
     optimizer = MaskedGroupOptimizer(config.optimizer, parts.groups)
-    task = task_for("classification")
+    task = task_for(config.task)
     program = TrainProgram(task, parts.graphdef, parts.groups, optimizer,
                            lr_schedule(config.optimizer, 100), 1.0, 1, False)
     tracked = TrainProgram(task, parts.graphdef, parts.groups, optimizer,

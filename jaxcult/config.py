@@ -70,6 +70,11 @@ class DataConfig(Section):
     target_languages: list[str] = Field(default_factory=list, description="empty = all")
     data_dir: str | None = Field(None, description="prepared datasets (default ~/.cache/jaxcult)")
     manual_dir: str | None = Field(None, description="local source files to prepare from")
+    train_file: str | None = Field(
+        None, description="train on this file instead of the dataset's own training data "
+        "(same format as the dataset's files, e.g. a SQuAD-format JSON for xquad/mlqa)")
+    eval_split: Literal["test", "validation"] = Field(
+        "test", description="which split of each target language is scored at the end")
     max_train_examples: int | None = Field(None, gt=0)
     max_eval_examples: int | None = Field(None, gt=0)
     worker_count: int = Field(0, ge=0)

@@ -17,7 +17,7 @@ labels are sampled (or taken) independently per position.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -26,10 +26,14 @@ LogProbFn = Callable[[dict, dict], tuple[jax.Array, jax.Array | None]]
 ESTIMATORS = ("sampled", "argmax_batch", "empirical")
 
 
-def group_sq_norms(grads: dict) -> jax.Array:
-    """[num_groups] sum of squared gradient entries per group (dict order)."""
-    return jnp.stack([sum(jnp.sum(jnp.square(g.astype(jnp.float32))) for g in jax.tree.leaves(tree))
-                      for tree in grads.values()])
+def group_sq_norms(grads: dict, order: Sequence[str]) -> jax.Array:
+    """[num_groups] sum of squared gradient entries per group, in `order`.
+
+    The order must be explicit: JAX rebuilds dicts with sorted keys, so the iteration order of a
+    gradient (or of parameters inside `jit`) is not the caller's group order.
+    """
+    return jnp.stack([sum(jnp.sum(jnp.square(g.astype(jnp.float32))) for g in jax.tree.leaves(grads[name]))
+                      for name in order])
 
 
 def _log_likelihood(log_probs: jax.Array, weights: jax.Array | None, labels: jax.Array) -> jax.Array:
@@ -40,26 +44,27 @@ def _log_likelihood(log_probs: jax.Array, weights: jax.Array | None, labels: jax
     return picked.reshape(picked.shape[0], -1).sum(-1)
 
 
-def _per_example(log_probs: LogProbFn, params: dict, batch: dict, labels: jax.Array) -> jax.Array:
+def _per_example(log_probs: LogProbFn, params: dict, batch: dict, labels: jax.Array,
+                 order: Sequence[str]) -> jax.Array:
     """Mean over examples of per-group squared per-example gradients of log p(label | x)."""
     def single(example, label):
         one = jax.tree.map(lambda x: x[None], example)
         grads = jax.grad(lambda p: _log_likelihood(*log_probs(p, one), label[None])[0])(params)
-        return group_sq_norms(grads)
+        return group_sq_norms(grads, order)
 
     return jax.vmap(single)(batch, labels).mean(0)
 
 
 def batch_trace(estimator: str, log_probs: LogProbFn, params: dict, batch: dict,
-                key: jax.Array) -> jax.Array:
-    """Per-group tr(F) estimate from one batch ([num_groups]); see `combine`."""
+                key: jax.Array, order: Sequence[str]) -> jax.Array:
+    """Per-group tr(F) estimate from one batch ([num_groups], groups in `order`); see `combine`."""
     inputs = {k: v for k, v in batch.items() if k != "labels"}
     if estimator == "sampled":
         logits, _ = log_probs(params, inputs)
         labels = jax.random.categorical(key, logits, axis=-1)
-        return _per_example(log_probs, params, inputs, labels)
+        return _per_example(log_probs, params, inputs, labels, order)
     if estimator == "empirical":
-        return _per_example(log_probs, params, inputs, batch["labels"])
+        return _per_example(log_probs, params, inputs, batch["labels"], order)
     if estimator == "argmax_batch":
         labels = jnp.argmax(log_probs(params, inputs)[0], axis=-1)
         size = labels.shape[0]
@@ -67,7 +72,7 @@ def batch_trace(estimator: str, log_probs: LogProbFn, params: dict, batch: dict,
         def mean_nll(p):
             return -_log_likelihood(*log_probs(p, inputs), labels).mean()
 
-        return group_sq_norms(jax.grad(mean_nll)(params)) / size
+        return group_sq_norms(jax.grad(mean_nll)(params), order) / size
     raise ValueError(f"unknown Fisher estimator {estimator!r} (known: {', '.join(ESTIMATORS)})")
 
 

@@ -18,7 +18,8 @@ from jaxcult.rundir import check_writable
 from jaxcult.tasks import task_for
 from jaxcult.trainers import loop
 from jaxcult.trainers.optim import MaskedGroupOptimizer, lr_schedule
-from jaxcult.trainers.setup import build_model, load_data
+from jaxcult.trainers.setup import build_model
+from jaxcult.trainers.task_data import load_data
 from jaxcult.trainers.steps import TrainProgram
 
 pytestmark = needs_minilm
@@ -61,7 +62,7 @@ def test_token_fisher_matches_per_token_brute_force(estimator):
     config = load_config(None, [*TINY_LM, "peft.kind=lora", "data.max_train_examples=8"])
     parts, tokenizer = build_model(config, 0)
     data = load_data(config, tokenizer)
-    program = TrainProgram(task_for("causal_lm"), parts.graphdef, parts.groups,
+    program = TrainProgram(task_for(config.task), parts.graphdef, parts.groups,
                            MaskedGroupOptimizer(config.optimizer, parts.groups),
                            lr_schedule(config.optimizer, 1), 1.0, 1, False)
     batch = {k: jnp.asarray(v[:3]) for k, v in data.train.arrays.items()}

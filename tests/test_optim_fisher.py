@@ -73,6 +73,9 @@ def linear_model():
     return params, batch, log_probs
 
 
+ORDER = ["g1", "g2"]
+
+
 def unweighted(log_probs):
     return lambda p, b: (log_probs(p, b), None)
 
@@ -94,7 +97,7 @@ def brute_force_trace(params, batch, log_probs):
 def test_sampled_matches_exact_expectation_within_monte_carlo():
     params, batch, log_probs = linear_model()
     exact = brute_force_trace(params, batch, log_probs)
-    fn = jax.jit(lambda p, b, k: fisher.batch_trace("sampled", unweighted(log_probs), p, b, k))
+    fn = jax.jit(lambda p, b, k: fisher.batch_trace("sampled", unweighted(log_probs), p, b, k, ORDER))
     values = [fn(params, batch, jax.random.key(i)) for i in range(800)]
     estimate = np.asarray(fisher.combine("sampled", values))
     np.testing.assert_allclose(estimate, exact, rtol=0.05)
@@ -110,7 +113,8 @@ def test_argmax_batch_is_the_official_definition():
 
     grads = jax.grad(loss)(params)
     direct = [float(jnp.sum(grads[k][n] ** 2)) / 6 for k, n in (("g1", "w"), ("g2", "b"))]
-    one = fisher.batch_trace("argmax_batch", unweighted(log_probs), params, batch, jax.random.key(0))
+    one = fisher.batch_trace("argmax_batch", unweighted(log_probs), params, batch, jax.random.key(0),
+                             ORDER)
     np.testing.assert_allclose(np.asarray(one), direct, rtol=1e-6)
     two = fisher.combine("argmax_batch", [one, one])
     np.testing.assert_allclose(np.asarray(two), 2 * np.asarray(direct), rtol=1e-6)
@@ -119,7 +123,7 @@ def test_argmax_batch_is_the_official_definition():
 def test_empirical_uses_gold_labels():
     params, batch, log_probs = linear_model()
     value = np.asarray(fisher.batch_trace("empirical", unweighted(log_probs), params, batch,
-                                          jax.random.key(0)))
+                                          jax.random.key(0), ORDER))
     expected = np.zeros(2)
     for i in range(6):
         g = jax.grad(lambda p: log_probs(p, {"x": batch["x"][i:i + 1]})[0, int(batch["labels"][i])])(params)
@@ -159,11 +163,11 @@ def test_sampled_over_several_positions_matches_exact_expectation():
                 exact += probs[0, a] * probs[1, b] * np.array(
                     [float(jnp.sum(g["g1"]["w"] ** 2)), float(jnp.sum(g["g2"]["b"] ** 2))])
     exact /= 6
-    fn = jax.jit(lambda p, b, k: fisher.batch_trace("sampled", log_probs, p, b, k))
+    fn = jax.jit(lambda p, b, k: fisher.batch_trace("sampled", log_probs, p, b, k, ORDER))
     values = [fn(params, batch, jax.random.key(i)) for i in range(800)]
     np.testing.assert_allclose(np.asarray(fisher.combine("sampled", values)), exact, rtol=0.05)
     empirical = np.asarray(fisher.batch_trace("empirical", log_probs, params, batch,
-                                              jax.random.key(0)))
+                                              jax.random.key(0), ORDER))
     expected = np.zeros(2)
     for i in range(6):
         example = {k: v[i:i + 1] for k, v in batch.items() if k != "labels"}

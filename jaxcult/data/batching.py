@@ -16,10 +16,11 @@ from jaxcult.errors import UserError
 
 @dataclass
 class Split:
-    """Columns of one tokenised split: input_ids, attention_mask, token_type_ids, labels."""
+    """Columns of one tokenised split (input_ids, attention_mask, ..., labels), one row each."""
 
     arrays: dict[str, np.ndarray]
     name: str
+    meta: dict | None = None  # host-side data evaluation needs (e.g. QA windows -> examples)
 
     def __len__(self) -> int:
         return len(self.arrays["labels"])
@@ -30,22 +31,29 @@ class Split:
 
 def tokenize_classification(examples: list[dict], tokenizer, max_length: int, name: str,
                             num_labels: int) -> Split:
+    """`{"text", "label"}` (or sentence pairs: `{"text", "text_pair", "label"}`) examples."""
     if not examples:
         raise UserError(f"{name}: split is empty")
-    texts = []
+    texts, pairs = [], []
+    paired = "text_pair" in examples[0]
     for i, ex in enumerate(examples):
         if not isinstance(ex.get("text"), str):
             raise UserError(f"{name}: record {i}: missing or non-text field 'text'")
+        if paired and not isinstance(ex.get("text_pair"), str):
+            raise UserError(f"{name}: record {i}: missing or non-text field 'text_pair'")
+        if paired:
+            pairs.append(ex["text_pair"])
         label = ex.get("label")
         if not isinstance(label, int) or not 0 <= label < num_labels:
             raise UserError(f"{name}: record {i}: label {label!r} out of range [0, {num_labels})")
         texts.append(ex["text"])
-    enc = tokenizer(texts, truncation=True, max_length=max_length, padding="longest",
-                    return_tensors="np")
+    enc = tokenizer(texts, pairs if paired else None, truncation=True, max_length=max_length,
+                    padding="longest", return_tensors="np")
+    types = enc.get("token_type_ids")
     arrays = {
         "input_ids": enc["input_ids"].astype(np.int32),
         "attention_mask": enc["attention_mask"].astype(np.int32),
-        "token_type_ids": np.zeros_like(enc["input_ids"], dtype=np.int32),
+        "token_type_ids": (np.zeros_like(enc["input_ids"]) if types is None else types).astype(np.int32),
         "labels": np.asarray([ex["label"] for ex in examples], dtype=np.int32),
     }
     return Split(arrays, name)

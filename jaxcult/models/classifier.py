@@ -7,6 +7,7 @@ from flax import nnx
 
 from jaxcult.models.encoder import Encoder
 from jaxcult.models.heads import ClassificationHead
+from jaxcult.models.layers import Dense, dropout
 
 
 class SequenceClassifier(nnx.Module):
@@ -45,3 +46,30 @@ class MultipleChoiceModel(nnx.Module):
         hidden = self.encoder(flat(input_ids), flat(attention_mask), flat(token_type_ids),
                               dropout_key=keys[0]).last_hidden_state
         return self.head(hidden, flat(attention_mask), keys[1:]).reshape(batch, choices)
+
+
+class SpanHead(nnx.Module):
+    """One linear layer scoring every token as answer start and end (BERT's `qa_outputs`)."""
+
+    def __init__(self, hidden_size: int, *, rngs: nnx.Rngs) -> None:
+        self.qa_outputs = Dense(hidden_size, 2, axes=("embed", "classes"), rngs=rngs)
+
+    def __call__(self, hidden: jax.Array) -> jax.Array:
+        return self.qa_outputs(hidden).transpose(0, 2, 1)  # [batch, 2 (start, end), len]
+
+
+class SpanExtractor(nnx.Module):
+    """Extractive QA: start and end logits [batch, 2, len] over the tokens of each window."""
+
+    def __init__(self, encoder: Encoder, *, dropout_rate: float = 0.1, seed: int = 0) -> None:
+        self.encoder = encoder
+        self.head = SpanHead(encoder.config.hidden_size, rngs=nnx.Rngs(seed))
+        self.dropout_rate = dropout_rate
+
+    def __call__(self, input_ids: jax.Array, attention_mask: jax.Array,
+                 token_type_ids: jax.Array | None = None, *,
+                 dropout_key: jax.Array | None = None) -> jax.Array:
+        keys = (None, None) if dropout_key is None else tuple(jax.random.split(dropout_key))
+        hidden = self.encoder(input_ids, attention_mask, token_type_ids,
+                              dropout_key=keys[0]).last_hidden_state
+        return self.head(dropout(hidden, self.dropout_rate, keys[1]))

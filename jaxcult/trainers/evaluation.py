@@ -12,7 +12,18 @@ from jaxcult.trainers.steps import TrainProgram
 
 
 def evaluate(program: TrainProgram, params, frozen, split: Split, batch_size: int) -> dict[str, float]:
-    """The task's metrics on every example of `split` (padding rows of the last batch ignored)."""
+    """The task's metrics on every example of `split` (padding rows of the last batch ignored).
+
+    Tasks scored on the host from all outputs at once (extractive QA's span decoding) implement
+    `score(outputs, split.meta, language)`; the others sum `eval_sums` over batches.
+    """
+    if hasattr(program.task, "score"):
+        outputs = []
+        for batch, valid in eval_batches(split, batch_size):
+            logits = program.eval_outputs(params, frozen, host_inputs(batch))
+            outputs.append(np.asarray(logits)[valid])
+        return program.task.score(np.concatenate(outputs), split.meta,
+                                  split.meta.get("score_language"))
     totals: dict[str, float] = {}
     for batch, valid in eval_batches(split, batch_size):
         inputs = host_inputs({**batch, "valid": valid})

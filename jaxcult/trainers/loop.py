@@ -44,7 +44,8 @@ from jaxcult.tasks import task_for
 from jaxcult.trainers.evaluation import evaluate, format_scores, is_better, make_summary
 from jaxcult.trainers.fisher_tracker import FisherTracker
 from jaxcult.trainers.optim import MaskedGroupOptimizer, lr_schedule
-from jaxcult.trainers.setup import build_model, load_data
+from jaxcult.trainers.setup import build_model
+from jaxcult.trainers.task_data import load_data, num_labels
 from jaxcult.trainers.steps import TrainProgram, TrainState
 
 
@@ -56,9 +57,7 @@ def total_steps(config: RunConfig, batches_per_epoch: int) -> int:
 
 
 def build_run(config: RunConfig):
-    from jaxcult.data import multilingual
-
-    parts, tokenizer = build_model(config, config.task.num_labels or len(multilingual.LABELS))
+    parts, tokenizer = build_model(config, num_labels(config))
     return parts, load_data(config, tokenizer)
 
 
@@ -187,7 +186,7 @@ def _train_on_mesh(config: RunConfig, run: RunDir, mesh, *, resume: bool,
                              process_index=jax.process_index(), process_count=jax.process_count())
     steps = total_steps(config, iterator.batches_per_epoch)
     optimizer = MaskedGroupOptimizer(config.optimizer, parts.groups)
-    task = task_for(config.task.name)
+    task = task_for(config.task)
     program = TrainProgram(task, parts.graphdef, parts.groups, optimizer,
                            lr_schedule(config.optimizer, steps), config.optimizer.max_grad_norm,
                            config.trainer.grad_accum, config.trainer.on_nonfinite == "skip",

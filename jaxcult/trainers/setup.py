@@ -1,9 +1,8 @@
-"""From a config to the pieces a run needs: model split into groups, tokenizer, data splits."""
+"""From a config to the model a run trains: backbone, PEFT modules, task head, parameter groups."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -11,11 +10,9 @@ from flax import nnx
 
 from jaxcult import models
 from jaxcult.config import RunConfig
-from jaxcult.data import copa, lm, multilingual
-from jaxcult.data.batching import Split, tokenize_classification
 from jaxcult.errors import UserError
 from jaxcult.hub.pretrained import load_pretrained
-from jaxcult.models.classifier import MultipleChoiceModel, SequenceClassifier
+from jaxcult.models.classifier import MultipleChoiceModel, SequenceClassifier, SpanExtractor
 from jaxcult.peft.bottleneck import PLACEMENTS, add_bottleneck_adapters
 from jaxcult.peft.groups import group_of, layer_index, ordered_groups
 from jaxcult.peft.lora import add_lora, saved_modules
@@ -102,8 +99,11 @@ def _task_model(backbone: nnx.Module, config: RunConfig, num_labels: int) -> nnx
         return SequenceClassifier(backbone, num_labels, pooling=pooling, seed=seed)
     if config.task.name == "causal_lm":
         return backbone
+    if config.task.name == "extractive_qa":
+        return SpanExtractor(backbone, seed=seed)
     raise UserError(f"task.name: {config.task.name!r} is not available in the trainer yet "
-                    f"(available: classification, pair_classification, multiple_choice, causal_lm)")
+                    f"(available: classification, pair_classification, multiple_choice, causal_lm, "
+                    f"extractive_qa)")
 
 
 def _path(path) -> str:
@@ -133,116 +133,3 @@ def build_model(config: RunConfig, num_labels: int) -> tuple[ModelParts, Any]:
     parts = ModelParts(graphdef, params, states[-1], groups, layer_groups, counts, total,
                        language_hubs)
     return parts, tokenizer
-
-
-@dataclass
-class TaskData:
-    train: Split
-    validation: Split
-    tests: dict[str, Split]   # language -> test split
-    num_labels: int
-    labels: tuple[str, ...]
-
-
-def load_data(config: RunConfig, tokenizer) -> TaskData:
-    """The configured dataset, tokenised for the task."""
-    if config.data.name == multilingual.NAME:
-        if config.task.name == "causal_lm":
-            return _multilingual_lm_data(config, tokenizer)
-        return _multilingual_data(config, tokenizer)
-    if config.data.name == copa.NAME:
-        return _xcopa_data(config, tokenizer)
-    if config.data.name == lm.CHAT_NAME:
-        return _chat_data(config, tokenizer)
-    raise UserError(f"data.name: unknown dataset {config.data.name!r} (available: "
-                    f"{multilingual.NAME}, {copa.NAME}, {lm.CHAT_NAME})")
-
-
-def _languages(config: RunConfig, available) -> list[str]:
-    src = config.data.source_language
-    targets = config.data.target_languages or list(available)
-    return [src] + [t for t in targets if t != src]
-
-
-def _xcopa_data(config: RunConfig, tokenizer) -> TaskData:
-    if config.task.name != "multiple_choice":
-        raise UserError(f"task.name: {copa.NAME} is a multiple-choice dataset; set "
-                        f"task.name=multiple_choice (found {config.task.name!r})")
-    if config.data.manual_dir is None:
-        raise UserError(f"data.manual_dir: {copa.NAME} reads local files; point it at the folder "
-                        f"holding copa/ and xcopa/")
-    root = Path(config.data.manual_dir).expanduser()
-    length, limit = config.model.max_length, config.data.max_eval_examples
-
-    def split(language: str, name: str, cap: int | None) -> Split:
-        records = copa.read_split(root, language, name)[:cap]
-        return copa.tokenize_choices(records, tokenizer, length, f"{copa.NAME}/{language}/{name}")
-
-    src = config.data.source_language
-    train = split(src, "train", config.data.max_train_examples)
-    validation = split(src, "validation", limit)
-    tests = {lang: split(lang, "test", limit)
-             for lang in _languages(config, copa.XCOPA_LANGUAGES)}
-    return TaskData(train, validation, tests, 2, ("choice1", "choice2"))
-
-
-def _multilingual_data(config: RunConfig, tokenizer) -> TaskData:
-    src = config.data.source_language
-    num_labels = len(multilingual.LABELS)
-    if config.task.num_labels not in (None, num_labels):
-        raise UserError(f"task.num_labels: {multilingual.NAME} has {num_labels} labels, "
-                        f"config says {config.task.num_labels}")
-    length = config.model.max_length
-
-    def split(language: str, name: str, limit: int | None) -> Split:
-        examples = multilingual.generate(language, name)[:limit]
-        return tokenize_classification(examples, tokenizer, length, f"{multilingual.NAME}/"
-                                       f"{language}/{name}", num_labels)
-
-    train = split(src, "train", config.data.max_train_examples)
-    validation = split(src, "validation", config.data.max_eval_examples)
-    tests = {lang: split(lang, "test", config.data.max_eval_examples)
-             for lang in _languages(config, multilingual.LANGUAGES)}
-    return TaskData(train, validation, tests, num_labels, multilingual.LABELS)
-
-
-def _multilingual_lm_data(config: RunConfig, tokenizer) -> TaskData:
-    """Language modelling of the built-in dataset's sentences (perplexity per language)."""
-    def split(language: str, name: str, limit: int | None) -> Split:
-        texts = [e["text"] for e in multilingual.generate(language, name)[:limit]]
-        return lm.tokenize_texts(texts, tokenizer, config.model.max_length,
-                                 f"{multilingual.NAME}/{language}/{name}")
-
-    src = config.data.source_language
-    return TaskData(split(src, "train", config.data.max_train_examples),
-                    split(src, "validation", config.data.max_eval_examples),
-                    {lang: split(lang, "test", config.data.max_eval_examples)
-                     for lang in _languages(config, multilingual.LANGUAGES)}, 0, ())
-
-
-def _chat_data(config: RunConfig, tokenizer) -> TaskData:
-    """`manual_dir/{train,validation,test}.jsonl`; test records grouped by their `language`."""
-    if config.task.name != "causal_lm":
-        raise UserError(f"task.name: {lm.CHAT_NAME} is chat data; set task.name=causal_lm")
-    if config.data.manual_dir is None:
-        raise UserError(f"data.manual_dir: {lm.CHAT_NAME} reads train.jsonl, validation.jsonl "
-                        f"and test.jsonl from a local folder; set its path")
-    root = Path(config.data.manual_dir).expanduser()
-    src, length = config.data.source_language, config.model.max_length
-
-    def split(records: list[dict], name: str, cap: int | None) -> Split:
-        return lm.tokenize_chats(records[:cap], tokenizer, length, f"{root / name}")
-
-    by_language: dict[str, list[dict]] = {}
-    for record in lm.read_chat_jsonl(root / "test.jsonl"):
-        by_language.setdefault(record.get("language", src), []).append(record)
-    wanted = _languages(config, by_language)
-    missing = [lang for lang in wanted if lang not in by_language]
-    if missing:
-        raise UserError(f"{root / 'test.jsonl'}: no records for language(s) {', '.join(missing)}")
-    cap = config.data.max_eval_examples
-    return TaskData(split(lm.read_chat_jsonl(root / "train.jsonl"), "train.jsonl",
-                          config.data.max_train_examples),
-                    split(lm.read_chat_jsonl(root / "validation.jsonl"), "validation.jsonl", cap),
-                    {lang: split(by_language[lang], f"test.jsonl[{lang}]", cap) for lang in wanted},
-                    0, ())

@@ -46,6 +46,7 @@ class TrainProgram:
         self.track_in_step = track_in_step
         self.train_step = jax.jit(self._train_step, donate_argnums=(0,))
         self.eval_sums = jax.jit(self._eval_sums)
+        self.eval_outputs = jax.jit(self.outputs)
 
     def pin_shardings(self, state: TrainState, frozen: Any, batch_sharding) -> None:
         """Re-jit the step with in/out shardings equal to the current placement of `state`.
@@ -116,13 +117,14 @@ class TrainProgram:
         metrics = {"loss": loss, "accuracy": accuracy, "grad_norm": grad_norm, "lr": lr,
                    "finite": finite}
         if self.track_in_step:  # squared batch gradient per group / B, before masking
-            metrics["batch_trace"] = fisher.group_sq_norms(raw_grads) / batch["labels"].shape[0]
+            metrics["batch_trace"] = fisher.group_sq_norms(raw_grads, self.groups) / batch["labels"].shape[0]
         return new_state, metrics
 
     # -- Fisher ---------------------------------------------------------------------------------
     def make_fisher(self, estimator: str) -> Callable:
         """Jitted (params, frozen, batch, key) -> per-group tr(F) of one batch."""
         def one_batch(params, frozen, batch, key):
-            return fisher.batch_trace(estimator, self.log_probs(frozen), params, batch, key)
+            return fisher.batch_trace(estimator, self.log_probs(frozen), params, batch, key,
+                                      self.groups)
 
         return jax.jit(one_batch)
