@@ -70,9 +70,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from jaxcult.trainers.loop import evaluate_run
+    from jaxcult.trainers.restore import rescore_run
 
-    evaluate_run(Path(args.run_dir), languages=args.languages)
+    languages = [x for x in args.languages or [] if "=" not in x]  # overrides typed after them
+    overrides = args.overrides + [x for x in args.languages or [] if "=" in x]
+    rescore_run(Path(args.run_dir), overrides, languages=languages or None)
     return 0
 
 
@@ -168,9 +170,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="print mesh, parameter groups and memory estimate; do not train")
     train.set_defaults(func=cmd_train)
 
-    ev = sub.add_parser("eval", parents=[common], help="evaluate a finished run on every language")
+    ev = sub.add_parser("eval", parents=[common],
+                        help="re-score a run's best checkpoint on every (or some) language(s)")
     ev.add_argument("run_dir")
-    ev.add_argument("--languages", nargs="*", help="subset of languages (default: all)")
+    ev.add_argument("--languages", nargs="*", help="languages to score (default: the run's)")
+    ev.add_argument("overrides", nargs="*",
+                    help="data.* / task decoding / trainer.eval_batch_size overrides")
     ev.set_defaults(func=cmd_eval)
 
     export = sub.add_parser("export", parents=[common], help="export adapters (AdapterHub / PEFT)")

@@ -72,7 +72,8 @@ class DataConfig(Section):
     manual_dir: str | None = Field(None, description="local source files to prepare from")
     train_file: str | None = Field(
         None, description="train on this file instead of the dataset's own training data "
-        "(same format as the dataset's files, e.g. a SQuAD-format JSON for xquad/mlqa)")
+        "(same format as the dataset's files, e.g. a SQuAD-format JSON for xquad/mlqa); the last "
+        "5% are held out for validation; a relative path is read from manual_dir")
     eval_split: Literal["test", "validation"] = Field(
         "test", description="which split of each target language is scored at the end")
     max_train_examples: int | None = Field(None, gt=0)

@@ -66,7 +66,12 @@ class RunDir:
         return self.root / "tb"
 
     def existing_outputs(self) -> list[str]:
-        return [name for name in OUTPUT_NAMES if (self.root / name).exists()]
+        """Output files and folders present, including the `seed-<n>/` runs of a multi-seed run."""
+        seeds = sorted(p.name for p in self.root.glob("seed-*") if p.is_dir())
+        return [name for name in OUTPUT_NAMES if (self.root / name).exists()] + seeds
+
+    def seed_run(self, seed: int) -> RunDir:
+        return RunDir(self.root / f"seed-{seed}")
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         """Atomic write, so a crash never leaves half a summary that looks finished."""

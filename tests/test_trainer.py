@@ -152,3 +152,19 @@ def test_export_adapterhub_from_a_pfeiffer_run(tmp_path):
     up = hub.tensors["encoder.layer.2.output.adapters.topics.adapter_up.weight"]
     np.testing.assert_array_equal(up, np.asarray(model.encoder.layers[2].output_adapter.up.kernel[...]).T)
     assert np.abs(up).max() > 0
+
+
+def test_eval_rescores_the_best_checkpoint(tmp_path, capsys):
+    from jaxcult.cli import main
+
+    run, summary = train(tmp_path, "schedule.name=standard", "trainer.steps=3")
+    capsys.readouterr()
+    assert main(["eval", str(run.root), "--languages", "de", "ru", "data.max_eval_examples=32"]) == 0
+    out = capsys.readouterr().out
+    assert "ru" in out and "de" in out
+    written = sorted((run.root / "evaluations").glob("*.json"))
+    rescored = json.loads(written[-1].read_text())
+    assert set(rescored["metrics"]) == {"de", "ru"}
+    assert rescored["metrics"]["de"]["accuracy"] == summary["metrics"]["de"]["accuracy"]
+    assert main(["eval", str(run.root), "model.name=other"]) == 2
+    assert "cannot change at evaluation" in capsys.readouterr().err

@@ -57,7 +57,7 @@ def make_summary(config: RunConfig, scores: dict[str, dict[str, float]], trainab
     return summary
 
 
-def _cell(metric: str, value: float) -> str:
+def format_cell(metric: str, value: float) -> str:
     return f"{100 * value:>8.2f}%" if metric in PERCENT_METRICS else f"{value:>9.4g}"
 
 
@@ -68,7 +68,7 @@ def format_scores(summary: dict) -> str:
     lines = [f"{'language':<20} " + " ".join(f"{n:>{width}}" for n in names)]
 
     def row(label: str, values: dict[str, float]) -> str:
-        return f"{label:<20} " + " ".join(f"{_cell(n, values[n]):>{width}}" if n in values
+        return f"{label:<20} " + " ".join(f"{format_cell(n, values[n]):>{width}}" if n in values
                                           else " " * width for n in names)
 
     for lang, values in summary["metrics"].items():

@@ -12,7 +12,6 @@ import math
 import signal
 import sys
 import time
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -169,7 +168,9 @@ def train(config: RunConfig, run: RunDir, *, resume: bool = False,
     have loaded, so a bad model path or dataset never touches existing outputs.
     """
     if config.trainer.seeds:
-        raise UserError("trainer.seeds: multi-seed runs are not available yet; use trainer.seed")
+        from jaxcult.trainers.seeds import train_seeds
+
+        return train_seeds(config, run, resume=resume, overwrite=overwrite)
     if config.mesh.distributed:
         start_distributed(config.mesh)
     mesh = make_mesh(config.mesh)
@@ -319,18 +320,3 @@ def _train_on_mesh(config: RunConfig, run: RunDir, mesh, *, resume: bool,
         write_report(run.root)
         print(format_scores(summary))
     return summary
-
-
-def evaluate_run(run_dir: Path, languages: list[str] | None = None) -> None:
-    """Print the per-language scores of a finished run (optionally a subset of languages)."""
-    summary_path = run_dir / "summary.json"
-    if not summary_path.exists():
-        raise UserError(f"{run_dir}: no summary.json (the run has not finished; continue it with "
-                        f"jaxcult train --resume {run_dir})")
-    summary = json.loads(summary_path.read_text(encoding="utf-8"))
-    if languages:
-        unknown = [lang for lang in languages if lang not in summary["metrics"]]
-        if unknown:
-            raise UserError(f"{run_dir}: no scores for language(s) {', '.join(unknown)}")
-        summary["metrics"] = {k: v for k, v in summary["metrics"].items() if k in languages}
-    print(format_scores(summary))

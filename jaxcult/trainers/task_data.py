@@ -152,6 +152,14 @@ def _require_task(config: RunConfig, *tasks: str) -> None:
                         f"(found {config.task.name!r})")
 
 
+def _train_file(config: RunConfig) -> Path:
+    """data.train_file; a relative path is read from data.manual_dir (when it is set)."""
+    path = Path(config.data.train_file).expanduser()
+    if not path.is_absolute() and config.data.manual_dir is not None:
+        path = Path(config.data.manual_dir).expanduser() / path
+    return path
+
+
 def _held_out(records: list, fraction: float = 0.05) -> tuple[list, list]:
     """(train, validation) from one list: the last `fraction` (at least one) is held out."""
     cut = len(records) - max(1, int(len(records) * fraction))
@@ -174,7 +182,7 @@ def _pair_data(config: RunConfig, tokenizer) -> TaskData:
                                        f"{config.data.name}/{name}", n)
 
     if config.data.train_file:
-        train, validation = _held_out(pairs.read_tsv(Path(config.data.train_file), names))
+        train, validation = _held_out(pairs.read_tsv(_train_file(config), names))
     else:
         train, validation = read(root, src, "train"), read(root, src, "validation")
     tests = {lang: split(read(root, lang, config.data.eval_split), f"{lang}/{config.data.eval_split}", cap)
@@ -189,7 +197,7 @@ def _qa_data(config: RunConfig, tokenizer) -> TaskData:
     root, src = _local_root(config), config.data.source_language
     length, stride = config.model.max_length, config.task.doc_stride
     if config.data.train_file:
-        train, validation = _held_out(squad.read_squad(Path(config.data.train_file)))
+        train, validation = _held_out(squad.read_squad(_train_file(config)))
     else:
         train = squad.read_squad(root / "squad" / "train-v1.1.json")
         validation = squad.read_squad(root / "squad" / "dev-v1.1.json")

@@ -1,0 +1,89 @@
+"""Multi-seed runs (`trainer.seeds`): one full run per seed in `seed-<n>/`, then mean +- std.
+
+The top-level run directory holds config.yaml and summary.json with, per language and metric,
+the mean and the (population) standard deviation over seeds, plus every seed's own summary.
+`--resume` skips finished seeds and continues an interrupted one from its checkpoints.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from jaxcult.config import RunConfig
+from jaxcult.config_loading import dump_config
+from jaxcult.rundir import RunDir, prepare, write_text_atomic
+from jaxcult.trainers.evaluation import format_cell
+from jaxcult.trainers.loop import build_run, train
+
+
+def seed_config(config: RunConfig, seed: int) -> RunConfig:
+    trainer = config.trainer.model_copy(update={"seed": seed, "seeds": None})
+    return config.model_copy(update={"trainer": trainer})
+
+
+def aggregate(summaries: dict[int, dict]) -> dict:
+    """Mean and std over seeds of every per-language metric and of the target average."""
+    first = next(iter(summaries.values()))
+    out = {key: first[key] for key in ("task", "dataset", "source_language", "primary_metric")}
+    out["seeds"] = list(summaries)
+
+    def stats(get) -> tuple[dict, dict]:
+        names = get(first)
+        values = {m: [get(s)[m] for s in summaries.values()] for m in names}
+        return ({m: float(np.mean(v)) for m, v in values.items()},
+                {m: float(np.std(v)) for m, v in values.items()})
+
+    out["metrics"], out["std"] = {}, {}
+    for lang in first["metrics"]:
+        out["metrics"][lang], out["std"][lang] = stats(lambda s, lang=lang: s["metrics"][lang])
+    out["average_excluding_source"], out["average_std"] = stats(
+        lambda s: s["average_excluding_source"])
+    out["per_seed"] = {str(seed): s for seed, s in summaries.items()}
+    return out
+
+
+def format_mean_std(summary: dict) -> str:
+    names = sorted({m for values in summary["metrics"].values() for m in values})
+    seeds = ", ".join(map(str, summary["seeds"]))
+    lines = [f"mean +- std over seeds {seeds}",
+             f"{'language':<20} " + " ".join(f"{n:>22}" for n in names)]
+
+    def row(label: str, mean: dict, std: dict) -> str:
+        cells = [f"{format_cell(n, mean[n]).strip()} +- {format_cell(n, std[n]).strip()}" for n in names]
+        return f"{label:<20} " + " ".join(f"{c:>22}" for c in cells)
+
+    for lang in summary["metrics"]:
+        marker = " (source)" if lang == summary["source_language"] else ""
+        lines.append(row(lang, summary["metrics"][lang], summary["std"][lang]) + marker)
+    if summary["average_excluding_source"]:
+        lines.append(row("average (no source)", summary["average_excluding_source"],
+                         summary["average_std"]))
+    return "\n".join(lines)
+
+
+def train_seeds(config: RunConfig, run: RunDir, *, resume: bool = False,
+                overwrite: bool = False) -> dict | None:
+    """Train every seed of `trainer.seeds`; returns the aggregate (None if stopped by a signal)."""
+    if not resume:
+        build_run(seed_config(config, config.trainer.seeds[0]))  # bad input fails before any deletion
+    prepare(run, overwrite=overwrite, resume=resume)
+    if not resume:
+        write_text_atomic(run.config, dump_config(config))
+    summaries = {}
+    for seed in config.trainer.seeds:
+        sub = run.seed_run(seed)
+        if sub.summary.exists():
+            summaries[seed] = json.loads(sub.summary.read_text(encoding="utf-8"))
+            continue
+        started = sub.config.exists() and any(sub.checkpoints.glob("*"))
+        summary = train(seed_config(config, seed), sub, resume=resume and started,
+                        overwrite=not started)
+        if summary is None:
+            return None
+        summaries[seed] = summary
+    result = aggregate(summaries)
+    run.write_summary(result)
+    print(format_mean_std(result))
+    return result
