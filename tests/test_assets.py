@@ -56,3 +56,41 @@ def test_multilingual_e5_translations_are_closer_than_topics():
         same = sim[2 * i, 2 * i + 1]
         others = [sim[2 * i, 2 * j + 1] for j in range(len(pairs)) if j != i]
         assert same > max(others), (i, same, others)
+
+
+def test_hub_ids_download_through_snapshot_download(tmp_path, monkeypatch):
+    """A Hub id goes through huggingface_hub.snapshot_download (replaced here by a local copy)."""
+    import huggingface_hub
+    import numpy as np
+
+    from jaxcult import models
+    from jaxcult.errors import UserError
+    from jaxcult.hub.export import save_pretrained
+    from jaxcult.hub.pretrained import load_pretrained
+
+    model = models.build(models.EncoderConfig(vocab_size=40, hidden_size=16, num_hidden_layers=1,
+                                              num_attention_heads=2, intermediate_size=20))
+    save_pretrained(model, tmp_path / "snapshot")
+    calls = []
+
+    def fake(repo_id, allow_patterns):
+        calls.append((repo_id, allow_patterns))
+        return str(tmp_path / "snapshot")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake)
+    loaded, _ = load_pretrained("someone/tiny-bert")
+    assert calls[0][0] == "someone/tiny-bert" and "*.safetensors" in calls[0][1]
+    ids = np.array([[1, 2, 3]])
+    np.testing.assert_allclose(np.asarray(loaded(ids).last_hidden_state),
+                               np.asarray(model(ids).last_hidden_state), atol=1e-6)
+
+    def offline(repo_id, allow_patterns):
+        raise OSError("offline")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", offline)
+    import pytest
+
+    with pytest.raises(UserError, match="downloading it from the Hugging Face Hub failed"):
+        load_pretrained("someone/tiny-bert")
+    with pytest.raises(UserError, match="nor a Hugging Face Hub id"):
+        load_pretrained("not a/valid/id!")

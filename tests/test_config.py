@@ -114,3 +114,9 @@ def test_dump_round_trips(tmp_path):
 def test_every_experiment_config_validates(repo):
     for path in sorted((repo / "experiments").rglob("*.yaml")):
         load_config(path)
+    fun = sorted((repo / "experiments" / "fun").glob("*-*-*.yaml"))
+    assert len(fun) == 40  # {xnli, xcopa, xquad, mlqa} x {mbert, xlmr} x 5 schedules
+    config = load_config(repo / "experiments" / "fun" / "xcopa-mbert-gu.yaml")
+    assert (config.schedule.k, config.optimizer.lr, config.trainer.epochs) == (50, 1e-5, 5000)
+    config = load_config(repo / "experiments" / "fun" / "xquad-xlmr-standard.yaml")
+    assert (config.optimizer.lr, config.trainer.epochs, config.trainer.batch_size) == (2e-4, 15, 32)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +34,32 @@ def _xlmr_tokenizer(path: Path):
         sep_token="</s>", cls_token="<s>", pad_token="<pad>", mask_token="<mask>")
 
 
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+_HUB_FILES = ["config.json", "*.safetensors", "*.safetensors.index.json", "tokenizer*",
+              "special_tokens_map.json", "vocab.txt", "sentencepiece.bpe.model", "*.model",
+              "merges.txt", "vocab.json"]
+
+
+def _download(name: str) -> Path:
+    """A Hugging Face Hub model id -> its local snapshot (safetensors, config, tokenizer)."""
+    if not _HUB_ID.match(name):
+        raise UserError(f"model {name!r} is neither a known asset ({', '.join(assets.ASSETS)}), "
+                        f"an existing path, nor a Hugging Face Hub id")
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(repo_id=name, allow_patterns=_HUB_FILES))
+    except Exception as error:  # offline, unknown repo, gated repo: one clear line
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise UserError(f"model {name!r} is neither a known asset ({', '.join(assets.ASSETS)}) nor "
+                        f"an existing path, and downloading it from the Hugging Face Hub failed "
+                        f"({type(error).__name__}: {reason[:200]})") from None
+
+
 def load_pretrained(source: str | Path, *, dtype: str | None = None, mesh: Mesh | None = None,
                     rules: Rules | None = None, **overrides: Any) -> tuple[nnx.Module, Any]:
-    """Load `(model, tokenizer)` from an asset name, an HF directory, a `.gguf` or an E5S1 `.bin`.
+    """Load `(model, tokenizer)` from an asset name, an HF directory, a `.gguf`, an E5S1 `.bin`,
+    or a Hugging Face Hub id (downloaded once into the Hub cache).
 
     `dtype` sets the parameter dtype (default float32); with `mesh`, every tensor is placed
     directly with the sharding its logical axes get under `rules`. `overrides` replace
@@ -54,10 +78,9 @@ def load_pretrained(source: str | Path, *, dtype: str | None = None, mesh: Mesh 
         if "tokenizer" in asset.files:
             tokenizer = _xlmr_tokenizer(asset.path("tokenizer"))
         return model, tokenizer
-    path = Path(source)
+    path = Path(source).expanduser()
     if not path.exists():
-        raise UserError(f"model {name!r} is neither a known asset ({', '.join(assets.ASSETS)}) "
-                        f"nor an existing path")
+        path = _download(name)
     if path.is_dir():
         hf_config = read_config(path)
         config = _architecture(hf_config, name, overrides)
