@@ -211,3 +211,19 @@ def test_two_processes_match_one_process(tmp_path):
     summaries = [json.loads((p / "summary.json").read_text()) for p in (tmp_path / "multi", single)]
     for lang, values in summaries[1]["metrics"].items():
         np.testing.assert_allclose(summaries[0]["metrics"][lang]["loss"], values["loss"], atol=1e-5)
+
+
+def test_dry_run_prints_mesh_group_shardings_and_memory(tmp_path):
+    (tmp_path / "mesh.yaml").write_text(CONFIG)
+    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=8")
+    result = subprocess.run([sys.executable, "-m", "jaxcult.cli", "train", "mesh.yaml", "--dry-run",
+                             "mesh.data=2", "mesh.fsdp=2", "mesh.tensor=2"], cwd=tmp_path, env=env,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    out = result.stdout
+    assert "mesh: {'data': 2, 'fsdp': 2, 'tensor': 2} over 8 cpu device(s)" in out
+    assert "adapter/task/layer_1:" in out and "frozen backbone:" in out
+    assert "('embed', 'mlp') -> ('fsdp', 'tensor')" in out
+    for line in ("frozen parameters", "optimizer state (Adam)", "activations (estimate)"):
+        assert line in out
+    assert not list(tmp_path.glob("runs"))  # nothing trained, nothing written

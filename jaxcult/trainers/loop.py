@@ -71,9 +71,11 @@ def dry_run(config: RunConfig) -> None:
     print("per-device memory estimate:")
     for name, value in estimate["per_device_bytes"].items():
         print(f"  {name:<22} {value / 2**20:10.1f} MiB")
-    print("parameter shardings (logical axes -> mesh axes):")
-    for spec, count in estimate["specs"].items():
-        print(f"  {spec:<40} {count} tensors")
+    print("parameter shardings per group (logical axes -> mesh axes, tensor count):")
+    for group, specs in estimate["specs"].items():
+        print(f"  {group}:")
+        for spec, count in specs.items():
+            print(f"    {spec:<44} x{count}")
     print(f"train examples: {len(data.train)}, steps: {steps}, languages: {', '.join(data.tests)}")
 
 
@@ -90,13 +92,13 @@ def memory_estimate(config: RunConfig, parts, mesh) -> dict:
     from jaxcult.sharding import logical_to_spec
 
     rules = config.mesh.rules
-    specs: Counter = Counter()
+    specs: dict[str, Counter] = {}
 
-    def shard_bytes(state) -> int:
+    def shard_bytes(state, group: str) -> int:
         total = 0
         for _, variable in nnx.to_flat_state(state):
             spec = logical_to_spec(axes_of(variable), variable.shape, rules, mesh)
-            specs[f"{axes_of(variable)} -> {tuple(spec)}"] += 1
+            specs.setdefault(group, Counter())[f"{axes_of(variable)} -> {tuple(spec)}"] += 1
             split = 1
             for axis in spec:
                 for name in ([axis] if isinstance(axis, str) else list(axis or [])):
@@ -104,8 +106,8 @@ def memory_estimate(config: RunConfig, parts, mesh) -> dict:
             total += variable[...].nbytes // split
         return total
 
-    frozen = shard_bytes(parts.frozen)
-    trainable = sum(shard_bytes(state) for state in parts.params.values())
+    frozen = shard_bytes(parts.frozen, "frozen backbone")
+    trainable = sum(shard_bytes(parts.params[g], g) for g in parts.groups)
     batch_split = mesh.shape["data"] * mesh.shape["fsdp"]
     backbone = parts.frozen["encoder"] if "encoder" in parts.frozen else parts.frozen
     layers = len(backbone["layers"])
@@ -117,7 +119,7 @@ def memory_estimate(config: RunConfig, parts, mesh) -> dict:
     return {"per_device_bytes": {"frozen parameters": frozen, "trainable parameters": trainable,
                                  "optimizer state (Adam)": 2 * trainable,
                                  "activations (estimate)": activations // batch_split},
-            "specs": dict(specs)}
+            "specs": {group: dict(counter) for group, counter in specs.items()}}
 
 
 class _StopSignal:
