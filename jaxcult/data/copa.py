@@ -37,8 +37,34 @@ def _path(root: Path, language: str, split: str) -> Path:
     return root / "xcopa" / "data" / language / f"{name}.{language}.jsonl"
 
 
+def _read_copa_xml(root: Path, split: str) -> list[dict]:
+    """English COPA from the original release (`COPA-resources/datasets/copa-{dev,test}.xml`):
+    train = dev items 1-400, validation = 401-500 (SuperGLUE's split), test = items 501-1000."""
+    import xml.etree.ElementTree as ET
+
+    path = root / "copa" / "COPA-resources" / "datasets" / f"copa-{'test' if split == 'test' else 'dev'}.xml"
+    if not path.exists():
+        raise UserError(f"{_path(root, 'en', split)}: file not found (nor {path}; data.manual_dir "
+                        f"must hold copa/ and xcopa/)")
+    try:
+        items = ET.parse(path).getroot().findall("item")
+    except ET.ParseError as error:
+        raise UserError(f"{path}: not valid XML ({error})") from None
+    records = []
+    for item in items:
+        number = int(item.get("id"))
+        if split == "train" and number > 400 or split == "validation" and number <= 400:
+            continue
+        records.append({"premise": item.findtext("p"), "choice1": item.findtext("a1"),
+                        "choice2": item.findtext("a2"), "question": item.get("asks-for"),
+                        "label": int(item.get("most-plausible-alternative")) - 1, "idx": number})
+    return records
+
+
 def read_split(root: Path, language: str, split: str) -> list[dict]:
     path = _path(root, language, split)
+    if language == "en" and not path.exists():
+        return _read_copa_xml(root, split)
     if not path.exists():
         raise UserError(f"{path}: file not found (data.manual_dir must hold copa/ and xcopa/)")
     records = []
