@@ -78,8 +78,11 @@ class DataConfig(Section):
         "test", description="which split of each target language is scored at the end")
     max_train_examples: int | None = Field(None, gt=0)
     max_eval_examples: int | None = Field(None, gt=0)
-    worker_count: int = Field(0, ge=0)
-    prefetch: int = Field(2, ge=0)
+    loader: Literal["grain", "memory"] = Field(
+        "grain", description="training batches from the grain pipeline (prefetch, worker "
+        "processes) or a plain in-process iterator; both give the same batches in the same order")
+    worker_count: int = Field(0, ge=0, description="grain worker processes (0 = threads only)")
+    prefetch: int = Field(2, ge=0, description="batches prefetched by the grain pipeline")
 
 
 class TaskConfig(Section):

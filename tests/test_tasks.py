@@ -202,3 +202,19 @@ def test_each_task_fisher_outputs(tmp_path, task, estimator):
 
 def test_squad_scores_is_exported():
     assert squad_scores({"q": "Paris"}, {"q": ["paris"]}) == {"f1": 100.0, "exact_match": 100.0}
+
+
+def test_pair_reader_bad_files(tmp_path):
+    (tmp_path / "pawsx").mkdir()
+    (tmp_path / "pawsx" / "dev-de.tsv").write_bytes(b"Ein Satz\t\xff\xfe kaputt\t1\n")
+    with pytest.raises(UserError, match=r"dev-de.tsv: not UTF-8 text"):
+        pairs.read_pawsx(tmp_path, "de", "validation")
+    (tmp_path / "pawsx" / "dev-fr.tsv").write_text("")
+    with pytest.raises(UserError, match=r"dev-fr.tsv: no examples"):
+        pairs.read_pawsx(tmp_path, "fr", "validation")
+    (tmp_path / "pawsx" / "dev-es.tsv").write_text("una frase\t2\n")
+    with pytest.raises(UserError, match=r"dev-es.tsv:1: expected 3 tab-separated fields, found 2"):
+        pairs.read_pawsx(tmp_path, "es", "validation")
+    (tmp_path / "pawsx" / "dev-ja.tsv").write_text("a\tb\t7\n")
+    with pytest.raises(UserError, match=r"dev-ja.tsv:1: label '7' is not one of"):
+        pairs.read_pawsx(tmp_path, "ja", "validation")

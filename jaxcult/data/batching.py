@@ -109,6 +109,9 @@ class BatchIterator:
     def restore(self, state: dict[str, int]) -> None:
         self.epoch, self.position = int(state["epoch"]), int(state["position"])
 
+    def close(self) -> None:
+        """Nothing to release (same interface as the grain pipeline)."""
+
 
 def eval_batches(split: Split, batch_size: int):
     """Every example once, in order; the last batch is padded and carries a validity mask."""

@@ -24,6 +24,7 @@ from jaxcult.checkpoint import Checkpointer, host_arrays
 from jaxcult.config import RunConfig
 from jaxcult.config_loading import dump_config
 from jaxcult.data.batching import BatchIterator
+from jaxcult.data.pipeline import GrainBatches
 from jaxcult.errors import UserError
 from jaxcult.logging import MetricLogger, Progress
 from jaxcult.peft.groups import format_group_table
@@ -185,8 +186,13 @@ def _train_on_mesh(config: RunConfig, run: RunDir, mesh, *, resume: bool,
     parts, data = build_run(config)
     schedule = schedules.resolve(config.schedule.name)(parts.groups, parts.layer_groups,
                                                         config.schedule, seed=config.trainer.seed)
-    iterator = BatchIterator(data.train, config.trainer.batch_size, config.trainer.seed,
-                             process_index=jax.process_index(), process_count=jax.process_count())
+    shard = dict(process_index=jax.process_index(), process_count=jax.process_count())
+    if config.data.loader == "grain":
+        iterator = GrainBatches(data.train, config.trainer.batch_size, config.trainer.seed,
+                                worker_count=config.data.worker_count,
+                                prefetch=config.data.prefetch, **shard)
+    else:
+        iterator = BatchIterator(data.train, config.trainer.batch_size, config.trainer.seed, **shard)
     steps = total_steps(config, iterator.batches_per_epoch)
     optimizer = MaskedGroupOptimizer(config.optimizer, parts.groups)
     task = task_for(config.task)
@@ -304,6 +310,7 @@ def _train_on_mesh(config: RunConfig, run: RunDir, mesh, *, resume: bool,
                 if done == steps or (config.checkpoint.every and done % config.checkpoint.every == 0):
                     save(done)
         finally:
+            iterator.close()
             progress.close()
             checkpointer.close()
             logger.close()
