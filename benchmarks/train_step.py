@@ -32,8 +32,8 @@ from jaxcult.tasks import task_for
 from jaxcult.trainers.fisher_tracker import FisherTracker
 from jaxcult.trainers.optim import MaskedGroupOptimizer, lr_schedule
 from jaxcult.trainers.setup import build_model
-from jaxcult.trainers.task_data import load_data
 from jaxcult.trainers.steps import TrainProgram, TrainState
+from jaxcult.trainers.task_data import load_data
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "scripts"))

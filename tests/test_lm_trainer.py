@@ -19,8 +19,8 @@ from jaxcult.tasks import task_for
 from jaxcult.trainers import loop
 from jaxcult.trainers.optim import MaskedGroupOptimizer, lr_schedule
 from jaxcult.trainers.setup import build_model
-from jaxcult.trainers.task_data import load_data
 from jaxcult.trainers.steps import TrainProgram
+from jaxcult.trainers.task_data import load_data
 
 pytestmark = needs_minilm
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import numpy as np
-
 from conftest import needs_minilm, tiny_model_yaml
+
 from jaxcult.cli import main
 
 pytestmark = needs_minilm

@@ -9,8 +9,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 from conftest import needs_minilm
+
 from jaxcult.config_loading import load_config
 from jaxcult.data import pairs, squad
 from jaxcult.errors import UserError

@@ -45,8 +45,8 @@ from jaxcult.trainers.evaluation import evaluate, format_scores, is_better, make
 from jaxcult.trainers.fisher_tracker import FisherTracker
 from jaxcult.trainers.optim import MaskedGroupOptimizer, lr_schedule
 from jaxcult.trainers.setup import build_model
-from jaxcult.trainers.task_data import load_data, num_labels
 from jaxcult.trainers.steps import TrainProgram, TrainState
+from jaxcult.trainers.task_data import load_data, num_labels
 
 
 def total_steps(config: RunConfig, batches_per_epoch: int) -> int:
