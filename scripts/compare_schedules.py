@@ -26,7 +26,7 @@ def main() -> None:
     parser.add_argument("--schedules", nargs="+", default=["standard", "gu", "fun"])
     parser.add_argument("--out", default="runs/compare")
     parser.add_argument("overrides", nargs="*")
-    args = parser.parse_args()
+    args = parser.parse_intermixed_args()
     summaries = {}
     for name in args.schedules:
         run_dir = Path(args.out) / name
