@@ -98,3 +98,18 @@ def test_madx_and_adapterhub_bad_inputs(tmp_path):
         from jaxcult.peft.madx import read_language_adapters
 
         read_language_adapters({"de": str(tmp_path / "en")}, "en")
+
+
+def test_adapterhub_reads_the_older_bin_weights(tmp_path):
+    torch = pytest.importorskip("torch")
+    from safetensors.numpy import load_file
+
+    language_adapter(tmp_path / "en", "en", 0)
+    tensors = load_file(str(tmp_path / "en" / "adapter.safetensors"))
+    (tmp_path / "en" / "adapter.safetensors").unlink()
+    torch.save({k: torch.tensor(v) for k, v in tensors.items()}, tmp_path / "en" / "pytorch_adapter.bin")
+    hub = adapterhub.read_adapterhub(tmp_path / "en")
+    assert hub.invertible_reduction_factor == 2 and len(hub.tensors) == len(tensors)
+    for key, value in tensors.items():
+        stripped = key.split(".", 1)[1]  # the model prefix (bert.) is removed on reading
+        np.testing.assert_array_equal(hub.tensors[stripped], value)
