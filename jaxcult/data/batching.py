@@ -59,6 +59,15 @@ def tokenize_classification(examples: list[dict], tokenizer, max_length: int, na
     return Split(arrays, name)
 
 
+def check_batches(split: Split, batch_size: int, process_count: int) -> None:
+    """A split must fill one global batch, and the global batch must split evenly over processes."""
+    if len(split) < batch_size:
+        raise UserError(f"{split.name}: {len(split)} examples, fewer than one batch of {batch_size}")
+    if batch_size % process_count:
+        raise UserError(f"trainer.batch_size: {batch_size} is not divisible by the "
+                        f"{process_count} processes that load it")
+
+
 class BatchIterator:
     """Shuffled epochs of fixed-size global batches (the last partial batch is dropped).
 
@@ -69,12 +78,7 @@ class BatchIterator:
 
     def __init__(self, split: Split, batch_size: int, seed: int, *, process_index: int = 0,
                  process_count: int = 1) -> None:
-        if len(split) < batch_size:
-            raise UserError(f"{split.name}: {len(split)} examples, fewer than one batch of "
-                            f"{batch_size}")
-        if batch_size % process_count:
-            raise UserError(f"trainer.batch_size: {batch_size} is not divisible by the "
-                            f"{process_count} processes that load it")
+        check_batches(split, batch_size, process_count)
         self.split, self.batch_size, self.seed = split, batch_size, seed
         self.local_size = batch_size // process_count
         self.local_offset = process_index * self.local_size

@@ -15,8 +15,7 @@ import functools
 import grain
 import numpy as np
 
-from jaxcult.data.batching import Split
-from jaxcult.errors import UserError
+from jaxcult.data.batching import Split, check_batches
 
 
 @functools.lru_cache(maxsize=4)
@@ -49,12 +48,7 @@ class GrainBatches:
 
     def __init__(self, split: Split, batch_size: int, seed: int, *, process_index: int = 0,
                  process_count: int = 1, worker_count: int = 0, prefetch: int = 2) -> None:
-        if len(split) < batch_size:
-            raise UserError(f"{split.name}: {len(split)} examples, fewer than one batch of "
-                            f"{batch_size}")
-        if batch_size % process_count:
-            raise UserError(f"trainer.batch_size: {batch_size} is not divisible by the "
-                            f"{process_count} processes that load it")
+        check_batches(split, batch_size, process_count)
         local = batch_size // process_count
         self.batches_per_epoch = len(split) // batch_size
         rows = _Rows(split, batch_size, local, process_index * local, seed)

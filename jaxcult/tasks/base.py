@@ -10,6 +10,8 @@ from __future__ import annotations
 from typing import Protocol
 
 import jax
+import jax.numpy as jnp
+import optax
 
 
 class Task(Protocol):
@@ -32,3 +34,20 @@ class Task(Protocol):
 
     def finalize(self, sums: dict[str, float]) -> dict[str, float]:
         """Metrics of a whole split from its summed statistics."""
+
+
+def encoder_forward(model, batch: dict, dropout_key: jax.Array | None) -> jax.Array:
+    """Run an encoder-based task model on token ids, mask and segment ids."""
+    return model(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"),
+                 dropout_key=dropout_key)
+
+
+def categorical(outputs: jax.Array, batch: dict) -> tuple[jax.Array, jax.Array]:
+    """(float32 logits, mean cross-entropy at `batch["labels"]`) over the last axis."""
+    logits = outputs.astype(jnp.float32)
+    return logits, optax.softmax_cross_entropy_with_integer_labels(logits, batch["labels"]).mean()
+
+
+def categorical_log_probs(outputs: jax.Array, batch: dict) -> tuple[jax.Array, None]:
+    """Fisher output distribution of categorical outputs (every position weighs 1)."""
+    return jax.nn.log_softmax(outputs.astype(jnp.float32), -1), None

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
-import optax
+
+from jaxcult.tasks.base import categorical, categorical_log_probs, encoder_forward
 
 
 class ChoiceTask:
@@ -17,17 +17,13 @@ class ChoiceTask:
     def __init__(self, name: str) -> None:
         self.name = name
 
-    def forward(self, model, batch: dict, dropout_key: jax.Array | None) -> jax.Array:
-        return model(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"),
-                     dropout_key=dropout_key)
+    forward = staticmethod(encoder_forward)
+    log_probs = staticmethod(categorical_log_probs)
 
     def loss(self, outputs: jax.Array, batch: dict) -> tuple[jax.Array, jax.Array]:
-        logits = outputs.astype(jnp.float32)
-        loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["labels"]).mean()
+        logits, loss = categorical(outputs, batch)
         return loss, (logits.argmax(-1) == batch["labels"]).mean()
 
-    def log_probs(self, outputs: jax.Array, batch: dict) -> tuple[jax.Array, None]:
-        return jax.nn.log_softmax(outputs.astype(jnp.float32), -1), None
 
     def eval_sums(self, outputs: jax.Array, batch: dict, valid: jax.Array) -> dict[str, jax.Array]:
         hits = (outputs.argmax(-1) == batch["labels"]) & valid

@@ -11,11 +11,10 @@ of its windows; predictions are scored with SQuAD v1.1 F1/EM (MLQA's rules for `
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-import optax
 
 from jaxcult.eval.squad import squad_scores
+from jaxcult.tasks.base import categorical, categorical_log_probs, encoder_forward
 
 
 class SpanQATask:
@@ -27,18 +26,13 @@ class SpanQATask:
     def __init__(self, n_best: int = 20, max_answer_length: int = 30) -> None:
         self.n_best, self.max_answer_length = n_best, max_answer_length
 
-    def forward(self, model, batch: dict, dropout_key: jax.Array | None) -> jax.Array:
-        return model(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"),
-                     dropout_key=dropout_key)
+    forward = staticmethod(encoder_forward)
+    log_probs = staticmethod(categorical_log_probs)
 
     def loss(self, outputs: jax.Array, batch: dict) -> tuple[jax.Array, jax.Array]:
-        logits = outputs.astype(jnp.float32)
-        loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["labels"]).mean()
-        exact = (logits.argmax(-1) == batch["labels"]).all(-1).mean()
-        return loss, exact
+        logits, loss = categorical(outputs, batch)
+        return loss, (logits.argmax(-1) == batch["labels"]).all(-1).mean()
 
-    def log_probs(self, outputs: jax.Array, batch: dict) -> tuple[jax.Array, None]:
-        return jax.nn.log_softmax(outputs.astype(jnp.float32), -1), None
 
     def best_span(self, start: np.ndarray, end: np.ndarray, offsets: np.ndarray
                   ) -> tuple[float, int, int] | None:
