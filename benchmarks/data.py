@@ -39,11 +39,12 @@ def main() -> None:
     from jaxcult.config_loading import load_config
     from jaxcult.data.batching import BatchIterator
     from jaxcult.data.pipeline import GrainBatches
+    from jaxcult.run.build import build_run
+    from jaxcult.run.train import train
     from jaxcult.rundir import check_writable
-    from jaxcult.trainers import loop
 
     config = load_config(HERE.parent / "experiments" / "default.yaml")
-    _, data = loop.build_run(config)
+    data = build_run(config).data
     size, seed = config.trainer.batch_size, config.trainer.seed
     loaders = {"in-process": BatchIterator(data.train, size, seed),
                "grain (threads)": GrainBatches(data.train, size, seed),
@@ -59,7 +60,7 @@ def main() -> None:
                              "fisher.track_every=0", "logging.tensorboard=false",
                              "logging.progress=off"])
         run = check_writable(Path(tmp) / "run", overwrite=False, resume=False)
-        loop.train(short, run)
+        train(short, run)
         rows = [json.loads(x) for x in (run.root / "metrics.jsonl").read_text().splitlines()]
         step_rates = [r["steps_per_second"] for r in rows if r["split"] == "train"][1:]
     consumed = statistics.median(step_rates)

@@ -21,8 +21,7 @@ import torch
 import transformers
 from flax import nnx
 
-from jaxcult import load_pretrained
-from jaxcult.hub import assets
+from jaxcult import assets, load_pretrained
 from jaxcult.hub.export import save_pretrained
 
 

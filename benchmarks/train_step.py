@@ -27,13 +27,11 @@ import numpy as np
 from jaxcult.config_loading import load_config
 from jaxcult.hub.export import save_pretrained
 from jaxcult.hub.pretrained import load_pretrained
+from jaxcult.run.build import build_run
 from jaxcult.sharding import make_mesh
-from jaxcult.tasks import task_for
 from jaxcult.trainers.fisher_tracker import FisherTracker
-from jaxcult.trainers.optim import MaskedGroupOptimizer, lr_schedule
-from jaxcult.trainers.setup import build_model
-from jaxcult.trainers.steps import TrainProgram, TrainState
-from jaxcult.trainers.task_data import load_data
+from jaxcult.trainers.optim import lr_schedule, masked_optimizer
+from jaxcult.trainers.program import StepOptions, TrainProgram, init_state
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "scripts"))
@@ -46,17 +44,13 @@ def jaxcult_side(args, fisher_batches: int):
                                 f"fisher.num_batches={fisher_batches}",
                                 "fisher.estimator=argmax_batch", "model.dropout=0.1"])
     make_mesh(config.mesh)
-    parts, tokenizer = build_model(config, 8)
-    data = load_data(config, tokenizer)
-    optimizer = MaskedGroupOptimizer(config.optimizer, parts.groups)
-    task = task_for(config.task)
-    program = TrainProgram(task, parts.graphdef, parts.groups, optimizer,
-                           lr_schedule(config.optimizer, 100), 1.0, 1, False)
-    tracked = TrainProgram(task, parts.graphdef, parts.groups, optimizer,
-                           lr_schedule(config.optimizer, 100), 1.0, 1, False, track_in_step=True)
-    state = TrainState(step=jnp.zeros((), jnp.int32), params=parts.params,
-                       opt_state=optimizer.init(parts.params),
-                       mask=jnp.ones(len(parts.groups), bool), rng=jax.random.key(0))
+    built = build_run(config)
+    parts, data, model = built.parts, built.data, built.model_program()
+    lr = lr_schedule(config.optimizer, 100)
+    optimizer = masked_optimizer(config.optimizer, parts.groups, lr)
+    program = TrainProgram(model, optimizer, lr)
+    tracked = TrainProgram(model, optimizer, lr, StepOptions(track_in_step=True))
+    state = init_state(parts.params, optimizer, jnp.ones(len(parts.groups), bool), 0)
     rng = np.random.default_rng(0)
     vocab = parts.frozen["encoder"]["embeddings"]["word_embeddings"]["embedding"][...].shape[0]
 
@@ -81,7 +75,7 @@ def jaxcult_side(args, fisher_batches: int):
             times.append(time.perf_counter() - start)
         return statistics.median(times)
 
-    tracker = FisherTracker(config, program, parts.groups, parts.frozen, data.train)
+    tracker = FisherTracker(config, model, parts.groups, parts.frozen, data.train)
     tracker.batches = _RandomBatches(batches)
     tracker(state.params, 0)  # compile
 

@@ -1,4 +1,5 @@
-"""Checkpoints with Orbax: device state (train state, best parameters) plus host state as JSON.
+"""Checkpoints with Orbax: named device trees (train state, best parameters) plus host state
+as JSON, each its own item so that a reader restores only what it needs (evaluation: `best`).
 
 Orbax writes each step into a temporary directory and renames it when complete, so a process
 killed mid-write leaves no half checkpoint behind. A checkpoint that is complete on disk but
@@ -31,7 +32,7 @@ def _from_savable(tree: Any, like: Any) -> Any:
 
 
 class Checkpointer:
-    """Save and restore `(device_tree, host_dict)` pairs keyed by step."""
+    """Save and restore `({name: device_tree}, host_dict)` pairs keyed by step."""
 
     def __init__(self, directory: Path, config: CheckpointConfig) -> None:
         self.directory = directory.resolve()
@@ -40,10 +41,10 @@ class Checkpointer:
                                                     create=True)
         self.manager = ocp.CheckpointManager(self.directory, options=self.options)
 
-    def save(self, step: int, device: Any, host: dict[str, Any]) -> None:
-        self.manager.save(step, args=ocp.args.Composite(
-            device=ocp.args.StandardSave(_to_savable(device)), host=ocp.args.JsonSave(host)),
-            force=True)
+    def save(self, step: int, device: dict[str, Any], host: dict[str, Any]) -> None:
+        items = {name: ocp.args.StandardSave(_to_savable(tree)) for name, tree in device.items()}
+        self.manager.save(step, args=ocp.args.Composite(**items, host=ocp.args.JsonSave(host)),
+                          force=True)
 
     def wait(self) -> None:
         self.manager.wait_until_finished()
@@ -51,20 +52,23 @@ class Checkpointer:
     def steps(self) -> list[int]:
         return sorted(self.manager.all_steps())
 
-    def restore_latest(self, like: Any) -> tuple[int, Any, dict[str, Any]]:
-        """The newest readable checkpoint; `like` gives the structure, dtypes and shardings."""
-        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, _to_savable(like))
+    def restore_latest(self, like: dict[str, Any]) -> tuple[int, dict[str, Any], dict[str, Any]]:
+        """The newest readable checkpoint's items named in `like` (which gives their structure,
+        dtypes and shardings) and its host state."""
+        items = {name: ocp.args.StandardRestore(
+            jax.tree.map(ocp.utils.to_shape_dtype_struct, _to_savable(tree)))
+            for name, tree in like.items()}
         failures = []
         for step in reversed(self.steps()):
             try:
                 restored = self.manager.restore(step, args=ocp.args.Composite(
-                    device=ocp.args.StandardRestore(abstract), host=ocp.args.JsonRestore()))
+                    **items, host=ocp.args.JsonRestore()))
             except Exception as err:  # Orbax/tensorstore raise many types for broken files
                 failures.append(step)
                 print(f"warning: checkpoint {self.directory / str(step)} is unreadable "
                       f"({type(err).__name__}); trying the previous one", file=sys.stderr)
                 continue
-            device = _from_savable(restored["device"], like)
+            device = {name: _from_savable(restored[name], tree) for name, tree in like.items()}
             if failures:
                 self._set_aside(failures)
             return step, device, dict(restored["host"])

@@ -1,8 +1,8 @@
 """The `jaxcult` command line: train, eval, export, convert, plot, assets.
 
-Heavy imports (jax, flax, transformers) happen inside the command functions so that `--help`
-and config errors answer instantly. A `UserError` becomes one line on stderr and exit code 2;
-`--debug` shows the traceback instead.
+Argument parsing only: each command calls one use case in `jaxcult.run`. Heavy imports (jax,
+flax, transformers) happen inside the command functions so that `--help` answers instantly.
+A `UserError` becomes one line on stderr and exit code 2; `--debug` shows the traceback.
 """
 
 from __future__ import annotations
@@ -13,18 +13,6 @@ import traceback
 from pathlib import Path
 
 from jaxcult.errors import UserError
-
-DEFAULT_CONFIG = Path("experiments") / "default.yaml"
-
-
-def default_config_path() -> Path:
-    """`experiments/default.yaml` in the working directory, else in the source checkout."""
-    for root in (Path.cwd(), Path(__file__).resolve().parent.parent):
-        candidate = root / DEFAULT_CONFIG
-        if candidate.exists():
-            return candidate
-    raise UserError(f"no config given and {DEFAULT_CONFIG} not found in {Path.cwd()} or the "
-                    f"jaxcult source tree; pass a config file")
 
 
 def _split_config_and_overrides(args: argparse.Namespace) -> tuple[Path | None, list[str]]:
@@ -40,37 +28,16 @@ def _split_config_and_overrides(args: argparse.Namespace) -> tuple[Path | None, 
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from jaxcult import rundir
-    from jaxcult.config_loading import dump_config, load_config
+    from jaxcult.run.train import train_command
 
     config_path, overrides = _split_config_and_overrides(args)
-    if args.resume:
-        resume_dir = Path(args.resume)
-        moved = [o for o in overrides if not o.startswith("mesh.")]
-        if config_path is not None or moved:
-            raise UserError("--resume continues a run with its own config.yaml; do not pass a "
-                            "config file or overrides other than mesh.* (found "
-                            f"{config_path or moved[0]!r})")
-        run = rundir.check_writable(resume_dir, overwrite=False, resume=True)
-        config = load_config(run.config, overrides)
-    else:
-        config = load_config(config_path or default_config_path(), overrides)
-        root = Path(args.run_dir) if args.run_dir else rundir.default_run_root(config.name)
-        run = rundir.check_writable(root, overwrite=args.overwrite, resume=False)
-    if args.print_config:
-        print(dump_config(config), end="")
-        return 0
-    from jaxcult.trainers.loop import dry_run, train
-
-    if args.dry_run:
-        dry_run(config)
-        return 0
-    train(config, run, resume=bool(args.resume), overwrite=args.overwrite)
+    train_command(config_path, overrides, run_dir=args.run_dir, resume=args.resume,
+                  overwrite=args.overwrite, print_config=args.print_config, dry=args.dry_run)
     return 0
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from jaxcult.trainers.restore import rescore_run
+    from jaxcult.run.restore import rescore_run
 
     languages = [x for x in args.languages or [] if "=" not in x]  # overrides typed after them
     overrides = args.overrides + [x for x in args.languages or [] if "=" in x]
@@ -79,74 +46,31 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    from jaxcult.report import write_report
+    from jaxcult.run.assets import plot_run
 
-    for path in write_report(Path(args.run_dir)):
-        print(path)
+    plot_run(Path(args.run_dir))
     return 0
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    from jaxcult.hub.export import save_pretrained
-    from jaxcult.hub.pretrained import load_pretrained
+    from jaxcult.run.export import convert_model
 
-    out = Path(args.out)
-    if out.exists() and any(out.iterdir()) and not args.overwrite:
-        raise UserError(f"{out}: output directory is not empty; pass --overwrite to replace files")
-    model, tokenizer = load_pretrained(args.source)
-    save_pretrained(model, out, tokenizer=tokenizer)
-    print(out)
+    print(convert_model(args.source, Path(args.out), overwrite=args.overwrite))
     return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    out = Path(args.out)
-    if out.exists() and any(out.iterdir()) and not args.overwrite:
-        raise UserError(f"{out}: output directory is not empty; pass --overwrite to replace files")
-    from jaxcult.trainers.restore import load_run_model
+    from jaxcult.run.export import export_run
 
-    config, model = load_run_model(Path(args.run_dir))
-    backbone = getattr(model, "encoder", model)
-    if args.format == "adapterhub":
-        from jaxcult.peft.adapterhub import export_adapterhub
-        from jaxcult.peft.bottleneck import PLACEMENTS
-
-        if config.peft.kind not in PLACEMENTS:
-            raise UserError(f"export --format adapterhub: {args.run_dir} trained peft.kind="
-                            f"{config.peft.kind!r}; AdapterHub's format holds bottleneck adapters "
-                            f"({', '.join(PLACEMENTS)})")
-        export_adapterhub(model, out, name=args.name or config.name)
-    else:
-        from jaxcult.peft.lora import saved_modules
-        from jaxcult.peft.peft_format import export_peft
-
-        if config.peft.kind != "lora":
-            raise UserError(f"export --format peft: {args.run_dir} trained peft.kind="
-                            f"{config.peft.kind!r}; the PEFT format holds LoRA adapters only")
-        export_peft(backbone, out, alpha=config.peft.lora_alpha, dropout=config.peft.lora_dropout,
-                    base_model=config.model.name,
-                    saved=saved_modules(backbone, config.peft.modules_to_save))
-    print(out)
+    print(export_run(Path(args.run_dir), args.format, Path(args.out), name=args.name,
+                     overwrite=args.overwrite))
     return 0
 
 
 def cmd_assets(args: argparse.Namespace) -> int:
-    from jaxcult.hub import assets
+    from jaxcult.run.assets import asset_command
 
-    if args.action == "list":
-        for asset in assets.ASSETS.values():
-            state = "installed" if asset.installed() else "missing"
-            print(f"{asset.name:24} {asset.kind:8} {state:9} {asset.description}")
-        return 0
-    if not args.names:
-        raise UserError(f"assets {args.action}: name at least one asset ({', '.join(assets.ASSETS)})")
-    for name in args.names:
-        if args.action == "path":
-            asset = assets.get_asset(name)
-            for role in asset.files:
-                print(asset.path(role))
-        else:
-            assets.install(name)
+    asset_command(args.action, args.names)
     return 0
 
 
@@ -205,18 +129,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _version() -> str:
-    from jaxcult import __version__
+    from importlib.metadata import PackageNotFoundError, version
 
-    return f"jaxcult {__version__}"
+    try:
+        return f"jaxcult {version('jaxcult')}"
+    except PackageNotFoundError:
+        return "jaxcult (not installed)"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra:  # overrides may follow options: `train cfg.yaml --run-dir d a.b=1`
-        if args.command != "train" or any(item.startswith("-") for item in extra):
+        field = {"train": "items"}.get(args.command)
+        if field is None or any(item.startswith("-") for item in extra):
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
-        args.items = [*args.items, *extra]
+        setattr(args, field, [*getattr(args, field), *extra])
     try:
         return args.func(args)
     except UserError as err:

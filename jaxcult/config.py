@@ -26,6 +26,9 @@ class ModelConfig(Section):
 
     name: str = Field("multilingual-e5-small",
                       description="asset name, HF directory, weight file, or `random` (see overrides)")
+    architecture: str | None = Field(
+        None, description="import path `pkg.mod:ARCH` of a user Architecture to register first "
+        "(its model_types become loadable)")
     tokenizer: str | None = Field(None, description="asset or HF directory (default: the model's)")
     pooling: Literal["cls", "mean"] = "cls"
     dtype: DType = Field("float32", description="parameter dtype")
@@ -65,7 +68,8 @@ class PeftConfig(Section):
 class DataConfig(Section):
     """Which dataset, where it lives, and which languages to train and evaluate on."""
 
-    name: str = "jaxcult_multilingual"
+    name: str = Field("jaxcult_multilingual",
+                      description="registered dataset or `pkg.mod:Class` (a jaxcult Dataset)")
     source_language: str = "en"
     target_languages: list[str] = Field(default_factory=list, description="empty = all")
     data_dir: str | None = Field(None, description="prepared datasets (default ~/.cache/jaxcult)")
@@ -83,14 +87,19 @@ class DataConfig(Section):
         "processes) or a plain in-process iterator; both give the same batches in the same order")
     worker_count: int = Field(0, ge=0, description="grain worker processes (0 = threads only)")
     prefetch: int = Field(2, ge=0, description="batches prefetched by the grain pipeline")
+    options: dict[str, int | float | str | bool | list] = Field(
+        default_factory=dict, description="dataset-specific options (only those it declares)")
 
 
 class TaskConfig(Section):
     """The task family: decides head, loss, metrics and collator."""
 
-    name: Literal[
-        "classification", "pair_classification", "multiple_choice", "extractive_qa", "causal_lm"
-    ] = "classification"
+    name: str = Field("classification",
+                      description="registered task family or `pkg.mod:Class` (a jaxcult Task)")
+    evaluator: str | None = Field(
+        None, description="registered evaluator or `pkg.mod:Class`; default: the family's own")
+    options: dict[str, int | float | str | bool | list] = Field(
+        default_factory=dict, description="family-specific options (only those it declares)")
     num_labels: int | None = Field(None, gt=1, description="default: from the dataset")
     doc_stride: int = Field(128, gt=0)
     max_answer_length: int = Field(30, gt=0)

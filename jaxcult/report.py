@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from jaxcult.errors import UserError
-from jaxcult.metrics import PERCENT_METRICS
+from jaxcult.metrics import PERCENT_METRICS, scalar_metrics
 from jaxcult.rundir import RunDir, write_text_atomic
 
 
@@ -95,7 +95,8 @@ def write_report(root: Path) -> list[Path]:
     run.plots.mkdir(exist_ok=True)
     metric = _metric(summary)
     written = [_plot_fisher(run, fisher, events, validation, metric), _plot_eval(run, summary)]
-    names = sorted({m for values in summary["metrics"].values() for m in values})
+    rows = {lang: scalar_metrics(values) for lang, values in summary["metrics"].items()}
+    names = sorted({m for values in rows.values() for m in values})
     lines = [f"# Run report: {root.name}", "", f"Task `{summary['task']}`, source language "
              f"`{summary['source_language']}`, best validation step {summary.get('best_step')}.", "",
              "| language | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
@@ -105,7 +106,7 @@ def write_report(root: Path) -> list[Path]:
                  if n in values else "" for n in names]
         return f"| {label} | " + " | ".join(cells) + " |"
 
-    for lang, values in summary["metrics"].items():
+    for lang, values in rows.items():
         lines.append(row(lang, values))
     if summary["average_excluding_source"]:
         lines.append(row("average excluding source", summary["average_excluding_source"]))

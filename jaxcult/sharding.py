@@ -22,6 +22,12 @@ from jaxcult.errors import UserError
 
 MESH_AXES = ("data", "fsdp", "tensor")
 Rules = Mapping[str, Sequence[str] | str | None]
+Axes = tuple[str | None, ...]
+
+
+def axes_of(variable) -> Axes | None:
+    """Logical axis names of an `nnx.Variable` (None when it has none)."""
+    return variable.get_metadata().get("axes")
 
 
 def mesh_shape(config: MeshConfig, device_count: int) -> tuple[int, int, int]:
@@ -109,8 +115,6 @@ def place_variables(state, mesh: Mesh, rules: Rules):
     """Put every `nnx.Variable` of an NNX state on `mesh` as its logical axes ask."""
     from flax import nnx
 
-    from jaxcult.models.layers import axes_of
-
     def place(variable):
         value = variable[...]
         sharding = named_sharding(axes_of(variable), value.shape, rules, mesh)
@@ -166,6 +170,15 @@ def constrain_batch(x: jax.Array) -> jax.Array:
         return x
     first = axes[0] if len(axes) == 1 else tuple(axes)
     return jax.lax.with_sharding_constraint(x, PartitionSpec(first, *([None] * (x.ndim - 1))))
+
+
+def replicated_outputs(tree):
+    """Pin outputs that the host reads in full (evaluation results) as replicated on the
+    active mesh, so every process can fetch them; the identity without a mesh."""
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty:
+        return tree
+    return jax.tree.map(lambda x: jax.lax.with_sharding_constraint(x, PartitionSpec()), tree)
 
 
 def check_batch_divisible(batch_size: int, mesh: Mesh, rules: Rules, what: str) -> None:

@@ -28,7 +28,7 @@ def shared_data() -> Path:
 
 
 def _minilm_missing() -> bool:
-    from jaxcult.hub import assets
+    from jaxcult import assets
 
     return not assets.get_asset("minilm-l6").installed()
 

@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from jaxcult.hub import adapterhub
 from jaxcult.hub.pretrained import load_pretrained
 from jaxcult.models.classifier import SequenceClassifier
-from jaxcult.peft import adapterhub
 
 pytestmark = pytest.mark.slow
 HERE = Path(__file__).resolve().parent

@@ -6,9 +6,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxcult import load_pretrained
+from jaxcult import assets, load_pretrained
 from jaxcult.errors import UserError
-from jaxcult.hub import assets
 from jaxcult.models.encoder import mean_pool
 
 

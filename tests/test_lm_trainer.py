@@ -14,13 +14,9 @@ from conftest import needs_minilm
 from jaxcult.config_loading import load_config
 from jaxcult.data import lm
 from jaxcult.errors import UserError
+from jaxcult.run.build import build_run
+from jaxcult.run.train import train as train_run
 from jaxcult.rundir import check_writable
-from jaxcult.tasks import task_for
-from jaxcult.trainers import loop
-from jaxcult.trainers.optim import MaskedGroupOptimizer, lr_schedule
-from jaxcult.trainers.setup import build_model
-from jaxcult.trainers.steps import TrainProgram
-from jaxcult.trainers.task_data import load_data
 
 pytestmark = needs_minilm
 
@@ -40,7 +36,7 @@ def test_lora_lm_run_reports_perplexity_and_trains_saved_modules(tmp_path):
                                 "peft.modules_to_save=[lm_head]", "schedule.name=gu",
                                 "schedule.k=5", "trainer.steps=20", "fisher.track_every=5"])
     run = check_writable(tmp_path / "run", overwrite=False, resume=False)
-    summary = loop.train(config, run)
+    summary = train_run(config, run)
     assert summary["primary_metric"] == "loss"
     for lang in ("en", "de"):
         values = summary["metrics"][lang]
@@ -60,11 +56,8 @@ def test_lora_lm_run_reports_perplexity_and_trains_saved_modules(tmp_path):
 def test_token_fisher_matches_per_token_brute_force(estimator):
     """Per-group tr(F) of the LM task equals the loop over examples (sampled: over its labels)."""
     config = load_config(None, [*TINY_LM, "peft.kind=lora", "data.max_train_examples=8"])
-    parts, tokenizer = build_model(config, 0)
-    data = load_data(config, tokenizer)
-    program = TrainProgram(task_for(config.task), parts.graphdef, parts.groups,
-                           MaskedGroupOptimizer(config.optimizer, parts.groups),
-                           lr_schedule(config.optimizer, 1), 1.0, 1, False)
+    built = build_run(config)
+    parts, data, program = built.parts, built.data, built.model_program()
     batch = {k: jnp.asarray(v[:3]) for k, v in data.train.arrays.items()}
     value = np.asarray(program.make_fisher(estimator)(parts.params, parts.frozen, batch,
                                                       jax.random.key(0)))
@@ -139,10 +132,10 @@ def test_chat_run_from_local_files_and_missing_folder(tmp_path):
     (folder / "test.jsonl").write_text(turn("question", "answer") + "\n" + de + "\n")
     config = load_config(None, [*TINY_LM, "data.name=chat_jsonl", f"data.manual_dir={folder}",
                                 "peft.kind=lora", "schedule.name=standard", "trainer.steps=4"])
-    summary = loop.train(config, check_writable(tmp_path / "run", overwrite=False, resume=False))
+    summary = train_run(config, check_writable(tmp_path / "run", overwrite=False, resume=False))
     assert set(summary["metrics"]) == {"en", "de"}
     config = load_config(None, [*TINY_LM, "data.name=chat_jsonl",
                                 f"data.manual_dir={tmp_path / 'nowhere'}", "peft.kind=lora"])
     with pytest.raises(UserError, match="nowhere/test.jsonl: file not found"):
-        loop.train(config, check_writable(tmp_path / "run2", overwrite=False, resume=False))
+        train_run(config, check_writable(tmp_path / "run2", overwrite=False, resume=False))
     assert not (tmp_path / "run2").exists()

@@ -13,8 +13,8 @@ peft = pytest.importorskip("peft")
 
 from jaxcult import load_pretrained  # noqa: E402
 from jaxcult.errors import UserError  # noqa: E402
+from jaxcult.hub.peft_format import export_peft, import_peft  # noqa: E402
 from jaxcult.peft import lora  # noqa: E402
-from jaxcult.peft.peft_format import export_peft, import_peft  # noqa: E402
 
 
 def tiny(kind, path):

@@ -15,12 +15,13 @@ from jaxcult import models
 from jaxcult.config import PeftConfig
 from jaxcult.config_loading import load_config
 from jaxcult.errors import UserError
-from jaxcult.peft import adapterhub
+from jaxcult.hub import adapterhub
+from jaxcult.hub.madx import with_language
 from jaxcult.peft.bottleneck import AdapterStack, add_bottleneck_adapters
 from jaxcult.peft.invertible import NICEAdapter
-from jaxcult.peft.madx import with_language
+from jaxcult.run.build import build_run
+from jaxcult.run.train import train as train_run
 from jaxcult.rundir import check_writable
-from jaxcult.trainers import loop
 
 TINY = dict(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
             intermediate_size=37)
@@ -57,7 +58,7 @@ logging: {{tensorboard: false, progress: "off"}}
 checkpoint: {{async_save: false}}
 """)
     config = load_config(tmp_path / "madx.yaml")
-    parts, _ = loop.build_run(config)
+    parts = build_run(config).parts
     assert parts.groups == ["head", "adapter/task/layer_0", "adapter/task/layer_1"]
     frozen_paths = {".".join(map(str, p)) for p, _ in nnx.to_flat_state(parts.frozen)}
     assert "encoder.embedding_adapter.F.up.kernel" in frozen_paths
@@ -70,7 +71,7 @@ checkpoint: {{async_save: false}}
                                de.tensors["encoder.layer.1.output.adapters.de.adapter_down.0.weight"].T)
     dropped = dict(nnx.to_flat_state(with_language(parts.frozen, None)))
     assert not np.asarray(dropped[("encoder", "embedding_adapter", "G", "up", "bias")][...]).any()
-    summary = loop.train(config, check_writable(tmp_path / "run", overwrite=False, resume=False))
+    summary = train_run(config, check_writable(tmp_path / "run", overwrite=False, resume=False))
     assert summary["language_adapters"] == {"en": str(tmp_path / "en"), "de": str(tmp_path / "de"),
                                             "fr": None}
     assert set(summary["metrics"]) == {"en", "de", "fr"}
@@ -95,7 +96,7 @@ def test_madx_and_adapterhub_bad_inputs(tmp_path):
     with pytest.raises(UserError, match="missing tensor 'encoder.layer.0.output.adapters.en.adapter_up.bias'"):
         adapterhub.install(models.build(models.EncoderConfig(**TINY)), hub, "language")
     with pytest.raises(UserError, match="no adapter for the source language 'en'"):
-        from jaxcult.peft.madx import read_language_adapters
+        from jaxcult.hub.madx import read_language_adapters
 
         read_language_adapters({"de": str(tmp_path / "en")}, "en")
 

@@ -13,7 +13,7 @@ from flax import nnx  # noqa: E402
 
 from jaxcult import load_pretrained  # noqa: E402
 from jaxcult.models.decoder import KVCache  # noqa: E402
-from jaxcult.models.layers import axes_of  # noqa: E402
+from jaxcult.sharding import axes_of  # noqa: E402
 
 ENCODER_KW = dict(vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                   intermediate_size=37, max_position_embeddings=64, type_vocab_size=2)

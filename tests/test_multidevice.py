@@ -65,11 +65,11 @@ def params(path: Path) -> list[np.ndarray]:
     script = (
         "import sys, jax, numpy as np, orbax.checkpoint as ocp\n"
         "tree = ocp.PyTreeCheckpointer().restore(sys.argv[1])\n"
-        "leaves = [np.asarray(x) for x in jax.tree.leaves(tree['state']['params'])]\n"
+        "leaves = [np.asarray(x) for x in jax.tree.leaves(tree['params'])]\n"
         "np.savez(sys.argv[2], *leaves)\n")
     out = path / "params.npz"
     env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=8")
-    result = subprocess.run([sys.executable, "-c", script, str(path / "checkpoints" / "10" / "device"),
+    result = subprocess.run([sys.executable, "-c", script, str(path / "checkpoints" / "10" / "state"),
                              str(out)], env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
     with np.load(out) as data:

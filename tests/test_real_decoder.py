@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from jaxcult import load_pretrained
-from jaxcult.hub import assets
+from jaxcult import assets
 from jaxcult.models.generate import greedy_generate
 
 PROMPTS = ["What is the capital of France?", "Name three colours.", "Write a haiku about rain.",

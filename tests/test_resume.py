@@ -54,8 +54,8 @@ def losses(run: Path) -> list[tuple[int, float]]:
 def final_params(run: Path):
     import orbax.checkpoint as ocp
 
-    tree = ocp.PyTreeCheckpointer().restore(str(run / "checkpoints" / "40" / "device"))
-    return [np.asarray(x) for x in __import__("jax").tree.leaves(tree["state"]["params"])]
+    tree = ocp.PyTreeCheckpointer().restore(str(run / "checkpoints" / "40" / "state"))
+    return [np.asarray(x) for x in __import__("jax").tree.leaves(tree["params"])]
 
 
 def finish(proc) -> str:

@@ -13,13 +13,14 @@ from conftest import needs_minilm
 
 from jaxcult.config_loading import load_config
 from jaxcult.data import pairs, squad
+from jaxcult.data.registry import DatasetInfo
 from jaxcult.errors import UserError
 from jaxcult.eval import squad_scores
+from jaxcult.eval.span_qa import SpanQAScores
+from jaxcult.run.train import train as train_run
 from jaxcult.rundir import check_writable
-from jaxcult.tasks import task_for
-from jaxcult.trainers import loop
-from jaxcult.trainers.optim import MaskedGroupOptimizer, lr_schedule
-from jaxcult.trainers.steps import TrainProgram
+from jaxcult.tasks import resolve_task
+from jaxcult.trainers.program import ModelProgram
 
 TINY = [
     "model.name=random", "model.tokenizer=minilm-l6", "model.max_length=64",
@@ -82,12 +83,13 @@ def test_decoding_gold_logits_gives_perfect_scores(tmp_path, tokenizer):
     for w, (start, end) in enumerate(split.arrays["labels"]):
         if start:
             logits[w, 0, start], logits[w, 1, end] = 5.0, 5.0
-    task = task_for(load_config(None, ["task.name=extractive_qa"]).task)
+    info = DatasetInfo("squad", ("en",))
+    task = SpanQAScores(load_config(None, ["task.name=extractive_qa"]).task, info)
     assert task.predictions(logits, split.meta) == {"0-0": "1889", "0-1": "Paris",
                                                     "1-0": "one hundred degrees"}
-    assert task.score(logits, split.meta, None) == {"f1": 1.0, "exact_match": 1.0}
-    short = task_for(load_config(None, ["task.name=extractive_qa",
-                                        "task.max_answer_length=2"]).task)
+    assert task.metrics({"logits": logits}, split) == {"f1": 1.0, "exact_match": 1.0}
+    short = SpanQAScores(load_config(None, ["task.name=extractive_qa",
+                                            "task.max_answer_length=2"]).task, info)
     assert short.predictions(logits, split.meta)["1-0"] != "one hundred degrees"
 
 
@@ -117,7 +119,7 @@ def test_extractive_qa_run_scores_every_language(tmp_path):
     config = load_config(None, [*TINY, "task.name=extractive_qa", "task.doc_stride=16",
                                 "model.max_length=48", "data.name=xquad", f"data.manual_dir={root}",
                                 "data.target_languages=[en, de]", "trainer.steps=4"])
-    summary = loop.train(config, check_writable(tmp_path / "run", overwrite=False, resume=False))
+    summary = train_run(config, check_writable(tmp_path / "run", overwrite=False, resume=False))
     assert summary["primary_metric"] == "f1"
     for lang in ("en", "de"):
         assert set(summary["metrics"][lang]) == {"f1", "exact_match"}
@@ -158,7 +160,7 @@ def test_pawsx_run_from_the_shared_files(shared_data, tmp_path):
                                 "data.max_train_examples=64", "data.max_eval_examples=16",
                                 "data.eval_split=validation", "data.target_languages=[en, fr, ja]",
                                 "trainer.steps=4"])
-    summary = loop.train(config, check_writable(tmp_path / "run", overwrite=False, resume=False))
+    summary = train_run(config, check_writable(tmp_path / "run", overwrite=False, resume=False))
     assert set(summary["metrics"]) == {"en", "fr", "ja"}
 
 
@@ -168,13 +170,12 @@ def test_pawsx_run_from_the_shared_files(shared_data, tmp_path):
 def test_each_task_fisher_outputs(tmp_path, task, estimator):
     """tr(F) per group is finite and positive; argmax_batch equals the squared gradient of the
     batch-mean NLL at the argmax outputs / B (computed here from the task's own log-probs)."""
-    from jaxcult.trainers.setup import build_model
+    from jaxcult.run.build import build_model, tokenizer_of
 
     config = load_config(None, [*TINY, f"task.name={task}"])
-    parts, _ = build_model(config, 2)
-    program = TrainProgram(task_for(config.task), parts.graphdef, parts.groups,
-                           MaskedGroupOptimizer(config.optimizer, parts.groups),
-                           lr_schedule(config.optimizer, 1), 1.0, 1, False)
+    family = resolve_task(config.task, ("no", "yes"))
+    parts = build_model(config, family, tokenizer_of(config))
+    program = ModelProgram(family, None, parts.graphdef, parts.groups)  # Fisher needs no evaluator
     rng = np.random.default_rng(0)
     shape = {"multiple_choice": (4, 2, 12)}.get(task, (4, 12))
     batch = {"input_ids": jnp.asarray(rng.integers(1000, 2000, size=shape), jnp.int32),

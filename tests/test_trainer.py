@@ -6,10 +6,11 @@ import json
 
 import pytest
 
+from jaxcult import assets
 from jaxcult.config_loading import load_config
-from jaxcult.hub import assets
+from jaxcult.run import single
+from jaxcult.run.train import train as train_run
 from jaxcult.rundir import check_writable
-from jaxcult.trainers import loop
 
 pytestmark = pytest.mark.skipif(not assets.get_asset("minilm-l6").installed(),
                                 reason="asset minilm-l6 not installed (jaxcult assets install minilm-l6)")
@@ -28,19 +29,19 @@ TINY = [
 def programs(monkeypatch):
     created = []
 
-    class Recording(loop.TrainProgram):
+    class Recording(single.TrainProgram):
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
             created.append(self)
 
-    monkeypatch.setattr(loop, "TrainProgram", Recording)
+    monkeypatch.setattr(single, "TrainProgram", Recording)
     return created
 
 
 def train(tmp_path, *overrides):
     config = load_config(None, [*TINY, *overrides])
     run = check_writable(tmp_path / "run", overwrite=False, resume=False)
-    return run, loop.train(config, run)
+    return run, train_run(config, run)
 
 
 def read(path):
@@ -137,8 +138,8 @@ def test_export_adapterhub_from_a_pfeiffer_run(tmp_path):
     import numpy as np
 
     from jaxcult.cli import main
-    from jaxcult.peft import adapterhub
-    from jaxcult.trainers.restore import load_run_model
+    from jaxcult.hub import adapterhub
+    from jaxcult.run.restore import load_run_model
 
     run, _ = train(tmp_path, "peft.kind=pfeiffer", "peft.reduction_factor=4",
                    "schedule.name=standard", "trainer.steps=3")

@@ -6,12 +6,12 @@ import json
 
 import pytest
 
+from jaxcult import assets
 from jaxcult.config_loading import load_config
 from jaxcult.data import copa
 from jaxcult.errors import UserError
-from jaxcult.hub import assets
+from jaxcult.run.train import train as train_run
 from jaxcult.rundir import check_writable
-from jaxcult.trainers import loop
 
 
 def test_record_counts_match_the_files(shared_data):
@@ -43,7 +43,7 @@ def test_multiple_choice_run_on_xcopa(shared_data, tmp_path):
         "trainer.batch_size=8", "schedule.name=fun", "schedule.k=2", "fisher.num_batches=1",
         "logging.tensorboard=false", "logging.progress=off"])
     run = check_writable(tmp_path / "run", overwrite=False, resume=False)
-    summary = loop.train(config, run)
+    summary = train_run(config, run)
     assert set(summary["metrics"]) == {"en", "et", "zh"}
     events = [json.loads(line) for line in run.events.read_text().splitlines()]
     assert [e["step"] for e in events] == [0, 2]

@@ -21,9 +21,10 @@ class Split:
     arrays: dict[str, np.ndarray]
     name: str
     meta: dict | None = None  # host-side data evaluation needs (e.g. QA windows -> examples)
+    language: str | None = None
 
     def __len__(self) -> int:
-        return len(self.arrays["labels"])
+        return len(next(iter(self.arrays.values())))
 
     def take(self, index: np.ndarray) -> dict[str, np.ndarray]:
         return {k: v[index] for k, v in self.arrays.items()}
@@ -56,6 +57,32 @@ def tokenize_classification(examples: list[dict], tokenizer, max_length: int, na
         "token_type_ids": (np.zeros_like(enc["input_ids"]) if types is None else types).astype(np.int32),
         "labels": np.asarray([ex["label"] for ex in examples], dtype=np.int32),
     }
+    return Split(arrays, name)
+
+
+def tokenize_multiple_choice(records: list[dict], tokenizer, max_length: int, name: str) -> Split:
+    """`{"context", "choices", "label"}` records -> arrays [examples, choices, length] + labels.
+
+    Each (context, choice) pair is one sequence (context first segment, choice second)."""
+    if not records:
+        raise UserError(f"{name}: split is empty")
+    count = len(records[0]["choices"])
+    for i, record in enumerate(records):
+        if len(record["choices"]) != count:
+            raise UserError(f"{name}: record {i}: {len(record['choices'])} choices, the first "
+                            f"record has {count} (every item needs the same number)")
+        if not 0 <= record["label"] < count:
+            raise UserError(f"{name}: record {i}: label {record['label']!r} out of range [0, {count})")
+    first = [r["context"] for r in records for _ in range(count)]
+    second = [choice for r in records for choice in r["choices"]]
+    enc = tokenizer(first, second, truncation=True, max_length=max_length, padding="longest",
+                    return_tensors="np")
+    shape = (len(records), count, -1)
+    arrays = {k: enc[k].astype(np.int32).reshape(shape) for k in ("input_ids", "attention_mask")}
+    types = enc.get("token_type_ids")
+    arrays["token_type_ids"] = (np.zeros_like(arrays["input_ids"]) if types is None
+                                else types.astype(np.int32).reshape(shape))
+    arrays["labels"] = np.asarray([r["label"] for r in records], dtype=np.int32)
     return Split(arrays, name)
 
 

@@ -3,9 +3,9 @@
 Expected layout under `data.manual_dir` (the public releases, as in `../shared/data`):
 `copa/derived_superglue_format/{train,val,test}.jsonl` and
 `xcopa/data/<lang>/{val,test}.<lang>.jsonl`; records have `premise`, `choice1`, `choice2`,
-`question` (`cause`/`effect`) and `label` (0/1). Each example becomes two (premise, question +
-choice) pairs, one per choice, with the English question phrasing of the SuperGLUE/XCOPA
-baselines.
+`question` (`cause`/`effect`) and `label` (0/1). Each becomes a `multiple_choice` record whose
+context is the premise and whose choices are "question + choice", with the English question
+phrasing of the SuperGLUE/XCOPA baselines.
 """
 
 from __future__ import annotations
@@ -13,9 +13,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
-
-from jaxcult.data.batching import Split
+from jaxcult.config import DataConfig
+from jaxcult.data.registry import Dataset, DatasetInfo, register_dataset
 from jaxcult.errors import UserError
 
 NAME = "xcopa"
@@ -67,6 +66,13 @@ def read_split(root: Path, language: str, split: str) -> list[dict]:
         return _read_copa_xml(root, split)
     if not path.exists():
         raise UserError(f"{path}: file not found (data.manual_dir must hold copa/ and xcopa/)")
+    return read_copa_jsonl(path)
+
+
+def read_copa_jsonl(path: Path) -> list[dict]:
+    """COPA-format JSONL (`premise`, `choice1`, `choice2`, `question`, `label`)."""
+    if not path.is_file():
+        raise UserError(f"{path}: file not found")
     records = []
     with open(path, encoding="utf-8") as handle:
         for number, line in enumerate(handle, 1):
@@ -88,16 +94,23 @@ def read_split(root: Path, language: str, split: str) -> list[dict]:
     return records
 
 
-def tokenize_choices(records: list[dict], tokenizer, max_length: int, name: str) -> Split:
-    """Arrays of shape [examples, 2 choices, length] plus labels [examples]."""
-    first = [r["premise"] for r in records for _ in (0, 1)]
-    second = [f"{QUESTIONS[r['question']]} {r[f'choice{c}']}" for r in records for c in (1, 2)]
-    enc = tokenizer(first, second, truncation=True, max_length=max_length, padding="longest",
-                    return_tensors="np")
-    shape = (len(records), 2, -1)
-    arrays = {k: enc[k].astype(np.int32).reshape(shape) for k in ("input_ids", "attention_mask")}
-    types = enc.get("token_type_ids")
-    arrays["token_type_ids"] = (np.zeros_like(arrays["input_ids"]) if types is None
-                                else types.astype(np.int32).reshape(shape))
-    arrays["labels"] = np.asarray([r["label"] for r in records], dtype=np.int32)
-    return Split(arrays, name)
+def as_choices(record: dict) -> dict:
+    """A COPA record as a `multiple_choice` record (premise; question + each choice)."""
+    question = QUESTIONS[record["question"]]
+    return {"context": record["premise"], "label": record["label"],
+            "choices": [f"{question} {record['choice1']}", f"{question} {record['choice2']}"]}
+
+
+@register_dataset(NAME)
+class XCOPA(Dataset):
+    """COPA (English train/validation/test) and XCOPA (11 languages) from `data.manual_dir`;
+    `data.train_file` is COPA-format JSONL."""
+
+    def info(self, config: DataConfig) -> DatasetInfo:
+        return DatasetInfo("multiple_choice", ("en", *XCOPA_LANGUAGES), ("choice1", "choice2"))
+
+    def read(self, config: DataConfig, language: str, split: str) -> list[dict]:
+        return [as_choices(r) for r in read_split(self.local_root(config), language, split)]
+
+    def read_file(self, config: DataConfig, path: Path) -> list[dict]:
+        return [as_choices(r) for r in read_copa_jsonl(path)]

@@ -13,7 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
+from jaxcult.config import DataConfig
 from jaxcult.data.batching import Split
+from jaxcult.data.registry import Dataset, DatasetInfo, register_dataset
 from jaxcult.errors import UserError
 
 ROLES = ("system", "user", "assistant")
@@ -110,3 +112,32 @@ def read_chat_jsonl(path: Path) -> list[dict]:
     if not records:
         raise UserError(f"{path}: no records")
     return records
+
+
+@register_dataset(CHAT_NAME)
+class ChatJSONL(Dataset):
+    """`data.manual_dir/{train,validation,test}.jsonl` chat records; evaluation records are
+    grouped by their `language` field (default: the source language)."""
+
+    def _path(self, config: DataConfig, split: str) -> Path:
+        return self.local_root(config) / f"{split}.jsonl"
+
+    def info(self, config: DataConfig) -> DatasetInfo:
+        path = self._path(config, config.eval_split)
+        languages = dict.fromkeys(r.get("language", config.source_language)
+                                  for r in read_chat_jsonl(path))
+        return DatasetInfo("chat", tuple(languages))
+
+    def read_train(self, config: DataConfig, language: str, split: str) -> list[dict]:
+        return read_chat_jsonl(self._path(config, split))
+
+    def read_eval(self, config: DataConfig, language: str, split: str) -> list[dict]:
+        path = self._path(config, split)
+        records = [r for r in read_chat_jsonl(path)
+                   if r.get("language", config.source_language) == language]
+        if not records:
+            raise UserError(f"{path}: no records for language {language!r}")
+        return records
+
+    def read_file(self, config: DataConfig, path: Path) -> list[dict]:
+        return read_chat_jsonl(path)

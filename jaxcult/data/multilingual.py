@@ -15,7 +15,9 @@ import hashlib
 import random
 from itertools import product
 
+from jaxcult.config import DataConfig
 from jaxcult.data.multilingual_lexicon import LABELS, LEXICON
+from jaxcult.data.registry import Dataset, DatasetInfo, register_dataset
 from jaxcult.errors import UserError
 
 NAME = "jaxcult_multilingual"
@@ -56,3 +58,14 @@ def generate(language: str, split: str, seed: int = 0) -> list[dict]:
     size = (SPLIT_SIZES if language == "en" else TARGET_SPLIT_SIZES)[split]
     rng = random.Random(f"{NAME}/{language}/{split}/{seed}")
     return rng.sample(pool, min(size, len(pool)))
+
+
+@register_dataset(NAME)
+class BuiltinMultilingual(Dataset):
+    """The built-in topic dataset: `text_label` records, generated (no files)."""
+
+    def info(self, config: DataConfig) -> DatasetInfo:
+        return DatasetInfo("text_label", LANGUAGES, LABELS)
+
+    def read(self, config: DataConfig, language: str, split: str) -> list[dict]:
+        return generate(language, split)

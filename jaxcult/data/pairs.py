@@ -16,6 +16,8 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+from jaxcult.config import DataConfig
+from jaxcult.data.registry import Dataset, DatasetInfo, register_dataset
 from jaxcult.errors import UserError
 
 PAWSX_LANGUAGES = ("en", "de", "es", "fr", "ja", "ko", "zh")
@@ -127,3 +129,32 @@ def read_xnli(root: Path, language: str, split: str) -> list[dict]:
         raise UserError(f"{official}: file not found (nor XTREME's xnli/{_XTREME[split]}-{language}.tsv)")
     rows, columns = _with_header(official, ("sentence1", "sentence2", "gold_label", "language"))
     return _examples(rows, columns[:3], NLI_LABELS, official, 2, language, columns[3])
+
+
+@register_dataset("pawsx")
+class PAWSX(Dataset):
+    """PAWS-X paraphrase pairs (7 languages) from `data.manual_dir`; `data.train_file` is a TSV."""
+
+    def info(self, config: DataConfig) -> DatasetInfo:
+        return DatasetInfo("text_label", PAWSX_LANGUAGES, PAWSX_LABELS)
+
+    def read(self, config: DataConfig, language: str, split: str) -> list[dict]:
+        return read_pawsx(self.local_root(config), language, split)
+
+    def read_file(self, config: DataConfig, path: Path) -> list[dict]:
+        return read_tsv(path, PAWSX_LABELS)
+
+
+@register_dataset("xnli")
+class XNLI(Dataset):
+    """XNLI (15 languages), trained on English MNLI, from `data.manual_dir`; `data.train_file`
+    is a TSV."""
+
+    def info(self, config: DataConfig) -> DatasetInfo:
+        return DatasetInfo("text_label", XNLI_LANGUAGES, NLI_LABELS)
+
+    def read(self, config: DataConfig, language: str, split: str) -> list[dict]:
+        return read_xnli(self.local_root(config), language, split)
+
+    def read_file(self, config: DataConfig, path: Path) -> list[dict]:
+        return read_tsv(path, NLI_LABELS)

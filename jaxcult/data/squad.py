@@ -15,7 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
+from jaxcult.config import DataConfig
 from jaxcult.data.batching import Split
+from jaxcult.data.registry import Dataset, DatasetInfo, register_dataset
 from jaxcult.errors import UserError
 
 XQUAD_LANGUAGES = ("en", "ar", "de", "el", "es", "hi", "ro", "ru", "th", "tr", "vi", "zh")
@@ -115,3 +117,44 @@ def tokenize_windows(records: list[dict], tokenizer, max_length: int, doc_stride
               "token_type_ids": types, "labels": labels}
     meta = {"example": example, "offsets": offsets, "records": records}
     return Split(arrays, name, meta)
+
+
+class _SquadTrained(Dataset):
+    """Trained on SQuAD v1.1 (`squad/{train,dev}-v1.1.json` or `data.train_file`), scored on
+    another corpus's files per language."""
+
+    languages: tuple[str, ...] = ()
+    scoring = "squad"
+
+    def info(self, config: DataConfig) -> DatasetInfo:
+        return DatasetInfo("squad", self.languages, metadata={"qa_scoring": self.scoring})
+
+    def read_train(self, config: DataConfig, language: str, split: str) -> list[dict]:
+        name = "train-v1.1.json" if split == "train" else "dev-v1.1.json"
+        return read_squad(self.local_root(config) / "squad" / name)
+
+    def read_file(self, config: DataConfig, path: Path) -> list[dict]:
+        return read_squad(path)
+
+
+@register_dataset("xquad")
+class XQuAD(_SquadTrained):
+    """XQuAD (12 languages, one file each; scored with SQuAD v1.1 rules)."""
+
+    languages = XQUAD_LANGUAGES
+
+    def read_eval(self, config: DataConfig, language: str, split: str) -> list[dict]:
+        return read_squad(xquad_path(self.local_root(config), language))
+
+
+@register_dataset("mlqa")
+class MLQA(_SquadTrained):
+    """MLQA (7 languages; `validation` = its dev files, `test` = its test files; MLQA's
+    per-language answer normalisation)."""
+
+    languages = MLQA_LANGUAGES
+    scoring = "mlqa"
+
+    def read_eval(self, config: DataConfig, language: str, split: str) -> list[dict]:
+        name = "dev" if split == "validation" else "test"
+        return read_squad(mlqa_path(self.local_root(config), language, name))

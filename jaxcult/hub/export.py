@@ -11,17 +11,14 @@ import numpy as np
 from flax import nnx
 
 from jaxcult import models
-from jaxcult.hub.keymaps import hf_name_for_export
 
-_HF_ARCHITECTURES = {"bert": "BertModel", "roberta": "RobertaModel", "xlm-roberta": "XLMRobertaModel",
-                     "llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM",
-                     "mistral": "MistralForCausalLM"}
 _JAXCULT_ONLY = {"dtype", "param_dtype", "add_pooler"}
 
 
-def hf_config(config: models.ModelConfig) -> dict:
+def hf_config(config) -> dict:
+    """The `config.json` transformers reads for a jaxcult architecture config."""
     fields = {k: v for k, v in dataclasses.asdict(config).items() if k not in _JAXCULT_ONLY}
-    fields["architectures"] = [_HF_ARCHITECTURES[config.model_type]]
+    fields["architectures"] = [models.architecture_of(config).hf_classes[config.model_type]]
     fields["torch_dtype"] = config.param_dtype
     return {k: v for k, v in fields.items() if v is not None}
 
@@ -33,10 +30,11 @@ def save_pretrained(model: nnx.Module, directory: str | Path, tokenizer=None) ->
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     config = model.config
+    architecture = models.architecture_of(config)
     tensors: dict[str, np.ndarray] = {}
     for path, variable in nnx.to_flat_state(nnx.state(model, nnx.Param)):
         key = ".".join(str(p) for p in path)
-        found = hf_name_for_export(config.model_type, key)
+        found = architecture.hf_name(key)
         if found is None:
             raise ValueError(f"parameter {key} has no Hugging Face name (adapters are exported "
                              f"with `jaxcult export`, not with the base model)")

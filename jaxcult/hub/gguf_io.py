@@ -13,34 +13,26 @@ from pathlib import Path
 
 import numpy as np
 
+from jaxcult import models
 from jaxcult.errors import UserError
 
 SUPPORTED_TYPES = ("F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1",
                    "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K")
-_ARCHITECTURES = {"llama": "llama", "qwen2": "qwen2", "mistral": "mistral"}
-_NAMES = [  # GGUF name -> HF name ({i} = block index)
-    ("token_embd.weight", "model.embed_tokens.weight"),
-    ("output_norm.weight", "model.norm.weight"),
-    ("output.weight", "lm_head.weight"),
-    ("blk.{i}.attn_norm.weight", "model.layers.{i}.input_layernorm.weight"),
-    ("blk.{i}.ffn_norm.weight", "model.layers.{i}.post_attention_layernorm.weight"),
-    ("blk.{i}.attn_q.weight", "model.layers.{i}.self_attn.q_proj.weight"),
-    ("blk.{i}.attn_k.weight", "model.layers.{i}.self_attn.k_proj.weight"),
-    ("blk.{i}.attn_v.weight", "model.layers.{i}.self_attn.v_proj.weight"),
-    ("blk.{i}.attn_q.bias", "model.layers.{i}.self_attn.q_proj.bias"),
-    ("blk.{i}.attn_k.bias", "model.layers.{i}.self_attn.k_proj.bias"),
-    ("blk.{i}.attn_v.bias", "model.layers.{i}.self_attn.v_proj.bias"),
-    ("blk.{i}.attn_output.weight", "model.layers.{i}.self_attn.o_proj.weight"),
-    ("blk.{i}.ffn_gate.weight", "model.layers.{i}.mlp.gate_proj.weight"),
-    ("blk.{i}.ffn_up.weight", "model.layers.{i}.mlp.up_proj.weight"),
-    ("blk.{i}.ffn_down.weight", "model.layers.{i}.mlp.down_proj.weight"),
-]
-_PATTERNS = [(re.compile("^" + re.escape(g).replace(r"\{i\}", r"(?P<i>\d+)") + "$"), h)
-             for g, h in _NAMES]
 
 
-def hf_name(gguf_name: str) -> str | None:
-    for pattern, template in _PATTERNS:
+def _gguf_architectures() -> dict[str, models.Architecture]:
+    """GGUF `general.architecture` value -> the registered family that reads it."""
+    return {gguf_arch: arch for _, arch in models.ARCHITECTURES
+            for gguf_arch in arch.gguf_architectures}
+
+
+def _patterns(architecture: models.Architecture) -> list[tuple[re.Pattern, str]]:
+    return [(re.compile("^" + re.escape(g).replace(r"\{i\}", r"(?P<i>\d+)") + "$"), h)
+            for g, h in architecture.gguf_names]
+
+
+def hf_name(gguf_name: str, patterns: list[tuple[re.Pattern, str]]) -> str | None:
+    for pattern, template in patterns:
         match = pattern.match(gguf_name)
         if match:
             return template.format(**match.groupdict())
@@ -79,9 +71,11 @@ def read_gguf(path: Path) -> tuple[dict, dict[str, np.ndarray]]:
     except Exception as err:  # gguf raises ValueError/struct errors on broken files
         raise UserError(f"{path}: unreadable GGUF file ({err})") from None
     arch = _field(reader, "general.architecture", path)
-    if arch not in _ARCHITECTURES:
+    families = _gguf_architectures()
+    if arch not in families:
         raise UserError(f"{path}: GGUF architecture {arch!r} is not supported "
-                        f"(supported: {', '.join(_ARCHITECTURES)})")
+                        f"(supported: {', '.join(sorted(families))})")
+    patterns = _patterns(families[arch])
     heads = int(_field(reader, f"{arch}.attention.head_count", path))
     kv_heads = int(_field(reader, f"{arch}.attention.head_count_kv", path, heads))
     tensors: dict[str, np.ndarray] = {}
@@ -90,7 +84,7 @@ def read_gguf(path: Path) -> tuple[dict, dict[str, np.ndarray]]:
         if kind not in SUPPORTED_TYPES:
             raise UserError(f"{path}: tensor {tensor.name!r} uses quantization {kind}, which "
                             f"jaxcult does not read (supported: {', '.join(SUPPORTED_TYPES)})")
-        name = hf_name(tensor.name)
+        name = hf_name(tensor.name, patterns)
         if name is None:
             raise UserError(f"{path}: unexpected GGUF tensor {tensor.name!r}")
         shape = tuple(int(d) for d in reversed(tensor.shape))
@@ -106,7 +100,7 @@ def read_gguf(path: Path) -> tuple[dict, dict[str, np.ndarray]]:
     hidden = int(_field(reader, f"{arch}.embedding_length", path))
     head_dim = int(_field(reader, f"{arch}.rope.dimension_count", path, hidden // heads))
     config = {
-        "model_type": _ARCHITECTURES[arch], "vocab_size": vocab, "hidden_size": hidden,
+        "model_type": families[arch].gguf_architectures[arch], "vocab_size": vocab, "hidden_size": hidden,
         "intermediate_size": int(_field(reader, f"{arch}.feed_forward_length", path)),
         "num_hidden_layers": int(_field(reader, f"{arch}.block_count", path)),
         "num_attention_heads": heads, "num_key_value_heads": kv_heads, "head_dim": head_dim,

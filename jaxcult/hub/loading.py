@@ -17,16 +17,15 @@ from jax.sharding import Mesh
 
 from jaxcult import models
 from jaxcult.errors import UserError
-from jaxcult.hub.keymaps import KeyMap, keymap_for
-from jaxcult.models.layers import axes_of
-from jaxcult.sharding import Rules, named_sharding
+from jaxcult.models.keytable import KeyMap
+from jaxcult.sharding import Rules, axes_of, named_sharding
 
 
 def path_str(path: tuple) -> str:
     return ".".join(str(p) for p in path)
 
 
-def abstract_model(config: models.ModelConfig) -> tuple[nnx.GraphDef, list]:
+def abstract_model(config) -> tuple[nnx.GraphDef, list]:
     """Graph definition and flat (path, abstract Variable) list, without allocating weights."""
     abstract = nnx.eval_shape(lambda: models.build(config))
     graphdef, state = nnx.split(abstract)
@@ -51,7 +50,7 @@ def convert_tensors(tensors: Mapping[str, np.ndarray], keymap: KeyMap, source: s
     return converted
 
 
-def assemble(config: models.ModelConfig, arrays: Mapping[str, np.ndarray], source: str, *,
+def assemble(config, arrays: Mapping[str, np.ndarray], source: str, *,
              dtype=None, mesh: Mesh | None = None, rules: Rules | None = None) -> nnx.Module:
     """Fill an abstract model with `arrays` (keyed by NNX path); strict on missing/mis-shaped."""
     graphdef, flat = abstract_model(config)
@@ -77,10 +76,10 @@ def assemble(config: models.ModelConfig, arrays: Mapping[str, np.ndarray], sourc
     return nnx.merge(graphdef, nnx.from_flat_state(filled))
 
 
-def load_tensors(config: models.ModelConfig, tensors: Mapping[str, np.ndarray], source: str, **kw
+def load_tensors(config, tensors: Mapping[str, np.ndarray], source: str, **kw
                  ) -> nnx.Module:
     """An HF-named tensor mapping (safetensors, GGUF after renaming, ...) -> model."""
-    keymap = keymap_for(config.model_type)
+    keymap = models.architecture_of(config).keymap
     arrays = convert_tensors(tensors, keymap, source)
     if getattr(config, "tie_word_embeddings", False):
         arrays.pop("lm_head.kernel", None)

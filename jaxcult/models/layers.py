@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-Axes = tuple[str | None, ...]
+from jaxcult.sharding import Axes
 
 
 def param(rngs: nnx.Rngs, init: Callable, shape: tuple[int, ...], dtype, axes: Axes) -> nnx.Param:
@@ -21,11 +21,6 @@ def param(rngs: nnx.Rngs, init: Callable, shape: tuple[int, ...], dtype, axes: A
     if len(axes) != len(shape):
         raise ValueError(f"axes {axes} do not match shape {shape}")
     return nnx.Param(init(rngs.params(), shape, dtype), axes=axes)
-
-
-def axes_of(variable: nnx.Variable) -> Axes | None:
-    """Logical axis names of a variable (None when it has none)."""
-    return variable.get_metadata().get("axes")
 
 
 class Dense(nnx.Module):

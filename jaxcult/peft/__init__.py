@@ -1,1 +1,2 @@
-"""Parameter-efficient fine-tuning: bottleneck adapters and parameter groups."""
+"""Parameter-efficient fine-tuning modules (bottleneck, NICE invertible, LoRA) and the
+parameter groups schedules unfreeze. Their foreign file formats live in `jaxcult.hub`."""

@@ -71,3 +71,17 @@ def format_group_table(counts: dict[str, int], total: int) -> str:
     lines.append(f"{'(all groups)':<{width}}  {trainable:>12,}  {100 * trainable / total:>7.3f}%")
     lines.append(f"{'(model total)':<{width}}  {total:>12,}")
     return "\n".join(lines)
+
+
+def is_peft_parameter(path: str) -> bool:
+    """Whether a parameter path belongs to a PEFT module (adapter, LoRA factor, head)."""
+    return path.startswith("head.") or "adapter" in path or ".lora_" in f".{path}"
+
+
+def uncovered_peft_parameters(paths: list[str], peft_kind: str, saved: tuple[str, ...] = ()
+                              ) -> list[str]:
+    """PEFT parameters that no group covers (they would silently stay frozen): a bug in a
+    user's module layout, reported instead of ignored. MAD-X language adapters are frozen
+    on purpose and not reported."""
+    return [p for p in paths if is_peft_parameter(p) and not _LANGUAGE.search(p)
+            and group_of(p, peft_kind, saved) is None]

@@ -1,8 +1,9 @@
 """The schedule protocol and registry.
 
 A schedule is built from the ordered group list (`head` first, then layer groups bottom-up)
-and its config. The host loop calls `decide(step, mask, fisher)` before every step; the
-schedule returns None (nothing to do) or a `Decision` with the new mask and the events to log.
+and its config. Before every step where `is_check(step)` holds, the host loop calls `decide(step, mask,
+fisher)`; the schedule returns None (nothing to do) or a `Decision` with the new mask and the
+events to log. Between checks the loop never reads the mask back from the device.
 `fisher()` computes per-group tr(F) on demand (only FUN-like schedules call it). Nothing in a
 schedule touches devices: the mask it returns is copied into the train state as data, so
 unfreezing never recompiles the step.
@@ -10,7 +11,6 @@ unfreezing never recompiles the step.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from jaxcult.config import ScheduleConfig
-from jaxcult.errors import UserError
+from jaxcult.registry import Registry
 
 FisherFn = Callable[[], dict[str, float]]
 
@@ -88,32 +88,19 @@ class Schedule:
         del state
 
 
-_REGISTRY: dict[str, type[Schedule]] = {}
+SCHEDULES: Registry[type[Schedule]] = Registry(
+    "schedule", check=lambda entry: isinstance(entry, type) and issubclass(entry, Schedule))
 
 
 def register(name: str) -> Callable[[type[Schedule]], type[Schedule]]:
-    def wrap(cls: type[Schedule]) -> type[Schedule]:
-        _REGISTRY[name] = cls
-        return cls
-    return wrap
+    """Class decorator: register a `Schedule` subclass under `name`."""
+    return SCHEDULES.register(name)
 
 
 def registered() -> list[str]:
-    return sorted(_REGISTRY)
+    return SCHEDULES.names()
 
 
 def resolve(name: str) -> type[Schedule]:
     """A registry name, or `package.module:ClassName` for a user schedule."""
-    if ":" in name:
-        module_name, _, attr = name.partition(":")
-        try:
-            cls = getattr(importlib.import_module(module_name), attr)
-        except (ImportError, AttributeError) as err:
-            raise UserError(f"schedule.name: cannot import {name!r} ({err})") from None
-        if not (isinstance(cls, type) and issubclass(cls, Schedule)):
-            raise UserError(f"schedule.name: {name!r} is not a jaxcult.schedules.Schedule subclass")
-        return cls
-    if name not in _REGISTRY:
-        raise UserError(f"schedule.name: unknown schedule {name!r}; built-in: "
-                        f"{', '.join(registered())} (or package.module:Class)")
-    return _REGISTRY[name]
+    return SCHEDULES.get(name, "schedule.name")

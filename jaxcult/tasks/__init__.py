@@ -1,26 +1,14 @@
-"""Task families: the head-independent half of a task (loss, Fisher outputs, metrics)."""
+"""Task families (the registry and the built-ins): tokenisation, head, loss, Fisher outputs.
+
+Importing this package registers `classification`, `pair_classification`, `multiple_choice`,
+`extractive_qa` and `causal_lm`.
+"""
 
 from __future__ import annotations
 
-from jaxcult.config import TaskConfig
-from jaxcult.errors import UserError
-from jaxcult.tasks.base import Task
-from jaxcult.tasks.causal_lm import CausalLMTask
-from jaxcult.tasks.choice import ChoiceTask
-from jaxcult.tasks.span_qa import SpanQATask
+from jaxcult.tasks import causal_lm as _causal_lm  # noqa: F401  (registers)
+from jaxcult.tasks import choice as _choice  # noqa: F401  (registers)
+from jaxcult.tasks import span_qa as _span_qa  # noqa: F401  (registers)
+from jaxcult.tasks.base import TASKS, Task, register_task, resolve_task
 
-CHOICE_TASKS = ("classification", "pair_classification", "multiple_choice")
-
-
-def task_for(config: TaskConfig) -> Task:
-    if config.name in CHOICE_TASKS:
-        return ChoiceTask(config.name)
-    if config.name == "causal_lm":
-        return CausalLMTask()
-    if config.name == "extractive_qa":
-        return SpanQATask(config.n_best, config.max_answer_length)
-    raise UserError(f"task.name: {config.name!r} is not available in the trainer yet "
-                    f"(available: {', '.join(CHOICE_TASKS)}, causal_lm, extractive_qa)")
-
-
-__all__ = ["CHOICE_TASKS", "CausalLMTask", "ChoiceTask", "SpanQATask", "Task", "task_for"]
+__all__ = ["TASKS", "Task", "register_task", "resolve_task"]

@@ -1,39 +1,89 @@
-"""What a task family tells the trainer: how to run the model on a batch, the loss, the
-Fisher output distribution and how evaluation sums combine into metrics.
+"""What a task family tells the rest of jaxcult, and the registry of families.
 
-The trainer's jitted steps are written once against this interface; classification, multiple
-choice, causal LM (and span QA) differ only here.
+A family knows: which dataset record formats it reads and how to tokenise them into batch
+arrays (`tokenize`, `batch_keys`), which backbone kind it needs and the head it puts on it
+(`build_model`), how to run the model on a batch, its loss, its Fisher output distribution
+(`log_probs`), and its default evaluator. The trainer's jitted steps are written once against
+this interface; a new family is a subclass plus `@register_task("name")` (or, unregistered,
+`task.name: mypkg.module:MyTask` in a config).
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import optax
+from flax import nnx
+
+from jaxcult.config import RunConfig, TaskConfig
+from jaxcult.data.batching import Split
+from jaxcult.errors import UserError
+from jaxcult.registry import Registry
 
 
-class Task(Protocol):
-    name: str
-    batch_keys: tuple[str, ...]   # the arrays a training batch holds
-    primary_metric: str           # selects the best validation checkpoint
-    maximize: bool                # whether a larger primary metric is better
+class Task:
+    """Base class of task families (override everything marked below)."""
 
-    def forward(self, model, batch: dict, dropout_key: jax.Array | None) -> jax.Array:
+    name = "task"
+    record_formats: tuple[str, ...] = ()  # dataset record formats `tokenize` reads
+    batch_keys: tuple[str, ...] = ()      # the arrays a training batch holds
+    backbone = "encoder"                  # architecture kind it needs: "encoder" or "decoder"
+    evaluator = "accuracy"                # default evaluator (registry name or import path)
+    uses_labels = True                    # whether the dataset's label names size the head
+    option_names: tuple[str, ...] = ()    # keys it reads from `task.options`
+
+    def __init__(self, config: TaskConfig, labels: tuple[str, ...] = ()) -> None:
+        unknown = sorted(set(config.options) - set(self.option_names))
+        if unknown:
+            raise UserError(f"task.options: {type(self).__name__} has no option {unknown[0]!r} "
+                            f"(its options: {', '.join(self.option_names) or 'none'})")
+        self.config = config
+        self.labels = labels
+        self.num_labels = config.num_labels or len(labels)
+
+    def tokenize(self, records: list[dict], tokenizer: Any, max_length: int, name: str) -> Split:
+        """Records of one split -> a `Split` holding (at least) `batch_keys`."""
+        raise NotImplementedError
+
+    def build_model(self, backbone: nnx.Module, config: RunConfig) -> nnx.Module:
+        """The trained model: the backbone with this family's head (its parameters under `head`)."""
+        raise NotImplementedError
+
+    def forward(self, model: nnx.Module, batch: dict, dropout_key: jax.Array | None) -> jax.Array:
         """The model's raw outputs for a batch (logits)."""
+        raise NotImplementedError
 
     def loss(self, outputs: jax.Array, batch: dict) -> tuple[jax.Array, jax.Array]:
         """(mean training loss, a training metric in [0, 1] logged as `accuracy`)."""
+        raise NotImplementedError
 
     def log_probs(self, outputs: jax.Array, batch: dict) -> tuple[jax.Array, jax.Array | None]:
         """Fisher output distribution: log-probs [batch, *positions, classes] and weights."""
+        raise NotImplementedError
 
-    def eval_sums(self, outputs: jax.Array, batch: dict, valid: jax.Array) -> dict[str, jax.Array]:
-        """Additive statistics of one evaluation batch (padding rows excluded by `valid`)."""
 
-    def finalize(self, sums: dict[str, float]) -> dict[str, float]:
-        """Metrics of a whole split from its summed statistics."""
+TASKS: Registry[type[Task]] = Registry(
+    "task family", check=lambda entry: isinstance(entry, type) and issubclass(entry, Task))
+
+
+def register_task(name: str):
+    """Class decorator: register a `Task` subclass under `name` (sets its `name`)."""
+    def add(cls: type[Task]) -> type[Task]:
+        cls.name = name
+        TASKS.add(name, cls)
+        return cls
+    return add
+
+
+def resolve_task(config: TaskConfig, labels: tuple[str, ...] = ()) -> Task:
+    """The task family of `task.name` (a registered name or `pkg.mod:Class`), for a dataset
+    whose records are labelled with `labels`."""
+    task = TASKS.get(config.name, "task.name")(config, labels)
+    if ":" in config.name:
+        task.name = config.name
+    return task
 
 
 def encoder_forward(model, batch: dict, dropout_key: jax.Array | None) -> jax.Array:

@@ -3,31 +3,64 @@
 from __future__ import annotations
 
 import jax
+from flax import nnx
 
-from jaxcult.tasks.base import categorical, categorical_log_probs, encoder_forward
+from jaxcult.config import RunConfig
+from jaxcult.data.batching import Split, tokenize_classification, tokenize_multiple_choice
+from jaxcult.models.classifier import MultipleChoiceModel, SequenceClassifier
+from jaxcult.tasks.base import (
+    Task,
+    categorical,
+    categorical_log_probs,
+    encoder_forward,
+    register_task,
+)
 
 
-class ChoiceTask:
+class _Categorical(Task):
     """Logits [batch, classes] (classes = labels, or the choices of a multiple-choice item)."""
 
     batch_keys = ("input_ids", "attention_mask", "token_type_ids", "labels")
-    primary_metric = "accuracy"
-    maximize = True
 
-    def __init__(self, name: str) -> None:
-        self.name = name
+    def forward(self, model, batch, dropout_key):
+        return encoder_forward(model, batch, dropout_key)
 
-    forward = staticmethod(encoder_forward)
-    log_probs = staticmethod(categorical_log_probs)
+    def log_probs(self, outputs, batch):
+        return categorical_log_probs(outputs, batch)
 
     def loss(self, outputs: jax.Array, batch: dict) -> tuple[jax.Array, jax.Array]:
         logits, loss = categorical(outputs, batch)
         return loss, (logits.argmax(-1) == batch["labels"]).mean()
 
 
-    def eval_sums(self, outputs: jax.Array, batch: dict, valid: jax.Array) -> dict[str, jax.Array]:
-        hits = (outputs.argmax(-1) == batch["labels"]) & valid
-        return {"correct": hits.sum(), "count": valid.sum()}
+@register_task("classification")
+class Classification(_Categorical):
+    """A sentence (or sentence pair) -> one of the dataset's labels; pooled head."""
 
-    def finalize(self, sums: dict[str, float]) -> dict[str, float]:
-        return {"accuracy": sums["correct"] / max(sums["count"], 1)}
+    record_formats = ("text_label",)
+
+    def tokenize(self, records, tokenizer, max_length, name) -> Split:
+        return tokenize_classification(records, tokenizer, max_length, name, self.num_labels)
+
+    def build_model(self, backbone: nnx.Module, config: RunConfig) -> nnx.Module:
+        return SequenceClassifier(backbone, self.num_labels, pooling=config.model.pooling,
+                                  seed=config.trainer.seed)
+
+
+@register_task("pair_classification")
+class PairClassification(Classification):
+    """Classification of sentence pairs (PAWS-X, XNLI): the same model, its own name."""
+
+
+@register_task("multiple_choice")
+class MultipleChoice(_Categorical):
+    """Each (context, choice) pair scored by the encoder + a one-logit head; softmax over choices."""
+
+    record_formats = ("multiple_choice",)
+    uses_labels = False
+
+    def tokenize(self, records, tokenizer, max_length, name) -> Split:
+        return tokenize_multiple_choice(records, tokenizer, max_length, name)
+
+    def build_model(self, backbone: nnx.Module, config: RunConfig) -> nnx.Module:
+        return MultipleChoiceModel(backbone, pooling=config.model.pooling, seed=config.trainer.seed)

@@ -9,11 +9,13 @@ from jaxcult.config import RunConfig
 from jaxcult.data.batching import BatchIterator, Split
 from jaxcult.fisher import combine
 from jaxcult.sharding import host_inputs
-from jaxcult.trainers.steps import TrainProgram
+from jaxcult.trainers.program import ModelProgram
 
 
 class FisherTracker:
-    def __init__(self, config: RunConfig, program: TrainProgram, groups: list[str],
+    """Per-group tr(F) from `fisher.num_batches` fresh batches, plus its normalised moving average."""
+
+    def __init__(self, config: RunConfig, program: ModelProgram, groups: list[str],
                  frozen, train: Split) -> None:
         size = config.fisher.batch_size or config.trainer.batch_size
         self.batches = BatchIterator(train, size, seed=config.trainer.seed + 7919)

@@ -93,7 +93,7 @@ class JaxcultEasyVqa(LocalBuilder):
 
     def _root(self, dl_manager) -> Path:
         if self._local is None:  # the easy-vqa asset (pip package) is the official distribution
-            from jaxcult.hub import assets
+            from jaxcult import assets
 
             return assets.get_asset("easy-vqa").path()
         return super()._root(dl_manager)

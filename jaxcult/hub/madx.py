@@ -17,7 +17,7 @@ import numpy as np
 from flax import nnx
 
 from jaxcult.errors import UserError
-from jaxcult.peft.adapterhub import HubAdapter, hub_key, install, read_adapterhub
+from jaxcult.hub.adapterhub import HubAdapter, hub_key, install, read_adapterhub
 
 
 def read_language_adapters(directories: dict[str, str], source: str) -> dict[str, HubAdapter]:

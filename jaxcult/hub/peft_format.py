@@ -15,16 +15,15 @@ from pathlib import Path
 import numpy as np
 from flax import nnx
 
+from jaxcult import models
 from jaxcult.errors import UserError
-from jaxcult.hub.keymaps import hf_name_for_export, keymap_for
 from jaxcult.peft.lora import lora_modules, set_factors
 
 PREFIX = "base_model.model."
-_TASK_TYPES = {"llama": "CAUSAL_LM", "qwen2": "CAUSAL_LM", "mistral": "CAUSAL_LM"}
 
 
-def _hf_module(model_type: str, path: str) -> str:
-    found = hf_name_for_export(model_type, f"{path}.kernel")
+def _hf_module(architecture: models.Architecture, path: str) -> str:
+    found = architecture.hf_name(f"{path}.kernel")
     if found is None:
         raise UserError(f"LoRA on {path} has no Hugging Face module name")
     return found[0].removesuffix(".weight")
@@ -39,7 +38,7 @@ def _saved_tensors(model: nnx.Module, saved: tuple[str, ...]) -> tuple[dict, lis
             dotted = ".".join(str(p) for p in path)
             if not dotted.startswith(module_path + ".") or ".lora_" in dotted:
                 continue
-            found = hf_name_for_export(model.config.model_type, dotted)
+            found = models.architecture_of(model.config).hf_name(dotted)
             if found is None:
                 raise UserError(f"modules_to_save: {dotted} has no Hugging Face tensor name")
             name, transpose = found
@@ -58,10 +57,10 @@ def export_peft(model: nnx.Module, directory: str | Path, *, alpha: float, dropo
     modules = lora_modules(model)
     if not modules:
         raise UserError("export --format peft: the model has no LoRA factors")
-    model_type = model.config.model_type
+    architecture = models.architecture_of(model.config)
     tensors, names, ranks = {}, set(), set()
     for path, dense in modules:
-        hf = _hf_module(model_type, path)
+        hf = _hf_module(architecture, path)
         names.add(hf.rsplit(".", 1)[-1])
         ranks.add(dense.lora_a.shape[1])
         tensors[f"{PREFIX}{hf}.lora_A.weight"] = np.ascontiguousarray(np.asarray(dense.lora_a[...]).T)
@@ -77,7 +76,7 @@ def export_peft(model: nnx.Module, directory: str | Path, *, alpha: float, dropo
               "target_modules": sorted(names), "bias": "none", "fan_in_fan_out": False,
               "use_rslora": False, "inference_mode": True,
               "modules_to_save": saved_names or None,
-              "task_type": _TASK_TYPES.get(model_type), "base_model_name_or_path": base_model}
+              "task_type": architecture.peft_task_type, "base_model_name_or_path": base_model}
     (directory / "adapter_config.json").write_text(json.dumps(config, indent=2) + "\n")
     return directory
 
@@ -97,7 +96,7 @@ def import_peft(model: nnx.Module, directory: str | Path) -> list[str]:
         raise UserError(f"{config_path}: peft_type {config.get('peft_type')!r} is not LORA")
     r, alpha = int(config["r"]), float(config["lora_alpha"])
     scaling = alpha / math.sqrt(r) if config.get("use_rslora") else alpha / r
-    keymap = keymap_for(model.config.model_type)
+    keymap = models.architecture_of(model.config).keymap
     modules = {".".join(str(p) for p in path): m for path, m in nnx.iter_modules(model)}
     tensors = load_file(str(weights))
     attached = _import_saved(model, keymap, tensors, weights)

@@ -13,9 +13,11 @@ import numpy as np
 
 from jaxcult.config import RunConfig
 from jaxcult.config_loading import dump_config
+from jaxcult.eval import scalar_metrics
+from jaxcult.run.build import build_run
+from jaxcult.run.single import train_one
+from jaxcult.run.summary import format_cell
 from jaxcult.rundir import RunDir, prepare, write_text_atomic
-from jaxcult.trainers.evaluation import format_cell
-from jaxcult.trainers.loop import build_run, train
 
 
 def seed_config(config: RunConfig, seed: int) -> RunConfig:
@@ -26,11 +28,12 @@ def seed_config(config: RunConfig, seed: int) -> RunConfig:
 def aggregate(summaries: dict[int, dict]) -> dict:
     """Mean and std over seeds of every per-language metric and of the target average."""
     first = next(iter(summaries.values()))
-    out = {key: first[key] for key in ("task", "dataset", "source_language", "primary_metric")}
+    out = {key: first[key] for key in ("task", "dataset", "evaluator", "source_language",
+                                       "primary_metric")}
     out["seeds"] = list(summaries)
 
     def stats(get) -> tuple[dict, dict]:
-        names = get(first)
+        names = scalar_metrics(get(first))
         values = {m: [get(s)[m] for s in summaries.values()] for m in names}
         return ({m: float(np.mean(v)) for m, v in values.items()},
                 {m: float(np.std(v)) for m, v in values.items()})
@@ -66,8 +69,8 @@ def format_mean_std(summary: dict) -> str:
 def train_seeds(config: RunConfig, run: RunDir, *, resume: bool = False,
                 overwrite: bool = False) -> dict | None:
     """Train every seed of `trainer.seeds`; returns the aggregate (None if stopped by a signal)."""
-    if not resume:
-        build_run(seed_config(config, config.trainer.seeds[0]))  # bad input fails before any deletion
+    if not resume:  # bad input fails before anything is deleted
+        build_run(seed_config(config, config.trainer.seeds[0]))
     prepare(run, overwrite=overwrite, resume=resume)
     if not resume:
         write_text_atomic(run.config, dump_config(config))
@@ -78,8 +81,8 @@ def train_seeds(config: RunConfig, run: RunDir, *, resume: bool = False,
             summaries[seed] = json.loads(sub.summary.read_text(encoding="utf-8"))
             continue
         started = sub.config.exists() and any(sub.checkpoints.glob("*"))
-        summary = train(seed_config(config, seed), sub, resume=resume and started,
-                        overwrite=not started)
+        summary = train_one(seed_config(config, seed), sub, resume=resume and started,
+                            overwrite=not started)
         if summary is None:
             return None
         summaries[seed] = summary

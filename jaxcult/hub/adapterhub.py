@@ -21,15 +21,13 @@ from pathlib import Path
 import numpy as np
 from flax import nnx
 
+from jaxcult import models
 from jaxcult.config import PeftConfig
 from jaxcult.errors import UserError
 from jaxcult.peft.bottleneck import AdapterStack, BottleneckAdapter, make_adapters
 from jaxcult.peft.invertible import NICEAdapter
 
 VERSION = "adapters.1.3.0"
-_PREFIXES = {"bert": "bert", "roberta": "roberta", "xlm-roberta": "roberta"}
-_MODEL_CLASSES = {"bert": "BertAdapterModel", "roberta": "RobertaAdapterModel",
-                  "xlm-roberta": "XLMRobertaAdapterModel"}
 _BOTTLENECK = re.compile(r"^(?:encoder\.)?layers\.(\d+)\.(attention|output)_adapter\."
                          r"(?:(task|language)\.)?(down|up)\.(kernel|bias)$")
 _INVERTIBLE = re.compile(r"^(?:encoder\.)?embedding_adapter\.([FG])\.(down|up)\.(kernel|bias)$")
@@ -105,9 +103,14 @@ def _read_tensors(path: Path) -> dict[str, np.ndarray]:
     return {k: v.numpy() for k, v in torch.load(path, map_location="cpu", weights_only=True).items()}
 
 
-def _strip_prefix(key: str) -> str:
+def _model_prefixes() -> set[str]:
+    """Every AdapterHub key prefix of a registered family (`bert`, `roberta`, ...)."""
+    return {prefix for _, arch in models.ARCHITECTURES for prefix, _ in arch.adapterhub.values()}
+
+
+def _strip_prefix(key: str, prefixes: set[str]) -> str:
     first, _, rest = key.partition(".")
-    return rest if first in set(_PREFIXES.values()) else key
+    return rest if first in prefixes else key
 
 
 def _peft_config(config: dict, where: Path) -> tuple[PeftConfig, dict | None, int | None]:
@@ -159,7 +162,8 @@ def read_adapterhub(directory: str | Path) -> HubAdapter:
                     if (directory / f).is_file()), None)
     if weights is None:
         raise UserError(f"{directory}: no adapter.safetensors or pytorch_adapter.bin")
-    tensors = {_strip_prefix(k): v for k, v in _read_tensors(weights).items()}
+    prefixes = _model_prefixes()
+    tensors = {_strip_prefix(k, prefixes): v for k, v in _read_tensors(weights).items()}
     head = None
     head_weights = next((directory / f for f in ("model_head.safetensors", "pytorch_model_head.bin")
                          if (directory / f).is_file()), None)
@@ -289,14 +293,16 @@ def export_adapterhub(model: nnx.Module, directory: str | Path, *, name: str, wh
 
     backbone = getattr(model, "encoder", model)
     model_type = backbone.config.model_type
-    if model_type not in _PREFIXES:
+    names = models.architecture_of(backbone.config).adapterhub
+    if model_type not in names:
+        supported = sorted(t for _, arch in models.ARCHITECTURES for t in arch.adapterhub)
         raise UserError(f"export --format adapterhub: model type {model_type!r} is not supported "
-                        f"(supported: {', '.join(_PREFIXES)})")
+                        f"(supported: {', '.join(supported)})")
     if which == "task" and getattr(getattr(model, "head", None), "pooling", "cls") != "cls":
         raise UserError(f"export --format adapterhub: the head pools by {model.head.pooling!r}, "
                         f"but AdapterHub's classification head reads the first token (cls)")
-    prefix = _PREFIXES[model_type]
-    meta = {"hidden_size": backbone.config.hidden_size, "model_class": _MODEL_CLASSES[model_type],
+    prefix, model_class = names[model_type]
+    meta = {"hidden_size": backbone.config.hidden_size, "model_class": model_class,
             "model_name": "", "model_type": model_type, "name": name, "version": VERSION}
     adapters, head = {}, {}
     for path, variable in _flat_params(model):

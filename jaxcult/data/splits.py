@@ -1,0 +1,67 @@
+"""The records of one run: training, validation and one evaluation split per language.
+
+Every `data.*` key that selects records is applied here, the same way for every dataset:
+`source_language`, `target_languages` (checked against the dataset's languages before anything
+is read), `train_file` (its last 5% held out for validation), `eval_split`,
+`max_train_examples` and `max_eval_examples`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from jaxcult.config import DataConfig
+from jaxcult.data.registry import Dataset, DatasetInfo, Record
+from jaxcult.errors import UserError
+
+
+@dataclass
+class RecordSplits:
+    train: list[Record]
+    validation: list[Record]
+    tests: dict[str, list[Record]]  # language -> records of `data.eval_split`, source first
+    info: DatasetInfo
+
+
+def scored_languages(config: DataConfig, info: DatasetInfo, dataset: str) -> list[str]:
+    """The source language, then the targets (default: every language of the dataset)."""
+    targets = list(config.target_languages) or list(info.languages)
+    unknown = [lang for lang in [config.source_language, *targets] if lang not in info.languages]
+    if unknown:
+        key = ("data.source_language" if unknown[0] == config.source_language
+               else "data.target_languages")
+        raise UserError(f"{key}: {dataset} has no language {unknown[0]!r} (available: "
+                        f"{', '.join(info.languages)})")
+    return [config.source_language] + [t for t in targets if t != config.source_language]
+
+
+def train_file_path(config: DataConfig) -> Path:
+    """data.train_file; a relative path is read from data.manual_dir (when it is set)."""
+    path = Path(config.train_file).expanduser()
+    if not path.is_absolute() and config.manual_dir is not None:
+        path = Path(config.manual_dir).expanduser() / path
+    return path
+
+
+def held_out(records: list[Record], fraction: float = 0.05) -> tuple[list[Record], list[Record]]:
+    """(train, validation) from one list: the last `fraction` (at least one) is held out."""
+    cut = len(records) - max(1, int(len(records) * fraction))
+    if cut < 1:
+        raise UserError("data.train_file: too few records to hold out a validation part")
+    return records[:cut], records[cut:]
+
+
+def read_records(dataset: Dataset, config: DataConfig) -> RecordSplits:
+    """Read every split a run needs; errors name the dataset, file or record."""
+    info = dataset.info(config)
+    languages = scored_languages(config, info, dataset.name)
+    source = config.source_language
+    if config.train_file:
+        train, validation = held_out(dataset.read_file(config, train_file_path(config)))
+    else:
+        train = dataset.read_train(config, source, "train")
+        validation = dataset.read_train(config, source, "validation")
+    cap = config.max_eval_examples
+    tests = {lang: dataset.read_eval(config, lang, config.eval_split)[:cap] for lang in languages}
+    return RecordSplits(train[:config.max_train_examples], validation[:cap], tests, info)

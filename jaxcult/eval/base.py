@@ -1,0 +1,68 @@
+"""The evaluator protocol and registry: how a split's model outputs become metrics.
+
+Evaluation runs in two halves. On device, inside the jitted evaluation step, an evaluator
+reduces the model's raw outputs to small per-example arrays (`device_outputs`: a prediction, a
+summed loss, ... — never a vocabulary-sized tensor). On the host it turns those arrays, one row
+per example of the split in order, plus the split's own data (labels, records, language) into
+metrics (`metrics`). Metrics are a dict of numbers; an evaluator may add nested dicts (per
+question type, per group) that summaries keep but do not average.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import numpy as np
+
+from jaxcult.config import TaskConfig
+from jaxcult.data.batching import Split
+from jaxcult.data.registry import DatasetInfo
+from jaxcult.metrics import scalar_metrics
+from jaxcult.registry import Registry
+
+Metrics = dict[str, Any]
+
+
+class Evaluator:
+    """Base class of evaluators; `primary_metric` selects the best validation checkpoint."""
+
+    name = "evaluator"
+    primary_metric = "accuracy"
+    maximize = True
+
+    def __init__(self, config: TaskConfig, info: DatasetInfo) -> None:
+        self.config, self.info = config, info
+
+    def device_outputs(self, outputs: jax.Array, batch: dict) -> dict[str, jax.Array]:
+        """Per-example arrays [batch, ...] computed on device (jitted)."""
+        raise NotImplementedError
+
+    def metrics(self, results: dict[str, np.ndarray], split: Split) -> Metrics:
+        """Metrics of the whole split from the per-example results (rows in split order)."""
+        raise NotImplementedError
+
+
+EVALUATORS: Registry[type[Evaluator]] = Registry(
+    "evaluator", check=lambda entry: isinstance(entry, type) and issubclass(entry, Evaluator))
+
+
+def register_evaluator(name: str):
+    """Class decorator: register an `Evaluator` subclass under `name`."""
+    def add(cls: type[Evaluator]) -> type[Evaluator]:
+        cls.name = name
+        EVALUATORS.add(name, cls)
+        return cls
+    return add
+
+
+def resolve_evaluator(name: str, config: TaskConfig, info: DatasetInfo) -> Evaluator:
+    """The evaluator called `name` (registered, or `pkg.mod:Class` named in `task.evaluator`)."""
+    evaluator = EVALUATORS.get(name, "task.evaluator")(config, info)
+    if ":" in name:
+        evaluator.name = name
+    return evaluator
+
+
+__all__ = ["EVALUATORS", "Evaluator", "Metrics", "register_evaluator", "resolve_evaluator",
+           "scalar_metrics"]

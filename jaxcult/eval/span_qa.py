@@ -1,0 +1,72 @@
+"""Extractive QA evaluation: n-best span decoding over doc-stride windows, SQuAD/MLQA scoring.
+
+For each question, every window's `n_best` highest start and end logits among context tokens
+are paired; spans with start <= end and at most `max_answer_length` tokens are kept; the answer
+is the best-scoring span (start + end logit) over all of its windows. Predictions are scored by
+`squad_scores` with SQuAD v1.1 rules, or MLQA's per-language rules when the dataset says so
+(`qa_scoring: mlqa`; the split's language selects the rules).
+"""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+
+from jaxcult.data.batching import Split
+from jaxcult.eval.base import Evaluator, Metrics, register_evaluator
+from jaxcult.eval.squad import squad_scores
+
+
+@register_evaluator("squad")
+class SpanQAScores(Evaluator):
+    primary_metric = "f1"
+
+    @property
+    def n_best(self) -> int:
+        return self.config.n_best
+
+    @property
+    def max_answer_length(self) -> int:
+        return self.config.max_answer_length
+
+    def device_outputs(self, outputs: jax.Array, batch: dict) -> dict[str, jax.Array]:
+        return {"logits": outputs}
+
+    def best_span(self, start: np.ndarray, end: np.ndarray, offsets: np.ndarray
+                  ) -> tuple[float, int, int] | None:
+        """(score, first char, end char) of the best valid span in one window, or None."""
+        context = offsets[:, 0] >= 0
+        if not context.any():
+            return None
+        start = np.where(context, start, -np.inf)
+        end = np.where(context, end, -np.inf)
+        starts = np.argsort(-start)[:self.n_best]
+        ends = np.argsort(-end)[:self.n_best]
+        scores = start[starts][:, None] + end[ends][None, :]
+        length = ends[None, :] - starts[:, None] + 1
+        scores = np.where((length >= 1) & (length <= self.max_answer_length), scores, -np.inf)
+        s, e = np.unravel_index(np.argmax(scores), scores.shape)
+        if not np.isfinite(scores[s, e]):
+            return None
+        return float(scores[s, e]), int(offsets[starts[s], 0]), int(offsets[ends[e], 1])
+
+    def predictions(self, logits: np.ndarray, meta: dict) -> dict[str, str]:
+        """Question id -> answer text, best span over all windows of each question."""
+        best: dict[int, tuple[float, int, int]] = {}
+        for w, (start, end) in enumerate(logits):
+            found = self.best_span(start, end, meta["offsets"][w])
+            index = int(meta["example"][w])
+            if found is not None and (index not in best or found[0] > best[index][0]):
+                best[index] = found
+        out = {}
+        for index, record in enumerate(meta["records"]):
+            span = best.get(index)
+            out[record["id"]] = record["context"][span[1]:span[2]] if span else ""
+        return out
+
+    def metrics(self, results: dict[str, np.ndarray], split: Split) -> Metrics:
+        meta = split.meta
+        references = {r["id"]: r["answers"] for r in meta["records"]}
+        language = split.language if self.info.metadata.get("qa_scoring") == "mlqa" else None
+        scores = squad_scores(self.predictions(results["logits"], meta), references, lang=language)
+        return {"f1": scores["f1"] / 100.0, "exact_match": scores["exact_match"] / 100.0}

@@ -1,0 +1,81 @@
+"""Key tables: Hugging Face tensor names <-> jaxcult NNX parameter paths.
+
+A rule pairs an HF name template with an NNX path template (`{i}` = layer index) and says
+whether the tensor is a torch Linear weight (stored (out, in), transposed to Flax's (in, out)).
+Each architecture family declares its table beside its registration; the same table drives
+import and export, so the two can never disagree.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Rule:
+    hf: str
+    nnx: str
+    transpose: bool = False
+
+    def _regex(self, template: str) -> re.Pattern:
+        return re.compile("^" + re.escape(template).replace(r"\{i\}", r"(?P<i>\d+)") + "$")
+
+    def match_hf(self, name: str) -> str | None:
+        m = self._regex(self.hf).match(name)
+        return self.nnx.format(**m.groupdict()) if m else None
+
+    def match_nnx(self, path: str) -> str | None:
+        m = self._regex(self.nnx).match(path)
+        return self.hf.format(**m.groupdict()) if m else None
+
+
+def dense(hf: str, nnx: str, bias: bool = True) -> list[Rule]:
+    """A torch Linear: weight transposed into `kernel`, bias copied."""
+    rules = [Rule(f"{hf}.weight", f"{nnx}.kernel", transpose=True)]
+    return rules + ([Rule(f"{hf}.bias", f"{nnx}.bias")] if bias else [])
+
+
+def norm(hf: str, nnx: str, bias: bool = True) -> list[Rule]:
+    rules = [Rule(f"{hf}.weight", f"{nnx}.scale")]
+    return rules + ([Rule(f"{hf}.bias", f"{nnx}.bias")] if bias else [])
+
+
+@dataclass(frozen=True)
+class KeyMap:
+    """The rules of one architecture, plus HF names that are known and deliberately skipped."""
+
+    rules: list[Rule]
+    prefixes: tuple[str, ...] = ()
+    ignored: tuple[str, ...] = ()
+    _ignored_re: list[re.Pattern] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_ignored_re", [re.compile(p) for p in self.ignored])
+
+    def canonical(self, name: str) -> str:
+        """Strip task-model prefixes (`bert.`, `roberta.`, `model.`) and legacy LayerNorm names."""
+        for prefix in self.prefixes:
+            if name.startswith(prefix):
+                name = name[len(prefix):]
+                break
+        return name.replace("LayerNorm.gamma", "LayerNorm.weight").replace(
+            "LayerNorm.beta", "LayerNorm.bias")
+
+    def is_ignored(self, name: str) -> bool:
+        return any(p.search(name) for p in self._ignored_re)
+
+    def to_nnx(self, name: str) -> tuple[str, bool] | None:
+        """(nnx path, transpose) for a canonical HF name, or None when no rule matches."""
+        for rule in self.rules:
+            path = rule.match_hf(name)
+            if path is not None:
+                return path, rule.transpose
+        return None
+
+    def to_hf(self, path: str) -> tuple[str, bool] | None:
+        for rule in self.rules:
+            name = rule.match_nnx(path)
+            if name is not None:
+                return name, rule.transpose
+        return None

@@ -1,0 +1,78 @@
+"""Named registries of plug-ins (task families, datasets, evaluators, architectures, schedules).
+
+Every family of plug-ins has one `Registry`: built-ins register themselves with a decorator at
+import time, and a user entry is named by import path (`mypkg.module:Thing`) in a config, so a
+new plug-in is new files plus one registration, never an edit of jaxcult.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from collections.abc import Callable, Iterator
+from typing import Generic, TypeVar
+
+from jaxcult.errors import UserError
+
+T = TypeVar("T")
+
+
+def import_path(path: str, key: str) -> object:
+    """The object named `package.module:attribute` (attribute may be dotted)."""
+    module_name, _, attribute = path.partition(":")
+    if not module_name or not attribute:
+        raise UserError(f"{key}: {path!r} is not an import path (expected package.module:Name)")
+    try:
+        found: object = importlib.import_module(module_name)
+        for part in attribute.split("."):
+            found = getattr(found, part)
+    except ImportError as err:
+        raise UserError(f"{key}: cannot import module {module_name!r} ({err})") from None
+    except AttributeError:
+        raise UserError(f"{key}: module {module_name!r} has no attribute {attribute!r}") from None
+    return found
+
+
+class Registry(Generic[T]):
+    """Name -> plug-in, with import-path entries and errors that list what exists."""
+
+    def __init__(self, kind: str, check: Callable[[object], bool] | None = None) -> None:
+        self.kind = kind
+        self._check = check
+        self._entries: dict[str, T] = {}
+
+    def register(self, name: str) -> Callable[[T], T]:
+        """Decorator: `@REGISTRY.register("name")` on a class or factory."""
+        def add(entry: T) -> T:
+            self.add(name, entry)
+            return entry
+        return add
+
+    def add(self, name: str, entry: T) -> None:
+        if name in self._entries and self._entries[name] is not entry:
+            raise ValueError(f"{self.kind} {name!r} is registered twice")
+        self._entries[name] = entry
+
+    def names(self) -> list[str]:
+        return sorted(self._entries)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._entries
+
+    def __iter__(self) -> Iterator[tuple[str, T]]:
+        return iter(sorted(self._entries.items()))
+
+    def get(self, name: str, key: str) -> T:
+        """The entry called `name` (or imported from `pkg.mod:Name`); `key` is the config key
+        that named it, for the error message."""
+        if ":" in name:
+            entry = import_path(name, key)
+            if self._check is not None and not self._check(entry):
+                raise UserError(f"{key}: {name!r} is not a jaxcult {self.kind}")
+            return entry  # type: ignore[return-value]
+        if name not in self._entries:
+            close = difflib.get_close_matches(name, self.names(), n=2, cutoff=0.6)
+            hint = f"did you mean {' or '.join(map(repr, close))}? " if close else ""
+            raise UserError(f"{key}: unknown {self.kind} {name!r} ({hint}built-in: "
+                            f"{', '.join(self.names())}; or package.module:Name)")
+        return self._entries[name]

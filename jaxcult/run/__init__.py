@@ -1,0 +1,1 @@
+"""Use cases: one module per command (train, eval, export, ...); `cli.py` calls nothing else."""

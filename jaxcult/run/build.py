@@ -1,0 +1,223 @@
+"""From a config to what a run trains: plug-ins, tokenised splits, and the model on the mesh.
+
+Order matters for the user: every name in the config is resolved first (task family, dataset,
+evaluator, architecture), then the tokenizer (no weights) and the data, so a mistake in any of
+them is reported before a large backbone loads; the backbone then loads straight into its
+shards when a mesh is given.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from flax import nnx
+from jax.sharding import Mesh
+
+from jaxcult import models
+from jaxcult.config import RunConfig
+from jaxcult.data import resolve_dataset
+from jaxcult.data.batching import Split
+from jaxcult.data.registry import DatasetInfo
+from jaxcult.data.splits import read_records, scored_languages
+from jaxcult.errors import UserError
+from jaxcult.eval import Evaluator, resolve_evaluator
+from jaxcult.hub.madx import read_language_adapters, stack_source_adapter
+from jaxcult.hub.pretrained import load_model, load_tokenizer
+from jaxcult.peft.bottleneck import PLACEMENTS, add_bottleneck_adapters
+from jaxcult.peft.groups import group_of, layer_index, ordered_groups, uncovered_peft_parameters
+from jaxcult.peft.lora import add_lora, saved_modules
+from jaxcult.registry import import_path
+from jaxcult.tasks import Task, resolve_task
+from jaxcult.trainers.program import ModelProgram
+
+
+@dataclass
+class Plugins:
+    """The resolved names of a config: what it trains, on what, scored how."""
+
+    task: Task
+    dataset_name: str
+    info: DatasetInfo
+    evaluator: Evaluator
+
+
+@dataclass
+class TaskData:
+    train: Split
+    validation: Split
+    tests: dict[str, Split]   # language -> evaluation split (source first)
+
+
+@dataclass
+class ModelParts:
+    graphdef: nnx.GraphDef
+    params: dict[str, Any]      # group -> nnx.State, in `groups` order
+    frozen: Any                 # nnx.State of the frozen backbone
+    groups: list[str]
+    layer_groups: list[str]     # bottom-up
+    counts: dict[str, int]
+    total_params: int
+    language_hubs: dict = field(default_factory=dict)  # MAD-X: language -> HubAdapter
+
+
+def resolve_plugins(config: RunConfig):
+    """Task family, dataset, evaluator (and a user architecture) named by the config, checked
+    against each other; returns (plugins, dataset)."""
+    if config.model.architecture is not None:
+        architecture = import_path(config.model.architecture, "model.architecture")
+        if not isinstance(architecture, models.Architecture):
+            raise UserError(f"model.architecture: {config.model.architecture!r} is not a "
+                            f"jaxcult.models.Architecture")
+        if architecture.name not in models.ARCHITECTURES:
+            models.register_architecture(architecture)
+    dataset = resolve_dataset(config.data)
+    info = dataset.info(config.data)
+    scored_languages(config.data, info, dataset.name)
+    if config.task.num_labels and info.labels and config.task.num_labels != len(info.labels):
+        raise UserError(f"task.num_labels: {dataset.name} has {len(info.labels)} labels, config "
+                        f"says {config.task.num_labels}")
+    task = resolve_task(config.task, info.labels)
+    if info.record_format not in task.record_formats:
+        raise UserError(f"task.name: {task.name} cannot read {dataset.name}'s "
+                        f"{info.record_format!r} records (it reads: "
+                        f"{', '.join(task.record_formats) or 'nothing'})")
+    if task.uses_labels and not task.num_labels:
+        raise UserError(f"task.num_labels: {dataset.name} declares no labels; set task.num_labels")
+    evaluator = resolve_evaluator(config.task.evaluator or task.evaluator, config.task, info)
+    return Plugins(task, dataset.name, info, evaluator), dataset
+
+
+def load_task_data(config: RunConfig, task: Task, dataset, tokenizer) -> TaskData:
+    """Every split of the run, read and tokenised for the task."""
+    records = read_records(dataset, config.data)
+    length, src = config.model.max_length, config.data.source_language
+
+    def split(rows: list[dict], language: str, name: str) -> Split:
+        tokenised = task.tokenize(rows, tokenizer, length, f"{dataset.name}/{language}/{name}")
+        tokenised.language = language
+        return tokenised
+
+    tests = {lang: split(rows, lang, config.data.eval_split) for lang, rows in records.tests.items()}
+    return TaskData(split(records.train, src, "train"), split(records.validation, src, "validation"),
+                    tests)
+
+
+def tokenizer_of(config: RunConfig):
+    """The run's tokenizer (`model.tokenizer`, else the model's), read without any weights."""
+    source = config.model.tokenizer or config.model.name
+    if config.model.tokenizer is None and config.model.name == "random":
+        raise UserError("model.tokenizer: a `random` model has no tokenizer; name an asset or "
+                        "HF directory that has one")
+    tokenizer = load_tokenizer(source)
+    if tokenizer is None:
+        raise UserError(f"model.tokenizer: {source!r} has no tokenizer; name an asset or HF "
+                        f"directory that has one")
+    return tokenizer
+
+
+def _backbone(config: RunConfig, mesh: Mesh | None) -> nnx.Module:
+    """The pretrained (or random) encoder or causal LM, placed on `mesh` while it loads."""
+    overrides = {"dtype": config.model.compute_dtype, "param_dtype": config.model.dtype}
+    if config.model.dropout is not None:
+        overrides.update(hidden_dropout_prob=config.model.dropout,
+                         attention_probs_dropout_prob=config.model.dropout)
+    rules = config.mesh.rules
+    if config.model.name != "random":
+        return load_model(config.model.name, mesh=mesh, rules=rules,
+                          **{**dict(config.model.overrides), **overrides})
+    arch = dict(config.model.overrides)
+    if "model_type" not in arch or "vocab_size" not in arch:
+        raise UserError("model.overrides: a `random` model needs at least model_type and vocab_size")
+    architecture = models.config_from_hf({**arch, **overrides}, "model.overrides")
+    return models.build(architecture, seed=config.trainer.seed, mesh=mesh, rules=rules)
+
+
+def _check_backbone(backbone: nnx.Module, tokenizer, task: Task, config: RunConfig) -> None:
+    if len(tokenizer) > backbone.config.vocab_size:
+        raise UserError(f"model.tokenizer: the tokenizer has {len(tokenizer)} tokens but the model's "
+                        f"vocabulary has only {backbone.config.vocab_size} rows")
+    kind = models.architecture_of(backbone.config).kind
+    if kind != task.backbone:
+        described = {"decoder": "a causal LM", "encoder": "an encoder"}
+        raise UserError(f"model.name: {config.model.name!r} is {described[kind]}; task "
+                        f"{task.name!r} needs {described.get(task.backbone, task.backbone)}")
+
+
+def _add_peft(backbone: nnx.Module, config: RunConfig) -> tuple[tuple[str, ...], dict]:
+    """Insert the configured PEFT modules; returns the paths of modules trained in full and the
+    MAD-X language adapters (language -> AdapterHub adapter; empty without MAD-X)."""
+    peft, seed = config.peft, config.trainer.seed
+    hubs = {}
+    if peft.language_adapters:
+        if peft.kind not in ("pfeiffer", "houlsby"):
+            raise UserError(f"peft.language_adapters: MAD-X stacks language adapters under "
+                            f"pfeiffer or houlsby task adapters, not peft.kind={peft.kind!r}")
+        hubs = read_language_adapters(peft.language_adapters, config.data.source_language)
+    if peft.kind in PLACEMENTS:
+        add_bottleneck_adapters(backbone, peft, seed=seed)
+        if hubs:
+            stack_source_adapter(backbone, hubs, config.data.source_language, seed=seed)
+    elif peft.kind == "lora":
+        add_lora(backbone, peft.target_modules, peft.lora_r, peft.lora_alpha, seed=seed,
+                 dropout=peft.lora_dropout)
+    if peft.modules_to_save and peft.kind != "lora":
+        raise UserError("peft.modules_to_save: only used with peft.kind=lora (full fine-tuning "
+                        "trains every module already)")
+    return saved_modules(backbone, peft.modules_to_save), hubs
+
+
+def _path(path) -> str:
+    return ".".join(str(p) for p in path)
+
+
+def build_model(config: RunConfig, task: Task, tokenizer, mesh: Mesh | None = None) -> ModelParts:
+    """Backbone (on `mesh`), PEFT modules, the task's head, and the named parameter groups."""
+    backbone = _backbone(config, mesh)
+    _check_backbone(backbone, tokenizer, task, config)
+    saved, language_hubs = _add_peft(backbone, config)
+    model = task.build_model(backbone, config)
+    if model is not backbone:  # paths inside the task model are prefixed with `encoder.`
+        saved = tuple(f"encoder.{p}" for p in saved)
+    kind = config.peft.kind
+    paths = [_path(p) for p, _ in nnx.to_flat_state(nnx.state(model, nnx.Param))]
+    uncovered = uncovered_peft_parameters(paths, kind, saved)
+    if uncovered:
+        raise UserError(f"peft: parameter {uncovered[0]!r} belongs to a PEFT module but to no "
+                        f"parameter group, so it would never train ({len(uncovered)} such)")
+    groups = ordered_groups({g for g in (group_of(p, kind, saved) for p in paths) if g is not None})
+    filters = [(lambda g: lambda path, _v: group_of(_path(path), kind, saved) == g)(g)
+               for g in groups]
+    graphdef, *states = nnx.split(model, *filters, ...)
+    params = dict(zip(groups, states[:-1]))
+    counts = {g: sum(int(np.prod(x.shape)) for x in nnx.to_flat_state(params[g]).leaves)
+              for g in groups}
+    total = sum(int(np.prod(v.shape)) for _, v in nnx.to_flat_state(nnx.state(model, nnx.Param)))
+    # bottom-up; full fine-tuning's embeddings sit below layer 0 (gradual unfreezing ends there)
+    layer_groups = [g for g in groups if g == "embeddings"] + \
+        [g for g in groups if layer_index(g) is not None]
+    return ModelParts(graphdef, params, states[-1], groups, layer_groups, counts, total,
+                      language_hubs)
+
+
+@dataclass
+class Built:
+    plugins: Plugins
+    data: TaskData
+    parts: ModelParts
+    tokenizer: Any
+
+    def model_program(self) -> ModelProgram:
+        """The forward-only program (evaluation, Fisher) of this model."""
+        return ModelProgram(self.plugins.task, self.plugins.evaluator, self.parts.graphdef,
+                            self.parts.groups)
+
+
+def build_run(config: RunConfig, mesh: Mesh | None = None) -> Built:
+    """Plug-ins, data, then the model: what a run, a dry run or a re-scoring needs."""
+    plugins, dataset = resolve_plugins(config)
+    tokenizer = tokenizer_of(config)
+    data = load_task_data(config, plugins.task, dataset, tokenizer)
+    parts = build_model(config, plugins.task, tokenizer, mesh)
+    return Built(plugins, data, parts, tokenizer)

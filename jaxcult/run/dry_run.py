@@ -1,0 +1,73 @@
+"""`jaxcult train --dry-run`: the mesh, each group's sharding and a per-device memory estimate."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from jaxcult.config import RunConfig
+from jaxcult.peft.groups import format_group_table
+from jaxcult.run.build import ModelParts, build_run
+from jaxcult.run.single import total_steps
+from jaxcult.sharding import axes_of, logical_to_spec, make_mesh
+
+
+def dry_run(config: RunConfig) -> None:
+    """Print the mesh, each group's sharding and a per-device memory estimate; train nothing."""
+    mesh = make_mesh(config.mesh)
+    built = build_run(config)
+    parts, data = built.parts, built.data
+    steps = total_steps(config, len(data.train) // config.trainer.batch_size)
+    print(f"mesh: {dict(mesh.shape)} over {mesh.devices.size} {jax.default_backend()} device(s)")
+    print(format_group_table(parts.counts, parts.total_params))
+    estimate = memory_estimate(config, parts, mesh)
+    print("per-device memory estimate:")
+    for name, value in estimate["per_device_bytes"].items():
+        print(f"  {name:<22} {value / 2**20:10.1f} MiB")
+    print("parameter shardings per group (logical axes -> mesh axes, tensor count):")
+    for group, specs in estimate["specs"].items():
+        print(f"  {group}:")
+        for spec, count in specs.items():
+            print(f"    {spec:<44} x{count}")
+    print(f"train examples: {len(data.train)}, steps: {steps}, languages: {', '.join(data.tests)}")
+
+
+def memory_estimate(config: RunConfig, parts: ModelParts, mesh) -> dict:
+    """Bytes per device for frozen and trainable parameters, Adam state and activations.
+
+    Parameter and optimizer bytes follow each tensor's sharding; activations are a rough
+    upper estimate of what the backward pass keeps per layer (about 20 hidden-sized tensors and
+    3 attention maps per example token), split over the batch axes.
+    """
+    rules = config.mesh.rules
+    specs: dict[str, Counter] = {}
+
+    def shard_bytes(state, group: str) -> int:
+        total = 0
+        for _, variable in nnx.to_flat_state(state):
+            spec = logical_to_spec(axes_of(variable), variable.shape, rules, mesh)
+            specs.setdefault(group, Counter())[f"{axes_of(variable)} -> {tuple(spec)}"] += 1
+            split = 1
+            for axis in spec:
+                for name in ([axis] if isinstance(axis, str) else list(axis or [])):
+                    split *= mesh.shape[name]
+            total += variable[...].nbytes // split
+        return total
+
+    frozen = shard_bytes(parts.frozen, "frozen backbone")
+    trainable = sum(shard_bytes(parts.params[g], g) for g in parts.groups)
+    batch_split = mesh.shape["data"] * mesh.shape["fsdp"]
+    backbone = parts.frozen["encoder"] if "encoder" in parts.frozen else parts.frozen
+    layers = len(backbone["layers"])
+    hidden = max(v.shape[-1] for _, v in nnx.to_flat_state(backbone) if v.ndim == 1)
+    tokens = config.trainer.batch_size // config.trainer.grad_accum * config.model.max_length
+    heads = hidden // 64 or 1
+    width = jnp.dtype(config.model.compute_dtype).itemsize
+    activations = layers * tokens * (20 * hidden + 3 * heads * config.model.max_length) * width
+    return {"per_device_bytes": {"frozen parameters": frozen, "trainable parameters": trainable,
+                                 "optimizer state (Adam)": 2 * trainable,
+                                 "activations (estimate)": activations // batch_split},
+            "specs": {group: dict(counter) for group, counter in specs.items()}}

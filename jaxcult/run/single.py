@@ -1,0 +1,242 @@
+"""Train one run (one seed): build on the mesh, wire the loop's hooks, evaluate, summarise.
+
+Everything that decides the future of a run (train state with its mask, best parameters, data
+iterator positions, Fisher moving average, schedule state) is checkpointed, so `--resume`
+continues bit-identically on CPU. The run directory is created (or, with `overwrite`, cleared)
+only once the model and data have loaded, so bad input never touches existing outputs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from dataclasses import dataclass
+
+import jax
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
+
+from jaxcult import schedules
+from jaxcult.checkpoint import Checkpointer
+from jaxcult.config import RunConfig
+from jaxcult.config_loading import dump_config
+from jaxcult.data.batching import BatchIterator
+from jaxcult.data.pipeline import GrainBatches
+from jaxcult.hub.madx import language_states
+from jaxcult.logging import MetricLogger, Progress
+from jaxcult.peft.groups import format_group_table
+from jaxcult.report import read_jsonl, write_report
+from jaxcult.run.build import Built, build_run
+from jaxcult.run.summary import format_scores, make_summary
+from jaxcult.rundir import RunDir, prepare, write_text_atomic
+from jaxcult.sharding import (
+    activation_rules,
+    batch_sharding,
+    check_batch_divisible,
+    global_batch,
+    make_mesh,
+    on_mesh,
+    place_variables,
+)
+from jaxcult.trainers import hooks
+from jaxcult.trainers.evaluation import BestKeeper, evaluate
+from jaxcult.trainers.fisher_tracker import FisherTracker
+from jaxcult.trainers.loop import StopSignal, TrainLoop
+from jaxcult.trainers.optim import lr_schedule, masked_optimizer
+from jaxcult.trainers.program import (
+    ModelProgram,
+    StepOptions,
+    TrainProgram,
+    init_state,
+    step_shardings,
+)
+
+
+def total_steps(config: RunConfig, batches_per_epoch: int) -> int:
+    if config.trainer.steps is not None:
+        return config.trainer.steps
+    epochs = config.trainer.epochs if config.trainer.epochs is not None else 1.0
+    return max(1, math.ceil(epochs * batches_per_epoch))
+
+
+def start_distributed(mesh_config) -> None:
+    """Join the multi-controller runtime; unset fields are detected from the cluster (TPU pods,
+    SLURM, Open MPI, Kubernetes) by `jax.distributed.initialize`. The CPU backend gets gloo
+    collectives (it has none by default), so multi-process runs work on CPU hosts too."""
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(coordinator_address=mesh_config.coordinator_address,
+                               num_processes=mesh_config.num_processes,
+                               process_id=mesh_config.process_id)
+
+
+def train_batches(config: RunConfig, built: Built):
+    """The training iterator: grain (default) or the in-process one, this process's slices."""
+    shard = dict(process_index=jax.process_index(), process_count=jax.process_count())
+    trainer = config.trainer
+    if config.data.loader == "grain":
+        return GrainBatches(built.data.train, trainer.batch_size, trainer.seed,
+                            worker_count=config.data.worker_count, prefetch=config.data.prefetch,
+                            **shard)
+    return BatchIterator(built.data.train, trainer.batch_size, trainer.seed, **shard)
+
+
+@dataclass
+class Session:
+    """The pieces of one training session, built on the mesh before the loop starts."""
+
+    config: RunConfig
+    built: Built
+    program: TrainProgram
+    loop: TrainLoop
+    schedule: schedules.Schedule
+    tracker: FisherTracker
+    iterator: object
+    best: BestKeeper
+    start_events: list
+
+
+def open_session(config: RunConfig, built: Built, mesh) -> Session:
+    parts, rules = built.parts, config.mesh.rules
+    iterator = train_batches(config, built)
+    steps = total_steps(config, iterator.batches_per_epoch)
+    schedule = schedules.resolve(config.schedule.name)(parts.groups, parts.layer_groups,
+                                                        config.schedule, seed=config.trainer.seed)
+    check_batch_divisible(config.trainer.batch_size, mesh, rules, "trainer.batch_size")
+    lr = lr_schedule(config.optimizer, steps)
+    optimizer = masked_optimizer(config.optimizer, parts.groups, lr)
+    replicated = NamedSharding(mesh, PartitionSpec())
+    frozen = place_variables(parts.frozen, mesh, rules)
+    params = place_variables(parts.params, mesh, rules)
+    start = schedule.start()
+    state = on_mesh(init_state(params, optimizer, jax.device_put(start.mask, replicated),
+                               config.trainer.seed), mesh)
+    model = ModelProgram(built.plugins.task, built.plugins.evaluator, parts.graphdef, parts.groups)
+    options = StepOptions(config.trainer.grad_accum, config.trainer.on_nonfinite == "skip",
+                          config.trainer.inject_nonfinite_at, config.fisher.in_step)
+    program = TrainProgram(model, optimizer, lr, options, step_shardings(
+        state, frozen, batch_sharding(mesh, rules, 1), model.task.batch_keys))
+    loop = TrainLoop(program, state, frozen, iterator,
+                     lambda batch: global_batch(batch, mesh, rules), steps)
+    tracker = FisherTracker(config, model, parts.groups, frozen, built.data.train)
+    evaluator = built.plugins.evaluator
+    best = BestKeeper(evaluator.primary_metric, evaluator.maximize, state.params)
+    return Session(config, built, program, loop, schedule, tracker, iterator, best, start.events)
+
+
+def _truncate_logs(run: RunDir, step: int) -> None:
+    """On resume, drop records the interrupted process wrote after its last checkpoint."""
+    for path, keep in ((run.metrics, lambda r: r["step"] <= step),
+                       (run.events, lambda r: r["step"] < step),
+                       (run.fisher, lambda r: r["step"] < step)):
+        if path.exists():
+            kept = [json.dumps(r, ensure_ascii=False) for r in read_jsonl(path) if keep(r)]
+            write_text_atomic(path, "".join(line + "\n" for line in kept))
+
+
+def resume_session(session: Session, checkpointer: Checkpointer, run: RunDir) -> int:
+    """Restore every stateful piece from the newest readable checkpoint; returns its step."""
+    loop = session.loop
+    first, device, host = checkpointer.restore_latest({"state": loop.state,
+                                                       "best": loop.state.params})
+    loop.state = device["state"]
+    session.iterator.restore(host["iterator"])
+    session.tracker.restore(host["tracker"])
+    session.schedule.load_state_dict(host["schedule"])
+    session.best.load_state_dict(host["best"], device["best"])
+    if jax.process_index() == 0:
+        _truncate_logs(run, first)
+    print(f"resuming {run.root} from step {first}", file=sys.stderr)
+    return first
+
+
+def install_hooks(session: Session, logger: MetricLogger, checkpointer: Checkpointer,
+                  progress: Progress, first: int) -> hooks.CheckpointWriter:
+    """Register the run's hooks on its loop in their order; returns the checkpoint writer."""
+    config, loop, groups = session.config, session.loop, session.built.parts.groups
+    fishers = hooks.FisherCache(session.tracker)
+    loop.add_before_step(hooks.schedule_decisions(session.schedule, fishers, logger))
+    loop.add_before_step(hooks.fisher_logging(fishers, logger, config.fisher.track_every))
+    if config.fisher.in_step:
+        loop.add_hook(hooks.in_step_traces(groups, logger), every=1)
+    if config.trainer.on_nonfinite == "stop":
+        loop.add_hook(hooks.stop_on_nonfinite(checkpointer), every=1)
+    loop.add_hook(hooks.metric_logging(groups, logger, progress, first), every=config.trainer.log_every)
+    loop.add_hook(hooks.validation(session.program.model, session.built.data.validation,
+                                   config.trainer.eval_batch_size, session.best, logger),
+                  every=config.trainer.eval_every)
+    writer = hooks.CheckpointWriter(checkpointer, session.best, {
+        "iterator": session.iterator.state, "tracker": session.tracker.state,
+        "schedule": session.schedule.state_dict})
+    loop.add_hook(writer, every=config.checkpoint.every)
+    return writer
+
+
+def run_session(session: Session, run: RunDir, *, resume: bool) -> int | None:
+    """The training loop with its hooks; returns the step a signal stopped it at (else None)."""
+    config = session.config
+    checkpointer = Checkpointer(run.checkpoints, config.checkpoint)
+    first = resume_session(session, checkpointer, run) if resume else 0
+    print(format_group_table(session.built.parts.counts, session.built.parts.total_params),
+          file=sys.stderr)
+    logger = MetricLogger(run, config.logging, run_config=config.to_dict(),
+                          is_main_process=jax.process_index() == 0)
+    if not resume:
+        for event in session.start_events:
+            logger.log_event(event)
+    progress = Progress(session.loop.steps, config.logging.progress, initial=first)
+    writer = install_hooks(session, logger, checkpointer, progress, first)
+    try:
+        with StopSignal() as stop:
+            stopped = session.loop.run(first, stop)
+            if stopped is not None:
+                writer(session.loop, stopped)
+    finally:
+        session.iterator.close()
+        progress.close()
+        checkpointer.close()
+        logger.close()
+    return stopped
+
+
+def final_scores(session: Session, per_language: dict) -> dict[str, dict]:
+    """The best-validation parameters scored on every evaluation language (MAD-X: each with
+    its own language adapter swapped in, from `per_language`)."""
+    built, config = session.built, session.config
+    frozen = session.loop.frozen
+    return {lang: evaluate(session.program.model, session.best.params, per_language.get(lang, frozen),
+                           split, config.trainer.eval_batch_size)
+            for lang, split in built.data.tests.items()}
+
+
+def train_one(config: RunConfig, run: RunDir, *, resume: bool = False,
+              overwrite: bool = False) -> dict | None:
+    """Train one run; returns its summary (None when stopped by a signal)."""
+    if config.mesh.distributed:
+        start_distributed(config.mesh)
+    mesh = make_mesh(config.mesh)
+    with jax.set_mesh(mesh), activation_rules(config.mesh.rules):
+        built = build_run(config, mesh)
+        session = open_session(config, built, mesh)
+        hubs = built.parts.language_hubs  # MAD-X: every language's adapter checked before training
+        per_language = (language_states(session.loop.frozen, hubs, list(built.data.tests))
+                        if hubs else {})
+        main_process = jax.process_index() == 0  # only process 0 writes files but checkpoints
+        if main_process:
+            prepare(run, overwrite=overwrite, resume=resume)
+            if not resume:
+                write_text_atomic(run.config, dump_config(config))
+        stopped = run_session(session, run, resume=resume)
+        if stopped is not None:
+            print(f"stopped by signal after step {stopped}; checkpoint written. Continue with: "
+                  f"jaxcult train --resume {run.root}", file=sys.stderr)
+            return None
+        final_mask = np.asarray(session.loop.state.mask)
+        summary = make_summary(config, built.plugins, final_scores(session, per_language),
+                               [g for g, m in zip(built.parts.groups, final_mask) if m],
+                               best=session.best)
+    if main_process:
+        run.write_summary(summary)
+        write_report(run.root)
+        print(format_scores(summary))
+    return summary

@@ -1,0 +1,66 @@
+"""The `jaxcult train` use case: one run, or one run per seed of `trainer.seeds`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from jaxcult import rundir
+from jaxcult.config import RunConfig
+from jaxcult.config_loading import dump_config, load_config
+from jaxcult.errors import UserError
+from jaxcult.rundir import RunDir
+
+
+def train(config: RunConfig, run: RunDir, *, resume: bool = False,
+          overwrite: bool = False) -> dict | None:
+    """Train `config` into `run`; returns the summary (None when stopped by a signal).
+
+    JAX and the model code are imported here, not at module level, so config mistakes answer
+    before those heavy imports."""
+    from jaxcult.run.seeds import train_seeds
+    from jaxcult.run.single import train_one
+
+    if config.trainer.seeds:
+        return train_seeds(config, run, resume=resume, overwrite=overwrite)
+    return train_one(config, run, resume=resume, overwrite=overwrite)
+
+
+DEFAULT_CONFIG = Path("experiments") / "default.yaml"
+
+
+def default_config_path() -> Path:
+    """`experiments/default.yaml` in the working directory, else in the source checkout."""
+    for root in (Path.cwd(), Path(__file__).resolve().parents[2]):
+        candidate = root / DEFAULT_CONFIG
+        if candidate.exists():
+            return candidate
+    raise UserError(f"no config given and {DEFAULT_CONFIG} not found in {Path.cwd()} or the "
+                    f"jaxcult source tree; pass a config file")
+
+
+def train_command(config_path: Path | None, overrides: list[str], *, run_dir: str | None = None,
+                  resume: str | None = None, overwrite: bool = False, print_config: bool = False,
+                  dry: bool = False) -> None:
+    """`jaxcult train`: resolve the config and the run directory, then train (or only print
+    the config, or dry-run)."""
+    if resume:
+        moved = [o for o in overrides if not o.startswith("mesh.")]
+        if config_path is not None or moved:
+            raise UserError("--resume continues a run with its own config.yaml; do not pass a "
+                            "config file or overrides other than mesh.* (found "
+                            f"{config_path or moved[0]!r})")
+        run = rundir.check_writable(Path(resume), overwrite=False, resume=True)
+        config = load_config(run.config, overrides)
+    else:
+        config = load_config(config_path or default_config_path(), overrides)
+        root = Path(run_dir) if run_dir else rundir.default_run_root(config.name)
+        run = rundir.check_writable(root, overwrite=overwrite, resume=False)
+    if print_config:
+        print(dump_config(config), end="")
+        return
+    if dry:
+        from jaxcult.run.dry_run import dry_run
+
+        dry_run(config)
+        return
+    train(config, run, resume=bool(resume), overwrite=overwrite)

@@ -1,0 +1,137 @@
+"""The hooks of a training run: schedule decisions, Fisher tracking, logging, evaluation,
+checkpoints and the non-finite policy. Each is a small function registered on a `TrainLoop`.
+
+Hooks read the device only when they act (a schedule check, a log step), so the host keeps
+dispatching steps ahead of the device in between.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import numpy as np
+
+from jaxcult.checkpoint import Checkpointer
+from jaxcult.data.batching import Split
+from jaxcult.errors import UserError
+from jaxcult.logging import MetricLogger, Progress
+from jaxcult.schedules import Schedule
+from jaxcult.trainers.evaluation import BestKeeper, evaluate
+from jaxcult.trainers.fisher_tracker import FisherTracker
+from jaxcult.trainers.loop import TrainLoop
+from jaxcult.trainers.program import ModelProgram
+
+
+class FisherCache:
+    """tr(F) of the parameters before step `s`, computed at most once per step."""
+
+    def __init__(self, tracker: FisherTracker) -> None:
+        self.tracker = tracker
+        self._step: int | None = None
+        self._value: dict[str, float] = {}
+
+    def at(self, loop: TrainLoop, step: int) -> dict[str, float]:
+        if self._step != step:
+            self._step, self._value = step, self.tracker(loop.state.params, step)
+        return self._value
+
+    def computed_at(self, step: int) -> dict[str, float] | None:
+        return self._value if self._step == step else None
+
+
+def schedule_decisions(schedule: Schedule, fishers: FisherCache, logger: MetricLogger):
+    """Before each check step: let the schedule open groups (a new mask in the train state)."""
+    def before(loop: TrainLoop, step: int) -> None:
+        if not schedule.is_check(step):
+            return
+        decision = schedule.decide(step, np.asarray(loop.state.mask),
+                                   lambda: fishers.at(loop, step))
+        if decision is None:
+            return
+        loop.state = loop.state.replace(mask=jax.device_put(decision.mask, loop.state.mask.sharding))
+        for event in decision.events:
+            logger.log_event(event)
+    return before
+
+
+def fisher_logging(fishers: FisherCache, logger: MetricLogger, every: int):
+    """Log tr(F) every `every` steps (with the normalised moving average) and whenever a
+    schedule computed it anyway."""
+    tracker = fishers.tracker
+
+    def before(loop: TrainLoop, step: int) -> None:
+        if every and step % every == 0:
+            traces = fishers.at(loop, step)
+            logger.log_fisher(step, tracker.estimator, traces,
+                              tracker.normalised(traces, np.asarray(loop.state.mask)))
+        elif (traces := fishers.computed_at(step)) is not None:
+            logger.log_fisher(step, tracker.estimator, traces)
+    return before
+
+
+def in_step_traces(groups: list[str], logger: MetricLogger):
+    """Log the step's own per-group squared batch gradient / B (`fisher.in_step`)."""
+    def after(loop: TrainLoop, done: int) -> None:
+        traces = np.asarray(loop.metrics.pop("batch_trace"))
+        logger.log_fisher(done - 1, "empirical_batch_in_step", dict(zip(groups, map(float, traces))))
+    return after
+
+
+def stop_on_nonfinite(checkpointer: Checkpointer):
+    """Raise a clear error at the first non-finite loss or gradient (checkpoints are kept)."""
+    def after(loop: TrainLoop, done: int) -> None:
+        if bool(loop.metrics["finite"]):
+            return
+        checkpointer.wait()
+        kept = checkpointer.steps()
+        where = (f"the last checkpoint (step {kept[-1]}) in {checkpointer.directory} is kept"
+                 if kept else "no checkpoint had been written yet")
+        raise UserError(f"non-finite loss or gradient at step {done} (loss "
+                        f"{float(loop.metrics['loss'])}); {where}; set "
+                        f"trainer.on_nonfinite=skip to skip such steps")
+    return after
+
+
+def metric_logging(groups: list[str], logger: MetricLogger, progress: Progress, first: int):
+    """Log the last step's metrics, the step rate and the trainable groups; update progress."""
+    last = {"time": time.perf_counter(), "step": first}
+
+    def after(loop: TrainLoop, done: int) -> None:
+        now = time.perf_counter()
+        record = {k: float(v) for k, v in loop.metrics.items() if k != "batch_trace"}
+        record["steps_per_second"] = (done - last["step"]) / max(now - last["time"], 1e-9)
+        record["trainable_groups"] = [g for g, m in zip(groups, np.asarray(loop.state.mask)) if m]
+        logger.log_metrics(done, record)
+        last.update(time=now, step=done)
+        progress.update(done, record["loss"])
+    return after
+
+
+def validation(program: ModelProgram, split: Split, batch_size: int, best: BestKeeper,
+               logger: MetricLogger):
+    """Score the validation split; keep the parameters of the best result."""
+    def after(loop: TrainLoop, done: int) -> None:
+        metrics = evaluate(program, loop.state.params, loop.frozen, split, batch_size)
+        logger.log_metrics(done, metrics, prefix="validation")
+        best.offer(done, metrics, loop.state.params)
+    return after
+
+
+class CheckpointWriter:
+    """Saves the train state, the best parameters and every stateful component's host state."""
+
+    def __init__(self, checkpointer: Checkpointer, best: BestKeeper,
+                 components: dict[str, Callable[[], Any]]) -> None:
+        self.checkpointer, self.best, self.components = checkpointer, best, components
+        self.last: int | None = None
+
+    def __call__(self, loop: TrainLoop, done: int) -> None:
+        if self.last == done:
+            return
+        host = {name: state() for name, state in self.components.items()}
+        host["best"] = self.best.state_dict()
+        self.checkpointer.save(done, {"state": loop.state, "best": self.best.params}, host)
+        self.last = done

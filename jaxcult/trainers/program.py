@@ -1,0 +1,147 @@
+"""Pure train / eval / Fisher steps of any task family.
+
+The model is split into a graph definition, the frozen backbone (never differentiated) and
+the trainable parameters grouped by name. `ModelProgram` holds what only runs the model
+(evaluation, Fisher): it needs no optimizer. `TrainProgram` adds the jitted train step, compiled
+once with pinned in/out shardings. `TrainState` holds everything that changes; its `mask` (one
+bool per group) decides which groups the optimizer touches, so a schedule changing the mask
+never triggers recompilation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx, struct
+
+from jaxcult import fisher
+from jaxcult.eval import Evaluator
+from jaxcult.sharding import replicated_outputs, shardings_of
+from jaxcult.tasks import Task
+
+
+@struct.dataclass
+class TrainState:
+    step: jax.Array
+    params: dict[str, Any]   # group name -> nnx.State of that group's parameters
+    opt_state: Any
+    mask: jax.Array          # [num_groups] bool, in group order: the only copy of the mask
+    rng: jax.Array
+
+
+def init_state(params: dict[str, Any], optimizer: optax.GradientTransformation, mask: jax.Array,
+               seed: int) -> TrainState:
+    """Step 0 of a run (jitted optimizer init: states land beside their parameters)."""
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                      opt_state=jax.jit(optimizer.init)(params), mask=jnp.asarray(mask),
+                      rng=jax.random.key(seed))
+
+
+@dataclass(frozen=True)
+class StepOptions:
+    """How a train step treats its batch and its gradients (besides the optimizer)."""
+
+    grad_accum: int = 1
+    skip_nonfinite: bool = False          # keep parameters and state on a non-finite step
+    inject_nonfinite_at: int | None = None  # testing aid: make this step's loss NaN
+    track_in_step: bool = False           # also return per-group squared batch gradients / B
+
+
+class ModelProgram:
+    """Running the model without training it: outputs, evaluation statistics, Fisher traces."""
+
+    def __init__(self, task: Task, evaluator: Evaluator, graphdef: nnx.GraphDef,
+                 groups: Sequence[str]) -> None:
+        self.task, self.evaluator = task, evaluator
+        self.graphdef, self.groups = graphdef, list(groups)
+        self.eval_step = jax.jit(self._eval_step)
+
+    def outputs(self, params: dict, frozen: Any, batch: dict, dropout_key=None) -> jax.Array:
+        model = nnx.merge(self.graphdef, *params.values(), frozen)
+        return self.task.forward(model, batch, dropout_key)
+
+    def log_probs(self, frozen: Any) -> fisher.LogProbFn:
+        return lambda params, batch: self.task.log_probs(self.outputs(params, frozen, batch), batch)
+
+    def _eval_step(self, params, frozen, batch) -> dict[str, jax.Array]:
+        outputs = self.evaluator.device_outputs(self.outputs(params, frozen, batch), batch)
+        return replicated_outputs(outputs)  # every process reads the whole result
+
+    def make_fisher(self, estimator: str) -> Callable:
+        """Jitted (params, frozen, batch, key) -> per-group tr(F) of one batch."""
+        def one_batch(params, frozen, batch, key):
+            return fisher.batch_trace(estimator, self.log_probs(frozen), params, batch, key,
+                                      self.groups)
+
+        return jax.jit(one_batch)
+
+
+def step_shardings(state: TrainState, frozen: Any, batch_sharding, batch_keys: Sequence[str]
+                   ) -> dict[str, Any]:
+    """jit arguments pinning the train step to the current placement: the output state keeps
+    exactly the input layout (donation reuses the buffers), the frozen backbone stays where it
+    is, and batches arrive split over the mesh's batch axes."""
+    state_shardings = shardings_of(state)
+    return {"in_shardings": (state_shardings, shardings_of(frozen),
+                             {k: batch_sharding for k in batch_keys}),
+            "out_shardings": (state_shardings, None)}
+
+
+class TrainProgram:
+    """The jitted train step of one run: `train_step(state, frozen, batch) -> (state, metrics)`."""
+
+    def __init__(self, model: ModelProgram, optimizer: optax.GradientTransformationExtraArgs,
+                 lr: optax.Schedule, options: StepOptions = StepOptions(),
+                 shardings: dict[str, Any] | None = None) -> None:
+        self.model, self.optimizer, self.lr, self.options = model, optimizer, lr, options
+        self.train_step = jax.jit(self._train_step, donate_argnums=(0,), **(shardings or {}))
+
+    def _loss(self, params, frozen, batch, key):
+        return self.model.task.loss(self.model.outputs(params, frozen, batch, key), batch)
+
+    def _grads(self, params, frozen, batch, key):
+        grad_fn = jax.value_and_grad(self._loss, has_aux=True)
+        accum = self.options.grad_accum
+        if accum == 1:
+            return grad_fn(params, frozen, batch, key)
+        micro = jax.tree.map(lambda x: x.reshape(accum, -1, *x.shape[1:]), batch)
+
+        def body(carry, inputs):
+            micro_batch, index = inputs
+            (loss, acc), grads = grad_fn(params, frozen, micro_batch, jax.random.fold_in(key, index))
+            return jax.tree.map(jnp.add, carry, ((loss, acc), grads)), None
+
+        zeros = ((jnp.zeros(()), jnp.zeros(())), jax.tree.map(jnp.zeros_like, params))
+        total, _ = jax.lax.scan(body, zeros, (micro, jnp.arange(accum)))
+        return jax.tree.map(lambda x: x / accum, total)
+
+    def _train_step(self, state: TrainState, frozen, batch):
+        options, groups = self.options, self.model.groups
+        rng, key = jax.random.split(state.rng)
+        (loss, accuracy), grads = self._grads(state.params, frozen, batch, key)
+        if options.inject_nonfinite_at is not None:
+            poison = state.step + 1 == options.inject_nonfinite_at
+            loss = jnp.where(poison, jnp.nan, loss)
+            grads = jax.tree.map(lambda g: jnp.where(poison, jnp.nan, g), grads)
+        trained = {name: jax.tree.map(lambda g, i=i: jnp.where(state.mask[i], g, 0.0), grads[name])
+                   for i, name in enumerate(groups)}
+        grad_norm = optax.tree.norm(trained)
+        updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params,
+                                                   mask=state.mask, step=state.step)
+        params = optax.apply_updates(state.params, updates)
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+        if options.skip_nonfinite:
+            params = jax.tree.map(lambda n, o: jnp.where(finite, n, o), params, state.params)
+            opt_state = jax.tree.map(lambda n, o: jnp.where(finite, n, o), opt_state, state.opt_state)
+        new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state, rng=rng)
+        metrics = {"loss": loss, "accuracy": accuracy, "grad_norm": grad_norm,
+                   "lr": self.lr(state.step), "finite": finite}
+        if options.track_in_step:  # squared batch gradient per group / B, before masking
+            size = batch[self.model.task.batch_keys[0]].shape[0]
+            metrics["batch_trace"] = fisher.group_sq_norms(grads, groups) / size
+        return new_state, metrics
