@@ -1,4 +1,4 @@
-"""The `jaxcult` command line: train, eval, export, convert, plot, assets.
+"""The `jaxcult` command line: train, eval, export, convert, generate, plot, assets.
 
 Argument parsing only: each command calls one use case in `jaxcult.run`. Heavy imports (jax,
 flax, transformers) happen inside the command functions so that `--help` answers instantly.
@@ -67,6 +67,14 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_generate(args: argparse.Namespace) -> int:
+    from jaxcult.run.generate import generate_command
+
+    generate_command(args.model, Path(args.prompts), Path(args.out), args.overrides,
+                     chat=args.chat, system=args.system, adapter=args.adapter, merge=args.merge)
+    return 0
+
+
 def cmd_assets(args: argparse.Namespace) -> int:
     from jaxcult.run.assets import asset_command
 
@@ -121,6 +129,23 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("run_dir")
     plot.set_defaults(func=cmd_plot)
 
+    gen = sub.add_parser("generate", parents=[common], help="complete a JSONL file of prompts",
+                         description="Batched generation: one output line per prompt line, in "
+                                     "input order; an interrupted run continues where it stopped. "
+                                     "Settings as KEY=VALUE: max_new_tokens, do_sample, temperature, "
+                                     "top_k, top_p, min_p, repetition_penalty, seed, stop_strings, "
+                                     "stop_token_ids, batch_size, length_buckets, chunk.")
+    gen.add_argument("model", help="asset name, HF directory, .gguf file or Hub id")
+    gen.add_argument("--prompts", required=True, help='JSONL: {"prompt": ...} or {"messages": [...]}')
+    gen.add_argument("--out", required=True, help="output JSONL (appended to when resuming)")
+    gen.add_argument("--chat", action="store_true", help="render plain prompts as user turns of "
+                     "the model's chat template")
+    gen.add_argument("--system", help="system message for chat prompts that have none")
+    gen.add_argument("--adapter", help="a PEFT LoRA adapter directory to apply")
+    gen.add_argument("--merge", action="store_true", help="merge the LoRA adapter into the weights")
+    gen.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    gen.set_defaults(func=cmd_generate)
+
     assets_parser = sub.add_parser("assets", parents=[common], help="offline pretrained assets")
     assets_parser.add_argument("action", choices=["list", "path", "install"])
     assets_parser.add_argument("names", nargs="*")
@@ -141,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra:  # overrides may follow options: `train cfg.yaml --run-dir d a.b=1`
-        field = {"train": "items"}.get(args.command)
+        field = {"train": "items", "generate": "overrides"}.get(args.command)
         if field is None or any(item.startswith("-") for item in extra):
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         setattr(args, field, [*getattr(args, field), *extra])

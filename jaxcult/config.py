@@ -236,6 +236,36 @@ class LoggingConfig(Section):
         return {False: "off", True: "auto"}.get(value, value) if isinstance(value, bool) else value
 
 
+class GenerationConfig(Section):
+    """Batched decoding: length limits, sampling, stopping, and the static shapes it compiles."""
+
+    max_new_tokens: int = Field(64, gt=0)
+    do_sample: bool = Field(False, description="false = greedy (temperature/top-* unused)")
+    temperature: float = Field(1.0, gt=0)
+    top_k: int = Field(0, ge=0, description="0 = off")
+    top_p: float = Field(1.0, gt=0, le=1)
+    min_p: float = Field(0.0, ge=0, lt=1, description="0 = off")
+    repetition_penalty: float = Field(1.0, gt=0, description="1 = off")
+    seed: int = 0
+    stop_strings: list[str] = Field(default_factory=list,
+                                    description="stop when the decoded text contains one (trimmed)")
+    stop_token_ids: list[int] = Field(default_factory=list, description="besides the tokenizer's EOS")
+    batch_size: int = Field(8, gt=0, description="prompts decoded together (a batch is padded to it)")
+    length_buckets: list[int] = Field(
+        default_factory=lambda: [32, 64, 128, 256, 512],
+        description="prompt lengths compiled for (a prompt is left-padded to the next one)")
+    chunk: int = Field(8, gt=0, description="decode steps per device call between stop checks")
+
+    @model_validator(mode="after")
+    def _buckets(self) -> GenerationConfig:
+        if not self.length_buckets or any(b <= 0 for b in self.length_buckets):
+            raise ValueError("generation.length_buckets must be a non-empty list of positive lengths")
+        if sorted(set(self.length_buckets)) != list(self.length_buckets):
+            raise ValueError(f"generation.length_buckets must be strictly increasing, found "
+                             f"{self.length_buckets}")
+        return self
+
+
 class RunConfig(Section):
     """A complete, validated run."""
 

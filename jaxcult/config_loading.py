@@ -112,9 +112,9 @@ def parse_override(text: str) -> dict:
     return tree
 
 
-def _fields_at(loc: tuple) -> list[str]:
+def _fields_at(loc: tuple, schema: type[BaseModel] = RunConfig) -> list[str]:
     """Valid key names of the config section that `loc` points into."""
-    model: type[BaseModel] = RunConfig
+    model: type[BaseModel] = schema
     for part in loc[:-1]:
         field = model.model_fields.get(str(part))
         annotation = getattr(field, "annotation", None)
@@ -132,14 +132,14 @@ def _source_of(loc: tuple, sources: dict) -> str:
     return "config"
 
 
-def describe_error(err: dict, sources: dict) -> str:
-    """One readable line for one pydantic error."""
+def describe_error(err: dict, sources: dict, schema: type[BaseModel] = RunConfig) -> str:
+    """One readable line for one pydantic error (`schema`: the model that was validated)."""
     loc = tuple(p for p in err["loc"] if not str(p).startswith("function-after"))
     key = ".".join(str(p) for p in loc) or "(top level)"
     where = _source_of(loc, sources)
     kind = err["type"]
     if kind == "extra_forbidden":
-        valid = _fields_at(loc)
+        valid = _fields_at(loc, schema)
         close = difflib.get_close_matches(str(loc[-1]), valid, n=3, cutoff=0.6)
         hint = f"did you mean {' or '.join(repr(c) for c in close)}?" if close else (
             f"valid keys: {', '.join(valid)}"

@@ -74,7 +74,8 @@ class CausalLMOutput:
 
 @struct.dataclass
 class KVCache:
-    """Keys/values per layer [layers, batch, max_len, kv_heads, head_dim] and the fill length."""
+    """Keys/values of every layer in one array each, [layers, batch, kv_heads, max_len,
+    head_dim], updated in place one layer at a time; the fill length and the key mask."""
 
     keys: jax.Array
     values: jax.Array
@@ -83,7 +84,7 @@ class KVCache:
 
     @classmethod
     def empty(cls, config: DecoderConfig, batch: int, max_len: int, dtype=jnp.float32) -> KVCache:
-        shape = (config.num_hidden_layers, batch, max_len, config.num_key_value_heads, config.head_dim)
+        shape = (config.num_hidden_layers, batch, config.num_key_value_heads, max_len, config.head_dim)
         return cls(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype), jnp.zeros((), jnp.int32),
                    jnp.zeros((batch, max_len), jnp.int32))
 
@@ -151,11 +152,18 @@ class DecoderLayer(nnx.Module):
         k = self.k_proj(h, keys).reshape(b, t, c.num_key_value_heads, c.head_dim)
         v = self.v_proj(h, keys).reshape(b, t, c.num_key_value_heads, c.head_dim)
         q, k = apply_rope(q, positions, inv_freq), apply_rope(k, positions, inv_freq)
-        if layer_cache is not None:
-            cache_k, cache_v, start = layer_cache
-            k = jax.lax.dynamic_update_slice_in_dim(cache_k, k.astype(cache_k.dtype), start, axis=1)
-            v = jax.lax.dynamic_update_slice_in_dim(cache_v, v.astype(cache_v.dtype), start, axis=1)
-        context = attention(q, k.astype(q.dtype), v.astype(q.dtype), bias)
+        if layer_cache is None:
+            context = attention(q, k, v, bias)
+        else:  # write this layer's keys/values into the stacked cache in place, attend over it
+            all_k, all_v, index, start = layer_cache
+            at = (index, 0, 0, start, 0)
+            all_k = jax.lax.dynamic_update_slice(
+                all_k, k.transpose(0, 2, 1, 3)[None].astype(all_k.dtype), at)
+            all_v = jax.lax.dynamic_update_slice(
+                all_v, v.transpose(0, 2, 1, 3)[None].astype(all_v.dtype), at)
+            k, v = all_k, all_v
+            context = attention(q, all_k[index].transpose(0, 2, 1, 3).astype(q.dtype),
+                                all_v[index].transpose(0, 2, 1, 3).astype(q.dtype), bias)
         attended = self.o_proj(context.reshape(b, t, -1), keys)
         if self.attention_adapter is not None:  # pre-LN: no norm after the residual sum
             x = self.attention_adapter(attended, x, None, keys)
@@ -197,7 +205,7 @@ class CausalLM(nnx.Module):
         if cache is not None:
             key_mask = jax.lax.dynamic_update_slice_in_dim(
                 cache.mask, attention_mask.astype(cache.mask.dtype), start, axis=1)
-            k_len = cache.keys.shape[2]
+            k_len = cache.keys.shape[3]
         else:
             key_mask, k_len = attention_mask, t
         q_pos = start + jnp.arange(t)
@@ -207,17 +215,15 @@ class CausalLM(nnx.Module):
         inv_freq = rope_frequencies(self.config)
         keys = KeySplitter(dropout_key)
         x = constrain_batch(self.embed_tokens(input_ids))
-        new_k, new_v = [], []
+        all_k, all_v = (cache.keys, cache.values) if cache is not None else (None, None)
         for i, layer in enumerate(self.layers):
-            layer_cache = (cache.keys[i], cache.values[i], start) if cache is not None else None
-            x, (k, v) = layer(x, position_ids, bias, inv_freq, keys, layer_cache)
+            layer_cache = (all_k, all_v, i, start) if cache is not None else None
+            x, (all_k, all_v) = layer(x, position_ids, bias, inv_freq, keys, layer_cache)
             x = constrain_batch(x)
-            new_k.append(k)
-            new_v.append(v)
         hidden = self.norm(x)
         logits = (self.embed_tokens.attend(hidden) if self.lm_head is None else self.lm_head(hidden))
         new_cache = None
         if cache is not None:
-            new_cache = KVCache(jnp.stack(new_k), jnp.stack(new_v), start + t, key_mask)
+            new_cache = KVCache(all_k, all_v, start + t, key_mask)
         return CausalLMOutput(logits=logits, cache=new_cache,
                               hidden_states=hidden if return_hidden else None)

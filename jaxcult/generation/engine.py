@@ -1,0 +1,213 @@
+"""Batched decoding with the KV cache on the whole batch, in static shapes.
+
+A batch of up to `batch_size` prompts is left-padded to the smallest length bucket that holds
+its longest prompt (rows beyond the prompts are padding and start finished), with position ids
+counted over real tokens only, as transformers does for left padding. One jitted prefill per
+bucket fills a cache sized for the largest bucket plus `max_new_tokens`, so a single jitted
+decode function serves every bucket: it runs up to `chunk` steps in a `lax.while_loop` (choose a
+token, append it, run the model on it) and stops early once every row has finished (EOS, a stop
+token, or the length limit). Between chunks the host decodes the new text of each unfinished row
+and ends rows whose text contains a stop string.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx, struct
+from jax.sharding import Mesh
+
+from jaxcult.config import GenerationConfig
+from jaxcult.errors import UserError
+from jaxcult.generation.sampling import Sampling, choose
+from jaxcult.models.decoder import CausalLM, KVCache
+from jaxcult.sharding import Rules, batch_sharding, check_batch_divisible, place_variables
+
+
+@struct.dataclass
+class DecodeState:
+    """Everything one decode step reads and writes (all [batch, ...] except `count` and `key`)."""
+
+    cache: KVCache
+    logits: jax.Array      # [batch, vocab] logits for the next token
+    positions: jax.Array   # [batch] position id of the last token
+    seen: jax.Array        # [batch, vocab] tokens in the sequence (repetition penalty)
+    tokens: jax.Array      # [batch, max_new] generated tokens (pad after a row finishes)
+    done: jax.Array        # [batch] finished rows
+    count: jax.Array       # scalar: tokens generated so far
+    key: jax.Array
+
+
+@dataclass
+class Completion:
+    """One prompt's result: text (stop string trimmed), new token ids and why it stopped."""
+
+    text: str
+    token_ids: list[int]
+    finish_reason: str     # "eos" (or a stop token), "stop_string", "length" or "error"
+    prompt_tokens: int
+    error: str | None = None
+
+
+def bucket_for(length: int, buckets: Sequence[int]) -> int | None:
+    return next((b for b in buckets if b >= length), None)
+
+
+def left_pad(prompts: Sequence[Sequence[int]], length: int, rows: int, pad_id: int
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """[rows, length] ids and mask, prompts right-aligned; rows past the prompts are all pad."""
+    ids = np.full((rows, length), pad_id, np.int32)
+    mask = np.zeros((rows, length), np.int32)
+    for row, prompt in enumerate(prompts):
+        if prompt:
+            ids[row, -len(prompt):] = prompt
+            mask[row, -len(prompt):] = 1
+    return ids, mask
+
+
+@partial(jax.jit, static_argnums=(0, 5, 6))
+def _prefill(graphdef, state, ids, mask, key, cache_length: int, max_new: int) -> DecodeState:
+    model = nnx.merge(graphdef, state)
+    batch = ids.shape[0]
+    positions = jnp.maximum(jnp.cumsum(mask, axis=1) - 1, 0)
+    cache = KVCache.empty(model.config, batch, cache_length, dtype=jnp.dtype(model.config.dtype))
+    out = model(ids, mask, positions, cache=cache)
+    vocab = out.logits.shape[-1]
+    seen = jnp.zeros((batch, vocab), jnp.int32).at[jnp.arange(batch)[:, None], ids].max(mask) > 0
+    return DecodeState(cache=out.cache, logits=out.logits[:, -1].astype(jnp.float32),
+                       positions=positions[:, -1], seen=seen,
+                       tokens=jnp.zeros((batch, max_new), jnp.int32),
+                       done=mask.sum(1) == 0, count=jnp.zeros((), jnp.int32), key=key)
+
+
+@partial(jax.jit, static_argnums=(0, 3, 4), donate_argnums=(2,))
+def _decode_chunk(graphdef, state, decode: DecodeState, sampling: Sampling, steps: int,
+                  stop_ids: jax.Array, pad_id: jax.Array) -> DecodeState:
+    model = nnx.merge(graphdef, state)
+    max_new = decode.tokens.shape[1]
+    rows = jnp.arange(decode.tokens.shape[0])
+
+    def cond(carry):
+        i, d = carry
+        return (i < steps) & (d.count < max_new) & ~d.done.all()
+
+    def body(carry):
+        i, d = carry
+        token = choose(d.logits, d.seen, sampling, jax.random.fold_in(d.key, d.count))
+        token = jnp.where(d.done, pad_id, token)
+        finished = d.done | jnp.isin(token, stop_ids) | (d.count + 1 >= max_new)
+        positions = d.positions + 1
+        out = model(token[:, None], jnp.ones_like(token)[:, None], positions[:, None], cache=d.cache)
+        return i + 1, d.replace(
+            cache=out.cache, logits=out.logits[:, -1].astype(jnp.float32), positions=positions,
+            seen=d.seen.at[rows, token].set(True), tokens=d.tokens.at[:, d.count].set(token),
+            done=finished, count=d.count + 1)
+
+    return jax.lax.while_loop(cond, body, (jnp.zeros((), jnp.int32), decode))[1]
+
+
+class Generator:
+    """Batched generation for one causal LM and tokenizer with fixed decoding settings."""
+
+    def __init__(self, model: CausalLM, tokenizer, config: GenerationConfig, *,
+                 mesh: Mesh | None = None, rules: Rules | None = None) -> None:
+        if not isinstance(model, CausalLM):
+            raise UserError(f"generation needs a causal LM, not {type(model).__name__}")
+        self.graphdef, self.state = nnx.split(model)
+        self.mesh, self.rules = mesh, rules or {}
+        if mesh is not None:  # parameters by their logical axes, batches over the batch axes
+            self.state = place_variables(self.state, mesh, self.rules)
+            check_batch_divisible(config.batch_size, mesh, self.rules, "generation.batch_size")
+        self.tokenizer, self.config = tokenizer, config
+        if config.do_sample and config.temperature <= 0:
+            raise UserError("generation.temperature must be > 0 when sampling")
+        self.sampling = Sampling(config.do_sample, config.temperature, config.top_k,
+                                 config.top_p, config.min_p, config.repetition_penalty)
+        eos = tokenizer.eos_token_id
+        stops = {*config.stop_token_ids, *([eos] if eos is not None else [])}
+        if not stops and config.max_new_tokens > 4096:
+            raise UserError("generation: no EOS or stop token and max_new_tokens > 4096")
+        self.stop_ids = jnp.asarray(sorted(stops) or [-1], jnp.int32)
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
+        self.pad_id = int(pad if pad is not None else 0)
+        self.cache_length = max(config.length_buckets) + config.max_new_tokens
+        self.key = jax.random.key(config.seed)
+
+    def place(self, array: np.ndarray) -> jax.Array:
+        """A batch array on the device(s): split over the mesh's batch axes when there is one."""
+        if self.mesh is None:
+            return jnp.asarray(array)
+        return jax.device_put(array, batch_sharding(self.mesh, self.rules, array.ndim))
+
+    def bucket(self, length: int) -> int | None:
+        return bucket_for(length, self.config.length_buckets)
+
+    def run_batch(self, prompts: Sequence[Sequence[int]], batch_index: int = 0,
+                  on_chunk: Callable[[int], None] | None = None) -> list[Completion]:
+        """Decode up to `batch_size` tokenised prompts that all fit the largest bucket."""
+        config = self.config
+        if not 0 < len(prompts) <= config.batch_size:
+            raise ValueError(f"run_batch takes 1..{config.batch_size} prompts, got {len(prompts)}")
+        length = self.bucket(max(len(p) for p in prompts))
+        ids, mask = (self.place(x) for x in left_pad(prompts, length, config.batch_size,
+                                                      self.pad_id))
+        key = jax.random.fold_in(self.key, batch_index)
+        decode = _prefill(self.graphdef, self.state, ids, mask, key, self.cache_length,
+                          config.max_new_tokens)
+        stopped: dict[int, int] = {}  # row -> characters kept (a stop string was found)
+        while True:
+            decode = _decode_chunk(self.graphdef, self.state, decode, self.sampling, config.chunk,
+                                   self.stop_ids, jnp.int32(self.pad_id))
+            count, done = int(decode.count), np.asarray(decode.done)
+            if on_chunk is not None:
+                on_chunk(count)
+            if config.stop_strings:
+                done = self._stop_strings(np.asarray(decode.tokens), count, done, stopped,
+                                          len(prompts))
+                decode = decode.replace(done=jnp.asarray(done))
+            if done[:len(prompts)].all() or count >= config.max_new_tokens:
+                break
+        return self._completions(np.asarray(decode.tokens), count, prompts, stopped)
+
+    def _stop_strings(self, tokens: np.ndarray, count: int, done: np.ndarray,
+                      stopped: dict[int, int], rows: int) -> np.ndarray:
+        done = done.copy()
+        for row in range(rows):
+            if row in stopped:
+                continue
+            text = self.tokenizer.decode(tokens[row, :count], skip_special_tokens=True)
+            found = [text.find(s) for s in self.config.stop_strings if s in text]
+            if found:
+                stopped[row] = min(found)
+                done[row] = True
+        return done
+
+    def _completions(self, tokens: np.ndarray, count: int, prompts, stopped: dict[int, int]
+                     ) -> list[Completion]:
+        stop_ids = set(np.asarray(self.stop_ids).tolist())
+        results = []
+        for row, prompt in enumerate(prompts):
+            new = tokens[row, :count].tolist()
+            end = next((i for i, t in enumerate(new) if t in stop_ids), None)
+            reason = "length"
+            if end is not None:
+                new, reason = new[:end + 1], "eos"
+            text = self.tokenizer.decode(new, skip_special_tokens=True)
+            if row in stopped:
+                new = self._through_stop_string(new)
+                text, reason = text[:stopped[row]], "stop_string"
+            results.append(Completion(text, new, reason, len(prompt)))
+        return results
+
+    def _through_stop_string(self, tokens: list[int]) -> list[int]:
+        """The shortest prefix of `tokens` whose text contains a stop string."""
+        for end in range(1, len(tokens) + 1):
+            text = self.tokenizer.decode(tokens[:end], skip_special_tokens=True)
+            if any(s in text for s in self.config.stop_strings):
+                return tokens[:end]
+        return tokens
