@@ -13,3 +13,11 @@ def load_pretrained(source, **kwargs):
     from jaxcult.hub.pretrained import load_pretrained as _load
 
     return _load(source, **kwargs)
+
+
+def generate(model, tokenizer, prompts, config=None, **kwargs):
+    """Batched generation (see `jaxcult.generation.generate`), imported lazily."""
+    from jaxcult.config import GenerationConfig
+    from jaxcult.generation import generate as _generate
+
+    return _generate(model, tokenizer, prompts, config or GenerationConfig(), **kwargs)

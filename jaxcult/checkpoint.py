@@ -9,6 +9,7 @@ unreadable (for example a truncated file) is skipped with a warning and the prev
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -52,17 +53,26 @@ class Checkpointer:
     def steps(self) -> list[int]:
         return sorted(self.manager.all_steps())
 
-    def restore_latest(self, like: dict[str, Any]) -> tuple[int, dict[str, Any], dict[str, Any]]:
+    def restore_latest(self, like: dict[str, Any],
+                       check: Callable[[dict[str, Any]], None] | None = None
+                       ) -> tuple[int, dict[str, Any], dict[str, Any]]:
         """The newest readable checkpoint's items named in `like` (which gives their structure,
-        dtypes and shardings) and its host state."""
+        dtypes and shardings) and its host state. `check(host)` runs on the host state before
+        any array is read; a `UserError` from it (the checkpoint does not fit this run) stops
+        the restore instead of falling back to an older checkpoint."""
         items = {name: ocp.args.StandardRestore(
             jax.tree.map(ocp.utils.to_shape_dtype_struct, _to_savable(tree)))
             for name, tree in like.items()}
         failures = []
         for step in reversed(self.steps()):
             try:
+                if check is not None:
+                    check(dict(self.manager.restore(step, args=ocp.args.Composite(
+                        host=ocp.args.JsonRestore()))["host"]))
                 restored = self.manager.restore(step, args=ocp.args.Composite(
                     **items, host=ocp.args.JsonRestore()))
+            except UserError:
+                raise
             except Exception as err:  # Orbax/tensorstore raise many types for broken files
                 failures.append(step)
                 print(f"warning: checkpoint {self.directory / str(step)} is unreadable "
@@ -90,6 +100,13 @@ class Checkpointer:
     def close(self) -> None:
         self.manager.wait_until_finished()
         self.manager.close()
+
+
+def structure(tree: Any) -> dict[str, list[int]]:
+    """Path -> shape of every array in a tree: what a checkpoint records to recognise the
+    model and optimizer it was written for."""
+    return {jax.tree_util.keystr(path): list(leaf.shape)
+            for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
 def host_arrays(tree: Any) -> Any:

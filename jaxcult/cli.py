@@ -8,11 +8,12 @@ A `UserError` becomes one line on stderr and exit code 2; `--debug` shows the tr
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import traceback
 from pathlib import Path
 
-from jaxcult.errors import UserError
+from jaxcult.errors import Interrupted, UserError
 
 
 def _split_config_and_overrides(args: argparse.Namespace) -> tuple[Path | None, list[str]]:
@@ -63,7 +64,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from jaxcult.run.export import export_run
 
     print(export_run(Path(args.run_dir), args.format, Path(args.out), name=args.name,
-                     overwrite=args.overwrite))
+                     overwrite=args.overwrite, no_head=args.no_head))
     return 0
 
 
@@ -100,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     train.add_argument("--dry-run", action="store_true",
                        help="print mesh, parameter groups and memory estimate; do not train")
-    train.set_defaults(func=cmd_train)
+    train.set_defaults(command_parser=train, func=cmd_train)
 
     ev = sub.add_parser("eval", parents=[common],
                         help="re-score a run's best checkpoint on every (or some) language(s)")
@@ -108,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--languages", nargs="*", help="languages to score (default: the run's)")
     ev.add_argument("overrides", nargs="*",
                     help="data.* / task decoding / trainer.eval_batch_size overrides")
-    ev.set_defaults(func=cmd_eval)
+    ev.set_defaults(command_parser=ev, func=cmd_eval)
 
     export = sub.add_parser("export", parents=[common], help="export adapters (AdapterHub / PEFT)")
     export.add_argument("run_dir")
@@ -116,18 +117,21 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out", required=True)
     export.add_argument("--name", help="adapter name inside the AdapterHub files (default: run name)")
     export.add_argument("--overwrite", action="store_true")
-    export.set_defaults(func=cmd_export)
+    export.add_argument("--no-head", action="store_true",
+                        help="AdapterHub: adapters only; the task head is saved beside them in "
+                             "jaxcult's format (for heads AdapterHub cannot hold, e.g. mean pooling)")
+    export.set_defaults(command_parser=export, func=cmd_export)
 
     convert = sub.add_parser("convert", parents=[common],
                              help="convert weights (asset, HF dir, E5S1 file) to an HF directory")
     convert.add_argument("source")
     convert.add_argument("--out", required=True)
     convert.add_argument("--overwrite", action="store_true")
-    convert.set_defaults(func=cmd_convert)
+    convert.set_defaults(command_parser=convert, func=cmd_convert)
 
     plot = sub.add_parser("plot", parents=[common], help="regenerate plots/ and report.md of a run")
     plot.add_argument("run_dir")
-    plot.set_defaults(func=cmd_plot)
+    plot.set_defaults(command_parser=plot, func=cmd_plot)
 
     gen = sub.add_parser("generate", parents=[common], help="complete a JSONL file of prompts",
                          description="Batched generation: one output line per prompt line, in "
@@ -144,12 +148,12 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--adapter", help="a PEFT LoRA adapter directory to apply")
     gen.add_argument("--merge", action="store_true", help="merge the LoRA adapter into the weights")
     gen.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
-    gen.set_defaults(func=cmd_generate)
+    gen.set_defaults(command_parser=gen, func=cmd_generate)
 
     assets_parser = sub.add_parser("assets", parents=[common], help="offline pretrained assets")
     assets_parser.add_argument("action", choices=["list", "path", "install"])
     assets_parser.add_argument("names", nargs="*")
-    assets_parser.set_defaults(func=cmd_assets)
+    assets_parser.set_defaults(command_parser=assets_parser, func=cmd_assets)
     return parser
 
 
@@ -163,12 +167,14 @@ def _version() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # transformers' notice that PyTorch is absent is noise: jaxcult never needs torch to run
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra:  # overrides may follow options: `train cfg.yaml --run-dir d a.b=1`
         field = {"train": "items", "generate": "overrides"}.get(args.command)
         if field is None or any(item.startswith("-") for item in extra):
-            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+            args.command_parser.error(f"unrecognized arguments: {' '.join(extra)}")
         setattr(args, field, [*getattr(args, field), *extra])
     try:
         return args.func(args)
@@ -177,6 +183,14 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"error: {err}", file=sys.stderr)
         return err.exit_code
+    except Interrupted as stop:
+        print(str(stop), file=sys.stderr)
+        return stop.exit_code
+    except OSError as err:  # a user path that cannot be read or written: one line, exit 2
+        if err.filename is None or args.debug:
+            raise
+        print(f"error: {err.filename}: {err.strerror or type(err).__name__}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

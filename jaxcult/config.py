@@ -20,6 +20,15 @@ class Section(BaseModel):
         extra="forbid", frozen=True, protected_namespaces=(), coerce_numbers_to_str=True
     )
 
+    def refuse_unused(self, section: str, fields: tuple[str, ...], applies: bool, when: str) -> None:
+        """A field given a non-default value where it has no effect is an error, never silently
+        ignored (restating a default, e.g. in a shared base file, is harmless)."""
+        declared = type(self).model_fields
+        given = [f for f in fields if f in self.model_fields_set
+                 and getattr(self, f) != declared[f].get_default(call_default_factory=True)]
+        if given and not applies:
+            raise ValueError(f"{section}.{given[0]} has no effect here: it only applies {when}")
+
 
 class ModelConfig(Section):
     """Which pretrained model to load and in which precision."""
@@ -64,6 +73,19 @@ class PeftConfig(Section):
     target_modules: list[str] = Field(default_factory=lambda: ["q", "v"])
     modules_to_save: list[str] = Field(default_factory=list)
 
+    @model_validator(mode="after")
+    def _fields_of_kind(self) -> PeftConfig:
+        bottleneck = self.kind in ("pfeiffer", "houlsby", "parallel")
+        self.refuse_unused("peft", ("reduction_factor", "non_linearity", "residual_before_ln",
+                                    "original_ln_before", "original_ln_after", "scaling",
+                                    "language_adapters"),
+                           bottleneck, "to bottleneck adapters (pfeiffer, houlsby, parallel)")
+        self.refuse_unused("peft", ("lora_r", "lora_alpha", "lora_dropout", "target_modules",
+                                    "modules_to_save"), self.kind == "lora", "to peft.kind=lora")
+        self.refuse_unused("peft", ("leave_out",), bottleneck or self.kind == "lora",
+                           "to adapters and LoRA")
+        return self
+
 
 class DataConfig(Section):
     """Which dataset, where it lives, and which languages to train and evaluate on."""
@@ -72,7 +94,8 @@ class DataConfig(Section):
                       description="registered dataset or `pkg.mod:Class` (a jaxcult Dataset)")
     source_language: str = "en"
     target_languages: list[str] = Field(default_factory=list, description="empty = all")
-    data_dir: str | None = Field(None, description="prepared datasets (default ~/.cache/jaxcult)")
+    data_dir: str | None = Field(None, description="prepared datasets: not read by training yet "
+                                 "(an error when set; jaxcult.data.tfds has its own data_dir)")
     manual_dir: str | None = Field(None, description="local source files to prepare from")
     train_file: str | None = Field(
         None, description="train on this file instead of the dataset's own training data "
@@ -89,6 +112,15 @@ class DataConfig(Section):
     prefetch: int = Field(2, ge=0, description="batches prefetched by the grain pipeline")
     options: dict[str, int | float | str | bool | list] = Field(
         default_factory=dict, description="dataset-specific options (only those it declares)")
+
+
+    @field_validator("data_dir")
+    @classmethod
+    def _no_data_dir(cls, value):
+        if value is not None:
+            raise ValueError("data.data_dir: training reads local files (data.manual_dir) and does "
+                             "not read prepared TFDS datasets yet; remove data.data_dir")
+        return value
 
 
 class TaskConfig(Section):
@@ -136,7 +168,7 @@ class OptimizerConfig(Section):
 
     name: Literal["adamw", "adam", "sgd", "adafactor"] = "adamw"
     lr: float = Field(5e-4, gt=0)
-    weight_decay: float = Field(0.0, ge=0)
+    weight_decay: float = Field(0.0, ge=0, description="adamw only (decoupled decay)")
     b1: float = Field(0.9, ge=0, lt=1)
     b2: float = Field(0.999, ge=0, lt=1)
     eps: float = Field(1e-8, gt=0)
@@ -144,6 +176,13 @@ class OptimizerConfig(Section):
     warmup_steps: int = Field(0, ge=0)
     max_grad_norm: float | None = Field(1.0, gt=0)
     adam_count: Literal["per_group", "global"] = "per_group"
+
+    @model_validator(mode="after")
+    def _fields_of_optimizer(self) -> OptimizerConfig:
+        self.refuse_unused("optimizer", ("weight_decay",), self.name == "adamw", "to adamw")
+        self.refuse_unused("optimizer", ("b1", "b2", "eps", "adam_count"),
+                           self.name in ("adam", "adamw"), "to adam and adamw")
+        return self
 
 
 class TrainerConfig(Section):
@@ -201,6 +240,12 @@ class MeshConfig(Section):
         None, description="host:port of process 0 (default: detected from the cluster environment)")
     num_processes: int | None = Field(None, gt=0, description="default: detected")
     process_id: int | None = Field(None, ge=0, description="default: detected")
+
+    @model_validator(mode="after")
+    def _fields_of_distributed(self) -> MeshConfig:
+        self.refuse_unused("mesh", ("coordinator_address", "num_processes", "process_id"),
+                           self.distributed, "with mesh.distributed=true")
+        return self
 
     @model_validator(mode="after")
     def _positive_axes(self) -> MeshConfig:
@@ -281,6 +326,33 @@ class RunConfig(Section):
     mesh: MeshConfig = Field(default_factory=MeshConfig)
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
+
+    @model_validator(mode="after")
+    def _fields_of_plugins(self) -> RunConfig:
+        """Settings of one built-in plug-in given to another (user plug-ins, named by import
+        path, may read any of them)."""
+        task, schedule = self.task.name, self.schedule.name
+        if ":" not in task:
+            self.task.refuse_unused("task", ("doc_stride", "max_answer_length", "n_best"),
+                                    task == "extractive_qa", "to task.name=extractive_qa")
+            self.model.refuse_unused("model", ("pooling",), task not in ("causal_lm", "extractive_qa"),
+                                     "to tasks with a pooled head (classification, multiple_choice)")
+        if ":" not in schedule:
+            self.schedule.refuse_unused("schedule", ("order",), schedule == "fixed",
+                                        "to schedule.name=fixed")
+            self.schedule.refuse_unused("schedule", ("official_offset",), schedule == "gu",
+                                        "to schedule.name=gu")
+            self.schedule.refuse_unused("schedule", ("seed",), schedule == "random",
+                                        "to schedule.name=random")
+            self.schedule.refuse_unused("schedule", ("options",), False,
+                                        "to user schedules (schedule.name=package.module:Class)")
+            uses_fisher = schedule == "fun" or self.fisher.track_every > 0
+            self.fisher.refuse_unused("fisher", ("estimator", "num_batches", "batch_size"),
+                                      uses_fisher, "when tr(F) is computed (schedule.name=fun or "
+                                      "fisher.track_every > 0)")
+        self.fisher.refuse_unused("fisher", ("ema",), self.fisher.track_every > 0,
+                                  "with fisher.track_every > 0 (it smooths the logged trace)")
+        return self
 
     def to_dict(self) -> dict:
         """Plain JSON-compatible dict (what `config.yaml` in a run directory holds)."""

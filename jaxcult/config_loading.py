@@ -7,6 +7,7 @@ error can name the file and key path, what was expected and what was found.
 from __future__ import annotations
 
 import difflib
+import re
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +34,23 @@ _EXPECTED = {
 }
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A safe loader that refuses a key given twice in one mapping (YAML would keep the last)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (first given on line {seen[key] + 1})",
+                    key_node.start_mark)
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_yaml(path: Path) -> dict[str, Any]:
-    """Read one YAML mapping; syntax errors name the file and line."""
+    """Read one YAML mapping; syntax errors and duplicate keys name the file and line."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -42,7 +58,7 @@ def read_yaml(path: Path) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError) as err:
         raise UserError(f"{path}: cannot read config file ({err})") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
@@ -150,7 +166,11 @@ def describe_error(err: dict, sources: dict, schema: type[BaseModel] = RunConfig
     if kind in _EXPECTED:
         return f"{where}: {key}: expected {_EXPECTED[kind]}, {found_text}"
     if kind == "value_error":
-        return f"{where}: {err.get('ctx', {}).get('error', err['msg'])}"
+        message = str(err.get("ctx", {}).get("error", err["msg"]))
+        named = re.match(r"([a-z_]+\.[a-z_]+) ", message)  # a validator naming the key at fault
+        if named and where == "config":
+            where = _source_of(tuple(named.group(1).split(".")), sources)
+        return f"{where}: {message}"
     expected = err["msg"].removeprefix("Input should be ").removeprefix("Value should be ")
     return f"{where}: {key}: expected {expected}, {found_text}"
 

@@ -117,11 +117,22 @@ class Progress:
         self._bar = None
         self._start, self._last_line = time.monotonic(), 0.0
         self._start_step, self._step = initial, initial
+        self._timing = False  # the rate is measured from the end of the first (compiling) step
         self._every = every_seconds
         if self.mode == "bar":
             from tqdm import tqdm
 
             self._bar = tqdm(total=total, initial=initial, file=stream, unit="step", dynamic_ncols=True)
+
+    @property
+    def timing(self) -> bool:
+        return self._timing
+
+    def first_step_done(self, step: int) -> None:
+        """Start the clock for rates and ETAs here, so compilation does not distort them."""
+        if not self._timing:
+            self._timing = True
+            self._start, self._start_step = time.monotonic(), step
 
     def update(self, step: int, loss: float | None = None) -> None:
         delta, self._step = step - self._step, step
@@ -133,10 +144,14 @@ class Progress:
         now = time.monotonic()
         if self.mode == "lines" and (now - self._last_line >= self._every or step >= self.total):
             self._last_line = now
-            rate = (step - self._start_step) / max(now - self._start, 1e-9)
-            eta = (self.total - step) / rate if rate > 0 else float("inf")
+            done = step - self._start_step
             loss_text = f" loss {loss:.4f}" if loss is not None else ""
-            self.stream.write(f"step {step}/{self.total}{loss_text} {rate:.2f} step/s eta {eta:.0f}s\n")
+            if done > 0:
+                rate = done / max(now - self._start, 1e-9)
+                timing = f" {rate:.2f} step/s eta {(self.total - step) / rate:.0f}s"
+            else:
+                timing = " (compiling)"
+            self.stream.write(f"step {step}/{self.total}{loss_text}{timing}\n")
             self.stream.flush()
 
     def close(self) -> None:

@@ -29,32 +29,78 @@ def _metric(summary: dict) -> str:
     return summary.get("primary_metric", "accuracy")
 
 
-def _plot_fisher(run: RunDir, fisher: list[dict], events: list[dict], validation: list[dict],
-                 metric: str) -> Path:
+def fisher_figure(fisher: list[dict], events: list[dict], validation: list[dict], metric: str):
+    """tr(F) per group over steps, coloured by depth (dark = low, light = high), each unfreeze
+    event a labelled vertical line, the validation metric on a second axis, the legend outside."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(9, 5))
+    fig, ax = plt.subplots(figsize=(10, 5.5))
     groups = [g for g in (fisher[0]["trace"] if fisher else {}) if g != "head"]
-    for group in groups:
-        ax.plot([r["step"] for r in fisher], [r["trace"][group] for r in fisher], label=group, lw=1)
+    colours = matplotlib.colormaps["viridis"]
+    for depth, group in enumerate(groups):
+        ax.plot([r["step"] for r in fisher], [r["trace"][group] for r in fisher], lw=1.2,
+                color=colours(depth / max(len(groups) - 1, 1)), label=group)
+    top = ax.get_ylim()[1] if fisher else 1.0
     for event in events:
         if event.get("event") == "unfreeze" and event["step"] > 0:
             ax.axvline(event["step"], color="grey", ls=":", lw=0.8)
+            label = ", ".join(g.rsplit("/", 1)[-1] for g in event["groups"])
+            ax.text(event["step"], top, f" {label}", rotation=90, va="top", ha="right",
+                    fontsize=7, color="dimgrey")
     ax.set_xlabel("step")
     ax.set_ylabel("tr(F)")
     ax.set_yscale("log" if fisher else "linear")
-    ax.set_title("tr(F) per adapter group (dotted: unfreeze events)")
+    ax.set_title("tr(F) per group (dark: lower layers, light: upper); dotted: group opened")
+    handles, labels = ax.get_legend_handles_labels()
     if validation:
         twin = ax.twinx()
-        twin.plot([r["step"] for r in validation], [r.get(metric) for r in validation], "k-o",
-                  ms=3, label=f"validation {metric}")
+        values = [r.get(metric) for r in validation]
+        line, = twin.plot([r["step"] for r in validation], values, "k-o", ms=3,
+                          label=f"validation {metric}")
+        if metric in PERCENT_METRICS:
+            twin.set_ylim(0, 1.02)
         twin.set_ylabel(f"validation {metric}")
-    if groups:
-        ax.legend(fontsize=6, ncol=2, loc="upper left")
+        handles, labels = [*handles, line], [*labels, line.get_label()]
+    if handles:  # outside the axes, so it never hides a curve
+        ax.legend(handles, labels, fontsize=7, loc="upper left", bbox_to_anchor=(1.08, 1.0))
+    fig.tight_layout()
+    return fig
+
+
+def _plot_fisher(run: RunDir, fisher: list[dict], events: list[dict], validation: list[dict],
+                 metric: str) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig = fisher_figure(fisher, events, validation, metric)
     path = run.plots / "fisher.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _plot_curves(run: RunDir, train: list[dict], validation: list[dict], metric: str) -> Path:
+    """Training loss and accuracy, and the validation metric, over steps."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (loss_ax, score_ax) = plt.subplots(1, 2, figsize=(10, 4))
+    steps = [r["step"] for r in train]
+    loss_ax.plot(steps, [r.get("loss") for r in train], label="train loss")
+    loss_ax.set_xlabel("step")
+    loss_ax.set_ylabel("loss")
+    loss_ax.legend(fontsize=8)
+    score_ax.plot(steps, [r.get("accuracy") for r in train], label="train accuracy (batch)")
+    if validation:
+        score_ax.plot([r["step"] for r in validation], [r.get(metric) for r in validation], "k-o",
+                      ms=3, label=f"validation {metric}")
+    score_ax.set_xlabel("step")
+    score_ax.legend(fontsize=8)
+    path = run.plots / "curves.png"
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -85,16 +131,19 @@ def _plot_eval(run: RunDir, summary: dict) -> Path:
 
 
 def write_report(root: Path) -> list[Path]:
-    """(Re)generate plots/fisher.png, plots/eval.png and report.md; returns the written paths."""
+    """(Re)generate plots/fisher.png, eval.png, curves.png and report.md; returns the paths."""
     run = RunDir(root)
     if not run.summary.exists():
         raise UserError(f"{root}: no summary.json (the run has not finished)")
     summary = json.loads(run.summary.read_text(encoding="utf-8"))
     fisher, events = read_jsonl(run.fisher), read_jsonl(run.events)
-    validation = [r for r in read_jsonl(run.metrics) if r.get("split") == "validation"]
+    records = read_jsonl(run.metrics)
+    validation = [r for r in records if r.get("split") == "validation"]
+    train = [r for r in records if r.get("split") == "train"]
     run.plots.mkdir(exist_ok=True)
     metric = _metric(summary)
-    written = [_plot_fisher(run, fisher, events, validation, metric), _plot_eval(run, summary)]
+    written = [_plot_fisher(run, fisher, events, validation, metric), _plot_eval(run, summary),
+               _plot_curves(run, train, validation, metric)]
     rows = {lang: scalar_metrics(values) for lang, values in summary["metrics"].items()}
     names = sorted({m for values in rows.values() for m in values})
     lines = [f"# Run report: {root.name}", "", f"Task `{summary['task']}`, source language "
@@ -112,6 +161,13 @@ def write_report(root: Path) -> list[Path]:
         lines.append(row("average excluding source", summary["average_excluding_source"]))
     lines += ["", "## Unfreezing events", ""]
     lines += [f"- step {e['step']}: {', '.join(e['groups'])} ({e['reason']})" for e in events]
-    lines += ["", "![tr(F)](plots/fisher.png)", "", "![scores](plots/eval.png)", ""]
+    best = summary.get("best_step")
+    later = [e for e in events if best is not None and e["step"] >= best and e["step"] > 0]
+    if later:
+        lines += ["", f"The reported scores come from the best validation step ({best}); the "
+                  f"{len(later)} unfreezing event(s) at or after it (first at step "
+                  f"{later[0]['step']}) did not affect them."]
+    lines += ["", "![tr(F)](plots/fisher.png)", "", "![curves](plots/curves.png)", "",
+              "![scores](plots/eval.png)", ""]
     write_text_atomic(run.report, "\n".join(lines))
     return [*written, run.report]

@@ -96,6 +96,23 @@ def default_run_root(name: str, base: Path = Path("runs")) -> Path:
     return root
 
 
+def ensure_writable_dir(path: Path, what: str) -> None:
+    """Fail before anything loads if `path` cannot be (created and) written as a directory."""
+    path = Path(path).expanduser()
+    existing = path
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserError(f"{path}: cannot create the {what}: {existing} is a file, not a folder")
+    probe = existing / f".jaxcult-write-test-{os.getpid()}"
+    try:
+        probe.mkdir()
+        probe.rmdir()
+    except OSError as err:
+        raise UserError(f"{path}: cannot write the {what} in {existing} "
+                        f"({err.strerror or type(err).__name__})") from None
+
+
 def check_writable(root: Path, *, overwrite: bool, resume: bool) -> RunDir:
     """Refuse to touch a directory holding outputs unless told to resume or overwrite.
 
@@ -104,6 +121,7 @@ def check_writable(root: Path, *, overwrite: bool, resume: bool) -> RunDir:
     run = RunDir(root)
     if root.exists() and not root.is_dir():
         raise UserError(f"{root}: run directory path exists and is not a directory")
+    ensure_writable_dir(root, "run directory")
     outputs = run.existing_outputs() if root.exists() else []
     if resume:
         if not run.config.exists():

@@ -26,7 +26,7 @@ TINY_LM = [
     " num_attention_heads: 4, num_key_value_heads: 2, intermediate_size: 64}",
     "data.max_train_examples=128", "data.max_eval_examples=16", "data.target_languages=[en, de]",
     "trainer.batch_size=8", "trainer.eval_batch_size=16", "trainer.log_every=5",
-    "logging.tensorboard=false", "logging.progress=off", "fisher.num_batches=1",
+    "logging.tensorboard=false", "logging.progress=off",
     "checkpoint.async_save=false", "optimizer.lr=1e-2",
 ]
 
@@ -34,7 +34,8 @@ TINY_LM = [
 def test_lora_lm_run_reports_perplexity_and_trains_saved_modules(tmp_path):
     config = load_config(None, [*TINY_LM, "peft.kind=lora", "peft.lora_dropout=0.1",
                                 "peft.modules_to_save=[lm_head]", "schedule.name=gu",
-                                "schedule.k=5", "trainer.steps=20", "fisher.track_every=5"])
+                                "schedule.k=5", "trainer.steps=20", "fisher.track_every=5",
+                                "fisher.num_batches=1"])
     run = check_writable(tmp_path / "run", overwrite=False, resume=False)
     summary = train_run(config, run)
     assert summary["primary_metric"] == "loss"

@@ -21,7 +21,7 @@ TINY = [
     " num_attention_heads: 2, intermediate_size: 37}",
     "data.max_train_examples=256", "data.max_eval_examples=32", "data.target_languages=[en, de]",
     "trainer.batch_size=8", "trainer.eval_batch_size=16", "trainer.log_every=4",
-    "logging.tensorboard=false", "logging.progress=off", "fisher.num_batches=2",
+    "logging.tensorboard=false", "logging.progress=off",
 ]
 
 
@@ -51,7 +51,7 @@ def read(path):
 @pytest.mark.parametrize("schedule", ["gu", "fun"])
 def test_scheduled_run_compiles_once_and_logs(tmp_path, programs, schedule):
     run, summary = train(tmp_path, f"schedule.name={schedule}", "schedule.k=3", "trainer.steps=12",
-                         "fisher.track_every=6")
+                         "fisher.track_every=6", "fisher.num_batches=2")
     events = read(run.events)
     assert [e["step"] for e in events] == [0, 3, 6, 9]
     opened = [g for e in events[1:] for g in e["groups"]]

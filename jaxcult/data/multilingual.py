@@ -16,7 +16,7 @@ import random
 from itertools import product
 
 from jaxcult.config import DataConfig
-from jaxcult.data.multilingual_lexicon import LABELS, LEXICON
+from jaxcult.data.multilingual_lexicon import FRAMES, LABELS, LEXICON
 from jaxcult.data.registry import Dataset, DatasetInfo, register_dataset
 from jaxcult.errors import UserError
 
@@ -24,6 +24,7 @@ NAME = "jaxcult_multilingual"
 LANGUAGES = tuple(LEXICON)
 SPLIT_SIZES = {"train": 3000, "validation": 300, "test": 400}
 TARGET_SPLIT_SIZES = {"validation": 100, "test": 400}
+TWO_TOPIC_SHARE = 0.6  # of every split: sentences naming two topics, one dismissed
 
 
 def _partition(text: str) -> str:
@@ -38,7 +39,30 @@ def _all_examples(language: str) -> list[dict]:
         for prefix, template, filler, suffix in product(prefixes, templates, fillers, suffixes):
             text = prefix + template.format(x=filler) + suffix
             text = text[0].upper() + text[1:] if text else text
-            examples.append({"text": text, "label": LABELS.index(label), "language": language})
+            examples.append({"text": text, "label": LABELS.index(label), "language": language,
+                             "kind": "one_topic"})
+    return examples
+
+
+def _clauses(language: str) -> list[tuple[int, str]]:
+    """(label, clause) for every template x filler of every topic, without frame words."""
+    _, _, topics = LEXICON[language]
+    return [(LABELS.index(label), template.format(x=filler))
+            for label, (templates, fillers) in topics.items()
+            for template, filler in product(templates, fillers)]
+
+
+def _two_topic_examples(language: str) -> list[dict]:
+    """Sentences naming two topics, one of them dismissed: the label is the other one."""
+    clauses = _clauses(language)
+    examples = []
+    for (label, main), (other, aside) in product(clauses, clauses):
+        if label == other:
+            continue
+        for frame in FRAMES[language]:
+            text = frame.format(main=main, aside=aside)
+            examples.append({"text": text[0].upper() + text[1:], "label": label,
+                             "language": language, "kind": "two_topic"})
     return examples
 
 
@@ -54,10 +78,14 @@ def generate(language: str, split: str, seed: int = 0) -> list[dict]:
     if split not in splits_of(language):
         raise UserError(f"{NAME}: language {language!r} has no split {split!r} "
                         f"(available: {', '.join(splits_of(language))})")
-    pool = [e for e in _all_examples(language) if _partition(e["text"]) == split]
     size = (SPLIT_SIZES if language == "en" else TARGET_SPLIT_SIZES)[split]
     rng = random.Random(f"{NAME}/{language}/{split}/{seed}")
-    return rng.sample(pool, min(size, len(pool)))
+    single = [e for e in _all_examples(language) if _partition(e["text"]) == split]
+    double = [e for e in _two_topic_examples(language) if _partition(e["text"]) == split]
+    doubles = round(size * TWO_TOPIC_SHARE)
+    chosen = rng.sample(single, min(size - doubles, len(single))) + rng.sample(double, doubles)
+    rng.shuffle(chosen)
+    return chosen
 
 
 @register_dataset(NAME)

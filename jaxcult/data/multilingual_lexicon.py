@@ -252,3 +252,21 @@ LEXICON: dict[str, tuple[list[str], list[str], dict[str, tuple[list[str], list[s
         },
     ),
 }
+
+
+# language -> frames of a two-topic sentence linking a cause and an effect; the label is the
+# topic of {main}, the cause, which comes second in the first frame and first in the second.
+# English (the training language) marks it with connectives ("because", "so"). The other
+# languages paraphrase instead of translating word for word ("the reason:", "the result:"),
+# so zero-shot transfer has to carry the causal reading, not a translated cue word. Colon
+# constructions keep main-clause word order in every language.
+FRAMES: dict[str, tuple[str, str]] = {
+    "en": ("{aside} because {main}.", "{main}, so {aside}."),
+    "de": ("{aside}. Der Grund: {main}.", "{main}. Die Folge: {aside}."),
+    "es": ("{aside}. La razón: {main}.", "{main}. La consecuencia: {aside}."),
+    "fr": ("{aside}. La raison : {main}.", "{main}. Résultat : {aside}."),
+    "ru": ("{aside}. Причина: {main}.", "{main}. В результате: {aside}."),
+    "zh": ("{aside}。原因是：{main}。", "{main}。结果：{aside}。"),
+    "ar": ("{aside}. والسبب: {main}.", "{main}. والنتيجة: {aside}."),
+    "hi": ("{aside}। वजह: {main}।", "{main}। नतीजा: {aside}।"),
+}

@@ -286,9 +286,10 @@ def hub_config(backbone: nnx.Module, which: str) -> dict:
 
 
 def export_adapterhub(model: nnx.Module, directory: str | Path, *, name: str, which: str = "task",
-                      labels: tuple[str, ...] | None = None) -> Path:
+                      labels: tuple[str, ...] | None = None, with_head: bool = True) -> Path:
     """Write `model`'s task (or language) adapters, plus a CLS-pooled classification head when
-    the model has one, as an AdapterHub directory loadable with `model.load_adapter(dir)`."""
+    the model has one (unless `with_head` is false), as an AdapterHub directory loadable with
+    `model.load_adapter(dir)`."""
     from safetensors.numpy import save_file
 
     backbone = getattr(model, "encoder", model)
@@ -298,16 +299,18 @@ def export_adapterhub(model: nnx.Module, directory: str | Path, *, name: str, wh
         supported = sorted(t for _, arch in models.ARCHITECTURES for t in arch.adapterhub)
         raise UserError(f"export --format adapterhub: model type {model_type!r} is not supported "
                         f"(supported: {', '.join(supported)})")
-    if which == "task" and getattr(getattr(model, "head", None), "pooling", "cls") != "cls":
+    if with_head and which == "task" and getattr(getattr(model, "head", None), "pooling",
+                                                 "cls") != "cls":
         raise UserError(f"export --format adapterhub: the head pools by {model.head.pooling!r}, "
-                        f"but AdapterHub's classification head reads the first token (cls)")
+                        f"but AdapterHub's classification head reads the first token (cls); "
+                        f"pass --no-head to export the adapters alone")
     prefix, model_class = names[model_type]
     meta = {"hidden_size": backbone.config.hidden_size, "model_class": model_class,
             "model_name": "", "model_type": model_type, "name": name, "version": VERSION}
     adapters, head = {}, {}
     for path, variable in _flat_params(model):
         found = hub_key(path, name, which)
-        if found is None:
+        if found is None or (not with_head and found[0].startswith("heads.")):
             continue
         key, transpose = found
         value = np.asarray(variable[...], dtype=np.float32)

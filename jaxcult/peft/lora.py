@@ -33,12 +33,16 @@ def _matches(path: str, targets: list[str]) -> bool:
     return False
 
 
-def lora_targets(model: nnx.Module, targets: list[str]) -> list[tuple[str, Dense]]:
-    """(path, Dense) of every layer projection a target selects; error if none does."""
+def lora_targets(model: nnx.Module, targets: list[str], leave_out: list[int] = ()
+                 ) -> list[tuple[str, Dense]]:
+    """(path, Dense) of every layer projection a target selects, outside the `leave_out`
+    layers; error if none is selected."""
     found = []
     for path, module in nnx.iter_modules(model):
         dotted = ".".join(str(p) for p in path)
-        if isinstance(module, Dense) and ".layers." in f".{dotted}." and _matches(dotted, targets):
+        layer = re.search(r"(?:^|\.)layers\.(\d+)\.", dotted)
+        if (isinstance(module, Dense) and layer and int(layer.group(1)) not in leave_out
+                and _matches(dotted, targets)):
             found.append((dotted, module))
     if not found:
         raise UserError(f"peft.target_modules: {targets} match no projection of this model "
@@ -47,7 +51,7 @@ def lora_targets(model: nnx.Module, targets: list[str]) -> list[tuple[str, Dense
 
 
 def add_lora(model: nnx.Module, targets: list[str], r: int, alpha: float, seed: int = 0,
-             dropout: float = 0.0) -> list[str]:
+             dropout: float = 0.0, leave_out: list[int] = ()) -> list[str]:
     """Attach LoRA factors (A ~ Kaiming-uniform as in PEFT, B = 0); returns the target paths.
 
     `dropout` applies to the LoRA branch's input only, in training (as PEFT's `lora_dropout`).
@@ -55,7 +59,7 @@ def add_lora(model: nnx.Module, targets: list[str], r: int, alpha: float, seed: 
     rngs = nnx.Rngs(seed)
     init = jax.nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
     paths = []
-    for path, dense in lora_targets(model, targets):
+    for path, dense in lora_targets(model, targets, leave_out):
         fan_in, fan_out = dense.kernel.shape
         set_factors(dense, init(rngs.params(), (fan_in, r), jnp.float32),
                     jnp.zeros((r, fan_out), jnp.float32), alpha / r)

@@ -59,6 +59,7 @@ class ModelParts:
     layer_groups: list[str]     # bottom-up
     counts: dict[str, int]
     total_params: int
+    architecture: Any           # the backbone's config (hidden_size, num_hidden_layers, ...)
     language_hubs: dict = field(default_factory=dict)  # MAD-X: language -> HubAdapter
 
 
@@ -134,11 +135,20 @@ def _backbone(config: RunConfig, mesh: Mesh | None) -> nnx.Module:
     return models.build(architecture, seed=config.trainer.seed, mesh=mesh, rules=rules)
 
 
+def kind_of(backbone: nnx.Module) -> str:
+    return models.architecture_of(backbone.config).kind
+
+
 def _check_backbone(backbone: nnx.Module, tokenizer, task: Task, config: RunConfig) -> None:
+    positions = getattr(backbone.config, "max_position_embeddings", None)
+    usable = positions - getattr(backbone.config, "position_offset", 0) if positions else None
+    if kind_of(backbone) == "encoder" and usable is not None and config.model.max_length > usable:
+        raise UserError(f"model.max_length: {config.model.max_length} tokens do not fit the "
+                        f"model's position table of {usable} positions")
     if len(tokenizer) > backbone.config.vocab_size:
         raise UserError(f"model.tokenizer: the tokenizer has {len(tokenizer)} tokens but the model's "
                         f"vocabulary has only {backbone.config.vocab_size} rows")
-    kind = models.architecture_of(backbone.config).kind
+    kind = kind_of(backbone)
     if kind != task.backbone:
         described = {"decoder": "a causal LM", "encoder": "an encoder"}
         raise UserError(f"model.name: {config.model.name!r} is {described[kind]}; task "
@@ -149,6 +159,11 @@ def _add_peft(backbone: nnx.Module, config: RunConfig) -> tuple[tuple[str, ...],
     """Insert the configured PEFT modules; returns the paths of modules trained in full and the
     MAD-X language adapters (language -> AdapterHub adapter; empty without MAD-X)."""
     peft, seed = config.peft, config.trainer.seed
+    layers = len(backbone.layers)
+    outside = [i for i in peft.leave_out if not 0 <= i < layers]
+    if outside:
+        raise UserError(f"peft.leave_out: layer {outside[0]} does not exist (the model has "
+                        f"{layers} layers, 0-{layers - 1})")
     hubs = {}
     if peft.language_adapters:
         if peft.kind not in ("pfeiffer", "houlsby"):
@@ -161,7 +176,7 @@ def _add_peft(backbone: nnx.Module, config: RunConfig) -> tuple[tuple[str, ...],
             stack_source_adapter(backbone, hubs, config.data.source_language, seed=seed)
     elif peft.kind == "lora":
         add_lora(backbone, peft.target_modules, peft.lora_r, peft.lora_alpha, seed=seed,
-                 dropout=peft.lora_dropout)
+                 dropout=peft.lora_dropout, leave_out=peft.leave_out)
     if peft.modules_to_save and peft.kind != "lora":
         raise UserError("peft.modules_to_save: only used with peft.kind=lora (full fine-tuning "
                         "trains every module already)")
@@ -198,7 +213,7 @@ def build_model(config: RunConfig, task: Task, tokenizer, mesh: Mesh | None = No
     layer_groups = [g for g in groups if g == "embeddings"] + \
         [g for g in groups if layer_index(g) is not None]
     return ModelParts(graphdef, params, states[-1], groups, layer_groups, counts, total,
-                      language_hubs)
+                      backbone.config, language_hubs)
 
 
 @dataclass

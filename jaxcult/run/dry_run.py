@@ -39,8 +39,8 @@ def memory_estimate(config: RunConfig, parts: ModelParts, mesh) -> dict:
     """Bytes per device for frozen and trainable parameters, Adam state and activations.
 
     Parameter and optimizer bytes follow each tensor's sharding; activations are a rough
-    upper estimate of what the backward pass keeps per layer (about 20 hidden-sized tensors and
-    3 attention maps per example token), split over the batch axes.
+    upper estimate of what the backward pass keeps per layer: per token, about 20 tensors of the
+    hidden size and 3 attention rows (heads x sequence length), split over the batch axes.
     """
     rules = config.mesh.rules
     specs: dict[str, Counter] = {}
@@ -60,11 +60,9 @@ def memory_estimate(config: RunConfig, parts: ModelParts, mesh) -> dict:
     frozen = shard_bytes(parts.frozen, "frozen backbone")
     trainable = sum(shard_bytes(parts.params[g], g) for g in parts.groups)
     batch_split = mesh.shape["data"] * mesh.shape["fsdp"]
-    backbone = parts.frozen["encoder"] if "encoder" in parts.frozen else parts.frozen
-    layers = len(backbone["layers"])
-    hidden = max(v.shape[-1] for _, v in nnx.to_flat_state(backbone) if v.ndim == 1)
+    arch = parts.architecture
+    layers, hidden, heads = arch.num_hidden_layers, arch.hidden_size, arch.num_attention_heads
     tokens = config.trainer.batch_size // config.trainer.grad_accum * config.model.max_length
-    heads = hidden // 64 or 1
     width = jnp.dtype(config.model.compute_dtype).itemsize
     activations = layers * tokens * (20 * hidden + 3 * heads * config.model.max_length) * width
     return {"per_device_bytes": {"frozen parameters": frozen, "trainable parameters": trainable,

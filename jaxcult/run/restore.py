@@ -17,7 +17,7 @@ from jaxcult.hub.madx import language_states
 from jaxcult.run.build import ModelParts, build_run
 from jaxcult.run.summary import format_scores, make_summary
 from jaxcult.rundir import RunDir, write_text_atomic
-from jaxcult.trainers.evaluation import evaluate
+from jaxcult.trainers.evaluation import evaluate_languages
 from jaxcult.trainers.program import ModelProgram
 
 # what `jaxcult eval` may change: where and how to score, never the model
@@ -68,14 +68,16 @@ def rescore_run(run_dir: Path, overrides: list[str] | None = None,
                         f"({run_dir}/seed-<n>)")
     built = build_run(config)
     parts, plugins = built.parts, built.plugins
-    best, _ = restore_best(run, config, parts)
+    best, host = restore_best(run, config, parts)
     program = ModelProgram(plugins.task, plugins.evaluator, parts.graphdef, parts.groups)
     frozen = {lang: parts.frozen for lang in built.data.tests}
     if parts.language_hubs:
         frozen = language_states(parts.frozen, parts.language_hubs, list(built.data.tests))
-    scores = {lang: evaluate(program, best, frozen[lang], split, config.trainer.eval_batch_size)
-              for lang, split in built.data.tests.items() if not languages or lang in languages}
-    summary = make_summary(config, plugins, scores, [], best=None)
+    splits = {lang: split for lang, split in built.data.tests.items()
+              if not languages or lang in languages}
+    scores = evaluate_languages(program, best, frozen, splits, config.trainer.eval_batch_size)
+    summary = make_summary(config, plugins, scores, host.get("trainable", []),
+                           best_step=host["best"]["step"], best_validation=host["best"]["metrics"])
     summary["overrides"] = list(overrides or [])
     out = run.root / "evaluations" / f"{_dt.datetime.now():%Y%m%d-%H%M%S}.json"
     out.parent.mkdir(exist_ok=True)

@@ -67,8 +67,9 @@ def format_mean_std(summary: dict) -> str:
 
 
 def train_seeds(config: RunConfig, run: RunDir, *, resume: bool = False,
-                overwrite: bool = False) -> dict | None:
-    """Train every seed of `trainer.seeds`; returns the aggregate (None if stopped by a signal)."""
+                overwrite: bool = False) -> dict:
+    """Train every seed of `trainer.seeds`; returns the aggregate (a signal raises
+    `Interrupted` from the seed it stopped)."""
     if not resume:  # bad input fails before anything is deleted
         build_run(seed_config(config, config.trainer.seeds[0]))
     prepare(run, overwrite=overwrite, resume=resume)
@@ -81,11 +82,8 @@ def train_seeds(config: RunConfig, run: RunDir, *, resume: bool = False,
             summaries[seed] = json.loads(sub.summary.read_text(encoding="utf-8"))
             continue
         started = sub.config.exists() and any(sub.checkpoints.glob("*"))
-        summary = train_one(seed_config(config, seed), sub, resume=resume and started,
-                            overwrite=not started)
-        if summary is None:
-            return None
-        summaries[seed] = summary
+        summaries[seed] = train_one(seed_config(config, seed), sub, resume=resume and started,
+                                    overwrite=not started)
     result = aggregate(summaries)
     run.write_summary(result)
     print(format_mean_std(result))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import signal
 import sys
 from dataclasses import dataclass
 
@@ -18,11 +19,12 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
 from jaxcult import schedules
-from jaxcult.checkpoint import Checkpointer
+from jaxcult.checkpoint import Checkpointer, structure
 from jaxcult.config import RunConfig
 from jaxcult.config_loading import dump_config
 from jaxcult.data.batching import BatchIterator
 from jaxcult.data.pipeline import GrainBatches
+from jaxcult.errors import Interrupted, UserError
 from jaxcult.hub.madx import language_states
 from jaxcult.logging import MetricLogger, Progress
 from jaxcult.peft.groups import format_group_table
@@ -40,7 +42,7 @@ from jaxcult.sharding import (
     place_variables,
 )
 from jaxcult.trainers import hooks
-from jaxcult.trainers.evaluation import BestKeeper, evaluate
+from jaxcult.trainers.evaluation import BestKeeper, evaluate_languages
 from jaxcult.trainers.fisher_tracker import FisherTracker
 from jaxcult.trainers.loop import StopSignal, TrainLoop
 from jaxcult.trainers.optim import lr_schedule, masked_optimizer
@@ -134,11 +136,53 @@ def _truncate_logs(run: RunDir, step: int) -> None:
             write_text_atomic(path, "".join(line + "\n" for line in kept))
 
 
+def run_record(session: Session) -> dict:
+    """What a checkpoint must match to be resumed: the config (mesh aside) and the shapes of
+    the train state."""
+    config = session.config.to_dict()
+    config.pop("mesh")
+    return {"config": config, "structure": structure(session.loop.state)}
+
+
+def _flat(tree: dict, prefix: str = "") -> dict[str, object]:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def resumable(expected: dict, run: RunDir):
+    """A check of a checkpoint's host record against this run (see `run_record`)."""
+    def check(host: dict) -> None:
+        saved = host.get("run")
+        if saved is None:
+            raise UserError(f"{run.checkpoints}: the checkpoint records no config (written by an "
+                            f"older jaxcult); start a new run")
+        old, new = _flat(saved["config"]), _flat(expected["config"])
+        changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+        if changed:
+            diff = "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed[:4])
+            more = f" and {len(changed) - 4} more" if len(changed) > 4 else ""
+            raise UserError(f"{run.config}: changed since the checkpoint was written ({diff}{more}); "
+                            f"only mesh.* may change on resume: restore the file or start a new run")
+        old, new = saved["structure"], expected["structure"]
+        moved = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+        if moved:
+            raise UserError(f"{run.checkpoints}: written for another model or optimizer structure "
+                            f"(e.g. {moved[0]}: shape {old.get(moved[0])} in the checkpoint, "
+                            f"{new.get(moved[0])} now; {len(moved)} arrays differ)")
+    return check
+
+
 def resume_session(session: Session, checkpointer: Checkpointer, run: RunDir) -> int:
     """Restore every stateful piece from the newest readable checkpoint; returns its step."""
     loop = session.loop
-    first, device, host = checkpointer.restore_latest({"state": loop.state,
-                                                       "best": loop.state.params})
+    first, device, host = checkpointer.restore_latest(
+        {"state": loop.state, "best": loop.state.params},
+        check=resumable(run_record(session), run))
     loop.state = device["state"]
     session.iterator.restore(host["iterator"])
     session.tracker.restore(host["tracker"])
@@ -161,19 +205,25 @@ def install_hooks(session: Session, logger: MetricLogger, checkpointer: Checkpoi
         loop.add_hook(hooks.in_step_traces(groups, logger), every=1)
     if config.trainer.on_nonfinite == "stop":
         loop.add_hook(hooks.stop_on_nonfinite(checkpointer), every=1)
+    loop.add_hook(hooks.first_step_clock(progress), every=1, at_end=False)
     loop.add_hook(hooks.metric_logging(groups, logger, progress, first), every=config.trainer.log_every)
     loop.add_hook(hooks.validation(session.program.model, session.built.data.validation,
                                    config.trainer.eval_batch_size, session.best, logger),
                   every=config.trainer.eval_every)
+    record = run_record(session)
+
+    def trainable() -> list[str]:  # a record for `jaxcult eval`; training reads the state's mask
+        return [g for g, m in zip(groups, np.asarray(loop.state.mask)) if m]
+
     writer = hooks.CheckpointWriter(checkpointer, session.best, {
         "iterator": session.iterator.state, "tracker": session.tracker.state,
-        "schedule": session.schedule.state_dict})
+        "schedule": session.schedule.state_dict, "run": lambda: record, "trainable": trainable})
     loop.add_hook(writer, every=config.checkpoint.every)
     return writer
 
 
-def run_session(session: Session, run: RunDir, *, resume: bool) -> int | None:
-    """The training loop with its hooks; returns the step a signal stopped it at (else None)."""
+def run_session(session: Session, run: RunDir, *, resume: bool) -> tuple[int, int] | None:
+    """The training loop with its hooks; returns (step, signal) when a signal stopped it."""
     config = session.config
     checkpointer = Checkpointer(run.checkpoints, config.checkpoint)
     first = resume_session(session, checkpointer, run) if resume else 0
@@ -188,9 +238,11 @@ def run_session(session: Session, run: RunDir, *, resume: bool) -> int | None:
     writer = install_hooks(session, logger, checkpointer, progress, first)
     try:
         with StopSignal() as stop:
+            stop.step = first
             stopped = session.loop.run(first, stop)
             if stopped is not None:
                 writer(session.loop, stopped)
+                stopped = (stopped, stop.received)
     finally:
         session.iterator.close()
         progress.close()
@@ -202,16 +254,15 @@ def run_session(session: Session, run: RunDir, *, resume: bool) -> int | None:
 def final_scores(session: Session, per_language: dict) -> dict[str, dict]:
     """The best-validation parameters scored on every evaluation language (MAD-X: each with
     its own language adapter swapped in, from `per_language`)."""
-    built, config = session.built, session.config
-    frozen = session.loop.frozen
-    return {lang: evaluate(session.program.model, session.best.params, per_language.get(lang, frozen),
-                           split, config.trainer.eval_batch_size)
-            for lang, split in built.data.tests.items()}
+    tests, frozen = session.built.data.tests, session.loop.frozen
+    return evaluate_languages(session.program.model, session.best.params,
+                              {lang: per_language.get(lang, frozen) for lang in tests}, tests,
+                              session.config.trainer.eval_batch_size)
 
 
 def train_one(config: RunConfig, run: RunDir, *, resume: bool = False,
-              overwrite: bool = False) -> dict | None:
-    """Train one run; returns its summary (None when stopped by a signal)."""
+              overwrite: bool = False) -> dict:
+    """Train one run; returns its summary (raises `Interrupted` when a signal stopped it)."""
     if config.mesh.distributed:
         start_distributed(config.mesh)
     mesh = make_mesh(config.mesh)
@@ -228,13 +279,14 @@ def train_one(config: RunConfig, run: RunDir, *, resume: bool = False,
                 write_text_atomic(run.config, dump_config(config))
         stopped = run_session(session, run, resume=resume)
         if stopped is not None:
-            print(f"stopped by signal after step {stopped}; checkpoint written. Continue with: "
-                  f"jaxcult train --resume {run.root}", file=sys.stderr)
-            return None
+            step, signum = stopped
+            raise Interrupted(f"stopped by {signal.Signals(signum).name} after step {step}; "
+                              f"checkpoint written. Continue with: jaxcult train --resume "
+                              f"{run.root}", signum)
         final_mask = np.asarray(session.loop.state.mask)
         summary = make_summary(config, built.plugins, final_scores(session, per_language),
                                [g for g, m in zip(built.parts.groups, final_mask) if m],
-                               best=session.best)
+                               best_step=session.best.step, best_validation=session.best.metrics)
     if main_process:
         run.write_summary(summary)
         write_report(run.root)

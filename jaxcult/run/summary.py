@@ -13,7 +13,6 @@ from jaxcult.config import RunConfig
 from jaxcult.eval import scalar_metrics
 from jaxcult.metrics import PERCENT_METRICS
 from jaxcult.run.build import Plugins
-from jaxcult.trainers.evaluation import BestKeeper
 
 
 def average_over_targets(scores: dict[str, dict], source: str) -> dict[str, float]:
@@ -24,7 +23,7 @@ def average_over_targets(scores: dict[str, dict], source: str) -> dict[str, floa
 
 
 def make_summary(config: RunConfig, plugins: Plugins, scores: dict[str, dict],
-                 trainable: list[str], *, best: BestKeeper | None) -> dict:
+                 trainable: list[str], *, best_step: int, best_validation: dict) -> dict:
     """summary.json: per-language scores and their average over targets (source excluded)."""
     source = config.data.source_language
     summary = {"task": plugins.task.name, "dataset": plugins.dataset_name,
@@ -32,8 +31,7 @@ def make_summary(config: RunConfig, plugins: Plugins, scores: dict[str, dict],
                "primary_metric": plugins.evaluator.primary_metric, "metrics": scores,
                "average_excluding_source": average_over_targets(scores, source),
                "trainable_groups_final": trainable,
-               "best_step": best.step if best is not None else -1,
-               "best_validation": best.metrics if best is not None else {},
+               "best_step": best_step, "best_validation": best_validation,
                "seed": config.trainer.seed}
     if config.peft.language_adapters:  # MAD-X: which adapter each language ran with (None: dropped)
         summary["language_adapters"] = {lang: config.peft.language_adapters.get(lang)

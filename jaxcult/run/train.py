@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from jaxcult import rundir
@@ -12,8 +13,8 @@ from jaxcult.rundir import RunDir
 
 
 def train(config: RunConfig, run: RunDir, *, resume: bool = False,
-          overwrite: bool = False) -> dict | None:
-    """Train `config` into `run`; returns the summary (None when stopped by a signal).
+          overwrite: bool = False) -> dict:
+    """Train `config` into `run`; returns the summary (`Interrupted` when a signal stopped it).
 
     JAX and the model code are imported here, not at module level, so config mistakes answer
     before those heavy imports."""
@@ -63,4 +64,6 @@ def train_command(config_path: Path | None, overrides: list[str], *, run_dir: st
 
         dry_run(config)
         return
+    print(f"run directory: {run.root} (written once the model and data have loaded)",
+          file=sys.stderr, flush=True)
     train(config, run, resume=bool(resume), overwrite=overwrite)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+import time
 from typing import Any
 
 import numpy as np
@@ -22,6 +24,19 @@ def evaluate(program: ModelProgram, params, frozen, split: Split, batch_size: in
         for key, value in outputs.items():
             results.setdefault(key, []).append(np.asarray(value)[valid])
     return program.evaluator.metrics({k: np.concatenate(v) for k, v in results.items()}, split)
+
+
+def evaluate_languages(program: ModelProgram, params, frozen: dict[str, Any],
+                       splits: dict[str, Split], batch_size: int) -> dict[str, Metrics]:
+    """Metrics per language (each with its own frozen state, e.g. a MAD-X language adapter),
+    reporting progress on stderr: evaluation of many languages takes a while."""
+    scores = {}
+    for number, (language, split) in enumerate(splits.items(), 1):
+        start = time.perf_counter()
+        scores[language] = evaluate(program, params, frozen[language], split, batch_size)
+        print(f"evaluated {language} ({number}/{len(splits)}, {len(split)} examples, "
+              f"{time.perf_counter() - start:.1f} s)", file=sys.stderr, flush=True)
+    return scores
 
 
 class BestKeeper:

@@ -110,6 +110,15 @@ def metric_logging(groups: list[str], logger: MetricLogger, progress: Progress, 
     return after
 
 
+def first_step_clock(progress: Progress):
+    """After the first step (which compiles) finishes, start the progress clock."""
+    def after(loop: TrainLoop, done: int) -> None:
+        if not progress.timing:
+            jax.block_until_ready(loop.metrics["loss"])
+            progress.first_step_done(done)
+    return after
+
+
 def validation(program: ModelProgram, split: Split, batch_size: int, best: BestKeeper,
                logger: MetricLogger):
     """Score the validation split; keep the parameters of the best result."""

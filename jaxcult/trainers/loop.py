@@ -9,6 +9,7 @@ final checkpoint, so `--resume` continues bit-identically.
 from __future__ import annotations
 
 import signal
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -31,10 +32,12 @@ class Hook:
 
 
 class StopSignal:
-    """Turns SIGTERM/SIGINT into a flag the loop checks after each step."""
+    """Turns SIGTERM/SIGINT into a flag the loop checks after each step; the first signal is
+    acknowledged at once, a second one interrupts immediately (no checkpoint)."""
 
     def __init__(self) -> None:
         self.received: int | None = None
+        self.step = 0  # steps done, for the acknowledgement
         self._previous: dict = {}
 
     def __enter__(self) -> StopSignal:
@@ -43,7 +46,12 @@ class StopSignal:
         return self
 
     def _handle(self, signum, frame) -> None:
+        if self.received is not None:
+            raise KeyboardInterrupt
         self.received = signum
+        print(f"\n{signal.Signals(signum).name}: stopping after step {self.step + 1}; writing a "
+              f"checkpoint (signal again to stop at once, without one)", file=sys.stderr,
+              flush=True)
 
     def __exit__(self, *exc) -> None:
         for sig, handler in self._previous.items():
@@ -76,6 +84,7 @@ class TrainLoop:
             self.state, self.metrics = self.program.train_step(
                 self.state, self.frozen, self.place(next(self.batches)))
             done = step + 1
+            stop.step = done
             for hook in self.after:
                 if hook.due(done, self.steps):
                     hook.fn(self, done)
