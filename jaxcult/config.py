@@ -66,11 +66,17 @@ class PeftConfig(Section):
         default_factory=dict,
         description="MAD-X: language code -> AdapterHub language-adapter directory; the source "
         "language's adapter is stacked under the task adapter in training, each target "
-        "language's is swapped in for its evaluation (dropped when a language has none)")
+        "language's is swapped in for its evaluation")
+    allow_missing_language_adapters: bool = Field(
+        False, description="MAD-X: evaluate a language without an adapter with the language "
+        "adapter dropped, instead of refusing the run")
     lora_r: int = Field(8, gt=0)
     lora_alpha: float = Field(16.0, gt=0)
     lora_dropout: float = Field(0.0, ge=0.0, lt=1.0)
     target_modules: list[str] = Field(default_factory=lambda: ["q", "v"])
+    lora_groups: Literal["layer", "module"] = Field(
+        "layer", description="schedule groups: one per layer (q and v together, as the FUN "
+        "paper) or one per adapted projection")
     modules_to_save: list[str] = Field(default_factory=list)
 
     @model_validator(mode="after")
@@ -78,10 +84,11 @@ class PeftConfig(Section):
         bottleneck = self.kind in ("pfeiffer", "houlsby", "parallel")
         self.refuse_unused("peft", ("reduction_factor", "non_linearity", "residual_before_ln",
                                     "original_ln_before", "original_ln_after", "scaling",
-                                    "language_adapters"),
+                                    "language_adapters", "allow_missing_language_adapters"),
                            bottleneck, "to bottleneck adapters (pfeiffer, houlsby, parallel)")
         self.refuse_unused("peft", ("lora_r", "lora_alpha", "lora_dropout", "target_modules",
-                                    "modules_to_save"), self.kind == "lora", "to peft.kind=lora")
+                                    "lora_groups", "modules_to_save"), self.kind == "lora",
+                           "to peft.kind=lora")
         self.refuse_unused("peft", ("leave_out",), bottleneck or self.kind == "lora",
                            "to adapters and LoRA")
         return self
@@ -104,6 +111,12 @@ class DataConfig(Section):
     eval_split: Literal["test", "validation"] = Field(
         "test", description="which split of each target language is scored at the end")
     max_train_examples: int | None = Field(None, gt=0)
+    subsample: Literal["first", "random"] = Field(
+        "first", description="which max_train_examples records: the first ones (the official "
+        "scripts' `select(range(n))`) or a random subset seeded by trainer.seed")
+    drop_remainder: bool = Field(
+        True, description="end each epoch with full batches only; false: with the partial "
+        "batch too, as HF's Trainer (its shape compiles a second train step)")
     max_eval_examples: int | None = Field(None, gt=0)
     loader: Literal["grain", "memory"] = Field(
         "grain", description="training batches from the grain pipeline (prefetch, worker "
@@ -133,9 +146,19 @@ class TaskConfig(Section):
     options: dict[str, int | float | str | bool | list] = Field(
         default_factory=dict, description="family-specific options (only those it declares)")
     num_labels: int | None = Field(None, gt=1, description="default: from the dataset")
+    head: Literal["jaxcult", "hf"] = Field(
+        "jaxcult", description="jaxcult: pooled dense + tanh + linear; hf: transformers' head for "
+        "the architecture (BERT: pretrained pooler + linear, as the FUN code's AutoModelFor*)")
     doc_stride: int = Field(128, gt=0)
     max_answer_length: int = Field(30, gt=0)
     n_best: int = Field(20, gt=0)
+    scoring: Literal["dataset", "squad", "mlqa", "fun_official"] = Field(
+        "dataset", description="QA answer normalisation: the dataset's (XQuAD: squad, MLQA: mlqa), "
+        "or fun_official: SQuAD v1.1 with Chinese scored per character (the FUN code)")
+
+
+CHOICE_FAMILIES = ("classification", "pair_classification", "multiple_choice")
+FIXED_PRESETS = tuple(f"schedule-{i}" for i in range(10)) + ("schedule-rev",)
 
 
 class ScheduleConfig(Section):
@@ -143,32 +166,58 @@ class ScheduleConfig(Section):
 
     name: str = "fun"
     k: int = Field(50, gt=0, description="steps between schedule checks")
-    official_offset: bool = False
-    order: list[int] | Literal["top_down", "bottom_up"] | None = None
+    official_offset: bool = Field(
+        False, description="the official code's timing: checks before 0-based steps k-1, 2k-1, "
+        "... (GU's first one a no-op); default: Algorithm 1's k, 2k, ...")
+    order: list[int] | Literal["top_down", "bottom_up"] | str | None = Field(
+        None, description="fixed: layer indices, top_down, bottom_up, or an official preset "
+        "schedule-0 ... schedule-9, schedule-rev (12-layer models; the top layer opens first)")
+    random_first: bool = Field(
+        False, description="random: the first layer is drawn too (default: head + top layer "
+        "first, as the official code)")
     seed: int | None = Field(None, description="for `random`; default trainer.seed")
     options: dict[str, int | float | str | bool | list[int]] = Field(
         default_factory=dict, description="passed to a custom schedule"
     )
 
+    @field_validator("order")
+    @classmethod
+    def _known_order(cls, value):
+        if isinstance(value, str) and value not in ("top_down", "bottom_up", *FIXED_PRESETS):
+            raise ValueError(f"schedule.order: {value!r} is not top_down, bottom_up or one of the "
+                             f"official presets {', '.join(FIXED_PRESETS)}")
+        return value
+
 
 class FisherConfig(Section):
     """How tr(F) is estimated and how often it is logged."""
 
-    estimator: Literal["sampled", "argmax_batch", "empirical"] = "sampled"
+    estimator: Literal["sampled", "argmax_batch", "sampled_batch", "empirical"] = Field(
+        "sampled", description="sampled: Eq. 1 (per-example gradients, sampled labels); "
+        "argmax_batch: the official code; sampled_batch: Algorithm 2 as written; empirical: gold "
+        "labels")
     track_every: int = Field(0, ge=0, description="log tr(F) every N steps; 0 = only when used")
     num_batches: int = Field(41, gt=0)
     batch_size: int | None = Field(None, gt=0, description="default trainer.batch_size")
     ema: float = Field(0.9, ge=0.0, lt=1.0, description="moving average for the normalised trace")
     in_step: bool = Field(False, description="also log every step's per-group squared batch "
                           "gradient / batch size (gold labels; free: reuses the step's gradients)")
+    one_pass: bool = Field(
+        False, description="the official code: each estimate is one fresh shuffled pass over "
+        "the training data, at most num_batches batches (COPA: 7), the partial batch included")
 
 
 class OptimizerConfig(Section):
     """Optimizer and learning-rate schedule of the trainable groups."""
 
-    name: Literal["adamw", "adam", "sgd", "adafactor"] = "adamw"
+    name: Literal["adamw", "adamw_hf", "adam", "sgd", "adafactor"] = Field(
+        "adamw", description="adamw: torch.optim.AdamW; adamw_hf: transformers' old AdamW (eps "
+        "before bias correction, decay after the step), as the FUN code used")
     lr: float = Field(5e-4, gt=0)
-    weight_decay: float = Field(0.0, ge=0, description="adamw only (decoupled decay)")
+    weight_decay: float = Field(0.0, ge=0, description="adamw / adamw_hf (decoupled decay)")
+    decay_params: Literal["all", "matrices"] = Field(
+        "all", description="which parameters weight decay applies to; matrices: not to biases "
+        "and norms (1-D), as transformers' Trainer excludes `bias` and `LayerNorm.weight`")
     b1: float = Field(0.9, ge=0, lt=1)
     b2: float = Field(0.999, ge=0, lt=1)
     eps: float = Field(1e-8, gt=0)
@@ -179,9 +228,11 @@ class OptimizerConfig(Section):
 
     @model_validator(mode="after")
     def _fields_of_optimizer(self) -> OptimizerConfig:
-        self.refuse_unused("optimizer", ("weight_decay",), self.name == "adamw", "to adamw")
+        decoupled = self.name in ("adamw", "adamw_hf")
+        self.refuse_unused("optimizer", ("weight_decay", "decay_params"), decoupled,
+                           "to adamw and adamw_hf")
         self.refuse_unused("optimizer", ("b1", "b2", "eps", "adam_count"),
-                           self.name in ("adam", "adamw"), "to adam and adamw")
+                           self.name in ("adam", "adamw", "adamw_hf"), "to adam, adamw, adamw_hf")
         return self
 
 
@@ -332,22 +383,27 @@ class RunConfig(Section):
         """Settings of one built-in plug-in given to another (user plug-ins, named by import
         path, may read any of them)."""
         task, schedule = self.task.name, self.schedule.name
+        self.data.refuse_unused("data", ("subsample",), self.data.max_train_examples is not None,
+                                "with data.max_train_examples")
         if ":" not in task:
-            self.task.refuse_unused("task", ("doc_stride", "max_answer_length", "n_best"),
+            self.task.refuse_unused("task", ("doc_stride", "max_answer_length", "n_best", "scoring"),
                                     task == "extractive_qa", "to task.name=extractive_qa")
             self.model.refuse_unused("model", ("pooling",), task not in ("causal_lm", "extractive_qa"),
                                      "to tasks with a pooled head (classification, multiple_choice)")
+            self.task.refuse_unused("task", ("head",), task in CHOICE_FAMILIES,
+                                    "to classification and multiple_choice")
         if ":" not in schedule:
             self.schedule.refuse_unused("schedule", ("order",), schedule == "fixed",
                                         "to schedule.name=fixed")
-            self.schedule.refuse_unused("schedule", ("official_offset",), schedule == "gu",
-                                        "to schedule.name=gu")
-            self.schedule.refuse_unused("schedule", ("seed",), schedule == "random",
+            self.schedule.refuse_unused("schedule", ("official_offset",), schedule != "standard",
+                                        "to scheduled unfreezing (not schedule.name=standard)")
+            self.schedule.refuse_unused("schedule", ("seed", "random_first"), schedule == "random",
                                         "to schedule.name=random")
             self.schedule.refuse_unused("schedule", ("options",), False,
                                         "to user schedules (schedule.name=package.module:Class)")
             uses_fisher = schedule == "fun" or self.fisher.track_every > 0
-            self.fisher.refuse_unused("fisher", ("estimator", "num_batches", "batch_size"),
+            self.fisher.refuse_unused("fisher", ("estimator", "num_batches", "batch_size",
+                                                 "one_pass"),
                                       uses_fisher, "when tr(F) is computed (schedule.name=fun or "
                                       "fisher.track_every > 0)")
         self.fisher.refuse_unused("fisher", ("ema",), self.fisher.track_every > 0,

@@ -49,7 +49,7 @@ def test_madx_run_swaps_language_adapters(tmp_path):
     for seed, lang in enumerate(("en", "de")):
         language_adapter(tmp_path / lang, lang, seed)
     (tmp_path / "madx.yaml").write_text("name: madx\n" + tiny_model_yaml() + f"""\
-peft: {{kind: pfeiffer, reduction_factor: 4,
+peft: {{kind: pfeiffer, reduction_factor: 4, allow_missing_language_adapters: true,
         language_adapters: {{en: {tmp_path / 'en'}, de: {tmp_path / 'de'}}}}}
 data: {{max_train_examples: 64, max_eval_examples: 16, target_languages: [en, de, fr]}}
 trainer: {{batch_size: 8, eval_batch_size: 16, steps: 4}}
@@ -57,6 +57,9 @@ schedule: {{name: standard}}
 logging: {{tensorboard: false, progress: "off"}}
 checkpoint: {{async_save: false}}
 """)
+    strict = load_config(tmp_path / "madx.yaml", ["peft.allow_missing_language_adapters=false"])
+    with pytest.raises(UserError, match="no MAD-X language adapter for fr; list one per scored"):
+        build_run(strict)
     config = load_config(tmp_path / "madx.yaml")
     parts = build_run(config).parts
     assert parts.groups == ["head", "adapter/task/layer_0", "adapter/task/layer_1"]

@@ -218,3 +218,127 @@ def test_global_adam_count_uses_the_global_step():
     v_hat = 0.001 * g * g / (1 - 0.999 ** 6)
     np.testing.assert_allclose(np.asarray(later["b"]["w"]) - np.asarray(params["b"]["w"]),
                                -0.1 * m_hat / (np.sqrt(v_hat) + 1e-8), rtol=1e-4)
+
+
+def hf_adamw_reference(params, grads_per_step, lr, wd, eps=1e-6, b1=0.9, b2=0.999, decay=None):
+    """transformers' old `AdamW.step` (correct_bias=True), written out from its definition."""
+    torch = pytest.importorskip("torch")
+    p = {k: torch.tensor(np.asarray(v)) for k, v in params.items()}
+    m = {k: torch.zeros_like(v) for k, v in p.items()}
+    v2 = {k: torch.zeros_like(v) for k, v in p.items()}
+    for step, grads in enumerate(grads_per_step, 1):
+        for k in p:
+            g = torch.tensor(np.asarray(grads[k]))
+            m[k].mul_(b1).add_(g, alpha=1 - b1)
+            v2[k].mul_(b2).addcmul_(g, g, value=1 - b2)
+            denom = v2[k].sqrt().add_(eps)
+            step_size = lr * np.sqrt(1 - b2 ** step) / (1 - b1 ** step)
+            p[k].addcdiv_(m[k], denom, value=-step_size)
+            if wd > 0 and (decay is None or decay[k]):
+                p[k].add_(p[k], alpha=-lr * wd)
+    return {k: v.numpy() for k, v in p.items()}
+
+
+def test_adamw_hf_matches_transformers_definition_and_differs_from_torch_adamw():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(3)
+    params = {"w": jnp.asarray(rng.normal(size=(4, 3)), jnp.float32),
+              "b": jnp.asarray(rng.normal(size=(3,)), jnp.float32)}
+    grads = [{k: rng.normal(size=v.shape).astype(np.float32) for k, v in params.items()}
+             for _ in range(10)]
+    config = OptimizerConfig(name="adamw_hf", lr=5e-4, weight_decay=0.01, eps=1e-6,
+                             decay_params="matrices")
+    opt = base_optimizer(config)
+    state, ours = opt.init(params), params
+    for g in grads:
+        updates, state = opt.update({k: jnp.asarray(v) for k, v in g.items()}, state, ours)
+        ours = optax.apply_updates(ours, updates)
+    reference = hf_adamw_reference(params, grads, 5e-4, 0.01, decay={"w": True, "b": False})
+    for k in params:
+        np.testing.assert_allclose(np.asarray(ours[k]), reference[k], atol=1e-6)
+    tparams = {k: torch.nn.Parameter(torch.tensor(np.asarray(v))) for k, v in params.items()}
+    topt = torch.optim.AdamW(tparams.values(), lr=5e-4, weight_decay=0.01, eps=1e-6)
+    for g in grads:
+        for k, p in tparams.items():
+            p.grad = torch.tensor(g[k])
+        topt.step()
+    gap = max(np.abs(reference[k] - tparams[k].detach().numpy()).max() for k in params)
+    assert gap > 1e-5  # the two optimizers really differ (eps placement, decay of biases)
+
+
+def test_decay_mask_spares_biases_for_torch_adamw_too():
+    params = {"w": jnp.ones((2, 2)), "b": jnp.ones(2)}
+    zero = {k: jnp.zeros_like(v) for k, v in params.items()}
+    opt = base_optimizer(OptimizerConfig(name="adamw", lr=0.1, weight_decay=0.5,
+                                         decay_params="matrices"))
+    updates, _ = opt.update(zero, opt.init(params), params)
+    assert float(updates["b"].max()) == 0.0 and float(updates["w"].max()) < 0
+
+
+class _Vocabulary:
+    """A tokenizer stand-in: the build only checks its size (no tokenizer asset needed)."""
+
+    def __len__(self) -> int:
+        return 64
+
+
+def eleven_layer_model(estimator: str):
+    from jaxcult.config_loading import load_config
+    from jaxcult.run.build import build_model
+    from jaxcult.tasks import resolve_task
+    from jaxcult.trainers.program import ModelProgram
+
+    config = load_config(None, [
+        "model.name=random", "model.max_length=8", "peft.reduction_factor=2",
+        "model.overrides={model_type: bert, vocab_size: 64, hidden_size: 8, num_hidden_layers: 11,"
+        " num_attention_heads: 2, intermediate_size: 8}", f"fisher.estimator={estimator}"])
+    task = resolve_task(config.task, ("a", "b", "c"))
+    parts = build_model(config, task, _Vocabulary())
+    rng = np.random.default_rng(1)
+    batch = {"input_ids": jnp.asarray(rng.integers(5, 64, size=(6, 8)), jnp.int32),
+             "attention_mask": jnp.ones((6, 8), jnp.int32),
+             "token_type_ids": jnp.zeros((6, 8), jnp.int32),
+             "labels": jnp.asarray(rng.integers(0, 3, size=6), jnp.int32)}
+    return config, parts, ModelProgram(task, None, parts.graphdef, parts.groups), batch
+
+
+def per_group_by_name(program, parts, batch, labels):
+    """Each group's trace from per-example gradients of the raw model, read out of the gradient
+    dict by each group's *name* (no ordering of dicts or groups is involved), averaged over
+    the examples."""
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+
+    def ll(params, example, label):
+        one = jax.tree.map(lambda x: x[None], example)
+        return jax.nn.log_softmax(program.outputs(params, parts.frozen, one))[0, label]
+
+    grads = jax.jit(jax.vmap(jax.grad(ll), in_axes=(None, 0, 0)))(parts.params, inputs, labels)
+    return {name: float(sum(jnp.sum(g ** 2) for g in jax.tree.leaves(grads[name]))) / len(labels)
+            for name in parts.groups}
+
+
+@pytest.fixture(scope="module")
+def eleven_layers():
+    config, parts, program, batch = eleven_layer_model("empirical")
+    traced = np.asarray(program.make_fisher("empirical")(parts.params, parts.frozen, batch,
+                                                         jax.random.key(0)))
+    return parts, traced, per_group_by_name(program, parts, batch, batch["labels"])
+
+
+def test_traces_are_attributed_to_the_right_group_with_eleven_layers(eleven_layers):
+    """With 11 layers `layer_10` sorts before `layer_2`: a mix-up of group order shows here."""
+    parts, traced, independent = eleven_layers
+    assert parts.groups[3:5] == ["adapter/task/layer_2", "adapter/task/layer_3"]
+    np.testing.assert_allclose(traced, [independent[g] for g in parts.groups], rtol=2e-4)
+
+
+def test_fun_decision_matches_an_independent_per_example_computation(eleven_layers):
+    from jaxcult.config import ScheduleConfig
+    from jaxcult.schedules import resolve
+
+    parts, traced, independent = eleven_layers
+    schedule = resolve("fun")(parts.groups, parts.layer_groups, ScheduleConfig(name="fun", k=1))
+    start = schedule.start()
+    decision = schedule.decide(1, start.mask, lambda: dict(zip(parts.groups, map(float, traced))))
+    frozen = [g for g in parts.layer_groups if not start.mask[parts.groups.index(g)]]
+    assert decision.events[0]["groups"] == [max(frozen, key=independent.get)]

@@ -168,8 +168,9 @@ def test_pawsx_run_from_the_shared_files(shared_data, tmp_path):
 @pytest.mark.parametrize("task", ["pair_classification", "multiple_choice", "extractive_qa"])
 @pytest.mark.parametrize("estimator", ["sampled", "argmax_batch"])
 def test_each_task_fisher_outputs(tmp_path, task, estimator):
-    """tr(F) per group is finite and positive; argmax_batch equals the squared gradient of the
-    batch-mean NLL at the argmax outputs / B (computed here from the task's own log-probs)."""
+    """tr(F) per group is finite and positive; argmax_batch equals the official code's squared
+    gradient of the mean NLL over all output rows at the argmax labels / B, written here from
+    the model's raw logits (QA: start and end rows concatenated, 2B rows)."""
     from jaxcult.run.build import build_model, tokenizer_of
 
     config = load_config(None, [*TINY, f"task.name={task}"])
@@ -186,16 +187,17 @@ def test_each_task_fisher_outputs(tmp_path, task, estimator):
                                                       jax.random.key(0)))
     assert value.shape == (len(parts.groups),) and np.all(np.isfinite(value)) and np.all(value > 0)
     if estimator == "argmax_batch":
-        log_probs = program.log_probs(parts.frozen)
         inputs = {k: v for k, v in batch.items() if k != "labels"}
-        labels = log_probs(parts.params, inputs)[0].argmax(-1)
 
-        def nll(params):
-            lp = log_probs(params, inputs)[0]
-            picked = jnp.take_along_axis(lp, labels[..., None], -1)[..., 0]
-            return -picked.reshape(4, -1).sum(-1).mean()
+        def official_loss(params):
+            """The official code: raw logits (QA: start and end rows concatenated along the
+            batch), argmax labels, F.nll_loss(log_softmax) averaged over every row."""
+            out = program.outputs(params, parts.frozen, inputs)
+            logits = jnp.concatenate([out[:, 0], out[:, 1]]) if task == "extractive_qa" else out
+            labels = jax.lax.stop_gradient(logits.argmax(-1))
+            return -jnp.take_along_axis(jax.nn.log_softmax(logits), labels[:, None], 1).mean()
 
-        grads = jax.grad(nll)(parts.params)
+        grads = jax.grad(official_loss)(parts.params)
         direct = [sum(float(jnp.sum(g ** 2)) for g in jax.tree.leaves(grads[name])) / 4
                   for name in parts.groups]
         np.testing.assert_allclose(value, direct, rtol=1e-4)

@@ -108,7 +108,7 @@ def test_in_step_tracking_logs_every_step(tmp_path):
 
 def test_lora_groups_train_under_a_schedule(tmp_path):
     run, summary = train(tmp_path, "peft.kind=lora", "peft.lora_r=2", "schedule.name=gu",
-                         "schedule.k=1", "trainer.steps=10")
+                         "schedule.k=1", "trainer.steps=10", "peft.lora_groups=module")
     first = read(run.events)[0]["groups"]
     assert first == ["head", "lora/layer_3/value"]
     assert len(summary["trainable_groups_final"]) == 9  # head + (query, value) x 4 layers

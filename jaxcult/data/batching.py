@@ -86,48 +86,72 @@ def tokenize_multiple_choice(records: list[dict], tokenizer, max_length: int, na
     return Split(arrays, name)
 
 
-def check_batches(split: Split, batch_size: int, process_count: int) -> None:
-    """A split must fill one global batch, and the global batch must split evenly over processes."""
+def check_batches(split: Split, batch_size: int, process_count: int,
+                  keep_remainder: bool = False) -> None:
+    """A split must fill one global batch, and every global batch must split evenly over
+    processes (with `keep_remainder`, the partial last one too)."""
     if len(split) < batch_size:
         raise UserError(f"{split.name}: {len(split)} examples, fewer than one batch of {batch_size}")
     if batch_size % process_count:
         raise UserError(f"trainer.batch_size: {batch_size} is not divisible by the "
                         f"{process_count} processes that load it")
+    remainder = len(split) % batch_size
+    if keep_remainder and remainder % process_count:
+        raise UserError(f"data.drop_remainder: the partial batch of {split.name} ({remainder} "
+                        f"examples) does not split over {process_count} processes")
+
+
+class EpochBatches:
+    """Which rows make global batch t: epoch t // per_epoch of a seeded permutation per epoch,
+    every batch `batch_size` rows (the epoch's last one smaller with `keep_remainder`); each
+    process takes its contiguous share of every batch. A pure function of t, so iterators over
+    it checkpoint as one integer and worker processes need no shared state."""
+
+    def __init__(self, size: int, batch_size: int, seed: int, *, process_index: int = 0,
+                 process_count: int = 1, keep_remainder: bool = False) -> None:
+        self.size, self.batch_size, self.seed = size, batch_size, seed
+        self.process_index, self.process_count = process_index, process_count
+        full = size // batch_size
+        self.per_epoch = full + (keep_remainder and size % batch_size > 0)
+        self._cache: tuple[int, np.ndarray] | None = None
+
+    def permutation(self, epoch: int) -> np.ndarray:
+        if self._cache is None or self._cache[0] != epoch:
+            self._cache = (epoch, np.random.default_rng([self.seed, epoch]).permutation(self.size))
+        return self._cache[1]
+
+    def rows(self, t: int) -> np.ndarray:
+        epoch, position = divmod(int(t), self.per_epoch)
+        batch = self.permutation(epoch)[position * self.batch_size:(position + 1) * self.batch_size]
+        share = len(batch) // self.process_count
+        return batch[self.process_index * share:(self.process_index + 1) * share]
 
 
 class BatchIterator:
-    """Shuffled epochs of fixed-size global batches (the last partial batch is dropped).
+    """Shuffled epochs of global batches (`EpochBatches`): the last partial batch is dropped,
+    or kept with `keep_remainder`.
 
     With several processes (hosts), every process computes the same global permutation and
-    yields only its contiguous slice of each global batch (`batch_size / process_count`
-    examples), so the processes' slices are disjoint and together form the one-process batch.
+    yields only its contiguous slice of each global batch, so the processes' slices are
+    disjoint and together form the one-process batch.
     """
 
     def __init__(self, split: Split, batch_size: int, seed: int, *, process_index: int = 0,
-                 process_count: int = 1) -> None:
-        check_batches(split, batch_size, process_count)
-        self.split, self.batch_size, self.seed = split, batch_size, seed
-        self.local_size = batch_size // process_count
-        self.local_offset = process_index * self.local_size
+                 process_count: int = 1, keep_remainder: bool = False) -> None:
+        check_batches(split, batch_size, process_count, keep_remainder)
+        self.split = split
+        self.plan = EpochBatches(len(split), batch_size, seed, process_index=process_index,
+                                 process_count=process_count, keep_remainder=keep_remainder)
         self.epoch, self.position = 0, 0
-        self._order_cache: tuple[int, np.ndarray] | None = None
 
     @property
     def batches_per_epoch(self) -> int:
-        return len(self.split) // self.batch_size
-
-    def _order(self) -> np.ndarray:
-        """This epoch's permutation (a pure function of seed and epoch; cached per epoch)."""
-        if self._order_cache is None or self._order_cache[0] != self.epoch:
-            order = np.random.default_rng([self.seed, self.epoch]).permutation(len(self.split))
-            self._order_cache = (self.epoch, order)
-        return self._order_cache[1]
+        return self.plan.per_epoch
 
     def __next__(self) -> dict[str, np.ndarray]:
         if self.position >= self.batches_per_epoch:
             self.epoch, self.position = self.epoch + 1, 0
-        start = self.position * self.batch_size + self.local_offset
-        index = self._order()[start:start + self.local_size]
+        index = self.plan.rows(self.epoch * self.batches_per_epoch + self.position)
         self.position += 1
         return self.split.take(index)
 

@@ -94,8 +94,13 @@ def read_copa_jsonl(path: Path) -> list[dict]:
     return records
 
 
-def as_choices(record: dict) -> dict:
-    """A COPA record as a `multiple_choice` record (premise; question + each choice)."""
+def as_choices(record: dict, layout: str = "jaxcult") -> dict:
+    """A COPA record as a `multiple_choice` record. `jaxcult`: context = premise, choices =
+    "question + choice" (the SuperGLUE/XCOPA baselines' phrasing); `official`: context =
+    "{premise} What was the {cause|effect}?", choices as given (the FUN code's run_copa.py)."""
+    if layout == "official":
+        return {"context": f"{record['premise']} What was the {record['question']}?",
+                "label": record["label"], "choices": [record["choice1"], record["choice2"]]}
     question = QUESTIONS[record["question"]]
     return {"context": record["premise"], "label": record["label"],
             "choices": [f"{question} {record['choice1']}", f"{question} {record['choice2']}"]}
@@ -104,13 +109,26 @@ def as_choices(record: dict) -> dict:
 @register_dataset(NAME)
 class XCOPA(Dataset):
     """COPA (English train/validation/test) and XCOPA (11 languages) from `data.manual_dir`;
-    `data.train_file` is COPA-format JSONL."""
+    `data.train_file` is COPA-format JSONL. Option `copa_format`: `jaxcult` or `official`
+    (see `as_choices`)."""
+
+    option_names = ("copa_format",)
+
+    def _layout(self, config: DataConfig) -> str:
+        layout = config.options.get("copa_format", "jaxcult")
+        if layout not in ("jaxcult", "official"):
+            raise UserError(f"data.options.copa_format: expected jaxcult or official, found "
+                            f"{layout!r}")
+        return layout
 
     def info(self, config: DataConfig) -> DatasetInfo:
+        self._layout(config)
         return DatasetInfo("multiple_choice", ("en", *XCOPA_LANGUAGES), ("choice1", "choice2"))
 
     def read(self, config: DataConfig, language: str, split: str) -> list[dict]:
-        return [as_choices(r) for r in read_split(self.local_root(config), language, split)]
+        layout = self._layout(config)
+        return [as_choices(r, layout) for r in read_split(self.local_root(config), language, split)]
 
     def read_file(self, config: DataConfig, path: Path) -> list[dict]:
-        return [as_choices(r) for r in read_copa_jsonl(path)]
+        layout = self._layout(config)
+        return [as_choices(r, layout) for r in read_copa_jsonl(path)]

@@ -1,59 +1,43 @@
 """The training input pipeline on grain: seeded per-epoch shuffling, per-process sharding of
 every global batch, batching, prefetch with optional worker processes, checkpointable state.
 
-Element p of the global stream is example `permutation(seed, epoch)[p mod (steps * B)]` with
-`epoch = p // (steps * B)` and `steps = n // B` (the last partial batch of an epoch is dropped),
-exactly the order of `BatchIterator`. Process k of P reads, for every global batch t, positions
-t*B + k*B/P ... t*B + (k+1)*B/P - 1, so the processes' slices are disjoint and concatenate to
-the one-process batch. The iterator's state is grain's (`next_index`), saved in checkpoints.
+Global batch t holds the rows `EpochBatches.rows(t)` says (a seeded permutation per epoch, the
+partial last batch dropped or kept), exactly the order of `BatchIterator`. Process k of P reads
+its contiguous share of every global batch, so the processes' slices are disjoint and
+concatenate to the one-process batch. The iterator's state is grain's (`next_index`, the number
+of batches read), saved in checkpoints.
 """
 
 from __future__ import annotations
 
-import functools
-
 import grain
 import numpy as np
 
-from jaxcult.data.batching import Split, check_batches
+from jaxcult.data.batching import EpochBatches, Split, check_batches
 
 
-@functools.lru_cache(maxsize=4)
-def _permutation(seed: int, epoch: int, n: int) -> np.ndarray:
-    return np.random.default_rng([seed, epoch]).permutation(n)
+class _Batch:
+    """Picklable `batch index -> this process's rows` map (worker processes receive a copy)."""
 
+    def __init__(self, split: Split, plan: EpochBatches) -> None:
+        self.arrays, self.plan = split.arrays, plan
 
-class _Rows:
-    """Picklable `global position -> row` map (worker processes receive a copy)."""
-
-    def __init__(self, split: Split, batch_size: int, local_size: int, offset: int, seed: int):
-        self.arrays, self.seed, self.n = split.arrays, seed, len(split)
-        self.batch_size, self.local_size, self.offset = batch_size, local_size, offset
-        self.per_epoch = (self.n // batch_size) * batch_size
-
-    def __call__(self, local_index: int) -> dict[str, np.ndarray]:
-        step, j = divmod(int(local_index), self.local_size)
-        position = step * self.batch_size + self.offset + j
-        epoch, within = divmod(position, self.per_epoch)
-        row = _permutation(self.seed, epoch, self.n)[within]
-        return {k: v[row] for k, v in self.arrays.items()}
-
-
-def _stack(rows) -> dict[str, np.ndarray]:
-    return {k: np.stack([r[k] for r in rows]) for k in rows[0]}
+    def __call__(self, index: int) -> dict[str, np.ndarray]:
+        rows = self.plan.rows(index)
+        return {k: v[rows] for k, v in self.arrays.items()}
 
 
 class GrainBatches:
     """Local slices of global training batches, as an endless checkpointable grain iterator."""
 
     def __init__(self, split: Split, batch_size: int, seed: int, *, process_index: int = 0,
-                 process_count: int = 1, worker_count: int = 0, prefetch: int = 2) -> None:
-        check_batches(split, batch_size, process_count)
-        local = batch_size // process_count
-        self.batches_per_epoch = len(split) // batch_size
-        rows = _Rows(split, batch_size, local, process_index * local, seed)
-        dataset = (grain.MapDataset.range(1 << 62).map(rows)
-                   .batch(local, drop_remainder=True, batch_fn=_stack))
+                 process_count: int = 1, worker_count: int = 0, prefetch: int = 2,
+                 keep_remainder: bool = False) -> None:
+        check_batches(split, batch_size, process_count, keep_remainder)
+        plan = EpochBatches(len(split), batch_size, seed, process_index=process_index,
+                            process_count=process_count, keep_remainder=keep_remainder)
+        self.batches_per_epoch = plan.per_epoch
+        dataset = grain.MapDataset.range(1 << 62).map(_Batch(split, plan))
         options = grain.ReadOptions(num_threads=1 if worker_count else 2,
                                     prefetch_buffer_size=max(prefetch, 1))
         iterable = dataset.to_iter_dataset(options)

@@ -3,13 +3,15 @@
 Every `data.*` key that selects records is applied here, the same way for every dataset:
 `source_language`, `target_languages` (checked against the dataset's languages before anything
 is read), `train_file` (its last 5% held out for validation), `eval_split`,
-`max_train_examples` and `max_eval_examples`.
+`max_train_examples` (with `subsample`) and `max_eval_examples`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from jaxcult.config import DataConfig
 from jaxcult.data.registry import Dataset, DatasetInfo, Record
@@ -52,7 +54,7 @@ def held_out(records: list[Record], fraction: float = 0.05) -> tuple[list[Record
     return records[:cut], records[cut:]
 
 
-def read_records(dataset: Dataset, config: DataConfig) -> RecordSplits:
+def read_records(dataset: Dataset, config: DataConfig, seed: int = 0) -> RecordSplits:
     """Read every split a run needs; errors name the dataset, file or record."""
     info = dataset.info(config)
     languages = scored_languages(config, info, dataset.name)
@@ -64,4 +66,14 @@ def read_records(dataset: Dataset, config: DataConfig) -> RecordSplits:
         validation = dataset.read_train(config, source, "validation")
     cap = config.max_eval_examples
     tests = {lang: dataset.read_eval(config, lang, config.eval_split)[:cap] for lang in languages}
-    return RecordSplits(train[:config.max_train_examples], validation[:cap], tests, info)
+    return RecordSplits(subsample(train, config, seed), validation[:cap], tests, info)
+
+
+def subsample(records: list[Record], config: DataConfig, seed: int) -> list[Record]:
+    """`max_train_examples` records: the first ones, or (`subsample: random`) a subset drawn
+    with `seed`, kept in file order."""
+    limit = config.max_train_examples
+    if limit is None or limit >= len(records) or config.subsample == "first":
+        return records[:limit]
+    chosen = np.random.default_rng(seed).choice(len(records), size=limit, replace=False)
+    return [records[i] for i in sorted(chosen)]

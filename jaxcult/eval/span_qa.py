@@ -3,8 +3,9 @@
 For each question, every window's `n_best` highest start and end logits among context tokens
 are paired; spans with start <= end and at most `max_answer_length` tokens are kept; the answer
 is the best-scoring span (start + end logit) over all of its windows. Predictions are scored by
-`squad_scores` with SQuAD v1.1 rules, or MLQA's per-language rules when the dataset says so
-(`qa_scoring: mlqa`; the split's language selects the rules).
+`squad_scores` under `task.scoring`: `dataset` (SQuAD v1.1 for XQuAD, MLQA's per-language rules
+for MLQA), `squad`, `mlqa`, or `fun_official` (SQuAD v1.1, Chinese scored per character, as the
+FUN code); the split's language selects the per-language rules.
 """
 
 from __future__ import annotations
@@ -67,6 +68,9 @@ class SpanQAScores(Evaluator):
     def metrics(self, results: dict[str, np.ndarray], split: Split) -> Metrics:
         meta = split.meta
         references = {r["id"]: r["answers"] for r in meta["records"]}
-        language = split.language if self.info.metadata.get("qa_scoring") == "mlqa" else None
-        scores = squad_scores(self.predictions(results["logits"], meta), references, lang=language)
+        rules = self.config.scoring
+        if rules == "dataset":
+            rules = self.info.metadata.get("qa_scoring", "squad")
+        scores = squad_scores(self.predictions(results["logits"], meta), references,
+                              lang=split.language, rules=rules)
         return {"f1": scores["f1"] / 100.0, "exact_match": scores["exact_match"] / 100.0}

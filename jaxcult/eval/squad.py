@@ -14,7 +14,7 @@ import string
 import sys
 import unicodedata
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from jaxcult.errors import UserError
 
@@ -61,8 +61,31 @@ def normalize_answer(text: str, lang: str | None = None) -> str:
     return " ".join(t for t in tokens if t.strip())
 
 
-def _f1(prediction: str, truth: str, lang: str | None) -> float:
-    pred, gold = normalize_answer(prediction, lang).split(), normalize_answer(truth, lang).split()
+def normalize_fun_zh(text: str) -> str:
+    """The FUN code's Chinese rule (its `utils/squad/evaluate.py`): lowercase, drop ASCII
+    punctuation, then split CJK characters and any remaining (Unicode) punctuation mark into
+    tokens; no article removal."""
+    text = "".join(ch for ch in text.lower() if ch not in _ASCII_PUNCT)
+    return " ".join(t for t in mixed_segmentation(text) if t.strip())
+
+
+RULES = ("squad", "mlqa", "fun_official")
+
+
+def normalizer(rules: str, lang: str | None) -> Callable[[str], str]:
+    """`squad`: SQuAD v1.1 for every language; `mlqa`: MLQA's per-language rules; `fun_official`:
+    SQuAD v1.1 except Chinese, scored character by character as the FUN code did."""
+    if rules == "mlqa":
+        return lambda text: normalize_answer(text, lang)
+    if rules == "fun_official" and lang == "zh":
+        return normalize_fun_zh
+    if rules not in RULES:
+        raise UserError(f"squad_scores: unknown rules {rules!r} (known: {', '.join(RULES)})")
+    return normalize_answer
+
+
+def _f1(prediction: str, truth: str, normalize: Callable[[str], str]) -> float:
+    pred, gold = normalize(prediction).split(), normalize(truth).split()
     common = Counter(pred) & Counter(gold)
     overlap = sum(common.values())
     if overlap == 0:
@@ -71,13 +94,15 @@ def _f1(prediction: str, truth: str, lang: str | None) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
-def _exact(prediction: str, truth: str, lang: str | None) -> float:
-    return float(normalize_answer(prediction, lang) == normalize_answer(truth, lang))
+def _exact(prediction: str, truth: str, normalize: Callable[[str], str]) -> float:
+    return float(normalize(prediction) == normalize(truth))
 
 
 def squad_scores(predictions: Mapping[str, str], references: Mapping[str, Sequence[str]],
-                 lang: str | None = None) -> dict[str, float]:
-    """{"f1", "exact_match"} in percent over every reference question id."""
+                 lang: str | None = None, rules: str | None = None) -> dict[str, float]:
+    """{"f1", "exact_match"} in percent over every reference question id. `rules` default:
+    MLQA's when a language is given, else SQuAD v1.1's."""
+    normalize = normalizer(rules or ("mlqa" if lang is not None else "squad"), lang)
     if not references:
         raise UserError("squad_scores: no references")
     f1 = exact = 0.0
@@ -88,7 +113,7 @@ def squad_scores(predictions: Mapping[str, str], references: Mapping[str, Sequen
             raise UserError(f"squad_scores: question {qid!r} has no gold answer")
         if qid not in predictions:
             continue
-        f1 += max(_f1(predictions[qid], a, lang) for a in answers)
-        exact += max(_exact(predictions[qid], a, lang) for a in answers)
+        f1 += max(_f1(predictions[qid], a, normalize) for a in answers)
+        exact += max(_exact(predictions[qid], a, normalize) for a in answers)
     n = len(references)
     return {"f1": 100.0 * f1 / n, "exact_match": 100.0 * exact / n}

@@ -29,3 +29,17 @@ class ClassificationHead(nnx.Module):
         pooled = hidden[:, 0] if self.pooling == "cls" else mean_pool(hidden, attention_mask)
         x = jnp.tanh(self.dense(dropout(pooled, self.dropout_rate, keys[0])))
         return self.out_proj(dropout(x, self.dropout_rate, keys[1]))
+
+
+class PoolerHead(nnx.Module):
+    """Dropout on the encoder's pooled output (its pretrained dense + tanh on the first token),
+    then one linear layer: Hugging Face's BERT heads (`BertForSequenceClassification`,
+    `*ForMultipleChoice`)."""
+
+    def __init__(self, hidden_size: int, num_outputs: int, *, dropout_rate: float = 0.1,
+                 rngs: nnx.Rngs) -> None:
+        self.classifier = Dense(hidden_size, num_outputs, axes=("embed", "classes"), rngs=rngs)
+        self.dropout_rate = dropout_rate
+
+    def __call__(self, pooled: jax.Array, key: jax.Array | None = None) -> jax.Array:
+        return self.classifier(dropout(pooled, self.dropout_rate, key))

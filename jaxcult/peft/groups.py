@@ -1,7 +1,9 @@
 """Parameter groups: stable, readable names for the blocks that schedules unfreeze.
 
 Groups are derived from NNX parameter paths, so they never need to be declared by hand:
-`head`, `adapter/task/layer_{i}` (bottleneck adapters), `lora/layer_{i}/<module>` (LoRA),
+`head`, `adapter/task/layer_{i}` (bottleneck adapters), `lora/layer_{i}` (LoRA: every factor
+of a layer, so q and v unfreeze together as in the FUN paper's App. G.4; with
+`peft.lora_groups: module`, `lora/layer_{i}/<module>`),
 `saved/<module>` (PEFT's `modules_to_save`: trained in full), and for full fine-tuning
 `embeddings` and `layer_{i}` (a causal LM's `lm_head` is its `head`). Paths are those of an
 encoder-based model (`encoder.layers.3...`) or of a causal LM (`layers.3...`). A path outside
@@ -18,10 +20,12 @@ _LANGUAGE = re.compile(r"(^|\.)(language|embedding_adapter)\.")
 _LAYER = re.compile(r"^(?:encoder\.)?layers\.(\d+)\.")
 
 
-def group_of(path: str, peft_kind: str, saved: tuple[str, ...] = ()) -> str | None:
+def group_of(path: str, peft_kind: str, saved: tuple[str, ...] = (),
+             lora_groups: str = "layer") -> str | None:
     """Group name of a parameter path, or None when the parameter stays frozen forever.
 
-    `saved` holds module paths trained in full (`modules_to_save`), each its own group.
+    `saved` holds module paths trained in full (`modules_to_save`), each its own group;
+    `lora_groups` is `layer` (one group per layer) or `module` (one per adapted projection).
     """
     if path.startswith("head."):
         return "head"
@@ -35,7 +39,8 @@ def group_of(path: str, peft_kind: str, saved: tuple[str, ...] = ()) -> str | No
         return f"adapter/task/layer_{match.group(1)}"
     match = _LORA.match(path)
     if match:
-        return f"lora/layer_{match.group(1)}/{match.group(2)}"
+        layer = f"lora/layer_{match.group(1)}"
+        return f"{layer}/{match.group(2)}" if lora_groups == "module" else layer
     if peft_kind == "full":
         match = _LAYER.match(path)
         if match:
@@ -78,10 +83,10 @@ def is_peft_parameter(path: str) -> bool:
     return path.startswith("head.") or "adapter" in path or ".lora_" in f".{path}"
 
 
-def uncovered_peft_parameters(paths: list[str], peft_kind: str, saved: tuple[str, ...] = ()
-                              ) -> list[str]:
+def uncovered_peft_parameters(paths: list[str], peft_kind: str, saved: tuple[str, ...] = (),
+                              lora_groups: str = "layer") -> list[str]:
     """PEFT parameters that no group covers (they would silently stay frozen): a bug in a
     user's module layout, reported instead of ignored. MAD-X language adapters are frozen
     on purpose and not reported."""
     return [p for p in paths if is_peft_parameter(p) and not _LANGUAGE.search(p)
-            and group_of(p, peft_kind, saved) is None]
+            and group_of(p, peft_kind, saved, lora_groups) is None]

@@ -75,7 +75,14 @@ def resolve_plugins(config: RunConfig):
             models.register_architecture(architecture)
     dataset = resolve_dataset(config.data)
     info = dataset.info(config.data)
-    scored_languages(config.data, info, dataset.name)
+    languages = scored_languages(config.data, info, dataset.name)
+    adapters = config.peft.language_adapters
+    uncovered = [lang for lang in languages if adapters and lang not in adapters]
+    if uncovered and not config.peft.allow_missing_language_adapters:
+        raise UserError(f"peft.language_adapters: no MAD-X language adapter for "
+                        f"{', '.join(uncovered)}; list one per scored language, or set "
+                        f"peft.allow_missing_language_adapters=true to evaluate them with the "
+                        f"language adapter dropped")
     if config.task.num_labels and info.labels and config.task.num_labels != len(info.labels):
         raise UserError(f"task.num_labels: {dataset.name} has {len(info.labels)} labels, config "
                         f"says {config.task.num_labels}")
@@ -92,7 +99,7 @@ def resolve_plugins(config: RunConfig):
 
 def load_task_data(config: RunConfig, task: Task, dataset, tokenizer) -> TaskData:
     """Every split of the run, read and tokenised for the task."""
-    records = read_records(dataset, config.data)
+    records = read_records(dataset, config.data, config.trainer.seed)
     length, src = config.model.max_length, config.data.source_language
 
     def split(rows: list[dict], language: str, name: str) -> Split:
@@ -195,14 +202,15 @@ def build_model(config: RunConfig, task: Task, tokenizer, mesh: Mesh | None = No
     model = task.build_model(backbone, config)
     if model is not backbone:  # paths inside the task model are prefixed with `encoder.`
         saved = tuple(f"encoder.{p}" for p in saved)
-    kind = config.peft.kind
+    kind, split = config.peft.kind, config.peft.lora_groups
     paths = [_path(p) for p, _ in nnx.to_flat_state(nnx.state(model, nnx.Param))]
-    uncovered = uncovered_peft_parameters(paths, kind, saved)
+    uncovered = uncovered_peft_parameters(paths, kind, saved, split)
     if uncovered:
         raise UserError(f"peft: parameter {uncovered[0]!r} belongs to a PEFT module but to no "
                         f"parameter group, so it would never train ({len(uncovered)} such)")
-    groups = ordered_groups({g for g in (group_of(p, kind, saved) for p in paths) if g is not None})
-    filters = [(lambda g: lambda path, _v: group_of(_path(path), kind, saved) == g)(g)
+    groups = ordered_groups({g for g in (group_of(p, kind, saved, split) for p in paths)
+                             if g is not None})
+    filters = [(lambda g: lambda path, _v: group_of(_path(path), kind, saved, split) == g)(g)
                for g in groups]
     graphdef, *states = nnx.split(model, *filters, ...)
     params = dict(zip(groups, states[:-1]))

@@ -34,6 +34,11 @@ def _check_format(config: RunConfig, run_dir: Path, fmt: str, no_head: bool) -> 
                             f"{config.peft.kind!r}; AdapterHub's format holds bottleneck adapters "
                             f"({', '.join(PLACEMENTS)})")
         pooled = config.task.name in ("classification", "pair_classification", "multiple_choice")
+        if pooled and config.task.head == "hf" and not no_head:
+            raise UserError(f"export --format adapterhub: {run_dir} trained transformers' head "
+                            f"(task.head=hf), which AdapterHub's head format does not hold; pass "
+                            f"--no-head to export the adapters alone (the head is then written "
+                            f"beside them in jaxcult's format, {JAXCULT_HEAD})")
         if pooled and config.model.pooling != "cls" and not no_head:
             raise UserError(f"export --format adapterhub: {run_dir} trained a head pooling by "
                             f"{config.model.pooling!r}, but AdapterHub's heads read the first "

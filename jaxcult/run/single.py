@@ -74,7 +74,8 @@ def start_distributed(mesh_config) -> None:
 
 def train_batches(config: RunConfig, built: Built):
     """The training iterator: grain (default) or the in-process one, this process's slices."""
-    shard = dict(process_index=jax.process_index(), process_count=jax.process_count())
+    shard = dict(process_index=jax.process_index(), process_count=jax.process_count(),
+                 keep_remainder=not config.data.drop_remainder)
     trainer = config.trainer
     if config.data.loader == "grain":
         return GrainBatches(built.data.train, trainer.batch_size, trainer.seed,
@@ -105,6 +106,9 @@ def open_session(config: RunConfig, built: Built, mesh) -> Session:
     schedule = schedules.resolve(config.schedule.name)(parts.groups, parts.layer_groups,
                                                         config.schedule, seed=config.trainer.seed)
     check_batch_divisible(config.trainer.batch_size, mesh, rules, "trainer.batch_size")
+    remainder = len(built.data.train) % config.trainer.batch_size
+    if not config.data.drop_remainder and remainder:
+        check_batch_divisible(remainder, mesh, rules, "data.drop_remainder=false: the partial batch")
     lr = lr_schedule(config.optimizer, steps)
     optimizer = masked_optimizer(config.optimizer, parts.groups, lr)
     replicated = NamedSharding(mesh, PartitionSpec())

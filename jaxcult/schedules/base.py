@@ -38,6 +38,7 @@ class Schedule:
         self.layer_groups = list(layer_groups)  # bottom-up: index 0 = lowest layer
         self.config = config
         self.k = config.k
+        self.official = config.official_offset
         self.seed = config.seed if config.seed is not None else seed
 
     # -- to override -------------------------------------------------------------------------
@@ -50,6 +51,10 @@ class Schedule:
         raise NotImplementedError
 
     def is_check(self, step: int) -> bool:
+        """Before 0-based step k, 2k, ... (Algorithm 1); with `official_offset`, before steps
+        k-1, 2k-1, ... as the official trainer (`(global_step + 1) % k == 0`)."""
+        if self.official:
+            return (step + 1) % self.k == 0
         return step > 0 and step % self.k == 0
 
     # -- shared machinery ----------------------------------------------------------------------

@@ -7,6 +7,7 @@ from flax import nnx
 
 from jaxcult.config import RunConfig
 from jaxcult.data.batching import Split, tokenize_classification, tokenize_multiple_choice
+from jaxcult.errors import UserError
 from jaxcult.models.classifier import MultipleChoiceModel, SequenceClassifier
 from jaxcult.tasks.base import (
     Task,
@@ -15,6 +16,20 @@ from jaxcult.tasks.base import (
     encoder_forward,
     register_task,
 )
+
+
+def head_style(config: RunConfig, backbone: nnx.Module, multiple_choice: bool) -> str:
+    """`task.head`: `jaxcult` (pooled dense + tanh + linear); `hf`: transformers' head of the
+    architecture: BERT's (and every multiple-choice) head reads the pretrained pooler, RoBERTa /
+    XLM-R's classification head is dense + tanh + linear on the first token."""
+    if config.task.head == "jaxcult":
+        return "jaxcult"
+    if multiple_choice or backbone.config.model_type == "bert":
+        if backbone.pooler is None:
+            raise UserError(f"task.head: hf needs the pretrained pooler of {config.model.name!r}, "
+                            f"whose checkpoint has none")
+        return "pooler"
+    return "jaxcult"
 
 
 class _Categorical(Task):
@@ -44,7 +59,8 @@ class Classification(_Categorical):
 
     def build_model(self, backbone: nnx.Module, config: RunConfig) -> nnx.Module:
         return SequenceClassifier(backbone, self.num_labels, pooling=config.model.pooling,
-                                  seed=config.trainer.seed)
+                                  seed=config.trainer.seed,
+                                  head=head_style(config, backbone, multiple_choice=False))
 
 
 @register_task("pair_classification")
@@ -63,4 +79,5 @@ class MultipleChoice(_Categorical):
         return tokenize_multiple_choice(records, tokenizer, max_length, name)
 
     def build_model(self, backbone: nnx.Module, config: RunConfig) -> nnx.Module:
-        return MultipleChoiceModel(backbone, pooling=config.model.pooling, seed=config.trainer.seed)
+        return MultipleChoiceModel(backbone, pooling=config.model.pooling, seed=config.trainer.seed,
+                                   head=head_style(config, backbone, multiple_choice=True))

@@ -46,12 +46,48 @@ def lr_schedule(config: OptimizerConfig, total_steps: int) -> optax.Schedule:
     return optax.join_schedules([warmup, main], [config.warmup_steps])
 
 
+def decayed(params: Any) -> Any:
+    """Weight-decay mask that spares 1-D parameters (biases, norm scales)."""
+    return jax.tree.map(lambda p: p.ndim > 1, params)
+
+
+def adamw_hf(learning_rate: float, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-6,
+             weight_decay: float = 0.0, mask: Any = None) -> optax.GradientTransformation:
+    """transformers' `optimization.AdamW` (correct_bias=True), which the FUN code trained with:
+    p <- p - lr * sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) + eps)  (eps before the bias
+    correction), then decoupled decay of the *updated* parameter, p <- p - lr * wd * p.
+    `mask(params)` says which parameters decay (default: all)."""
+    def init(params):
+        zeros = jax.tree.map(jnp.zeros_like, params)
+        return optax.ScaleByAdamState(count=jnp.zeros((), jnp.int32), mu=zeros, nu=zeros)
+
+    def update(grads, state, params):
+        count = state.count + 1
+        mu = jax.tree.map(lambda m, g: b1 * m + (1 - b1) * g, state.mu, grads)
+        nu = jax.tree.map(lambda v, g: b2 * v + (1 - b2) * g * g, state.nu, grads)
+        t = count.astype(jnp.float32)
+        step = learning_rate * jnp.sqrt(1 - b2 ** t) / (1 - b1 ** t)
+        adam = jax.tree.map(lambda m, v: -step * m / (jnp.sqrt(v) + eps), mu, nu)
+        decays = mask(params) if mask is not None else jax.tree.map(lambda _: True, params)
+        updates = jax.tree.map(
+            lambda a, p, d: a - learning_rate * weight_decay * (p + a) if d else a,
+            adam, params, decays)
+        return updates, optax.ScaleByAdamState(count=count, mu=mu, nu=nu)
+
+    return optax.GradientTransformation(init, update)
+
+
 def base_optimizer(config: OptimizerConfig) -> optax.GradientTransformation:
     """The per-group optimizer; its learning rate is a hyperparameter set every step."""
+    mask = decayed if config.decay_params == "matrices" else None
+
     def make(learning_rate):
         if config.name == "adamw":
             return optax.adamw(learning_rate, b1=config.b1, b2=config.b2, eps=config.eps,
-                               weight_decay=config.weight_decay)
+                               weight_decay=config.weight_decay, mask=mask)
+        if config.name == "adamw_hf":
+            return adamw_hf(learning_rate, b1=config.b1, b2=config.b2, eps=config.eps,
+                            weight_decay=config.weight_decay, mask=mask)
         if config.name == "adam":
             return optax.adam(learning_rate, b1=config.b1, b2=config.b2, eps=config.eps)
         if config.name == "sgd":
