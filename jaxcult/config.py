@@ -118,6 +118,14 @@ class DataConfig(Section):
         True, description="end each epoch with full batches only; false: with the partial "
         "batch too, as HF's Trainer (its shape compiles a second train step)")
     max_eval_examples: int | None = Field(None, gt=0)
+    length_buckets: Literal["none", "auto"] | list[int] = Field(
+        "none", description="cut each batch to the smallest of these sequence lengths that holds "
+        "its longest example (one compilation per length used); `auto`: multiples of 16; "
+        "`none`: every batch has its split's padded length (one compilation)")
+    length_grouping: int = Field(
+        0, ge=0, description="sort training examples by length within windows of this many "
+        "batches, then shuffle those batches (homogeneous batches, so length buckets cut more); "
+        "changes which examples share a batch; 0 = off")
     loader: Literal["grain", "memory"] = Field(
         "grain", description="training batches from the grain pipeline (prefetch, worker "
         "processes) or a plain in-process iterator; both give the same batches in the same order")
@@ -134,6 +142,20 @@ class DataConfig(Section):
             raise ValueError("data.data_dir: training reads local files (data.manual_dir) and does "
                              "not read prepared TFDS datasets yet; remove data.data_dir")
         return value
+
+    @field_validator("length_buckets")
+    @classmethod
+    def _positive_buckets(cls, value):
+        if isinstance(value, list) and (not value or min(value) <= 0):
+            raise ValueError("data.length_buckets: a list of positive sequence lengths, `auto` or "
+                             "`none`")
+        return value
+
+    @model_validator(mode="after")
+    def _grouping_needs_buckets(self) -> DataConfig:
+        self.refuse_unused("data", ("length_grouping",), self.length_buckets != "none",
+                           "with data.length_buckets (grouping only saves work when batches are cut)")
+        return self
 
 
 class TaskConfig(Section):
@@ -192,16 +214,21 @@ class ScheduleConfig(Section):
 class FisherConfig(Section):
     """How tr(F) is estimated and how often it is logged."""
 
-    estimator: Literal["sampled", "argmax_batch", "sampled_batch", "empirical"] = Field(
+    estimator: Literal["sampled", "argmax_batch", "sampled_batch", "empirical",
+                       "in_step_ema"] = Field(
         "sampled", description="sampled: Eq. 1 (per-example gradients, sampled labels); "
         "argmax_batch: the official code; sampled_batch: Algorithm 2 as written; empirical: gold "
-        "labels")
+        "labels; in_step_ema: a cheap stand-in, the moving average (decay fisher.ema) of the "
+        "squared batch gradients of the fisher.window training steps before each check")
+    window: int = Field(10, gt=0, description="in_step_ema: training steps averaged before each "
+                        "check (they run the full backward, with gold labels)")
     track_every: int = Field(0, ge=0, description="log tr(F) every N steps; 0 = only when used")
     num_batches: int = Field(41, gt=0)
     batch_size: int | None = Field(None, gt=0, description="default trainer.batch_size")
     ema: float = Field(0.9, ge=0.0, lt=1.0, description="moving average for the normalised trace")
     in_step: bool = Field(False, description="also log every step's per-group squared batch "
-                          "gradient / batch size (gold labels; free: reuses the step's gradients)")
+                          "gradient / batch size (gold labels; every step then runs the full "
+                          "backward, trainer.truncated_backward is off)")
     one_pass: bool = Field(
         False, description="the official code: each estimate is one fresh shuffled pass over "
         "the training data, at most num_batches batches (COPA: 7), the partial batch included")
@@ -249,6 +276,9 @@ class TrainerConfig(Section):
     seed: int = 0
     seeds: list[int] | None = Field(None, min_length=1)
     on_nonfinite: Literal["stop", "skip"] = "stop"
+    truncated_backward: bool = Field(
+        True, description="skip the backward of layers below the lowest trainable group (exact: "
+        "the trainable gradients are unchanged; one compilation whatever the schedule opens)")
     inject_nonfinite_at: int | None = Field(
         None, gt=0, description="testing aid: make the loss of this step NaN")
 
@@ -406,8 +436,21 @@ class RunConfig(Section):
                                                  "one_pass"),
                                       uses_fisher, "when tr(F) is computed (schedule.name=fun or "
                                       "fisher.track_every > 0)")
-        self.fisher.refuse_unused("fisher", ("ema",), self.fisher.track_every > 0,
-                                  "with fisher.track_every > 0 (it smooths the logged trace)")
+        in_step_ema = self.fisher.estimator == "in_step_ema"
+        self.fisher.refuse_unused("fisher", ("ema",), self.fisher.track_every > 0 or in_step_ema,
+                                  "with fisher.track_every > 0 (it smooths the logged trace) or "
+                                  "fisher.estimator=in_step_ema")
+        self.fisher.refuse_unused("fisher", ("window",), in_step_ema,
+                                  "with fisher.estimator=in_step_ema")
+        if in_step_ema:
+            self.fisher.refuse_unused("fisher", ("num_batches", "batch_size", "one_pass",
+                                                 "track_every"), False,
+                                      "to estimators on fresh batches, not with "
+                                      "fisher.estimator=in_step_ema (it reads the training "
+                                      "steps' own gradients)")
+            if self.schedule.official_offset and self.schedule.k == 1:
+                raise ValueError("fisher.estimator=in_step_ema: with schedule.official_offset and "
+                                 "k=1 the first check comes before any training step")
         return self
 
     def to_dict(self) -> dict:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -77,8 +78,9 @@ def _merge(base: dict, update: dict, sources: dict, source: str, prefix: str = "
     merged = dict(base)
     for key, value in update.items():
         path = f"{prefix}{key}"
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value, sources, source, path + ".")
+        if isinstance(value, dict):  # merged key by key, so that each leaf knows its source
+            inner = merged[key] if isinstance(merged.get(key), dict) else {}
+            merged[key] = _merge(inner, value, sources, source, path + ".")
         else:
             merged[key] = value
         sources[path] = source
@@ -175,16 +177,51 @@ def describe_error(err: dict, sources: dict, schema: type[BaseModel] = RunConfig
     return f"{where}: {key}: expected {expected}, {found_text}"
 
 
-def validate(tree: dict, sources: dict) -> RunConfig:
-    """Validate a merged tree; the first problem becomes a `UserError` (count of others noted)."""
-    try:
-        return RunConfig.model_validate(tree)
-    except ValidationError as exc:
-        errors = exc.errors()
-        line = describe_error(errors[0], sources)
-        if len(errors) > 1:
-            line += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
-        raise UserError(line) from None
+_NO_EFFECT = re.compile(r"([a-z_]+)\.([a-z_]+) has no effect here: it only applies (.*)")
+
+
+def _dormant_file_setting(err: dict, tree: dict, sources: dict) -> str | None:
+    """The key of a file setting that a command-line override of the keys it depends on made
+    ineffective (a FUN experiment run with `schedule.name=gu`), removed from `tree`; None for
+    any other error."""
+    found = _NO_EFFECT.search(str(err.get("ctx", {}).get("error", ""))) \
+        if err["type"] == "value_error" else None
+    if found is None:
+        return None
+    section, key, when = found.groups()
+    source = _source_of((section, key), sources)
+    context = [_source_of(tuple(k.split(".")), sources)
+               for k in re.findall(r"\b([a-z_]+\.[a-z_]+)\b", when)]
+    if source.startswith(COMMAND_LINE) or key not in tree.get(section, {}) or \
+            not any(c.startswith(COMMAND_LINE) for c in context):
+        return None
+    del tree[section][key]
+    return f"{section}.{key}"
+
+
+def validate(tree: dict, sources: dict, overridden: bool = False) -> RunConfig:
+    """Validate a merged tree; the first problem becomes a `UserError` (count of others noted).
+
+    With command-line overrides (`overridden`), a file setting that an override of the keys it
+    depends on made ineffective (the Fisher settings of a FUN experiment compared under
+    `schedule.name=gu`) is dropped with a note on stderr instead of refusing the run; the same
+    setting given on the command line, or contradicted within the files, stays an error."""
+    while True:
+        try:
+            return RunConfig.model_validate(tree)
+        except ValidationError as exc:
+            errors = exc.errors()
+            dropped = _dormant_file_setting(errors[0], tree, sources) if overridden else None
+            if dropped is not None:
+                where = _source_of(tuple(dropped.split(".")), sources)
+                when = describe_error(errors[0], sources).split("only applies ")[-1]
+                print(f"note: {where}: {dropped} has no effect with the command-line overrides "
+                      f"(it only applies {when}); ignored", file=sys.stderr)
+                continue
+            line = describe_error(errors[0], sources)
+            if len(errors) > 1:
+                line += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
+            raise UserError(line) from None
 
 
 def load_config(path: str | Path | None, overrides: list[str] = ()) -> RunConfig:
@@ -193,7 +230,7 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> RunConfig
     tree = _load_tree(Path(path), sources) if path is not None else {}
     for text in overrides:
         tree = _merge(tree, parse_override(text), sources, f"{COMMAND_LINE} {text!r}")
-    return validate(tree, sources)
+    return validate(tree, sources, overridden=bool(overrides))
 
 
 def dump_config(config: RunConfig) -> str:

@@ -2,7 +2,7 @@
 
 Estimators (pure functions of the parameters: no model copy, optimizer untouched, dropout off):
 - `sampled` (the paper's Eq. 1, default): per-example gradients via `vmap`, y sampled from the
-  model's predictive distribution;
+  model's predictive distribution (example i draws with the key folded with i);
 - `argmax_batch` (the official code): y = argmax, squared gradient of the batch-mean loss,
   divided by the batch size; with several outputs per example (QA's start and end) the mean
   runs over all of them, as the official code concatenates them along the batch;
@@ -40,51 +40,64 @@ def group_sq_norms(grads: dict, order: Sequence[str]) -> jax.Array:
                       for name in order])
 
 
-def _log_likelihood(log_probs: jax.Array, weights: jax.Array | None, labels: jax.Array) -> jax.Array:
-    """[batch] weighted sum over output positions of log p(label)."""
-    picked = jnp.take_along_axis(log_probs, labels[..., None], axis=-1)[..., 0]
-    if weights is not None:
-        picked = picked * weights
-    return picked.reshape(picked.shape[0], -1).sum(-1)
+def _draw(estimator: str, log_probs: jax.Array, key: jax.Array) -> jax.Array:
+    """Labels from the model's own (gradient-free) predictive distribution."""
+    log_probs = jax.lax.stop_gradient(log_probs)
+    if estimator == "argmax_batch":
+        return jnp.argmax(log_probs, axis=-1)
+    return jax.random.categorical(key, log_probs, axis=-1)
 
 
-def _per_example(log_probs: LogProbFn, params: dict, batch: dict, labels: jax.Array,
-                 order: Sequence[str]) -> jax.Array:
-    """Mean over examples of per-group squared per-example gradients of log p(label | x)."""
-    def single(example, label):
-        one = jax.tree.map(lambda x: x[None], example)
-        grads = jax.grad(lambda p: _log_likelihood(*log_probs(p, one), label[None])[0])(params)
-        return group_sq_norms(grads, order)
-
-    return jax.vmap(single)(batch, labels).mean(0)
-
-
-def _batch_nll(params: dict, log_probs: LogProbFn, inputs: dict, labels: jax.Array) -> jax.Array:
-    """Mean NLL of the batch: over every output of every example when they weigh alike (QA's
-    start and end rows, as the official code's `cat([start, end])`), else the weighted sum per
-    example averaged over the batch (LM tokens under their loss mask)."""
-    lp, weights = log_probs(params, inputs)
+def _nll_cotangent(log_probs: jax.Array, weights: jax.Array | None, labels: jax.Array,
+                   rows: int) -> jax.Array:
+    """d(batch-mean NLL)/d(log_probs): over every output of every example when they weigh
+    alike (QA's start and end rows, as the official code's `cat([start, end])`), else the
+    weighted sum per example averaged over the `rows` examples (LM tokens under their mask)."""
+    onehot = jax.nn.one_hot(labels, log_probs.shape[-1], dtype=log_probs.dtype)
     if weights is None:
-        return -jnp.take_along_axis(lp, labels[..., None], axis=-1).mean()
-    return -_log_likelihood(lp, weights, labels).mean()
+        return -onehot / labels.size
+    return -onehot * weights[..., None].astype(log_probs.dtype) / rows
+
+
+def _per_example(log_probs: LogProbFn, params: dict, inputs: dict, gold: jax.Array | None,
+                 key: jax.Array, order: Sequence[str]) -> jax.Array:
+    """Mean over examples of per-group squared per-example gradients of log p(label | x); each
+    example's label comes from its own forward pass (sampled) or is the gold one."""
+    rows = next(iter(inputs.values())).shape[0]
+
+    def single(example, index, label):
+        one = jax.tree.map(lambda x: x[None], example)
+        (lp, weights), pullback = jax.vjp(lambda p: log_probs(p, one), params)
+        label = (_draw("sampled", lp, jax.random.fold_in(key, index)) if label is None
+                 else label[None])
+        # d log p(label | x) / d log_probs: the example's (weighted) sum over its positions
+        cotangent = jax.nn.one_hot(label, lp.shape[-1], dtype=lp.dtype)
+        if weights is not None:
+            cotangent = cotangent * weights[..., None].astype(lp.dtype)
+        zeros = None if weights is None else jnp.zeros_like(weights)
+        return group_sq_norms(pullback((cotangent, zeros))[0], order)
+
+    return jax.vmap(single)(inputs, jnp.arange(rows), gold).mean(0)
 
 
 def batch_trace(estimator: str, log_probs: LogProbFn, params: dict, batch: dict,
                 key: jax.Array, order: Sequence[str]) -> jax.Array:
-    """Per-group tr(F) estimate from one batch ([num_groups], groups in `order`); see `combine`."""
+    """Per-group tr(F) estimate from one batch ([num_groups], groups in `order`); see `combine`.
+
+    Labels and gradients come from one forward pass (`jax.vjp`: the labels read its outputs
+    under `stop_gradient`), never a forward for the labels plus a forward for the gradients."""
     inputs = {k: v for k, v in batch.items() if k != "labels"}
     if estimator == "sampled":
-        logits, _ = log_probs(params, inputs)
-        labels = jax.random.categorical(key, logits, axis=-1)
-        return _per_example(log_probs, params, inputs, labels, order)
+        return _per_example(log_probs, params, inputs, None, key, order)
     if estimator == "empirical":
-        return _per_example(log_probs, params, inputs, batch["labels"], order)
+        return _per_example(log_probs, params, inputs, batch["labels"], key, order)
     if estimator in BATCH_ESTIMATORS:
-        logits = log_probs(params, inputs)[0]
-        labels = (jnp.argmax(logits, axis=-1) if estimator == "argmax_batch"
-                  else jax.random.categorical(key, logits, axis=-1))
-        return group_sq_norms(jax.grad(_batch_nll)(params, log_probs, inputs, labels), order) \
-            / labels.shape[0]
+        (lp, weights), pullback = jax.vjp(lambda p: log_probs(p, inputs), params)
+        labels = _draw(estimator, lp, key)
+        rows = labels.shape[0]
+        zeros = None if weights is None else jnp.zeros_like(weights)
+        grads = pullback((_nll_cotangent(lp, weights, labels, rows), zeros))[0]
+        return group_sq_norms(grads, order) / rows
     raise ValueError(f"unknown Fisher estimator {estimator!r} (known: {', '.join(ESTIMATORS)})")
 
 

@@ -86,10 +86,12 @@ class MetricLogger:
             self._events.write(record)
 
     def log_fisher(self, step: int, estimator: str, trace: dict[str, float],
-                   normalised: dict[str, float] | None = None) -> None:
+                   seconds: float | None = None, normalised: dict[str, float] | None = None) -> None:
         if not self.enabled:
             return
         record = {"step": step, "estimator": estimator, "trace": trace}
+        if seconds is not None:
+            record["seconds"] = round(seconds, 4)
         if normalised is not None:
             record["normalised"] = normalised
         self._fisher.write(record)

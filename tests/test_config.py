@@ -120,3 +120,18 @@ def test_every_experiment_config_validates(repo):
     assert (config.schedule.k, config.optimizer.lr, config.trainer.epochs) == (50, 1e-5, 5000)
     config = load_config(repo / "experiments" / "fun" / "xquad-xlmr-standard.yaml")
     assert (config.optimizer.lr, config.trainer.epochs, config.trainer.batch_size) == (2e-4, 15, 32)
+
+
+def test_file_settings_made_ineffective_by_the_command_line_are_noted(tmp_path, capsys):
+    """A FUN experiment compared under another schedule: its Fisher settings sleep, with a note;
+    the same contradiction inside the file, or on the command line, stays an error."""
+    path = tmp_path / "fun.yaml"
+    path.write_text("schedule: {name: fun, k: 5}\nfisher: {num_batches: 4}\n")
+    config = load_config(path, ["schedule.name=gu"])
+    assert config.schedule.name == "gu" and config.fisher.num_batches == 41
+    assert "fun.yaml: fisher.num_batches has no effect" in capsys.readouterr().err
+    with pytest.raises(UserError, match="command line 'fisher.num_batches=3'"):
+        load_config(path, ["schedule.name=gu", "fisher.num_batches=3"])
+    path.write_text("schedule: {name: gu, k: 5}\nfisher: {num_batches: 4}\n")
+    with pytest.raises(UserError, match="fun.yaml: fisher.num_batches has no effect"):
+        load_config(path, ["trainer.steps=3"])

@@ -22,7 +22,8 @@ LAYERS = [  # top down; a module may import its own layer and the layers below i
     ["peft"],
     ["models"],
     ["data"],
-    ["sharding", "checkpoint", "logging", "report", "rundir", "metrics", "registry", "assets"],
+    ["sharding", "checkpoint", "logging", "report", "rundir", "metrics", "registry", "assets",
+     "truncation"],
     ["config", "config_loading", "errors"],
 ]
 RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}

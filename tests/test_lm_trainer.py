@@ -69,8 +69,9 @@ def test_token_fisher_matches_per_token_brute_force(estimator):
         labels = batch["labels"]
     elif estimator == "argmax_batch":
         labels = lp.argmax(-1)
-    else:
-        labels = jax.random.categorical(jax.random.key(0), lp, axis=-1)
+    else:  # each example's own draw: key folded with its row index
+        labels = jnp.stack([jax.random.categorical(jax.random.fold_in(jax.random.key(0), i),
+                                                   lp[i:i + 1], axis=-1)[0] for i in range(3)])
 
     def ll(params, index):
         one = {k: v[index:index + 1] for k, v in batch.items() if k != "labels"}

@@ -18,7 +18,8 @@ PLUGINS = Path(__file__).resolve().parent / "plugins"
 def test_user_task_dataset_and_evaluator_train_through_the_cli(tmp_path):
     (tmp_path / "toy.yaml").write_text("name: toy\n" + tiny_model_yaml(max_length=12) + """\
 task: {name: "toy_tagging:TokenTagging", evaluator: "toy_tagging:TagAccuracy"}
-data: {name: "toy_tagging:NumberWords", options: {sentences: 96}, max_eval_examples: 32}
+data: {name: "toy_tagging:NumberWords", options: {sentences: 96}, max_eval_examples: 32,
+       length_buckets: [6, 8]}
 peft: {kind: pfeiffer, reduction_factor: 4}
 optimizer: {lr: 0.01}
 trainer: {batch_size: 16, eval_batch_size: 16, steps: 40, eval_every: 20, log_every: 10}
@@ -55,7 +56,7 @@ def test_unknown_plugin_options_and_paths_are_clear_errors(tmp_path):
         result = subprocess.run([*base, *overrides], cwd=tmp_path, env=env, capture_output=True,
                                 text=True)
         assert result.returncode == 2, result.stderr
-        return result.stderr.strip()
+        return result.stderr.strip().splitlines()[-1]  # after the "run directory:" notice
 
     assert error("task.name=no_such_module:Task") == (
         "error: task.name: cannot import module 'no_such_module' (No module named "

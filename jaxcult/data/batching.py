@@ -1,17 +1,40 @@
 """Tokenised in-memory splits and a resumable, seeded batch iterator.
 
 Sequences are padded to one fixed length per split (the longest example, capped at
-`max_length`), so the jitted step sees one shape and compiles once. The iterator's state is two
-integers (epoch, position): saving and restoring them yields exactly the next batches.
+`max_length`), so the jitted step sees one shape and compiles once. With `LengthBuckets` each
+batch is cut to the smallest of a few static lengths that holds its longest example instead
+(one compilation per length used). The iterator's state is two integers (epoch, position):
+saving and restoring them yields exactly the next batches.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import cached_property
 
 import numpy as np
 
 from jaxcult.errors import UserError
+
+
+@dataclass(frozen=True)
+class LengthBuckets:
+    """The static sequence lengths batches are cut to: the smallest of `sizes` that holds the
+    batch's longest example, never more than the split's own padded length (always a bucket).
+
+    `keys` name the arrays whose last axis is the sequence (the task's `sequence_keys`).
+    Cutting removes padding only, so the examples and their results stay the same while the
+    padded tokens (and the compute spent on them) go.
+    """
+
+    sizes: tuple[int, ...]
+    keys: tuple[str, ...]
+
+    def length_for(self, longest: int, padded: int) -> int:
+        return next((size for size in self.sizes if longest <= size < padded), padded)
+
+    def cut(self, arrays: dict[str, np.ndarray], length: int) -> dict[str, np.ndarray]:
+        return {k: v[..., :length] if k in self.keys else v for k, v in arrays.items()}
 
 
 @dataclass
@@ -22,12 +45,54 @@ class Split:
     name: str
     meta: dict | None = None  # host-side data evaluation needs (e.g. QA windows -> examples)
     language: str | None = None
+    buckets: LengthBuckets | None = None  # None: every batch has the split's padded length
 
     def __len__(self) -> int:
         return len(next(iter(self.arrays.values())))
 
-    def take(self, index: np.ndarray) -> dict[str, np.ndarray]:
-        return {k: v[index] for k, v in self.arrays.items()}
+    @property
+    def padded_length(self) -> int:
+        return self.arrays["attention_mask"].shape[-1]
+
+    def sequence_keys(self) -> tuple[str, ...]:
+        """The arrays aligned with the tokens: those shaped exactly like the attention mask."""
+        shape = self.arrays["attention_mask"].shape
+        return tuple(k for k, v in self.arrays.items() if v.shape == shape)
+
+    @cached_property
+    def lengths(self) -> np.ndarray:
+        """[rows] tokens up to each row's last attended position (the longest choice of a
+        multiple-choice row); left padding counts as content, so it is never cut."""
+        mask = self.arrays["attention_mask"].reshape(len(self), -1, self.padded_length) != 0
+        last = np.where(mask.any(-1), self.padded_length - np.argmax(mask[..., ::-1], axis=-1), 0)
+        return last.max(-1)
+
+    def take(self, index: np.ndarray, longest_of: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """Rows `index`, cut to the bucket of the longest row of `longest_of` (default: of
+        `index`; several processes pass the whole global batch so that they agree)."""
+        arrays = {k: v[index] for k, v in self.arrays.items()}
+        if self.buckets is None:
+            return arrays
+        rows = index if longest_of is None else longest_of
+        longest = int(self.lengths[rows].max()) if len(rows) else self.padded_length
+        return self.buckets.cut(arrays, self.buckets.length_for(longest, self.padded_length))
+
+
+def pad_splits(splits: list[Split], keys: tuple[str, ...], pad_id: int) -> list[Split]:
+    """The splits padded to their common (longest) length, so that they share one compiled
+    evaluation step; `keys` are the sequence arrays, input ids get `pad_id`, the rest 0."""
+    length = max(split.padded_length for split in splits)
+
+    def padded(split: Split) -> Split:
+        missing = length - split.padded_length
+        if not missing:
+            return split
+        arrays = {k: np.pad(v, [(0, 0)] * (v.ndim - 1) + [(0, missing)],
+                            constant_values=pad_id if k == "input_ids" else 0)
+                  if k in keys else v for k, v in split.arrays.items()}
+        return replace(split, arrays=arrays)
+
+    return [padded(split) for split in splits]
 
 
 def tokenize_classification(examples: list[dict], tokenizer, max_length: int, name: str,
@@ -108,21 +173,46 @@ class EpochBatches:
     it checkpoint as one integer and worker processes need no shared state."""
 
     def __init__(self, size: int, batch_size: int, seed: int, *, process_index: int = 0,
-                 process_count: int = 1, keep_remainder: bool = False) -> None:
+                 process_count: int = 1, keep_remainder: bool = False,
+                 lengths: np.ndarray | None = None, window: int = 0) -> None:
         self.size, self.batch_size, self.seed = size, batch_size, seed
         self.process_index, self.process_count = process_index, process_count
-        full = size // batch_size
-        self.per_epoch = full + (keep_remainder and size % batch_size > 0)
+        self.full = size // batch_size
+        self.per_epoch = self.full + (keep_remainder and size % batch_size > 0)
+        if window and lengths is None:
+            raise ValueError("grouping by length needs the examples' lengths")
+        self.lengths, self.window = lengths, window
         self._cache: tuple[int, np.ndarray] | None = None
 
     def permutation(self, epoch: int) -> np.ndarray:
         if self._cache is None or self._cache[0] != epoch:
-            self._cache = (epoch, np.random.default_rng([self.seed, epoch]).permutation(self.size))
+            rng = np.random.default_rng([self.seed, epoch])
+            order = rng.permutation(self.size)
+            if self.window:
+                order = self._grouped(order, rng)
+            self._cache = (epoch, order)
         return self._cache[1]
 
-    def rows(self, t: int) -> np.ndarray:
+    def _grouped(self, order: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Within windows of `window` batches, sort by length and shuffle the batches; the
+        epoch's leftover rows (the partial batch) stay a random draw, not the longest ones."""
+        span, size = self.window * self.batch_size, self.batch_size
+        head, tail = order[:self.full * size], order[self.full * size:]
+        grouped = []
+        for start in range(0, len(head), span):
+            chunk = head[start:start + span]
+            chunk = chunk[np.argsort(self.lengths[chunk], kind="stable")].reshape(-1, size)
+            grouped.append(chunk[rng.permutation(len(chunk))].ravel())
+        return np.concatenate([*grouped, tail])
+
+    def global_rows(self, t: int) -> np.ndarray:
+        """Every process's rows of global batch t."""
         epoch, position = divmod(int(t), self.per_epoch)
-        batch = self.permutation(epoch)[position * self.batch_size:(position + 1) * self.batch_size]
+        return self.permutation(epoch)[position * self.batch_size:(position + 1) * self.batch_size]
+
+    def rows(self, t: int) -> np.ndarray:
+        """This process's contiguous share of global batch t."""
+        batch = self.global_rows(t)
         share = len(batch) // self.process_count
         return batch[self.process_index * share:(self.process_index + 1) * share]
 
@@ -137,11 +227,14 @@ class BatchIterator:
     """
 
     def __init__(self, split: Split, batch_size: int, seed: int, *, process_index: int = 0,
-                 process_count: int = 1, keep_remainder: bool = False) -> None:
+                 process_count: int = 1, keep_remainder: bool = False,
+                 length_grouping: int = 0) -> None:
         check_batches(split, batch_size, process_count, keep_remainder)
         self.split = split
         self.plan = EpochBatches(len(split), batch_size, seed, process_index=process_index,
-                                 process_count=process_count, keep_remainder=keep_remainder)
+                                 process_count=process_count, keep_remainder=keep_remainder,
+                                 lengths=split.lengths if length_grouping else None,
+                                 window=length_grouping)
         self.epoch, self.position = 0, 0
 
     @property
@@ -151,9 +244,9 @@ class BatchIterator:
     def __next__(self) -> dict[str, np.ndarray]:
         if self.position >= self.batches_per_epoch:
             self.epoch, self.position = self.epoch + 1, 0
-        index = self.plan.rows(self.epoch * self.batches_per_epoch + self.position)
+        t = self.epoch * self.batches_per_epoch + self.position
         self.position += 1
-        return self.split.take(index)
+        return self.split.take(self.plan.rows(t), self.plan.global_rows(t))
 
     def __iter__(self) -> BatchIterator:
         return self
@@ -177,4 +270,4 @@ def eval_batches(split: Split, batch_size: int):
         if len(index) < batch_size:
             valid[len(index):] = False
             index = np.concatenate([index, np.zeros(batch_size - len(index), dtype=index.dtype)])
-        yield split.take(index), valid
+        yield split.take(index, index[valid]), valid

@@ -20,11 +20,10 @@ class _Batch:
     """Picklable `batch index -> this process's rows` map (worker processes receive a copy)."""
 
     def __init__(self, split: Split, plan: EpochBatches) -> None:
-        self.arrays, self.plan = split.arrays, plan
+        self.split, self.plan = split, plan
 
     def __call__(self, index: int) -> dict[str, np.ndarray]:
-        rows = self.plan.rows(index)
-        return {k: v[rows] for k, v in self.arrays.items()}
+        return self.split.take(self.plan.rows(index), self.plan.global_rows(index))
 
 
 class GrainBatches:
@@ -32,10 +31,12 @@ class GrainBatches:
 
     def __init__(self, split: Split, batch_size: int, seed: int, *, process_index: int = 0,
                  process_count: int = 1, worker_count: int = 0, prefetch: int = 2,
-                 keep_remainder: bool = False) -> None:
+                 keep_remainder: bool = False, length_grouping: int = 0) -> None:
         check_batches(split, batch_size, process_count, keep_remainder)
         plan = EpochBatches(len(split), batch_size, seed, process_index=process_index,
-                            process_count=process_count, keep_remainder=keep_remainder)
+                            process_count=process_count, keep_remainder=keep_remainder,
+                            lengths=split.lengths if length_grouping else None,
+                            window=length_grouping)
         self.batches_per_epoch = plan.per_epoch
         dataset = grain.MapDataset.range(1 << 62).map(_Batch(split, plan))
         options = grain.ReadOptions(num_threads=1 if worker_count else 2,

@@ -30,6 +30,7 @@ class Evaluator:
     name = "evaluator"
     primary_metric = "accuracy"
     maximize = True
+    sequence_outputs: tuple[str, ...] = ()  # device outputs whose last axis is the sequence
 
     def __init__(self, config: TaskConfig, info: DatasetInfo) -> None:
         self.config, self.info = config, info

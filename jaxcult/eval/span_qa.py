@@ -30,12 +30,15 @@ class SpanQAScores(Evaluator):
     def max_answer_length(self) -> int:
         return self.config.max_answer_length
 
+    sequence_outputs = ("logits",)
+
     def device_outputs(self, outputs: jax.Array, batch: dict) -> dict[str, jax.Array]:
         return {"logits": outputs}
 
     def best_span(self, start: np.ndarray, end: np.ndarray, offsets: np.ndarray
                   ) -> tuple[float, int, int] | None:
         """(score, first char, end char) of the best valid span in one window, or None."""
+        start, end = start[:len(offsets)], end[:len(offsets)]  # beyond: padding of the batch
         context = offsets[:, 0] >= 0
         if not context.any():
             return None

@@ -17,6 +17,7 @@ from flax import nnx, struct
 
 from jaxcult.models.layers import Dense, Embed, KeySplitter, RMSNorm, attention
 from jaxcult.sharding import constrain_batch
+from jaxcult.truncation import call_layer
 
 DECODER_TYPES = ("llama", "qwen2", "mistral")
 
@@ -218,7 +219,9 @@ class CausalLM(nnx.Module):
         all_k, all_v = (cache.keys, cache.values) if cache is not None else (None, None)
         for i, layer in enumerate(self.layers):
             layer_cache = (all_k, all_v, i, start) if cache is not None else None
-            x, (all_k, all_v) = layer(x, position_ids, bias, inv_freq, keys, layer_cache)
+            x, (all_k, all_v) = call_layer(
+                layer, i, x, keys,
+                lambda m, h, k, c=layer_cache: m(h, position_ids, bias, inv_freq, k, c))
             x = constrain_batch(x)
         hidden = self.norm(x)
         logits = (self.embed_tokens.attend(hidden) if self.lm_head is None else self.lm_head(hidden))

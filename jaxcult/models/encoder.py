@@ -25,6 +25,7 @@ from jaxcult.models.layers import (
     padding_bias,
 )
 from jaxcult.sharding import constrain_batch
+from jaxcult.truncation import call_layer
 
 ENCODER_TYPES = ("bert", "roberta", "xlm-roberta")
 
@@ -174,8 +175,8 @@ class Encoder(nnx.Module):
             x = self.embedding_adapter(x)
         x = constrain_batch(x)
         bias = padding_bias(attention_mask)
-        for layer in self.layers:
-            x = constrain_batch(layer(x, bias, keys))
+        for i, layer in enumerate(self.layers):
+            x = constrain_batch(call_layer(layer, i, x, keys, lambda m, h, k: m(h, bias, k)))
         pooled = jnp.tanh(self.pooler(x[:, 0])) if self.pooler is not None else None
         return EncoderOutput(last_hidden_state=x, pooler_output=pooled)
 

@@ -148,6 +148,16 @@ class KeySplitter:
         self._count += 1
         return jax.random.fold_in(self._key, self._count)
 
+    def copy(self) -> KeySplitter:
+        """A splitter that continues from this one's position independently."""
+        other = KeySplitter(self._key)
+        other._count = self._count
+        return other
+
+    def skip_to(self, other: KeySplitter) -> None:
+        """Continue after the keys that `other` (a copy of this one) handed out."""
+        self._count = other._count
+
 
 def attention(q: jax.Array, k: jax.Array, v: jax.Array, bias: jax.Array | None, *,
               dropout_rate: float = 0.0, dropout_key: jax.Array | None = None) -> jax.Array:

@@ -18,7 +18,7 @@ from jax.sharding import Mesh
 from jaxcult import models
 from jaxcult.config import RunConfig
 from jaxcult.data import resolve_dataset
-from jaxcult.data.batching import Split
+from jaxcult.data.batching import LengthBuckets, Split, pad_splits
 from jaxcult.data.registry import DatasetInfo
 from jaxcult.data.splits import read_records, scored_languages
 from jaxcult.errors import UserError
@@ -107,9 +107,28 @@ def load_task_data(config: RunConfig, task: Task, dataset, tokenizer) -> TaskDat
         tokenised.language = language
         return tokenised
 
-    tests = {lang: split(rows, lang, config.data.eval_split) for lang, rows in records.tests.items()}
-    return TaskData(split(records.train, src, "train"), split(records.validation, src, "validation"),
-                    tests)
+    train = split(records.train, src, "train")
+    keys = task.sequence_keys or train.sequence_keys()
+    evaluated = [split(records.validation, src, "validation"),
+                 *(split(rows, lang, config.data.eval_split) for lang, rows in records.tests.items())]
+    evaluated = pad_splits(evaluated, keys, tokenizer.pad_token_id or 0)
+    buckets = length_buckets(config.data.length_buckets, length, keys)
+    for each in (train, *evaluated):
+        each.buckets = buckets
+    return TaskData(train, evaluated[0], dict(zip(records.tests, evaluated[1:])))
+
+
+def length_buckets(setting: str | list[int], max_length: int, keys: tuple[str, ...]
+                   ) -> LengthBuckets | None:
+    """`data.length_buckets` as sizes: `auto` is every multiple of 16 below `max_length`."""
+    if setting == "none":
+        return None
+    sizes = range(16, max_length, 16) if setting == "auto" else setting
+    too_long = [size for size in sizes if size > max_length]
+    if too_long:
+        raise UserError(f"data.length_buckets: {too_long[0]} exceeds model.max_length "
+                        f"({max_length}); no batch is that long")
+    return LengthBuckets(tuple(sorted(set(sizes))), keys)
 
 
 def tokenizer_of(config: RunConfig):

@@ -43,7 +43,7 @@ from jaxcult.sharding import (
 )
 from jaxcult.trainers import hooks
 from jaxcult.trainers.evaluation import BestKeeper, evaluate_languages
-from jaxcult.trainers.fisher_tracker import FisherTracker
+from jaxcult.trainers.fisher_tracker import FisherTracker, InStepEstimate
 from jaxcult.trainers.loop import StopSignal, TrainLoop
 from jaxcult.trainers.optim import lr_schedule, masked_optimizer
 from jaxcult.trainers.program import (
@@ -75,7 +75,8 @@ def start_distributed(mesh_config) -> None:
 def train_batches(config: RunConfig, built: Built):
     """The training iterator: grain (default) or the in-process one, this process's slices."""
     shard = dict(process_index=jax.process_index(), process_count=jax.process_count(),
-                 keep_remainder=not config.data.drop_remainder)
+                 keep_remainder=not config.data.drop_remainder,
+                 length_grouping=config.data.length_grouping)
     trainer = config.trainer
     if config.data.loader == "grain":
         return GrainBatches(built.data.train, trainer.batch_size, trainer.seed,
@@ -93,7 +94,7 @@ class Session:
     program: TrainProgram
     loop: TrainLoop
     schedule: schedules.Schedule
-    tracker: FisherTracker
+    tracker: FisherTracker | InStepEstimate
     iterator: object
     best: BestKeeper
     start_events: list
@@ -116,15 +117,18 @@ def open_session(config: RunConfig, built: Built, mesh) -> Session:
     params = place_variables(parts.params, mesh, rules)
     start = schedule.start()
     state = on_mesh(init_state(params, optimizer, jax.device_put(start.mask, replicated),
-                               config.trainer.seed), mesh)
+                               config.trainer.seed, track=config.fisher.in_step), mesh)
     model = ModelProgram(built.plugins.task, built.plugins.evaluator, parts.graphdef, parts.groups)
+    in_step_ema = config.fisher.estimator == "in_step_ema"
     options = StepOptions(config.trainer.grad_accum, config.trainer.on_nonfinite == "skip",
-                          config.trainer.inject_nonfinite_at, config.fisher.in_step)
+                          config.trainer.inject_nonfinite_at, config.fisher.in_step or in_step_ema,
+                          config.trainer.truncated_backward)
     program = TrainProgram(model, optimizer, lr, options, step_shardings(
         state, frozen, batch_sharding(mesh, rules, 1), model.task.batch_keys))
     loop = TrainLoop(program, state, frozen, iterator,
                      lambda batch: global_batch(batch, mesh, rules), steps)
-    tracker = FisherTracker(config, model, parts.groups, frozen, built.data.train)
+    tracker = (InStepEstimate(config, parts.groups, schedule.is_check) if in_step_ema
+               else FisherTracker(config, model, parts.groups, frozen, built.data.train))
     evaluator = built.plugins.evaluator
     best = BestKeeper(evaluator.primary_metric, evaluator.maximize, state.params)
     return Session(config, built, program, loop, schedule, tracker, iterator, best, start.events)
@@ -205,10 +209,17 @@ def install_hooks(session: Session, logger: MetricLogger, checkpointer: Checkpoi
     fishers = hooks.FisherCache(session.tracker)
     loop.add_before_step(hooks.schedule_decisions(session.schedule, fishers, logger))
     loop.add_before_step(hooks.fisher_logging(fishers, logger, config.fisher.track_every))
+    if isinstance(session.tracker, InStepEstimate):
+        window = hooks.InStepWindow(session.tracker, loop)
+        loop.add_before_step(window.before)
+        loop.add_hook(window.after, every=1)
     if config.fisher.in_step:
         loop.add_hook(hooks.in_step_traces(groups, logger), every=1)
+    watch = None
     if config.trainer.on_nonfinite == "stop":
-        loop.add_hook(hooks.stop_on_nonfinite(checkpointer), every=1)
+        watch = hooks.NonfiniteWatch(checkpointer, [config.trainer.log_every,
+                                                    config.trainer.eval_every])
+        loop.add_hook(watch, every=1)
     loop.add_hook(hooks.first_step_clock(progress), every=1, at_end=False)
     loop.add_hook(hooks.metric_logging(groups, logger, progress, first), every=config.trainer.log_every)
     loop.add_hook(hooks.validation(session.program.model, session.built.data.validation,
@@ -221,7 +232,8 @@ def install_hooks(session: Session, logger: MetricLogger, checkpointer: Checkpoi
 
     writer = hooks.CheckpointWriter(checkpointer, session.best, {
         "iterator": session.iterator.state, "tracker": session.tracker.state,
-        "schedule": session.schedule.state_dict, "run": lambda: record, "trainable": trainable})
+        "schedule": session.schedule.state_dict, "run": lambda: record, "trainable": trainable},
+        watch)
     loop.add_hook(writer, every=config.checkpoint.every)
     return writer
 

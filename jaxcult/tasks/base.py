@@ -29,6 +29,8 @@ class Task:
     name = "task"
     record_formats: tuple[str, ...] = ()  # dataset record formats `tokenize` reads
     batch_keys: tuple[str, ...] = ()      # the arrays a training batch holds
+    sequence_keys: tuple[str, ...] | None = None  # arrays aligned with the tokens (cut by
+    #   length buckets); None: those shaped like the attention mask
     backbone = "encoder"                  # architecture kind it needs: "encoder" or "decoder"
     evaluator = "accuracy"                # default evaluator (registry name or import path)
     uses_labels = True                    # whether the dataset's label names size the head

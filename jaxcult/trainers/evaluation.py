@@ -19,10 +19,17 @@ def evaluate(program: ModelProgram, params, frozen, split: Split, batch_size: in
     """The evaluator's metrics on every example of `split` (padding rows of the last batch
     are dropped before the evaluator sees the per-example results)."""
     results: dict[str, list[np.ndarray]] = {}
+    along_sequence = program.evaluator.sequence_outputs
     for batch, valid in eval_batches(split, batch_size):
         outputs = program.eval_step(params, frozen, host_inputs(batch))
         for key, value in outputs.items():
-            results.setdefault(key, []).append(np.asarray(value)[valid])
+            value = np.asarray(value)[valid]
+            if key in along_sequence:  # a length-bucketed batch: back to the split's length
+                missing = split.padded_length - value.shape[-1]
+                fill = -np.inf if np.issubdtype(value.dtype, np.floating) else 0
+                value = np.pad(value, [(0, 0)] * (value.ndim - 1) + [(0, missing)],
+                               constant_values=fill)
+            results.setdefault(key, []).append(value)
     return program.evaluator.metrics({k: np.concatenate(v) for k, v in results.items()}, split)
 
 

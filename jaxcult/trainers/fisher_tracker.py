@@ -14,6 +14,7 @@ import numpy as np
 
 from jaxcult.config import RunConfig
 from jaxcult.data.batching import BatchIterator, Split
+from jaxcult.errors import UserError
 from jaxcult.fisher import BATCH_ESTIMATORS, combine
 from jaxcult.sharding import host_inputs
 from jaxcult.trainers.program import ModelProgram
@@ -63,4 +64,52 @@ class FisherTracker:
 
     def restore(self, state: dict) -> None:
         self.batches.restore(state["batches"])
+        self.ema = None if state["ema"] is None else np.asarray(state["ema"], dtype=np.float64)
+
+
+class InStepEstimate:
+    """`fisher.estimator: in_step_ema`: tr(F) per group from the training steps themselves.
+
+    The `window` steps before each schedule check run the full backward (`TrainState.track`)
+    and report their per-group squared batch gradient / B (gold labels); the estimate at a check
+    is the moving average of those (decay `fisher.ema`, the most recent weighing most). No
+    extra forward or backward at all, but it is not the paper's estimator: it measures the
+    gradient of the training loss at the gold labels, which favours the layers just below the
+    trainable ones (see docs/performance.md for how often it agrees with the 41-batch one).
+    """
+
+    estimator = "in_step_ema"
+
+    def __init__(self, config: RunConfig, groups: list[str], is_check) -> None:
+        self.groups, self.window, self.decay = groups, config.fisher.window, config.fisher.ema
+        self.is_check = is_check
+        self.seen: list[tuple[int, jax.Array]] = []   # (step, [num_groups] trace on device)
+        self.ema: np.ndarray | None = None
+
+    def tracks(self, step: int) -> bool:
+        """Whether step `step` is one of the `window` steps before a check."""
+        return any(self.is_check(c) for c in range(step + 1, step + self.window + 1))
+
+    def observe(self, step: int, trace: jax.Array) -> None:
+        self.seen = [*self.seen, (step, trace)][-self.window:]
+
+    def __call__(self, params, step: int) -> dict[str, float]:
+        del params  # read from the steps already taken
+        recent = [trace for seen, trace in self.seen if step - self.window <= seen < step]
+        if not recent:
+            raise UserError(f"fisher.estimator=in_step_ema: no training step before the check "
+                            f"at step {step} to estimate tr(F) from")
+        traces = np.asarray(jax.device_get(recent), dtype=np.float64)
+        weights = self.decay ** np.arange(len(traces))[::-1]
+        value = (weights[:, None] * traces).sum(0) / weights.sum()
+        return dict(zip(self.groups, map(float, value)))
+
+    normalised = FisherTracker.normalised
+
+    def state(self) -> dict:
+        return {"seen": [[step, [float(x) for x in np.asarray(trace)]] for step, trace in self.seen],
+                "ema": None if self.ema is None else [float(x) for x in self.ema]}
+
+    def restore(self, state: dict) -> None:
+        self.seen = [(int(step), np.asarray(trace, np.float32)) for step, trace in state["seen"]]
         self.ema = None if state["ema"] is None else np.asarray(state["ema"], dtype=np.float64)

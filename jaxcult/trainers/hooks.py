@@ -20,7 +20,7 @@ from jaxcult.errors import UserError
 from jaxcult.logging import MetricLogger, Progress
 from jaxcult.schedules import Schedule
 from jaxcult.trainers.evaluation import BestKeeper, evaluate
-from jaxcult.trainers.fisher_tracker import FisherTracker
+from jaxcult.trainers.fisher_tracker import FisherTracker, InStepEstimate
 from jaxcult.trainers.loop import TrainLoop
 from jaxcult.trainers.program import ModelProgram
 
@@ -32,10 +32,13 @@ class FisherCache:
         self.tracker = tracker
         self._step: int | None = None
         self._value: dict[str, float] = {}
+        self.seconds = 0.0  # wall time of the last computation (logged: what a check costs)
 
     def at(self, loop: TrainLoop, step: int) -> dict[str, float]:
         if self._step != step:
+            start = time.perf_counter()
             self._step, self._value = step, self.tracker(loop.state.params, step)
+            self.seconds = time.perf_counter() - start
         return self._value
 
     def computed_at(self, step: int) -> dict[str, float] | None:
@@ -65,34 +68,71 @@ def fisher_logging(fishers: FisherCache, logger: MetricLogger, every: int):
     def before(loop: TrainLoop, step: int) -> None:
         if every and step % every == 0:
             traces = fishers.at(loop, step)
-            logger.log_fisher(step, tracker.estimator, traces,
+            logger.log_fisher(step, tracker.estimator, traces, fishers.seconds,
                               tracker.normalised(traces, np.asarray(loop.state.mask)))
         elif (traces := fishers.computed_at(step)) is not None:
-            logger.log_fisher(step, tracker.estimator, traces)
+            logger.log_fisher(step, tracker.estimator, traces, fishers.seconds)
     return before
+
+
+class InStepWindow:
+    """`fisher.estimator: in_step_ema`: the `window` steps before each check run the full
+    backward (the state's `track` flag, set only when it changes) and hand their per-group
+    traces, still on the device, to the estimator."""
+
+    def __init__(self, tracker: InStepEstimate, loop: TrainLoop) -> None:
+        self.tracker, self.on = tracker, bool(loop.state.track)
+
+    def before(self, loop: TrainLoop, step: int) -> None:
+        wanted = self.tracker.tracks(step)
+        if wanted != self.on:
+            loop.state = loop.state.replace(
+                track=jax.device_put(np.asarray(wanted), loop.state.track.sharding))
+            self.on = wanted
+
+    def after(self, loop: TrainLoop, done: int) -> None:
+        if self.on:
+            self.tracker.observe(done - 1, loop.metrics["batch_trace"])
 
 
 def in_step_traces(groups: list[str], logger: MetricLogger):
     """Log the step's own per-group squared batch gradient / B (`fisher.in_step`)."""
     def after(loop: TrainLoop, done: int) -> None:
-        traces = np.asarray(loop.metrics.pop("batch_trace"))
+        traces = np.asarray(loop.metrics["batch_trace"])
         logger.log_fisher(done - 1, "empirical_batch_in_step", dict(zip(groups, map(float, traces))))
     return after
 
 
-def stop_on_nonfinite(checkpointer: Checkpointer):
-    """Raise a clear error at the first non-finite loss or gradient (checkpoints are kept)."""
-    def after(loop: TrainLoop, done: int) -> None:
-        if bool(loop.metrics["finite"]):
+class NonfiniteWatch:
+    """Stops the run with a clear error at the first non-finite loss or gradient (checkpoints
+    are kept), without reading the device every step: each step's `finite` flag stays on the
+    device until the run needs a verdict anyway (every `cadence` steps, e.g. the log, eval and
+    checkpoint intervals, before any checkpoint, and at the end); the error then names the first
+    bad step exactly."""
+
+    def __init__(self, checkpointer: Checkpointer, cadences: list[int]) -> None:
+        self.checkpointer, self.cadences = checkpointer, [c for c in cadences if c]
+        self.pending: list[tuple[int, Any]] = []
+
+    def __call__(self, loop: TrainLoop, done: int) -> None:
+        self.pending.append((done, loop.metrics["finite"], loop.metrics["loss"]))
+        if done == loop.steps or any(done % c == 0 for c in self.cadences):
+            self.verify()
+
+    def verify(self) -> None:
+        if not self.pending:
             return
-        checkpointer.wait()
-        kept = checkpointer.steps()
-        where = (f"the last checkpoint (step {kept[-1]}) in {checkpointer.directory} is kept"
+        flags = np.asarray(jax.device_get([finite for _, finite, _ in self.pending]))
+        pending, self.pending = self.pending, []
+        if flags.all():
+            return
+        done, _, loss = pending[int(np.argmin(flags))]
+        self.checkpointer.wait()
+        kept = self.checkpointer.steps()
+        where = (f"the last checkpoint (step {kept[-1]}) in {self.checkpointer.directory} is kept"
                  if kept else "no checkpoint had been written yet")
-        raise UserError(f"non-finite loss or gradient at step {done} (loss "
-                        f"{float(loop.metrics['loss'])}); {where}; set "
-                        f"trainer.on_nonfinite=skip to skip such steps")
-    return after
+        raise UserError(f"non-finite loss or gradient at step {done} (loss {float(loss)}); "
+                        f"{where}; set trainer.on_nonfinite=skip to skip such steps")
 
 
 def metric_logging(groups: list[str], logger: MetricLogger, progress: Progress, first: int):
@@ -133,13 +173,17 @@ class CheckpointWriter:
     """Saves the train state, the best parameters and every stateful component's host state."""
 
     def __init__(self, checkpointer: Checkpointer, best: BestKeeper,
-                 components: dict[str, Callable[[], Any]]) -> None:
+                 components: dict[str, Callable[[], Any]],
+                 watch: NonfiniteWatch | None = None) -> None:
         self.checkpointer, self.best, self.components = checkpointer, best, components
+        self.watch = watch  # never save a state that went non-finite
         self.last: int | None = None
 
     def __call__(self, loop: TrainLoop, done: int) -> None:
         if self.last == done:
             return
+        if self.watch is not None:
+            self.watch.verify()
         host = {name: state() for name, state in self.components.items()}
         host["best"] = self.best.state_dict()
         self.checkpointer.save(done, {"state": loop.state, "best": self.best.params}, host)

@@ -10,8 +10,10 @@ never triggers recompilation.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import jax
@@ -21,8 +23,10 @@ from flax import nnx, struct
 
 from jaxcult import fisher
 from jaxcult.eval import Evaluator
+from jaxcult.peft.groups import layer_index
 from jaxcult.sharding import replicated_outputs, shardings_of
 from jaxcult.tasks import Task
+from jaxcult.truncation import group_positions, truncating
 
 
 @struct.dataclass
@@ -32,14 +36,15 @@ class TrainState:
     opt_state: Any
     mask: jax.Array          # [num_groups] bool, in group order: the only copy of the mask
     rng: jax.Array
+    track: jax.Array         # bool: this step needs every group's gradient (in-step tr(F))
 
 
 def init_state(params: dict[str, Any], optimizer: optax.GradientTransformation, mask: jax.Array,
-               seed: int) -> TrainState:
+               seed: int, track: bool = False) -> TrainState:
     """Step 0 of a run (jitted optimizer init: states land beside their parameters)."""
     return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                       opt_state=jax.jit(optimizer.init)(params), mask=jnp.asarray(mask),
-                      rng=jax.random.key(seed))
+                      rng=jax.random.key(seed), track=jnp.asarray(track))
 
 
 @dataclass(frozen=True)
@@ -50,6 +55,8 @@ class StepOptions:
     skip_nonfinite: bool = False          # keep parameters and state on a non-finite step
     inject_nonfinite_at: int | None = None  # testing aid: make this step's loss NaN
     track_in_step: bool = False           # also return per-group squared batch gradients / B
+    #                                       (of every group on steps whose state has `track`)
+    truncate_backward: bool = False       # skip the backward below the lowest group it needs
 
 
 class ModelProgram:
@@ -59,6 +66,7 @@ class ModelProgram:
                  groups: Sequence[str]) -> None:
         self.task, self.evaluator = task, evaluator
         self.graphdef, self.groups = graphdef, list(groups)
+        self.positions = group_positions(self.groups, layer_index)
         self.eval_step = jax.jit(self._eval_step)
 
     def outputs(self, params: dict, frozen: Any, batch: dict, dropout_key=None) -> jax.Array:
@@ -101,11 +109,16 @@ class TrainProgram:
         self.model, self.optimizer, self.lr, self.options = model, optimizer, lr, options
         self.train_step = jax.jit(self._train_step, donate_argnums=(0,), **(shardings or {}))
 
-    def _loss(self, params, frozen, batch, key):
-        return self.model.task.loss(self.model.outputs(params, frozen, batch, key), batch)
+    def _loss(self, params, frozen, batch, key, mask):
+        context = (truncating(params, mask, self.model.positions) if mask is not None
+                   else contextlib.nullcontext())
+        with context:
+            return self.model.task.loss(self.model.outputs(params, frozen, batch, key), batch)
 
-    def _grads(self, params, frozen, batch, key):
-        grad_fn = jax.value_and_grad(self._loss, has_aux=True)
+    def _grads(self, params, frozen, batch, key, mask):
+        """Loss, accuracy and gradients; with `mask` (truncated backward) the gradients of
+        groups outside it may be zero instead of their value."""
+        grad_fn = jax.value_and_grad(partial(self._loss, mask=mask), has_aux=True)
         accum = self.options.grad_accum
         if accum == 1:
             return grad_fn(params, frozen, batch, key)
@@ -123,7 +136,9 @@ class TrainProgram:
     def _train_step(self, state: TrainState, frozen, batch):
         options, groups = self.options, self.model.groups
         rng, key = jax.random.split(state.rng)
-        (loss, accuracy), grads = self._grads(state.params, frozen, batch, key)
+        backward = state.mask | state.track  # groups whose gradient this step computes
+        (loss, accuracy), grads = self._grads(state.params, frozen, batch, key,
+                                              backward if options.truncate_backward else None)
         if options.inject_nonfinite_at is not None:
             poison = state.step + 1 == options.inject_nonfinite_at
             loss = jnp.where(poison, jnp.nan, loss)

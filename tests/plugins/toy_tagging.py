@@ -98,6 +98,7 @@ class TagAccuracy(Evaluator):
     """Word-level accuracy, plus accuracy per gold tag (a nested metric)."""
 
     primary_metric = "word_accuracy"
+    sequence_outputs = ("prediction",)  # one per token: padded back when batches are cut
 
     def device_outputs(self, outputs, batch):
         return {"prediction": outputs.argmax(-1)}

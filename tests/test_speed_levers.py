@@ -1,0 +1,223 @@
+"""The speed levers change no result: truncated backward, one-forward Fisher, length buckets,
+in-step tr(F) (docs/performance.md)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxcult.config import ScheduleConfig
+from jaxcult.config_loading import load_config
+from jaxcult.data.batching import BatchIterator, EpochBatches, LengthBuckets, Split, eval_batches
+from jaxcult.errors import UserError
+from jaxcult.schedules import resolve
+from jaxcult.trainers.program import ModelProgram, StepOptions, TrainProgram
+
+LAYERS = 12
+
+
+class _Vocabulary:
+    def __len__(self) -> int:
+        return 64
+
+
+def layered(kind: str, *extra: str):
+    from jaxcult.run.build import build_model
+    from jaxcult.tasks import resolve_task
+
+    config = load_config(None, [
+        "model.name=random", "model.max_length=8", f"peft.kind={kind}", *extra,
+        f"model.overrides={{model_type: bert, vocab_size: 64, hidden_size: 8, num_hidden_layers: "
+        f"{LAYERS}, num_attention_heads: 2, intermediate_size: 8}}"])
+    task = resolve_task(config.task, ("a", "b", "c"))
+    parts = build_model(config, task, _Vocabulary())
+    rng = np.random.default_rng(1)
+    batch = {"input_ids": jnp.asarray(rng.integers(5, 64, size=(6, 8)), jnp.int32),
+             "attention_mask": jnp.ones((6, 8), jnp.int32).at[:, 6:].set(0),
+             "token_type_ids": jnp.zeros((6, 8), jnp.int32),
+             "labels": jnp.asarray(rng.integers(0, 3, size=6), jnp.int32)}
+    return parts, ModelProgram(task, None, parts.graphdef, parts.groups), batch
+
+
+def schedule_masks(groups: list[str], layer_groups: list[str]) -> list[np.ndarray]:
+    """Every mask that each built-in schedule passes through on this model (FUN with a fake
+    tr(F) that favours a middle layer, so it opens groups out of order)."""
+    masks = []
+    fisher = {g: float(-abs(i - LAYERS // 2)) for i, g in enumerate(layer_groups)}
+    for name, options in [("standard", {}), ("gu", {}), ("lpft", {}), ("fun", {}),
+                          ("random", {}), ("fixed", {"order": "bottom_up"})]:
+        schedule = resolve(name)(groups, layer_groups, ScheduleConfig(name=name, k=1, **options),
+                                 seed=4)
+        mask = schedule.start().mask
+        masks.append(mask)
+        for step in range(1, LAYERS + 2):
+            decision = schedule.decide(step, mask, lambda: fisher)
+            if decision is not None:
+                mask = decision.mask
+                masks.append(mask)
+    unique = {m.tobytes(): m for m in masks}
+    return list(unique.values())
+
+
+@pytest.mark.parametrize("kind,extra", [
+    ("pfeiffer", ("peft.reduction_factor=2",)),
+    pytest.param("lora", (), marks=pytest.mark.slow), pytest.param("full", (), marks=pytest.mark.slow)])
+def test_truncated_backward_is_exact_for_every_schedule_and_compiles_once(kind, extra):
+    parts, model, batch = layered(kind, *extra)
+    program = TrainProgram(model, None, None, StepOptions())
+    grads = jax.jit(program._grads)
+    key = jax.random.key(3)  # dropout on: the truncated layers must draw the same masks
+    (loss, _), plain = grads(parts.params, parts.frozen, batch, key, None)
+    masks = schedule_masks(parts.groups, parts.layer_groups)
+    assert len(masks) > LAYERS
+    for mask in masks:
+        (cut_loss, _), cut = grads(parts.params, parts.frozen, batch, key, jnp.asarray(mask))
+        assert abs(float(cut_loss) - float(loss)) <= 1e-6
+        for trainable, name in zip(mask, parts.groups):
+            if trainable:
+                for a, b in zip(jax.tree.leaves(cut[name]), jax.tree.leaves(plain[name])):
+                    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=1e-6)
+    assert grads._cache_size() == 2  # the plain step and one truncated step for every mask
+
+
+def equations(jaxpr):
+    """Every equation of a jaxpr and of the jaxprs nested in it (jit, cond branches, ...)."""
+    for eqn in jaxpr.eqns:
+        yield eqn
+        for value in eqn.params.values():
+            for item in value if isinstance(value, (list, tuple)) else [value]:
+                inner = getattr(item, "jaxpr", item)
+                if hasattr(inner, "eqns"):
+                    yield from equations(inner)
+
+
+def dots_after_dce(jaxpr) -> int:
+    """Matrix products left once dead code is removed (as XLA does when compiling)."""
+    from jax._src.interpreters import partial_eval as pe  # no public DCE entry point
+
+    live, _ = pe.dce_jaxpr(jaxpr, [True] * len(jaxpr.outvars))
+    return sum(e.primitive.name == "dot_general" for e in equations(live))
+
+
+def test_truncated_branches_skip_the_work_below():
+    """The backward is a `lax.switch` per layer: one compiled program whose frozen-layer branch
+    holds no matrix products (the work below the lowest trainable group is not run)."""
+    parts, model, batch = layered("pfeiffer", "peft.reduction_factor=2")
+    program = TrainProgram(model, None, None, StepOptions())
+    mask = jnp.zeros(len(parts.groups), bool).at[0].set(True)
+    jaxpr = jax.make_jaxpr(program._grads)(parts.params, parts.frozen, batch, None, mask)
+    found = [eqn for eqn in equations(jaxpr.jaxpr) if eqn.primitive.name == "cond"]
+    assert len(found) == LAYERS
+    for cond in found:
+        nothing, own, full = cond.params["branches"]
+        count = [dots_after_dce(b.jaxpr) for b in (nothing, own, full)]
+        assert count[0] == 0 and 0 < count[1] < count[2]
+
+
+def test_fisher_runs_one_forward():
+    """The batch estimator's program has the matrix products of one forward and one backward,
+    exactly as many as a plain gradient of the loss."""
+    parts, model, batch = layered("pfeiffer", "peft.reduction_factor=2")
+
+    def dots(fn, *args) -> int:
+        text = jax.jit(fn).lower(*args).as_text()
+        return text.count("stablehlo.dot_general")
+
+    fisher = model.make_fisher("argmax_batch")
+    loss = jax.grad(lambda p: model.task.loss(model.outputs(p, parts.frozen, batch), batch)[0])
+    assert dots(fisher, parts.params, parts.frozen, batch, jax.random.key(0)) == \
+        dots(loss, parts.params)
+
+
+def split_of(lengths: list[int], width: int = 12, choices: int = 0) -> Split:
+    rows = len(lengths)
+    mask = (np.arange(width)[None] < np.asarray(lengths)[:, None]).astype(np.int32)
+    ids = mask * (np.arange(rows)[:, None] + 5)
+    arrays = {"input_ids": ids, "attention_mask": mask, "labels": np.arange(rows) % 2}
+    if choices:
+        arrays = {k: np.repeat(v[:, None], choices, 1) if k != "labels" else v
+                  for k, v in arrays.items()}
+    return Split(arrays, "t")
+
+
+def test_length_buckets_cut_padding_only():
+    split = split_of([3, 5, 9, 4, 12, 2, 7, 6])
+    split.buckets = LengthBuckets((4, 8), ("input_ids", "attention_mask"))
+    shapes = []
+    for batch, valid in eval_batches(split, 3):
+        rows = batch["input_ids"].shape[1]
+        longest = int(batch["attention_mask"][valid].sum(1).max())
+        assert rows == next(s for s in (4, 8, 12) if s >= longest)  # the split's 12 is the last
+        full = split.arrays["input_ids"][np.flatnonzero(valid) + 3 * len(shapes)]
+        np.testing.assert_array_equal(full[:, rows:], 0)  # only padding was removed
+        shapes.append(rows)
+    assert shapes == [12, 12, 8]
+
+
+def test_buckets_follow_the_global_batch_and_multiple_choice():
+    split = split_of([3, 9, 2, 2], choices=2)
+    assert split.lengths.tolist() == [3, 9, 2, 2]
+    split.buckets = LengthBuckets((4,), ("input_ids", "attention_mask"))
+    halves = [BatchIterator(split, 4, seed=0, process_index=i, process_count=2) for i in (0, 1)]
+    first = [next(h) for h in halves]
+    assert first[0]["input_ids"].shape == first[1]["input_ids"].shape == (2, 2, 12)
+
+
+def test_length_grouping_sorts_within_windows_and_keeps_every_example():
+    lengths = np.random.default_rng(0).integers(1, 60, size=103)
+    plan = EpochBatches(103, 8, seed=1, lengths=lengths, window=4)
+    for epoch in range(2):
+        order = plan.permutation(epoch)
+        assert sorted(order.tolist()) == list(range(103))
+        for t in range(plan.per_epoch):
+            rows = plan.global_rows(epoch * plan.per_epoch + t)
+            window = order[(t // 4) * 32:(t // 4 + 1) * 32]
+            # a batch is a run of the window sorted by length
+            assert np.all(lengths[rows][1:] >= lengths[rows][:-1]) and set(rows) <= set(window)
+    assert not np.array_equal(plan.permutation(0), plan.permutation(1))
+
+
+def test_length_settings_are_checked():
+    with pytest.raises(UserError, match="length_grouping has no effect"):
+        load_config(None, ["data.length_grouping=4"])
+    with pytest.raises(UserError, match="length_buckets"):
+        load_config(None, ["data.length_buckets=[0]"])
+    from jaxcult.run.build import length_buckets
+
+    assert length_buckets("auto", 64, ("input_ids",)).sizes == (16, 32, 48)
+    with pytest.raises(UserError, match="exceeds model.max_length"):
+        length_buckets([16, 256], 128, ("input_ids",))
+
+
+def test_in_step_ema_settings_are_checked():
+    with pytest.raises(UserError, match="fisher.window has no effect"):
+        load_config(None, ["fisher.window=3"])
+    with pytest.raises(UserError, match="num_batches has no effect"):
+        load_config(None, ["schedule.name=fun", "fisher.estimator=in_step_ema",
+                           "fisher.num_batches=5"])
+    config = load_config(None, ["schedule.name=fun", "fisher.estimator=in_step_ema",
+                                "fisher.window=3", "fisher.ema=0.5"])
+    from jaxcult.trainers.fisher_tracker import InStepEstimate
+
+    estimate = InStepEstimate(config, ["head", "a", "b"], lambda step: step % 5 == 0)
+    assert [s for s in range(11) if estimate.tracks(s)] == [2, 3, 4, 7, 8, 9]
+    for step, value in [(2, 1.0), (3, 2.0), (4, 4.0)]:
+        estimate.observe(step, jnp.full(3, value))
+    traces = estimate(None, 5)
+    assert traces["a"] == pytest.approx((1 * 0.25 + 2 * 0.5 + 4 * 1) / 1.75)
+    with pytest.raises(UserError, match="no training step"):
+        estimate(None, 20)
+
+
+def test_compute_dtype_reaches_the_activations():
+    """`model.compute_dtype` is the activation dtype (float32 parameters, bfloat16 compute):
+    the loss moves by bfloat16 rounding, not by nothing and not by more."""
+    losses = []
+    for dtype in ("float32", "bfloat16"):
+        parts, model, batch = layered("pfeiffer", "peft.reduction_factor=2",
+                                      f"model.compute_dtype={dtype}")
+        loss, _ = model.task.loss(model.outputs(parts.params, parts.frozen, batch), batch)
+        losses.append(float(loss))
+    assert losses[0] != losses[1] and abs(losses[0] - losses[1]) < 0.05
