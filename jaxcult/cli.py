@@ -1,4 +1,4 @@
-"""The `jaxcult` command line: train, eval, export, convert, generate, plot, assets.
+"""The `jaxcult` command line: train, eval, export, convert, generate, eval-survey, plot, assets.
 
 Argument parsing only: each command calls one use case in `jaxcult.run`. Heavy imports (jax,
 flax, transformers) happen inside the command functions so that `--help` answers instantly.
@@ -76,6 +76,18 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval_survey(args: argparse.Namespace) -> int:
+    from jaxcult.run.survey import survey_command
+
+    questions = [q for item in args.questions for q in item.split(",") if q] if args.questions \
+        else None
+    survey_command(args.model, Path(args.survey), args.culture, Path(args.out), args.overrides,
+                   personas=args.personas, mode=args.mode, baseline=args.baseline, seed=args.seed,
+                   questions=questions, translations=Path(args.translations) if args.translations
+                   else None, adapter=args.adapter, split=args.split)
+    return 0
+
+
 def cmd_assets(args: argparse.Namespace) -> int:
     from jaxcult.run.assets import asset_command
 
@@ -150,6 +162,34 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
     gen.set_defaults(command_parser=gen, func=cmd_generate)
 
+    survey = sub.add_parser(
+        "eval-survey", parents=[common], help="survey alignment of a chat LM (CLCA, WVS)",
+        description="Simulated respondents (personas sampled from the survey) answer every "
+                    "question; the model's answer distributions are scored against the culture's "
+                    "(KL, JS distance, individual accuracy, parse failures). Decoding settings as "
+                    "KEY=VALUE (batch_size, length_buckets, max_new_tokens, ...). See "
+                    "docs/cultural-eval.md.")
+    survey.add_argument("model", help="asset name, HF directory, .gguf file or Hub id")
+    survey.add_argument("--survey", required=True,
+                        help="a WorldValuesBench checkout or a survey.json (file or directory)")
+    survey.add_argument("--culture", action="append", required=True,
+                        help="a culture (WVS country name) to evaluate; repeat for several")
+    survey.add_argument("--out", required=True, help="output directory")
+    survey.add_argument("--personas", type=int, default=1000, help="respondents sampled per "
+                        "culture (without replacement; the paper: 1000)")
+    survey.add_argument("--mode", default="generate", help="generate (the paper: greedy, parsed) "
+                        "or logprob (the model's distribution over the options)")
+    survey.add_argument("--baseline", default="persona", help="persona (country + demographics), "
+                        "cultural (country only) or none (no system prompt)")
+    survey.add_argument("--seed", type=int, default=0, help="persona sampling seed")
+    survey.add_argument("--questions", action="append",
+                        help="question ids (comma-separated; default: CLCA's Q1-Q45 without Q42)")
+    survey.add_argument("--translations", help="JSON file translating the prompts and questions")
+    survey.add_argument("--adapter", help="a PEFT LoRA adapter directory to apply")
+    survey.add_argument("--split", default="full", help="WorldValuesBench split (full, train, ...)")
+    survey.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    survey.set_defaults(command_parser=survey, func=cmd_eval_survey)
+
     assets_parser = sub.add_parser("assets", parents=[common], help="offline pretrained assets")
     assets_parser.add_argument("action", choices=["list", "path", "install"])
     assets_parser.add_argument("names", nargs="*")
@@ -172,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra:  # overrides may follow options: `train cfg.yaml --run-dir d a.b=1`
-        field = {"train": "items", "generate": "overrides"}.get(args.command)
+        field = {"train": "items", "generate": "overrides", "eval-survey": "overrides"}.get(args.command)
         if field is None or any(item.startswith("-") for item in extra):
             args.command_parser.error(f"unrecognized arguments: {' '.join(extra)}")
         setattr(args, field, [*getattr(args, field), *extra])

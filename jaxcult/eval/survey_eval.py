@@ -1,0 +1,130 @@
+"""Survey alignment of a chat LM (CLCA §5): simulated respondents answer every question; the
+model's answer distribution per question is compared with the culture's real one.
+
+Two ways to read the model's answer:
+
+- `generate` (the paper): greedy decoding, the first line parsed to an option (else the
+  safeguard bin, counted wrong);
+- `logprob` (beyond the paper): every option's continuation is scored and the persona's answer
+  is the model's full distribution over the options (its argmax for individual accuracy) — no
+  parse failures, one forward per option, and a true model distribution for the KL.
+
+The survey histogram uses all of the culture's respondents; the model histogram the sampled
+personas. Metrics per question, then averaged per culture (docs/cultural-eval.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from jaxcult.config import GenerationConfig
+from jaxcult.data.survey import Question, Respondent, Survey
+from jaxcult.errors import UserError
+from jaxcult.eval.survey import (
+    histogram,
+    individual_accuracy,
+    js_distance,
+    kl_divergence,
+    kl_official,
+    normalised,
+)
+from jaxcult.eval.survey_answers import parse_answer
+from jaxcult.eval.survey_prompts import PromptTexts, chat, sample_personas
+from jaxcult.generation.api import generate
+from jaxcult.generation.prompts import render_chat
+from jaxcult.generation.scoring import score
+
+MODES = ("generate", "logprob")
+
+
+@dataclass
+class QuestionResult:
+    id: str
+    model: list[float]        # options low..high, then the safeguard bin
+    survey: list[float]
+    kl: float                 # KL(P_model || Q_survey), smoothed (the paper's)
+    kl_official: float        # the CLCA code's variant
+    js_distance: float
+    parse_failures: float     # fraction of personas whose answer parsed to no option
+    respondents: int          # survey answers behind `survey`
+
+
+@dataclass
+class CultureResult:
+    culture: str
+    personas: int
+    kl: float
+    kl_official: float
+    js_distance: float
+    individual_accuracy: float
+    parse_failure_rate: float
+    questions: list[QuestionResult]
+
+    def summary(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if k != "questions"}
+
+
+def survey_counts(people: list[Respondent], question: Question) -> np.ndarray:
+    answers = [p.answers.get(question.id) for p in people]
+    counts = histogram([a for a in answers if a is not None], question.low, question.high)
+    if counts.sum() == 0:
+        raise UserError(f"survey: no respondent of {people[0].culture} answered {question.id}")
+    return counts
+
+
+def option_distributions(model, tokenizer, prompts: list[str], questions: list[Question],
+                         config: GenerationConfig) -> list[np.ndarray]:
+    """Per prompt: softmax over its question's options of the options' log-likelihoods (the
+    continuation "k" right after the assistant's cue), with a zero safeguard bin appended."""
+    pairs = [(i, f"{value}") for i, q in enumerate(questions) for value in q.options]
+    scores = score(model, tokenizer, [prompts[i] for i, _ in pairs], [c for _, c in pairs], config,
+                   add_special_tokens=False)
+    distributions, cursor = [], 0
+    for q in questions:
+        logp = np.array([s.logprob for s in scores[cursor:cursor + len(q.options)]])
+        cursor += len(q.options)
+        p = np.exp(logp - logp.max())
+        distributions.append(np.append(p / p.sum(), 0.0))
+    return distributions
+
+
+def evaluate_culture(model, tokenizer, survey: Survey, culture: str, *, personas: int, seed: int,
+                     mode: str = "generate", baseline: str = "persona",
+                     texts: PromptTexts = PromptTexts(),
+                     config: GenerationConfig = GenerationConfig(),
+                     progress: Callable[[int, int], None] | None = None) -> CultureResult:
+    """Every sampled persona answers every question of `survey` (see the module docstring)."""
+    people = survey.respondents[culture]
+    sampled = sample_personas(people, personas, seed)
+    pairs = [(person, q) for person in sampled for q in survey.questions]
+    chats = [chat(person, q, baseline, texts) for person, q in pairs]
+    if mode == "generate":
+        completions = generate(model, tokenizer, chats, config)
+        answers = [parse_answer(c.text, q.low, q.high, q.labels)
+                   for c, (_, q) in zip(completions, pairs)]
+        per_pair = [histogram([a], q.low, q.high) for a, (_, q) in zip(answers, pairs)]
+    else:
+        prompts = [render_chat(c, tokenizer) for c in chats]
+        per_pair = option_distributions(model, tokenizer, prompts, [q for _, q in pairs], config)
+        answers = [q.low + int(np.argmax(d[:-1])) for d, (_, q) in zip(per_pair, pairs)]
+    if progress is not None:
+        progress(len(pairs), len(pairs))
+    results = []
+    for index, q in enumerate(survey.questions):
+        rows = range(index, len(pairs), len(survey.questions))
+        model_counts = np.sum([per_pair[r] for r in rows], axis=0)
+        counts = survey_counts(people, q)
+        results.append(QuestionResult(
+            q.id, normalised(model_counts).tolist(), normalised(counts).tolist(),
+            kl_divergence(model_counts, counts), kl_official(model_counts, counts),
+            js_distance(model_counts, counts), float(model_counts[-1] / len(rows)),
+            int(counts.sum())))
+    actual = [person.answers.get(q.id) for person, q in pairs]
+    return CultureResult(
+        culture, len(sampled), float(np.mean([r.kl for r in results])),
+        float(np.mean([r.kl_official for r in results])),
+        float(np.mean([r.js_distance for r in results])), individual_accuracy(answers, actual),
+        float(np.mean([r.parse_failures for r in results])), results)

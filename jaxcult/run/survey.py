@@ -1,0 +1,125 @@
+"""`jaxcult eval-survey MODEL --survey DIR --culture C ...`: survey alignment of a chat LM.
+
+Writes into `--out`: `evaluations/<time>.json` (settings, per-culture metrics, every question's
+distributions), `survey-questions.tsv` (one row per culture and question) and
+`survey-worst.png` (model vs survey distributions of the questions with the largest KL).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from jaxcult.errors import UserError
+from jaxcult.run.generate import generation_config, load_generation_model
+
+
+def _check_choices(mode: str, baseline: str, cultures: list[str], survey, personas: int) -> None:
+    from jaxcult.eval.survey_eval import MODES
+    from jaxcult.eval.survey_prompts import BASELINES
+
+    if mode not in MODES:
+        raise UserError(f"--mode: expected one of {', '.join(MODES)}, found {mode!r}")
+    if baseline not in BASELINES:
+        raise UserError(f"--baseline: expected one of {', '.join(BASELINES)}, found {baseline!r}")
+    unknown = [c for c in cultures if c not in survey.respondents]
+    if unknown:
+        raise UserError(f"--culture: {unknown} not in the survey (cultures: "
+                        f"{', '.join(sorted(survey.respondents))})")
+    for culture in cultures:
+        if personas > len(survey.respondents[culture]):
+            raise UserError(f"survey: {personas} personas requested but {culture} has only "
+                            f"{len(survey.respondents[culture])} respondents")
+
+
+def write_question_table(results, path: Path) -> None:
+    lines = ["culture\tquestion\tkl\tkl_official\tjs_distance\tparse_failures\tmodel\tsurvey"]
+    for culture in results:
+        for q in culture.questions:
+            lines.append(f"{culture.culture}\t{q.id}\t{q.kl:.4f}\t{q.kl_official:.4f}\t"
+                         f"{q.js_distance:.4f}\t{q.parse_failures:.3f}\t"
+                         f"{','.join(f'{p:.3f}' for p in q.model)}\t"
+                         f"{','.join(f'{p:.3f}' for p in q.survey)}")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def plot_worst(results, path: Path, count: int = 6) -> None:
+    """Bars of model vs survey distributions for the questions with the largest KL."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    worst = sorted(((c.culture, q) for c in results for q in c.questions), key=lambda cq: -cq[1].kl)
+    worst = worst[:count]
+    fig, axes = plt.subplots(1, len(worst), figsize=(3.2 * len(worst), 3), squeeze=False)
+    for ax, (culture, q) in zip(axes[0], worst):
+        bins = [str(i + 1) for i in range(len(q.model) - 1)] + ["?"]
+        x = range(len(bins))
+        ax.bar([i - 0.2 for i in x], q.survey, width=0.4, label="survey")
+        ax.bar([i + 0.2 for i in x], q.model, width=0.4, label="model")
+        ax.set_xticks(list(x), bins)
+        ax.set_title(f"{culture} {q.id}\nKL {q.kl:.2f}", fontsize=9)
+    axes[0][0].set_ylabel("share of answers (? = no option)")
+    axes[0][-1].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def survey_command(model: str, survey_path: Path, cultures: list[str], out: Path,
+                   overrides: list[str], *, personas: int = 1000, mode: str = "generate",
+                   baseline: str = "persona", seed: int = 0, questions: list[str] | None = None,
+                   translations: Path | None = None, adapter: str | None = None,
+                   split: str = "full") -> dict:
+    """Evaluate `model` on the survey for each culture; write the outputs; return the summary."""
+    from jaxcult.data.survey import CLCA_QUESTIONS, load_survey
+    from jaxcult.eval.survey_eval import evaluate_culture
+    from jaxcult.eval.survey_prompts import PromptTexts, load_prompt_texts
+
+    if personas <= 0:
+        raise UserError(f"--personas: expected a positive count, found {personas}")
+    config = generation_config(["max_new_tokens=10", *overrides])
+    if config.do_sample:
+        raise UserError("eval-survey: do_sample=true is not the paper's protocol (greedy); remove it")
+    texts = load_prompt_texts(translations) if translations is not None else PromptTexts()
+    survey = load_survey(survey_path, split)
+    wanted = questions if questions is not None else [
+        q for q in CLCA_QUESTIONS if q in {x.id for x in survey.questions}]
+    survey = survey.select(wanted or None)
+    _check_choices(mode, baseline, cultures, survey, personas)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out}: exists and is not a directory")
+    loaded, tokenizer = load_generation_model(model, adapter, merge=False)
+    results = []
+    for culture in cultures:
+        started = time.perf_counter()
+        result = evaluate_culture(loaded, tokenizer, survey, culture, personas=personas, seed=seed,
+                                  mode=mode, baseline=baseline, texts=texts, config=config)
+        print(f"eval-survey: {culture}: {personas} personas x {len(survey.questions)} questions "
+              f"in {time.perf_counter() - started:.1f} s", file=sys.stderr, flush=True)
+        results.append(result)
+    summary = {
+        "model": model, "adapter": adapter, "survey": str(survey_path), "mode": mode,
+        "baseline": baseline, "personas": personas, "seed": seed,
+        "questions": [q.id for q in survey.questions], "translations": str(translations or ""),
+        "cultures": {r.culture: r.summary() for r in results},
+        "average": {k: sum(r.summary()[k] for r in results) / len(results)
+                    for k in ("kl", "kl_official", "js_distance", "individual_accuracy",
+                              "parse_failure_rate")},
+    }
+    (out / "evaluations").mkdir(parents=True, exist_ok=True)
+    record = {**summary, "per_question": {r.culture: [vars(q) for q in r.questions] for r in results}}
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    (out / "evaluations" / f"survey-{stamp}.json").write_text(json.dumps(record, indent=1),
+                                                              encoding="utf-8")
+    write_question_table(results, out / "survey-questions.tsv")
+    plot_worst(results, out / "survey-worst.png")
+    print(yaml.safe_dump({"out": str(out), "cultures": summary["cultures"],
+                          "average": summary["average"]}, sort_keys=False), end="")
+    return summary

@@ -1,0 +1,143 @@
+"""Survey evaluation end to end on a tiny random chat model: the WorldValuesBench reader on
+synthetic files, log-prob mode against transformers, the command and its errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from jaxcult.config import GenerationConfig
+from jaxcult.data.survey import CLCA_QUESTIONS, load_survey
+from jaxcult.data.survey_synthetic import write_synthetic_worldvaluesbench
+from jaxcult.errors import UserError
+from jaxcult.eval.survey_prompts import PromptTexts, chat, sample_personas
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+TEMPLATE = ("{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}\n{% endfor %}"
+            "{% if add_generation_prompt %}<assistant>{% endif %}")
+BUCKETS = "length_buckets=[512,1024]"
+
+
+@pytest.fixture(scope="module")
+def tiny_chat_model(tmp_path_factory):
+    """A byte-level tokenizer (every byte one token) with a chat template, and a tiny Llama."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+    root = tmp_path_factory.mktemp("tiny-chat")
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    vocab = {"<pad>": 0, "<s>": 1, "</s>": 2, **{ch: i + 3 for i, ch in enumerate(alphabet)}}
+    core = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    core.decoder = decoders.ByteLevel()
+    tokenizer = transformers.PreTrainedTokenizerFast(
+        tokenizer_object=core, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
+    tokenizer.chat_template = TEMPLATE
+    tokenizer.save_pretrained(root)
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(
+        vocab_size=len(vocab), hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
+        bos_token_id=1, eos_token_id=2, pad_token_id=0, tie_word_embeddings=False)
+    hf = transformers.AutoModelForCausalLM.from_config(config).eval()
+    hf.save_pretrained(root)
+    return root, hf, tokenizer
+
+
+@pytest.fixture(scope="module")
+def survey_dir(tmp_path_factory):
+    return write_synthetic_worldvaluesbench(tmp_path_factory.mktemp("wvb"), ("China", "Germany"),
+                                            respondents=12, seed=3)
+
+
+def test_reader_gives_clca_questions_scales_and_personas(survey_dir):
+    survey = load_survey(survey_dir)
+    assert [q.id for q in survey.questions] == list(CLCA_QUESTIONS)
+    assert sorted((q.high - q.low + 1) for q in survey.questions).count(2) == 20
+    assert {c: len(p) for c, p in survey.respondents.items()} == {"China": 12, "Germany": 12}
+    person = survey.respondents["China"][0]
+    assert set(person.demographics) >= {"Gender", "Age", "Social class"}
+    assert all(a is None or 1 <= a <= 5 for a in person.answers.values())
+    assert sample_personas(survey.respondents["China"], 5, 1) == \
+        sample_personas(survey.respondents["China"], 5, 1)
+    with pytest.raises(UserError, match="13 personas requested but China has only 12"):
+        sample_personas(survey.respondents["China"], 13, 1)
+    system = chat(person, survey.questions[0], "persona", PromptTexts())[0]["content"]
+    assert system.startswith("You are currently living in China and here is your basic")
+    assert len(chat(person, survey.questions[0], "none", PromptTexts())) == 1
+
+
+def test_logprob_mode_equals_transformers(tiny_chat_model, survey_dir):
+    from jaxcult.eval.survey_eval import option_distributions
+    from jaxcult.generation.prompts import render_chat
+    from jaxcult.hub.pretrained import load_pretrained
+
+    root, hf, hf_tokenizer = tiny_chat_model
+    model, tokenizer = load_pretrained(root)
+    survey = load_survey(survey_dir).select(["Q1", "Q7", "Q33", "Q44"])
+    person = survey.respondents["Germany"][2]
+    chats = [chat(person, q, "cultural", PromptTexts()) for q in survey.questions]
+    prompts = [render_chat(c, tokenizer) for c in chats]
+    ours = option_distributions(model, tokenizer, prompts, survey.questions,
+                                GenerationConfig(batch_size=4, length_buckets=[256, 512]))
+    for q, c, distribution in zip(survey.questions, chats, ours):
+        text = hf_tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True)
+        context = hf_tokenizer(text, add_special_tokens=False)["input_ids"]
+        logps = []
+        for option in q.options:
+            ids = hf_tokenizer(text + str(option), add_special_tokens=False)["input_ids"]
+            with torch.no_grad():
+                logits = hf(torch.tensor([ids])).logits[0].double()
+            logprobs = torch.log_softmax(logits, -1)
+            logps.append(sum(float(logprobs[t - 1, ids[t]]) for t in range(len(context), len(ids))))
+        expected = np.exp(np.array(logps) - max(logps))
+        np.testing.assert_allclose(distribution[:-1], expected / expected.sum(), atol=1e-4)
+        assert distribution[-1] == 0.0
+
+
+@pytest.mark.parametrize("mode", ["generate", "logprob"])
+def test_eval_survey_command_writes_metrics_table_and_plot(tiny_chat_model, survey_dir, tmp_path, mode):
+    root = tiny_chat_model[0]
+    out = tmp_path / "out"
+    result = subprocess.run(
+        [sys.executable, "-m", "jaxcult.cli", "eval-survey", str(root), "--survey", str(survey_dir),
+         "--culture", "China", "--culture", "Germany", "--personas", "3", "--questions",
+         "Q1,Q7,Q33", "--mode", mode, "--out", str(out), BUCKETS, "batch_size=9"],
+        capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    record = json.loads(next((out / "evaluations").glob("survey-*.json")).read_text())
+    assert record["questions"] == ["Q1", "Q7", "Q33"] and record["mode"] == mode
+    for culture in ("China", "Germany"):
+        metrics = record["cultures"][culture]
+        assert metrics["kl"] >= 0 and 0 <= metrics["js_distance"] <= np.sqrt(np.log(2)) + 1e-9
+        assert 0 <= metrics["individual_accuracy"] <= 1
+        for q in record["per_question"][culture]:
+            assert sum(q["model"]) == pytest.approx(1) and sum(q["survey"]) == pytest.approx(1)
+            assert q["survey"][-1] == 0  # missing survey answers count in no bin
+    if mode == "logprob":
+        assert record["average"]["parse_failure_rate"] == 0
+    rows = (out / "survey-questions.tsv").read_text().splitlines()
+    assert len(rows) == 1 + 2 * 3
+    assert (out / "survey-worst.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--culture", "Atlantis"], "--culture: ['Atlantis'] not in the survey (cultures: China, Germany)"),
+    (["--culture", "China", "--personas", "50"], "50 personas requested but China has only 12"),
+    (["--culture", "China", "--mode", "vote"], "--mode: expected one of generate, logprob"),
+    (["--culture", "China", "--questions", "Q1,Q999"], "unknown question ids ['Q999']"),
+    (["--culture", "China", "do_sample=true"], "do_sample=true is not the paper's protocol"),
+])
+def test_eval_survey_errors_are_one_line(tiny_chat_model, survey_dir, tmp_path, args, message):
+    result = subprocess.run(
+        [sys.executable, "-m", "jaxcult.cli", "eval-survey", str(tiny_chat_model[0]), "--survey",
+         str(survey_dir), "--out", str(tmp_path / "out"), *args], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == f"error: {message}" or \
+        message in result.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / "out").exists()
