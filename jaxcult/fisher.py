@@ -1,4 +1,5 @@
-"""Per-group trace of the Fisher information, tr(F)_g = sum_{theta in g} E_x E_y~p(y|x) (d log p(y|x) / d theta)^2.
+"""Per-group trace of the Fisher information,
+tr(F)_g = sum_{theta in g} E_x E_y~p(y|x) (d log p(y|x) / d theta)^2.
 
 Estimators (pure functions of the parameters: no model copy, optimizer untouched, dropout off):
 - `sampled` (the paper's Eq. 1, default): per-example gradients via `vmap`, y sampled from the

@@ -33,6 +33,11 @@ def import_path(path: str, key: str) -> object:
     return found
 
 
+def subclasses_of(base: type) -> Callable[[object], bool]:
+    """A registry check: the entry is a subclass of `base`."""
+    return lambda entry: isinstance(entry, type) and issubclass(entry, base)
+
+
 class Registry(Generic[T]):
     """Name -> plug-in, with import-path entries and errors that list what exists."""
 
@@ -46,6 +51,14 @@ class Registry(Generic[T]):
         def add(entry: T) -> T:
             self.add(name, entry)
             return entry
+        return add
+
+    def named_class(self, name: str) -> Callable[[T], T]:
+        """Class decorator: register the class under `name` and set its `name` attribute."""
+        def add(cls: T) -> T:
+            cls.name = name  # type: ignore[attr-defined]
+            self.add(name, cls)
+            return cls
         return add
 
     def add(self, name: str, entry: T) -> None:

@@ -83,7 +83,8 @@ checkpoint: {{async_save: false}}
 def test_madx_and_adapterhub_bad_inputs(tmp_path):
     language_adapter(tmp_path / "wide", "wide", 0, hidden=48)
     encoder = models.build(models.EncoderConfig(**TINY))
-    with pytest.raises(UserError, match="adapter built for hidden size 48, but the model's hidden size is 32"):
+    with pytest.raises(UserError,
+                       match="adapter built for hidden size 48, but the model's hidden size is 32"):
         adapterhub.install(encoder, adapterhub.read_adapterhub(tmp_path / "wide"), "language")
     with pytest.raises(UserError, match="no adapter_config.json"):
         adapterhub.read_adapterhub(tmp_path / "nowhere")
@@ -96,7 +97,8 @@ def test_madx_and_adapterhub_bad_inputs(tmp_path):
     language_adapter(tmp_path / "en", "en", 0)
     hub = adapterhub.read_adapterhub(tmp_path / "en")
     hub.tensors.pop("encoder.layer.0.output.adapters.en.adapter_up.bias")
-    with pytest.raises(UserError, match="missing tensor 'encoder.layer.0.output.adapters.en.adapter_up.bias'"):
+    with pytest.raises(UserError,
+                       match="missing tensor 'encoder.layer.0.output.adapters.en.adapter_up.bias'"):
         adapterhub.install(models.build(models.EncoderConfig(**TINY)), hub, "language")
     with pytest.raises(UserError, match="no adapter for the source language 'en'"):
         from jaxcult.hub.madx import read_language_adapters

@@ -1,5 +1,5 @@
-"""Preemption: SIGTERM is acknowledged at once, writes a checkpoint and exits 143; SIGKILL at any moment loses nothing;
-resumed runs end bit-identical to an uninterrupted one (CPU)."""
+"""Preemption: SIGTERM is acknowledged at once, writes a checkpoint and exits 143; SIGKILL at any
+moment loses nothing; resumed runs end bit-identical to an uninterrupted one (CPU)."""
 
 from __future__ import annotations
 

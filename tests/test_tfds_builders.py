@@ -23,19 +23,20 @@ def counts(name, data_dir, manual_dir) -> dict[str, int]:
 def test_shared_data_builders_keep_every_record(shared_data, tmp_path):
     xcopa = counts("jaxcult:xcopa", tmp_path, shared_data)
     assert (xcopa["train"], xcopa["validation"], xcopa["test"]) == (400, 100, 500)
-    assert all(xcopa[f"test_{l}"] == 500 and xcopa[f"validation_{l}"] == 100
-               for l in ("et", "ht", "id", "it", "qu", "sw", "ta", "th", "tr", "vi", "zh"))
+    assert all(xcopa[f"test_{lang}"] == 500 and xcopa[f"validation_{lang}"] == 100
+               for lang in ("et", "ht", "id", "it", "qu", "sw", "ta", "th", "tr", "vi", "zh"))
     squad = counts("jaxcult:squad", tmp_path, shared_data)
-    assert all(squad[f"xquad_{l}"] == 1190 for l in ("en", "ar", "de", "zh", "th"))
-    assert {l: squad[f"mlqa_dev_{l}"] for l in ("ar", "de", "en", "es", "hi", "vi", "zh")} == {
+    assert all(squad[f"xquad_{lang}"] == 1190 for lang in ("en", "ar", "de", "zh", "th"))
+    assert {lang: squad[f"mlqa_dev_{lang}"] for lang in ("ar", "de", "en", "es", "hi", "vi", "zh")} == {
         "ar": 517, "de": 512, "en": 1148, "es": 500, "hi": 507, "vi": 511, "zh": 504}
     pawsx = counts("jaxcult:pawsx", tmp_path, shared_data)
     assert pawsx == {"validation_en": 2000, "validation_de": 1932, "validation_es": 1962,
                      "validation_fr": 1992, "validation_ja": 1980, "validation_ko": 1965,
                      "validation_zh": 1984}
     xgqa = counts("jaxcult:xgqa", tmp_path, shared_data)
-    assert all(xgqa[f"dev_{l}"] == 1422 and xgqa[f"train_1_{l}"] == 27 and xgqa[f"train_5_{l}"] == 155
-               for l in ("en", "de", "pt", "ru", "id", "bn", "ko", "zh"))
+    assert all(xgqa[f"dev_{lang}"] == 1422 and xgqa[f"train_1_{lang}"] == 27
+               and xgqa[f"train_5_{lang}"] == 155
+               for lang in ("en", "de", "pt", "ru", "id", "bn", "ko", "zh"))
     assert xgqa["gqa_testdev"] == 12578
     first = jt.load("jaxcult:xgqa", data_dir=tmp_path)["dev_de"][0]
     assert first["label"] >= 0 and first["image_id"]  # in the answer vocabulary, image by id

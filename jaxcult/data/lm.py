@@ -8,14 +8,13 @@ chat template works. Tokenizers without a template use `<|role|>\\ncontent\\n` t
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
 from jaxcult.config import DataConfig
 from jaxcult.data.batching import Split
-from jaxcult.data.registry import Dataset, DatasetInfo, register_dataset
+from jaxcult.data.registry import Dataset, DatasetInfo, read_checked_jsonl, register_dataset
 from jaxcult.errors import UserError
 
 ROLES = ("system", "user", "assistant")
@@ -94,24 +93,7 @@ def _check_chat(record, where: str) -> dict:
 
 def read_chat_jsonl(path: Path) -> list[dict]:
     """Records `{"messages": [{"role", "content"}, ...], "language"?: code}`, one per line."""
-    if not path.is_file():
-        raise UserError(f"{path}: file not found")
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as error:
-        raise UserError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
-    records = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise UserError(f"{path}:{number}: invalid JSON ({error.msg})") from None
-        records.append(_check_chat(record, f"{path}:{number}"))
-    if not records:
-        raise UserError(f"{path}: no records")
-    return records
+    return read_checked_jsonl(path, _check_chat)
 
 
 @register_dataset(CHAT_NAME)

@@ -18,13 +18,14 @@ JSONL file of records in the dataset's format.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from jaxcult.config import DataConfig
 from jaxcult.errors import UserError
-from jaxcult.registry import Registry
+from jaxcult.registry import Registry, subclasses_of
 
 Record = dict[str, Any]
 
@@ -66,7 +67,13 @@ def check_record(record: Any, record_format: str, where: str) -> Record:
 
 
 def read_jsonl(path: Path, record_format: str) -> list[Record]:
-    """A JSONL file of records; every error names the file and line."""
+    """A JSONL file of records in `record_format`; every error names the file and line."""
+    return read_checked_jsonl(path, lambda record, where: check_record(record, record_format, where))
+
+
+def read_checked_jsonl(path: Path, check: Callable[[Any, str], Any]) -> list:
+    """The non-empty lines of a JSONL file, each passed through `check(record, "file:line")`;
+    a missing file, bad UTF-8, bad JSON or no record at all is an error naming the place."""
     if not path.is_file():
         raise UserError(f"{path}: file not found")
     try:
@@ -81,7 +88,7 @@ def read_jsonl(path: Path, record_format: str) -> list[Record]:
             record = json.loads(line)
         except json.JSONDecodeError as error:
             raise UserError(f"{path}:{number}: invalid JSON ({error.msg})") from None
-        records.append(check_record(record, record_format, f"{path}:{number}"))
+        records.append(check(record, f"{path}:{number}"))
     if not records:
         raise UserError(f"{path}: no records")
     return records
@@ -125,17 +132,12 @@ class Dataset:
         return Path(config.manual_dir).expanduser()
 
 
-DATASETS: Registry[type[Dataset]] = Registry(
-    "dataset", check=lambda entry: isinstance(entry, type) and issubclass(entry, Dataset))
+DATASETS: Registry[type[Dataset]] = Registry("dataset", check=subclasses_of(Dataset))
 
 
 def register_dataset(name: str):
     """Class decorator: register a `Dataset` subclass under `name` (sets its `name`)."""
-    def add(cls: type[Dataset]) -> type[Dataset]:
-        cls.name = name
-        DATASETS.add(name, cls)
-        return cls
-    return add
+    return DATASETS.named_class(name)
 
 
 def resolve_dataset(config: DataConfig) -> Dataset:

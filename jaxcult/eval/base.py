@@ -19,7 +19,7 @@ from jaxcult.config import TaskConfig
 from jaxcult.data.batching import Split
 from jaxcult.data.registry import DatasetInfo
 from jaxcult.metrics import scalar_metrics
-from jaxcult.registry import Registry
+from jaxcult.registry import Registry, subclasses_of
 
 Metrics = dict[str, Any]
 
@@ -44,17 +44,12 @@ class Evaluator:
         raise NotImplementedError
 
 
-EVALUATORS: Registry[type[Evaluator]] = Registry(
-    "evaluator", check=lambda entry: isinstance(entry, type) and issubclass(entry, Evaluator))
+EVALUATORS: Registry[type[Evaluator]] = Registry("evaluator", check=subclasses_of(Evaluator))
 
 
 def register_evaluator(name: str):
-    """Class decorator: register an `Evaluator` subclass under `name`."""
-    def add(cls: type[Evaluator]) -> type[Evaluator]:
-        cls.name = name
-        EVALUATORS.add(name, cls)
-        return cls
-    return add
+    """Class decorator: register an `Evaluator` subclass under `name` (sets its `name`)."""
+    return EVALUATORS.named_class(name)
 
 
 def resolve_evaluator(name: str, config: TaskConfig, info: DatasetInfo) -> Evaluator:

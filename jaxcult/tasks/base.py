@@ -20,7 +20,7 @@ from flax import nnx
 from jaxcult.config import RunConfig, TaskConfig
 from jaxcult.data.batching import Split
 from jaxcult.errors import UserError
-from jaxcult.registry import Registry
+from jaxcult.registry import Registry, subclasses_of
 
 
 class Task:
@@ -66,17 +66,12 @@ class Task:
         raise NotImplementedError
 
 
-TASKS: Registry[type[Task]] = Registry(
-    "task family", check=lambda entry: isinstance(entry, type) and issubclass(entry, Task))
+TASKS: Registry[type[Task]] = Registry("task family", check=subclasses_of(Task))
 
 
 def register_task(name: str):
     """Class decorator: register a `Task` subclass under `name` (sets its `name`)."""
-    def add(cls: type[Task]) -> type[Task]:
-        cls.name = name
-        TASKS.add(name, cls)
-        return cls
-    return add
+    return TASKS.named_class(name)
 
 
 def resolve_task(config: TaskConfig, labels: tuple[str, ...] = ()) -> Task:

@@ -15,7 +15,8 @@ from jaxcult.errors import UserError
 LANGUAGES = ("en", "de", "fr", "es", "zh")
 COLORS = {"red": ("Rot", "rouge", "rojo", "红色"), "green": ("Grün", "vert", "verde", "绿色"),
           "blue": ("Blau", "bleu", "azul", "蓝色"), "black": ("Schwarz", "noir", "negro", "黑色"),
-          "gray": ("Grau", "gris", "gris", "灰色"), "teal": ("Petrol", "bleu canard", "verde azulado", "青色"),
+          "gray": ("Grau", "gris", "gris", "灰色"),
+          "teal": ("Petrol", "bleu canard", "verde azulado", "青色"),
           "brown": ("Braun", "marron", "marrón", "棕色"), "yellow": ("Gelb", "jaune", "amarillo", "黄色")}
 SHAPES = {"circle": ("Kreis", "cercle", "círculo", "圆形"),
           "rectangle": ("Rechteck", "rectangle", "rectángulo", "矩形"),

@@ -101,8 +101,9 @@ class JaxcultSquad(LocalBuilder):
     DESCRIPTION = ("SQuAD v1.1 (train/validation) with XQuAD (12 languages) and MLQA (7 "
                    "languages, same-language dev/test) as `xquad_<lang>` / `mlqa_<split>_<lang>`.")
     HOMEPAGE = "https://github.com/google-deepmind/xquad"
-    URLS = {"squad/train-v1.1.json": ("https://rajpurkar.github.io/SQuAD-explorer/dataset/train-v1.1.json", ""),
-            "squad/dev-v1.1.json": ("https://rajpurkar.github.io/SQuAD-explorer/dataset/dev-v1.1.json", ""),
+    SQUAD = "https://rajpurkar.github.io/SQuAD-explorer/dataset"
+    URLS = {"squad/train-v1.1.json": (f"{SQUAD}/train-v1.1.json", ""),
+            "squad/dev-v1.1.json": (f"{SQUAD}/dev-v1.1.json", ""),
             **{f"xquad/xquad.{lang}.json": (
                 f"https://github.com/google-deepmind/xquad/raw/master/xquad.{lang}.json", "")
                for lang in squad.XQUAD_LANGUAGES},
