@@ -22,7 +22,7 @@ from jaxcult.data.survey_synthetic import write_synthetic_worldvaluesbench
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("runs/survey-demo"))
-    parser.add_argument("--personas", type=int, default=5)
+    parser.add_argument("--personas", type=int, default=3)
     args = parser.parse_args()
     data = write_synthetic_worldvaluesbench(args.out / "data", ("China", "Germany"), respondents=200)
     for mode in ("generate", "logprob"):

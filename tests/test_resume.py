@@ -97,6 +97,7 @@ def test_sigterm_checkpoints_and_resume_continues_exactly(tmp_path, reference):
     assert_same_run(run, reference)
 
 
+@pytest.mark.slow  # ~100 s: three killed runs and their resumes; SIGTERM is covered by default
 def test_sigkill_at_three_moments_then_resume(tmp_path, reference):
     (tmp_path / "tiny.yaml").write_text(CONFIG)
     run = tmp_path / "run"

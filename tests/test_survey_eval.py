@@ -72,7 +72,8 @@ def test_reader_gives_clca_questions_scales_and_personas(survey_dir):
     assert len(chat(person, survey.questions[0], "none", PromptTexts())) == 1
 
 
-def test_logprob_mode_equals_transformers(tiny_chat_model, survey_dir):
+@pytest.mark.parametrize("one_forward", [True, False])
+def test_logprob_mode_equals_transformers(tiny_chat_model, survey_dir, one_forward):
     from jaxcult.eval.survey_eval import option_distributions
     from jaxcult.generation.prompts import render_chat
     from jaxcult.hub.pretrained import load_pretrained
@@ -84,7 +85,8 @@ def test_logprob_mode_equals_transformers(tiny_chat_model, survey_dir):
     chats = [chat(person, q, "cultural", PromptTexts()) for q in survey.questions]
     prompts = [render_chat(c, tokenizer) for c in chats]
     ours = option_distributions(model, tokenizer, prompts, survey.questions,
-                                GenerationConfig(batch_size=4, length_buckets=[256, 512]))
+                                GenerationConfig(batch_size=4, length_buckets=[256, 512]),
+                                one_forward=one_forward)
     for q, c, distribution in zip(survey.questions, chats, ours):
         text = hf_tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True)
         context = hf_tokenizer(text, add_special_tokens=False)["input_ids"]

@@ -7,7 +7,8 @@ Two ways to read the model's answer:
   safeguard bin, counted wrong);
 - `logprob` (beyond the paper): every option's continuation is scored and the persona's answer
   is the model's full distribution over the options (its argmax for individual accuracy) — no
-  parse failures, one forward per option, and a true model distribution for the KL.
+  parse failures and a true model distribution for the KL; one forward per prompt when the
+  options are single tokens (digits usually are), else one per option.
 
 The survey histogram uses all of the culture's respondents; the model histogram the sampled
 personas. Metrics per question, then averaged per culture (docs/cultural-eval.md).
@@ -35,7 +36,7 @@ from jaxcult.eval.survey_answers import parse_answer
 from jaxcult.eval.survey_prompts import PromptTexts, chat, sample_personas
 from jaxcult.generation.api import generate
 from jaxcult.generation.prompts import render_chat
-from jaxcult.generation.scoring import score
+from jaxcult.generation.scoring import next_token_logprobs, score, split_tokens
 
 MODES = ("generate", "logprob")
 
@@ -75,18 +76,40 @@ def survey_counts(people: list[Respondent], question: Question) -> np.ndarray:
     return counts
 
 
+def single_token_options(tokenizer, prompt: str, question: Question) -> list[int] | None:
+    """The option tokens when every option is one token right after `prompt` (then one forward
+    scores them all), else None."""
+    tokens = []
+    for value in question.options:
+        _, ending = split_tokens(tokenizer, prompt, str(value), False)
+        if len(ending) != 1:
+            return None
+        tokens.append(ending[0])
+    return tokens
+
+
 def option_distributions(model, tokenizer, prompts: list[str], questions: list[Question],
-                         config: GenerationConfig) -> list[np.ndarray]:
+                         config: GenerationConfig, *, one_forward: bool = True) -> list[np.ndarray]:
     """Per prompt: softmax over its question's options of the options' log-likelihoods (the
-    continuation "k" right after the assistant's cue), with a zero safeguard bin appended."""
-    pairs = [(i, f"{value}") for i, q in enumerate(questions) for value in q.options]
-    scores = score(model, tokenizer, [prompts[i] for i, _ in pairs], [c for _, c in pairs], config,
-                   add_special_tokens=False)
-    distributions, cursor = [], 0
-    for q in questions:
-        logp = np.array([s.logprob for s in scores[cursor:cursor + len(q.options)]])
-        cursor += len(q.options)
-        p = np.exp(logp - logp.max())
+    continuation "k" right after the assistant's cue), with a zero safeguard bin appended.
+    Single-token options are scored from one forward per prompt (`one_forward`), others with
+    one forward per option."""
+    single = [single_token_options(tokenizer, p, q) if one_forward else None
+              for p, q in zip(prompts, questions)]
+    fast = [i for i, tokens in enumerate(single) if tokens is not None]
+    logps: dict[int, np.ndarray] = dict(zip(fast, next_token_logprobs(
+        model, tokenizer, [prompts[i] for i in fast], [single[i] for i in fast], config,
+        add_special_tokens=False))) if fast else {}
+    slow = [i for i, tokens in enumerate(single) if tokens is None]
+    pairs = [(i, str(value)) for i in slow for value in questions[i].options]
+    if pairs:
+        scores = iter(score(model, tokenizer, [prompts[i] for i, _ in pairs],
+                            [c for _, c in pairs], config, add_special_tokens=False))
+        for i in slow:
+            logps[i] = np.array([next(scores).logprob for _ in questions[i].options])
+    distributions = []
+    for i in range(len(prompts)):
+        p = np.exp(logps[i] - logps[i].max())
         distributions.append(np.append(p / p.sum(), 0.0))
     return distributions
 

@@ -81,3 +81,44 @@ def score(model, tokenizer, prompts: Sequence[str], continuations: Sequence[str]
             results[index] = ContinuationScore(float(picked[row, -n:].sum(dtype=np.float64)), n,
                                                bool(hits[row, -n:].all()))
     return [results[i] for i in range(len(pairs))]
+
+
+@partial(jax.jit, static_argnums=(0,))
+def _last_logprobs(graphdef, state, ids, mask, candidates):
+    model = nnx.merge(graphdef, state)
+    positions = jnp.maximum(jnp.cumsum(mask, axis=1) - 1, 0)
+    logits = model(ids, mask, positions).logits[:, -1].astype(jnp.float32)
+    return jnp.take_along_axis(jax.nn.log_softmax(logits, axis=-1), candidates, axis=-1)
+
+
+def next_token_logprobs(model, tokenizer, prompts: Sequence[str], candidates: Sequence[Sequence[int]],
+                        config: GenerationConfig = GenerationConfig(), *,
+                        add_special_tokens: bool = True) -> list[np.ndarray]:
+    """Log-probabilities of candidate next tokens after each prompt: one forward per prompt
+    (for single-token options, the same numbers `score` gives with one forward per option).
+    `candidates[i]` lists token ids for prompt i; prompts are left-padded to length buckets."""
+    if len(prompts) != len(candidates):
+        raise UserError(f"next_token_logprobs: {len(prompts)} prompts but {len(candidates)} "
+                        f"candidate lists")
+    graphdef, state = nnx.split(model)
+    encoded = [tokenizer(p, add_special_tokens=add_special_tokens)["input_ids"] for p in prompts]
+    for index, ids in enumerate(encoded):
+        if not ids or bucket_for(len(ids), config.length_buckets) is None:
+            raise UserError(f"next_token_logprobs: prompt {index} has {len(ids)} tokens (empty, "
+                            f"or more than the largest length bucket {max(config.length_buckets)})")
+    width = max(map(len, candidates))
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    results: dict[int, np.ndarray] = {}
+    for start in range(0, len(order), config.batch_size):
+        batch = order[start:start + config.batch_size]
+        length = bucket_for(max(len(encoded[i]) for i in batch), config.length_buckets)
+        ids, mask = left_pad([encoded[i] for i in batch], length, config.batch_size, pad)
+        wanted = np.zeros((config.batch_size, width), np.int32)
+        for row, index in enumerate(batch):
+            wanted[row, :len(candidates[index])] = candidates[index]
+        picked = np.asarray(_last_logprobs(graphdef, state, jnp.asarray(ids), jnp.asarray(mask),
+                                           jnp.asarray(wanted)))
+        for row, index in enumerate(batch):
+            results[index] = picked[row, :len(candidates[index])].astype(np.float64)
+    return [results[i] for i in range(len(encoded))]
