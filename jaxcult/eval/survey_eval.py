@@ -89,7 +89,8 @@ def single_token_options(tokenizer, prompt: str, question: Question) -> list[int
 
 
 def option_distributions(model, tokenizer, prompts: list[str], questions: list[Question],
-                         config: GenerationConfig, *, one_forward: bool = True) -> list[np.ndarray]:
+                         config: GenerationConfig, *, one_forward: bool = True,
+                         on_batch: Callable[[int], None] | None = None) -> list[np.ndarray]:
     """Per prompt: softmax over its question's options of the options' log-likelihoods (the
     continuation "k" right after the assistant's cue), with a zero safeguard bin appended.
     Single-token options are scored from one forward per prompt (`one_forward`), others with
@@ -99,7 +100,7 @@ def option_distributions(model, tokenizer, prompts: list[str], questions: list[Q
     fast = [i for i, tokens in enumerate(single) if tokens is not None]
     logps: dict[int, np.ndarray] = dict(zip(fast, next_token_logprobs(
         model, tokenizer, [prompts[i] for i in fast], [single[i] for i in fast], config,
-        add_special_tokens=False))) if fast else {}
+        add_special_tokens=False, on_batch=on_batch))) if fast else {}
     slow = [i for i, tokens in enumerate(single) if tokens is None]
     pairs = [(i, str(value)) for i in slow for value in questions[i].options]
     if pairs:
@@ -124,17 +125,22 @@ def evaluate_culture(model, tokenizer, survey: Survey, culture: str, *, personas
     sampled = sample_personas(people, personas, seed)
     pairs = [(person, q) for person in sampled for q in survey.questions]
     chats = [chat(person, q, baseline, texts) for person, q in pairs]
+    done = [0]
+
+    def advance(count: int) -> None:
+        done[0] += count
+        if progress is not None:
+            progress(done[0], len(pairs))
     if mode == "generate":
-        completions = generate(model, tokenizer, chats, config)
+        completions = generate(model, tokenizer, chats, config, on_batch=advance)
         answers = [parse_answer(c.text, q.low, q.high, q.labels)
                    for c, (_, q) in zip(completions, pairs)]
         per_pair = [histogram([a], q.low, q.high) for a, (_, q) in zip(answers, pairs)]
     else:
         prompts = [render_chat(c, tokenizer) for c in chats]
-        per_pair = option_distributions(model, tokenizer, prompts, [q for _, q in pairs], config)
+        per_pair = option_distributions(model, tokenizer, prompts, [q for _, q in pairs], config,
+                                        on_batch=advance)
         answers = [q.low + int(np.argmax(d[:-1])) for d, (_, q) in zip(per_pair, pairs)]
-    if progress is not None:
-        progress(len(pairs), len(pairs))
     results = []
     for index, q in enumerate(survey.questions):
         rows = range(index, len(pairs), len(survey.questions))

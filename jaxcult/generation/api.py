@@ -49,9 +49,10 @@ def generate_ids(generator: Generator, prompts: Sequence[Sequence[int]],
 
 def generate(model, tokenizer, prompts: Sequence[str | Chat],
              config: GenerationConfig = GenerationConfig(), *, chat: bool = False,
-             system: str | None = None) -> list[Completion]:
+             system: str | None = None,
+             on_batch: Callable[[int], None] | None = None) -> list[Completion]:
     """Generate for plain prompts or chats (lists of `{"role", "content"}`; `chat=True`
     treats plain prompts as user turns) with `model` (a jaxcult causal LM, LoRA or adapters
     included) and its tokenizer."""
     generator = Generator(model, tokenizer, config)
-    return generate_ids(generator, encode(prompts, tokenizer, chat=chat, system=system))
+    return generate_ids(generator, encode(prompts, tokenizer, chat=chat, system=system), on_batch)

@@ -10,7 +10,7 @@ continuation's log-likelihood is the sum of its tokens' log-probabilities.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 
@@ -93,7 +93,8 @@ def _last_logprobs(graphdef, state, ids, mask, candidates):
 
 def next_token_logprobs(model, tokenizer, prompts: Sequence[str], candidates: Sequence[Sequence[int]],
                         config: GenerationConfig = GenerationConfig(), *,
-                        add_special_tokens: bool = True) -> list[np.ndarray]:
+                        add_special_tokens: bool = True,
+                        on_batch: Callable[[int], None] | None = None) -> list[np.ndarray]:
     """Log-probabilities of candidate next tokens after each prompt: one forward per prompt
     (for single-token options, the same numbers `score` gives with one forward per option).
     `candidates[i]` lists token ids for prompt i; prompts are left-padded to length buckets."""
@@ -121,4 +122,6 @@ def next_token_logprobs(model, tokenizer, prompts: Sequence[str], candidates: Se
                                            jnp.asarray(wanted)))
         for row, index in enumerate(batch):
             results[index] = picked[row, :len(candidates[index])].astype(np.float64)
+        if on_batch is not None:
+            on_batch(len(batch))
     return [results[i] for i in range(len(encoded))]

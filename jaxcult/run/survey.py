@@ -99,8 +99,18 @@ def survey_command(model: str, survey_path: Path, cultures: list[str], out: Path
     results = []
     for culture in cultures:
         started = time.perf_counter()
+        last = [0.0]
+
+        def progress(done: int, total: int, culture: str = culture) -> None:
+            now = time.perf_counter()
+            if now - last[0] >= 10 or done == total:  # a line every 10 s at most
+                last[0] = now
+                print(f"eval-survey: {culture}: {done}/{total} prompts "
+                      f"({done / max(now - started, 1e-9):.1f}/s)", file=sys.stderr, flush=True)
+
         result = evaluate_culture(loaded, tokenizer, survey, culture, personas=personas, seed=seed,
-                                  mode=mode, baseline=baseline, texts=texts, config=config)
+                                  mode=mode, baseline=baseline, texts=texts, config=config,
+                                  progress=progress)
         print(f"eval-survey: {culture}: {personas} personas x {len(survey.questions)} questions "
               f"in {time.perf_counter() - started:.1f} s", file=sys.stderr, flush=True)
         results.append(result)
