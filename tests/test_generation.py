@@ -18,7 +18,7 @@ from conftest import needs_minilm
 from jaxcult.config import GenerationConfig
 from jaxcult.errors import UserError
 from jaxcult.generation import Generator, engine, generate_ids, score
-from jaxcult.generation.sampling import Sampling, choose, process
+from jaxcult.generation.sampling import Sampling, choose, process, top_p_filter
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -144,6 +144,20 @@ def test_processors_match_transformers():
     ours = process(jnp.asarray(logits), jnp.asarray(seen),
                    Sampling(True, 0.7, 9, 0.85, 0.05, 1.3))
     np.testing.assert_allclose(np.asarray(ours), reference.numpy(), rtol=1e-5)
+
+
+def test_sort_free_top_p_keeps_the_same_nucleus_as_transformers():
+    """The bisection nucleus equals transformers' sorted cumulative sum, over many shapes of
+    distribution and values of p (a real vocabulary's size)."""
+    from transformers.generation.logits_process import TopPLogitsWarper
+
+    rng = np.random.default_rng(7)
+    for _ in range(40):
+        logits = (rng.normal(size=(4, 4096)) * rng.uniform(0.3, 8)).astype(np.float32)
+        p = float(rng.uniform(0.05, 0.99))
+        ours = np.isfinite(np.asarray(top_p_filter(jnp.asarray(logits), p)))
+        reference = np.isfinite(TopPLogitsWarper(p)(None, torch.tensor(logits)).numpy())
+        np.testing.assert_array_equal(ours, reference)
 
 
 @needs_minilm

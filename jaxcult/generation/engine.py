@@ -76,7 +76,7 @@ def _prefill(graphdef, state, ids, mask, key, cache_length: int, max_new: int) -
     batch = ids.shape[0]
     positions = jnp.maximum(jnp.cumsum(mask, axis=1) - 1, 0)
     cache = KVCache.empty(model.config, batch, cache_length, dtype=jnp.dtype(model.config.dtype))
-    out = model(ids, mask, positions, cache=cache)
+    out = model(ids, mask, positions, cache=cache, last_only=True)
     vocab = out.logits.shape[-1]
     seen = jnp.zeros((batch, vocab), jnp.int32).at[jnp.arange(batch)[:, None], ids].max(mask) > 0
     return DecodeState(cache=out.cache, logits=out.logits[:, -1].astype(jnp.float32),

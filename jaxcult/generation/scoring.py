@@ -87,7 +87,7 @@ def score(model, tokenizer, prompts: Sequence[str], continuations: Sequence[str]
 def _last_logprobs(graphdef, state, ids, mask, candidates):
     model = nnx.merge(graphdef, state)
     positions = jnp.maximum(jnp.cumsum(mask, axis=1) - 1, 0)
-    logits = model(ids, mask, positions).logits[:, -1].astype(jnp.float32)
+    logits = model(ids, mask, positions, last_only=True).logits[:, -1].astype(jnp.float32)
     return jnp.take_along_axis(jax.nn.log_softmax(logits, axis=-1), candidates, axis=-1)
 
 

@@ -4,10 +4,17 @@ Tensors are dequantised with the `gguf` package (numpy). llama.cpp stores the ro
 attn_k permuted for its rotary layout (pairs interleaved); they are permuted back so the weights
 work with Hugging Face's rotate-half convention used by `jaxcult.models.decoder`. The tokenizer
 and chat template come from the file's metadata through transformers' GGUF tokenizer converter.
+
+Dequantising and converting the tokenizer take seconds each; a process that loads the same file
+again (a pipeline training one adapter per culture, then exporting each) reuses the last file's
+results: the tensors read-only, the tokenizer as a copy. The key includes the file's size and
+modification time, so a changed file is read again.
 """
 
 from __future__ import annotations
 
+import copy
+import functools
 import re
 from pathlib import Path
 
@@ -62,8 +69,26 @@ def _field(reader, key: str, path: Path, default=None):
     return field.contents()
 
 
+def _file_key(path: Path) -> tuple[str, int, int]:
+    stat = path.stat()
+    return str(path.resolve()), stat.st_size, stat.st_mtime_ns
+
+
 def read_gguf(path: Path) -> tuple[dict, dict[str, np.ndarray]]:
-    """(HF config dict, HF-named float32 tensors) of a Llama-family GGUF file."""
+    """(HF config dict, HF-named float32 tensors, read-only) of a Llama-family GGUF file."""
+    config, tensors = _read_gguf_cached(_file_key(path))
+    return dict(config), dict(tensors)
+
+
+@functools.lru_cache(maxsize=1)
+def _read_gguf_cached(key: tuple[str, int, int]) -> tuple[dict, dict[str, np.ndarray]]:
+    config, tensors = _read_gguf(Path(key[0]))
+    for values in tensors.values():
+        values.flags.writeable = False
+    return config, tensors
+
+
+def _read_gguf(path: Path) -> tuple[dict, dict[str, np.ndarray]]:
     import gguf
 
     try:
@@ -116,7 +141,14 @@ def read_gguf(path: Path) -> tuple[dict, dict[str, np.ndarray]]:
 
 def gguf_tokenizer(path: Path):
     """The tokenizer (with chat template) described by the GGUF metadata; None if it has none."""
+    return copy.deepcopy(_gguf_tokenizer_cached(_file_key(path)))
+
+
+@functools.lru_cache(maxsize=1)
+def _gguf_tokenizer_cached(key: tuple[str, int, int]):
     import gguf
+
+    path = Path(key[0])
     from transformers import AutoTokenizer
 
     if "tokenizer.ggml.model" not in gguf.GGUFReader(str(path)).fields:

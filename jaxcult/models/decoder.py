@@ -196,7 +196,8 @@ class CausalLM(nnx.Module):
 
     def __call__(self, input_ids: jax.Array, attention_mask: jax.Array | None = None,
                  position_ids: jax.Array | None = None, *, cache: KVCache | None = None,
-                 dropout_key: jax.Array | None = None, return_hidden: bool = False) -> CausalLMOutput:
+                 dropout_key: jax.Array | None = None, return_hidden: bool = False,
+                 last_only: bool = False) -> CausalLMOutput:
         b, t = input_ids.shape
         if attention_mask is None:
             attention_mask = jnp.ones_like(input_ids)
@@ -224,7 +225,9 @@ class CausalLM(nnx.Module):
                 lambda m, h, k, c=layer_cache: m(h, position_ids, bias, inv_freq, k, c))
             x = constrain_batch(x)
         hidden = self.norm(x)
-        logits = (self.embed_tokens.attend(hidden) if self.lm_head is None else self.lm_head(hidden))
+        head_input = hidden[:, -1:] if last_only else hidden  # prefill: only the next token's
+        logits = (self.embed_tokens.attend(head_input) if self.lm_head is None
+                  else self.lm_head(head_input))
         new_cache = None
         if cache is not None:
             new_cache = KVCache(all_k, all_v, start + t, key_mask)
