@@ -1,4 +1,5 @@
-"""The `jaxcult` command line: train, eval, export, convert, generate, eval-survey, plot, assets.
+"""The `jaxcult` command line: train, eval, export, convert, generate, eval-survey, clca, plot,
+assets.
 
 Argument parsing only: each command calls one use case in `jaxcult.run`. Heavy imports (jax,
 flax, transformers) happen inside the command functions so that `--help` answers instantly.
@@ -85,6 +86,14 @@ def cmd_eval_survey(args: argparse.Namespace) -> int:
                    personas=args.personas, mode=args.mode, baseline=args.baseline, seed=args.seed,
                    questions=questions, translations=Path(args.translations) if args.translations
                    else None, adapter=args.adapter, split=args.split)
+    return 0
+
+
+def cmd_clca(args: argparse.Namespace) -> int:
+    from jaxcult.run.clca import run_stages
+
+    run_stages(Path(args.config), args.overrides, args.stage,
+               out=Path(args.out) if args.out else None)
     return 0
 
 
@@ -190,6 +199,19 @@ def build_parser() -> argparse.ArgumentParser:
     survey.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
     survey.set_defaults(command_parser=survey, func=cmd_eval_survey)
 
+    clca = sub.add_parser(
+        "clca", parents=[common], help="CLCA: simulate, judge and annotate cultural dialogues; "
+                                       "train one LoRA adapter per culture",
+        description="Cultural-learning dialogue data with a local chat model and per-culture "
+                    "LoRA fine-tuning (Liu et al., ACL 2025). Stages: simulate (role-play), judge "
+                    "(filter), annotate (intents), build (training views), train (adapters); "
+                    "`run` does all. Every stage resumes where it stopped. See docs/clca.md.")
+    clca.add_argument("stage", choices=["simulate", "judge", "annotate", "build", "train", "run"])
+    clca.add_argument("config", help="CLCA pipeline YAML (e.g. experiments/clca/demo.yaml)")
+    clca.add_argument("--out", help="output folder (default runs/clca-<name>)")
+    clca.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    clca.set_defaults(command_parser=clca, func=cmd_clca)
+
     assets_parser = sub.add_parser("assets", parents=[common], help="offline pretrained assets")
     assets_parser.add_argument("action", choices=["list", "path", "install"])
     assets_parser.add_argument("names", nargs="*")
@@ -212,7 +234,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra:  # overrides may follow options: `train cfg.yaml --run-dir d a.b=1`
-        field = {"train": "items", "generate": "overrides", "eval-survey": "overrides"}.get(args.command)
+        field = {"train": "items", "generate": "overrides", "eval-survey": "overrides",
+                 "clca": "overrides"}.get(args.command)
         if field is None or any(item.startswith("-") for item in extra):
             args.command_parser.error(f"unrecognized arguments: {' '.join(extra)}")
         setattr(args, field, [*getattr(args, field), *extra])

@@ -177,6 +177,14 @@ def describe_error(err: dict, sources: dict, schema: type[BaseModel] = RunConfig
     return f"{where}: {key}: expected {expected}, {found_text}"
 
 
+def first_error(errors: list, sources: dict, schema: type[BaseModel]) -> str:
+    """The first problem as one line, with the count of the others."""
+    line = describe_error(errors[0], sources, schema)
+    if len(errors) > 1:
+        line += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
+    return line
+
+
 _NO_EFFECT = re.compile(r"([a-z_]+)\.([a-z_]+) has no effect here: it only applies (.*)")
 
 
@@ -218,10 +226,7 @@ def validate(tree: dict, sources: dict, overridden: bool = False) -> RunConfig:
                 print(f"note: {where}: {dropped} has no effect with the command-line overrides "
                       f"(it only applies {when}); ignored", file=sys.stderr)
                 continue
-            line = describe_error(errors[0], sources)
-            if len(errors) > 1:
-                line += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
-            raise UserError(line) from None
+            raise UserError(first_error(errors, sources, RunConfig)) from None
 
 
 def load_config(path: str | Path | None, overrides: list[str] = ()) -> RunConfig:
@@ -236,3 +241,16 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> RunConfig
 def dump_config(config: RunConfig) -> str:
     """The YAML text written to `config.yaml` and shown by `--print-config`."""
     return yaml.safe_dump(config.to_dict(), sort_keys=False, allow_unicode=True)
+
+
+def load_section(schema: type[BaseModel], path: Path, overrides: list[str] = ()) -> Any:
+    """Any other config schema (e.g. a CLCA pipeline) from a YAML file (with `base:`) and
+    overrides, with the same one-line errors as run configs."""
+    sources: dict[str, str] = {}
+    tree = _load_tree(Path(path), sources)
+    for text in overrides:
+        tree = _merge(tree, parse_override(text), sources, f"{COMMAND_LINE} {text!r}")
+    try:
+        return schema.model_validate(tree)
+    except ValidationError as exc:
+        raise UserError(first_error(exc.errors(), sources, schema)) from None

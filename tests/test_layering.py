@@ -13,6 +13,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "jaxcult"
 LAYERS = [  # top down; a module may import its own layer and the layers below it
     ["__init__", "cli"],
     ["run"],
+    ["clca"],
     ["trainers"],
     ["schedules", "probes", "fisher"],
     ["tasks"],
@@ -24,7 +25,7 @@ LAYERS = [  # top down; a module may import its own layer and the layers below i
     ["data"],
     ["sharding", "checkpoint", "logging", "report", "rundir", "metrics", "registry", "assets",
      "truncation"],
-    ["config", "config_loading", "errors"],
+    ["config", "config_clca", "config_loading", "errors"],
 ]
 RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}
 

@@ -52,27 +52,81 @@ def render_chat(messages: list[dict], tokenizer, *, generation_prompt: bool = Fa
     return text + ("<|assistant|>\n" if generation_prompt else "")
 
 
-def _assistant_spans(messages: list[dict], tokenizer) -> list[tuple[int, int]]:
-    spans = []
-    for i, message in enumerate(messages):
+PROBE = "J4XCULT-ASSISTANT-PROBE"
+
+
+def end_of_turn(tokenizer) -> str:
+    """What the template writes right after an assistant message (`<|im_end|>`, `<|eot_id|>`,
+    `</s>`; the newline of the plain format): trained with the message, so the model learns
+    to stop."""
+    text = render_chat([{"role": "user", "content": "Hi"},
+                        {"role": "assistant", "content": PROBE}], tokenizer)
+    after = text[text.index(PROBE) + len(PROBE):]
+    return after.strip() or after
+
+
+def _render_trainable(messages: list[dict], tokenizer) -> tuple[list[dict], str]:
+    """The conversation as the template renders it, adapted where a template needs it: an
+    empty user turn before an opening assistant turn (templates that insist on user first,
+    e.g. Mistral's), and system text moved into the first user turn when the template would
+    drop it (Mistral v0.3 keeps it only when the last message is the user's)."""
+    import jinja2
+
+    try:
+        text = render_chat(messages, tokenizer)
+    except jinja2.TemplateError as error:
+        at = next(i for i, m in enumerate(messages) if m["role"] != "system")
+        if messages[at]["role"] != "assistant":
+            raise UserError(f"the chat template refuses a conversation: {error}") from None
+        messages = [*messages[:at], {"role": "user", "content": ""}, *messages[at:]]
+        text = render_chat(messages, tokenizer)
+    system = [m for m in messages if m["role"] == "system"]
+    if system and any(m["content"].strip() not in text for m in system if m["content"].strip()):
+        prefix = "\n\n".join(m["content"] for m in system)
+        rest = [m for m in messages if m["role"] != "system"]
+        first = next(i for i, m in enumerate(rest) if m["role"] == "user")
+        rest[first] = {"role": "user", "content": (prefix + "\n\n" + rest[first]["content"]).strip()}
+        messages, text = rest, render_chat(rest, tokenizer)
+    return messages, text
+
+
+def assistant_spans(messages: list[dict], text: str, marker: str) -> list[tuple[int, int]]:
+    """Character spans of each assistant message (and the end-of-turn marker after it) in the
+    rendered text, found by locating every message's content in order."""
+    spans, cursor = [], 0
+    for message in messages:
+        content = message["content"].strip()
+        if not content:
+            continue
+        at = text.find(content, cursor)
+        if at < 0:
+            raise UserError(f"the chat template does not write this {message['role']} message "
+                            f"verbatim, so its tokens cannot be found: {content[:60]!r}")
+        cursor = at + len(content)
         if message["role"] == "assistant":
-            start = len(render_chat(messages[:i], tokenizer, generation_prompt=True))
-            spans.append((start, len(render_chat(messages[:i + 1], tokenizer))))
+            rest = text[cursor:]
+            gap = len(rest) - len(rest.lstrip())
+            end = cursor + gap + len(marker) if marker and rest.lstrip().startswith(marker) \
+                else cursor
+            spans.append((at, end))
     return spans
 
 
 def tokenize_chats(records: list[dict], tokenizer, max_length: int, name: str) -> Split:
-    """Conversations -> next-token arrays trained on assistant tokens only."""
+    """Conversations -> next-token arrays trained on the tokens of every assistant message
+    (content and end-of-turn marker) only; any chat template works."""
     if not records:
         raise UserError(f"{name}: split is empty")
-    texts = [render_chat(r["messages"], tokenizer) for r in records]
-    enc = tokenizer(texts, truncation=True, max_length=max_length, padding="longest",
-                    return_tensors="np", return_offsets_mapping=True, add_special_tokens=False)
+    marker = end_of_turn(tokenizer)
+    rendered = [_render_trainable(r["messages"], tokenizer) for r in records]
+    enc = tokenizer([text for _, text in rendered], truncation=True, max_length=max_length,
+                    padding="longest", return_tensors="np", return_offsets_mapping=True,
+                    add_special_tokens=False)
     trained = np.zeros_like(enc["input_ids"])
-    for row, record in enumerate(records):
-        spans = _assistant_spans(record["messages"], tokenizer)
+    for row, (messages, text) in enumerate(rendered):
+        spans = assistant_spans(messages, text, marker)
         for col, (begin, end) in enumerate(enc["offset_mapping"][row]):
-            if end > begin and any(s <= begin < e for s, e in spans):
+            if end > begin and any(begin < e and end > s for s, e in spans):
                 trained[row, col] = 1
     return _next_token_split(enc["input_ids"], enc["attention_mask"], trained, name)
 

@@ -1,0 +1,65 @@
+"""The three training views of a conversation (CLCA §3.3), as chat records for the causal-LM
+trainer (assistant-only loss):
+
+- `perspective1`: user = inquirer, assistant = responder;
+- `perspective2`: user = responder, assistant = inquirer, so the chat starts with an assistant
+  turn (trained too; templates that need a user turn first get an empty one at tokenisation);
+- `intent`: per utterance, user "{name}: utterance" -> assistant "Intent: ..." (utterances whose
+  intent is "unknown" are left out).
+
+The perspective views' system prompt holds the scenario, the assistant's own background and
+occupation and "Imagine you are X ... from the {culture} culture" — no goals, secrets or
+culture description, as in the paper. `views: [dialogue, intent]` selects the views
+(dialogue = both perspectives).
+"""
+
+from __future__ import annotations
+
+from jaxcult.clca import prompts
+from jaxcult.clca.intents import UNKNOWN
+from jaxcult.clca.roleplay import ROLES, utterances
+from jaxcult.data.cultures import Culture
+from jaxcult.data.scenarios import Scenario
+
+VIEWS = ("dialogue", "intent")
+
+
+def _perspective(record: dict, scenario: Scenario, culture: Culture, assistant: str) -> list[dict]:
+    me, other = ((scenario.person2, scenario.person1) if assistant == "responder"
+                 else (scenario.person1, scenario.person2))
+    messages = [{"role": "system", "content": prompts.view_system(scenario, me, other, culture)}]
+    for role, text in utterances(record):
+        messages.append({"role": "assistant" if role == assistant else "user", "content": text})
+    while messages[-1]["role"] == "user":   # nothing to learn from an unanswered turn
+        messages.pop()
+    return messages if len(messages) > 1 else []
+
+
+def _intent_records(record: dict, scenario: Scenario, culture: Culture) -> list[list[dict]]:
+    names = {"inquirer": scenario.person1.name, "responder": scenario.person2.name}
+    spoken = utterances(record)
+    system = prompts.intent_chat(scenario, culture, [], "")[0]
+    chats = []
+    for (role, text), intent in zip(spoken, record.get("intents", [])):
+        if intent["role"] != role:
+            raise ValueError(f"{record['id']}: intents do not line up with the utterances")
+        if intent["intent"] != UNKNOWN:
+            chats.append([system, {"role": "user", "content": f"{names[role]}: {text}"},
+                          {"role": "assistant", "content": f"Intent: {intent['intent']}"}])
+    return chats
+
+
+def build_views(record: dict, scenario: Scenario, culture: Culture,
+                views: tuple[str, ...] = VIEWS) -> list[dict]:
+    """The chat records of one annotated dialogue record for the selected views."""
+    out = []
+    base = {"dialogue": record["id"], "culture": culture.key}
+    if "dialogue" in views:
+        for number, assistant in enumerate(reversed(ROLES), 1):
+            messages = _perspective(record, scenario, culture, assistant)
+            if messages:
+                out.append({"messages": messages, "view": f"perspective{number}", **base})
+    if "intent" in views:
+        out.extend({"messages": m, "view": "intent", **base}
+                   for m in _intent_records(record, scenario, culture))
+    return out

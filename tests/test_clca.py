@@ -1,0 +1,391 @@
+"""CLCA stages against the paper's definitions, with scripted models (no weights): prompt
+contents, answer parsing (malformed answers included), the judge's discard rule, intents,
+the three training views, and the pipeline's files, resume and errors."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from jaxcult.clca import prompts
+from jaxcult.clca.chat_model import EngineChatModel, Reply
+from jaxcult.clca.intents import annotate, culture_mention_share, mentions
+from jaxcult.clca.judge import discarded
+from jaxcult.clca.parsing import Verdict, parse_action, parse_intent, parse_verdict
+from jaxcult.clca.roleplay import Behaviour, Dialogue, simulate
+from jaxcult.clca.views import build_views
+from jaxcult.config import GenerationConfig
+from jaxcult.config_clca import ClcaJudgeConfig
+from jaxcult.data.cultures import find_culture, load_cultures, verbalise
+from jaxcult.data.scenarios import read_scenarios
+from jaxcult.errors import UserError
+from jaxcult.run.clca import run_stages
+
+SCENARIOS = Path(__file__).resolve().parent.parent / "experiments" / "clca" / "scenarios"
+CULTURES = load_cultures()
+UK = CULTURES["uk"]
+SCENARIO = read_scenarios(SCENARIOS / "uk.jsonl")[0]   # Oliver Hughes and Priya Shah
+GREEDY = GenerationConfig()
+
+
+class Scripted:
+    """A chat model whose answer is `respond(chat)`; it records every chat it was asked."""
+
+    name = "scripted"
+
+    def __init__(self, respond) -> None:
+        self.respond, self.asked = respond, []
+
+    def reply(self, chats, config, stream=0, prefix=""):
+        self.asked.extend(chats)
+        return [r if isinstance(r, Reply) else Reply(prefix + r)
+                for r in (self.respond(chat) for chat in chats)]
+
+
+def speaker(chat) -> str:
+    return re.search(r"Imagine you are ([^,]+),", chat[0]["content"]).group(1)
+
+
+def turn_of(chat) -> int:
+    return int(re.search(r"Turn #(\d+)", chat[-1]["content"]).group(1))
+
+
+# -- culture descriptions and scenarios -------------------------------------------------------
+
+def test_culture_descriptions_verbalise_the_papers_china_example():
+    china = CULTURES["china"].description
+    assert "highly hierarchical, moderately collective" in china
+    assert "highly restrained" in china and "little survival values, moderately secular" in china
+    assert verbalise("X", {d: 50 for d in ("power_distance", "individualism", "masculinity",
+                                           "uncertainty_avoidance", "long_term_orientation",
+                                           "indulgence")},
+                     {"self_expression": -1.5, "secular": 0.0}).count("moderately") == 6
+    assert find_culture(CULTURES, "British", "x").key == "uk"
+    with pytest.raises(UserError, match="unknown culture 'Atlantis'.*cultures_file"):
+        find_culture(CULTURES, "Atlantis", "x")
+
+
+def test_shipped_scenarios_are_ten_per_culture_and_well_formed():
+    for key in ("uk", "china", "germany", "mexico", "japan"):
+        scenarios = read_scenarios(SCENARIOS / f"{key}.jsonl")
+        assert len(scenarios) == 10 and len({s.id for s in scenarios}) == 10
+        assert all(find_culture(CULTURES, s.culture, key).key == key for s in scenarios)
+
+
+@pytest.mark.parametrize(("record", "message"), [
+    ({"person1": None}, "expected an object 'person1'"),
+    ({"person1": {"name": "A"}}, "person1: expected a non-empty text field 'background'"),
+    ({"persona": "Someone and Else"}, "persona 'Someone and Else' must be"),
+    ({"setting": 3}, "expected a non-empty text field 'setting'"),
+    ("not an object", "expected a JSON object"),
+])
+def test_malformed_scenarios_name_the_file_line_and_field(tmp_path, record, message):
+    good = json.loads((SCENARIOS / "uk.jsonl").read_text().splitlines()[0])
+    bad = record if isinstance(record, str) else {**good, **record}
+    path = tmp_path / "uk.jsonl"
+    path.write_text(json.dumps(good) + "\n" + json.dumps(bad) + "\n")
+    with pytest.raises(UserError, match=f"{path}:2: .*{message}"):
+        read_scenarios(path)
+
+
+# -- role-play ------------------------------------------------------------------------------
+
+def test_agent_prompts_hold_own_goal_and_secrets_but_not_the_others():
+    me, other = SCENARIO.person1, SCENARIO.person2
+    chat = prompts.agent_chat(SCENARIO, me, other, UK, 2, ["Oliver Hughes: Morning!"])
+    system, user = chat[0]["content"], chat[1]["content"]
+    for text in (SCENARIO.setting, me.name, other.name, UK.description, me.background,
+                 me.occupation, me.goal, me.secrets, other.background, other.occupation):
+        assert text in system
+    assert other.goal not in system and other.secrets not in system
+    assert f"{other.name}'s goal: Unknown" in system
+    assert "Turn #2" in user and "Oliver Hughes: Morning!" in user
+    assert all(a in user for a in ("none", "non-verbal communication", "speak", "leave"))
+    assert "you speak first" in prompts.agent_turn(me, 1, [])
+
+
+@pytest.mark.parametrize(("text", "action", "said"), [
+    ("ACTION: speak\nOUTPUT: Lovely morning, isn't it?", "speak", "Lovely morning, isn't it?"),
+    ("action: Speak. OUTPUT: \"Hello there\"", "speak", "Hello there"),
+    ("**ACTION:** non-verbal\nOUTPUT: nods politely", "non-verbal communication", "nods politely"),
+    ("ACTION: leave\nOUTPUT:", "leave", ""),
+    ("ACTION: none", "none", ""),
+    ("ACTION: speak\nOUTPUT: Oliver Hughes: Right you are.", "speak", "Right you are."),
+    ("ACTION: speak\nOUTPUT: one\nACTION: leave\nOUTPUT: two", "speak", "one"),
+])
+def test_action_answers_parse(text, action, said):
+    found = parse_action(text, "Oliver Hughes")
+    assert (found.action, found.text) == (action, said)
+
+
+@pytest.mark.parametrize("text", ["Hello, how are you?", "ACTION: dance\nOUTPUT: twirls",
+                                  "ACTION: speak\nOUTPUT:   ", "OUTPUT: hi", ""])
+def test_malformed_action_answers_are_none(text):
+    assert parse_action(text) is None
+
+
+def run(dialogues, model, responder=None, turns=4, **how):
+    return simulate(dialogues, model, responder or model, max_turns=turns,
+                    how=Behaviour(GREEDY, **how))
+
+
+def test_dialogue_alternates_until_an_agent_leaves_and_records_the_schema():
+    def respond(chat):
+        if speaker(chat) == "Priya Shah" and turn_of(chat) == 2:
+            return "ACTION: leave\nOUTPUT: I must get back to my boxes."
+        return f"ACTION: speak\nOUTPUT: line {turn_of(chat)} of {speaker(chat)}"
+    model = Scripted(respond)
+    [record] = run([Dialogue(SCENARIO, UK, 0)], model)
+    assert record["num_turns"] == 2 and record["stop_reason"] == "leave"
+    assert record["persona"] == "Oliver Hughes and Priya Shah" and record["sample"] == 0
+    assert record["dialog"][1] == {"turn": 2, "inquirer_action": "speak",
+                                   "inquirer": "line 2 of Oliver Hughes",
+                                   "responder_action": "leave",
+                                   "responder": "I must get back to my boxes."}
+    last_prompt = model.asked[-1][-1]["content"]   # the responder sees the whole history
+    assert "Oliver Hughes: line 1 of Oliver Hughes" in last_prompt
+    assert "Priya Shah: line 1 of Priya Shah" in last_prompt
+
+
+def test_malformed_answers_are_repaired_once_then_recorded_as_failures():
+    def respond(chat):
+        if "does not follow the required format" in chat[-1]["content"]:
+            return "ACTION: speak\nOUTPUT: fixed" if "fixable" in chat[-1]["content"] else "no"
+        if speaker(chat) == "Oliver Hughes":
+            return "fixable rambling" if turn_of(chat) == 1 else "hopeless rambling"
+        return "ACTION: speak\nOUTPUT: fine"
+    [record] = run([Dialogue(SCENARIO, UK, 0)], Scripted(respond))
+    assert record["repairs"] == 1 and record["stop_reason"] == "parse_failure"
+    assert record["dialog"][0]["inquirer"] == "fixed" and record["num_turns"] == 1
+    assert record["parse_failures"] == [{"turn": 2, "role": "inquirer",
+                                         "raw": "hopeless rambling", "taken_as_speech": False}]
+    [spoken] = run([Dialogue(SCENARIO, UK, 0)], Scripted(respond), turns=2, repair=False,
+                   on_parse_failure="speak")
+    assert spoken["stop_reason"] == "max_turns" and spoken["dialog"][0]["inquirer"] == \
+        "fixable rambling" and len(spoken["parse_failures"]) == 2
+
+
+def test_max_turns_and_context_overflow_end_dialogues_independently():
+    def respond(chat):
+        if speaker(chat) == "James Turner":   # the responder of the second scenario
+            return Reply("", "prompt has 9999 tokens, more than the largest length bucket")
+        return "ACTION: speak\nOUTPUT: hi"
+    other = read_scenarios(SCENARIOS / "uk.jsonl")[1]
+    records = run([Dialogue(SCENARIO, UK, 0), Dialogue(other, UK, 0)], Scripted(respond), turns=3)
+    assert [r["stop_reason"] for r in records] == ["max_turns", "context_overflow"]
+    assert [r["num_turns"] for r in records] == [3, 1]
+    assert records[1]["dialog"][0]["responder_action"] is None
+    assert "largest length bucket" in records[1]["parse_failures"][0]["error"]
+
+
+# -- judge ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("text", "labels", "verdict", "confidence"), [
+    ("VERDICT: good\nCONFIDENCE: very confident", ("good", "bad"), "good", "very confident"),
+    ("Verdict: Bad.\nConfidence: 95%", ("good", "bad"), "bad", "very confident"),
+    ("VERDICT: not aligned\nCONFIDENCE: somewhat", ("aligned", "not aligned"), "not aligned",
+     "somewhat confident"),
+    ("VERDICT: misaligned\nCONFIDENCE: 0.6", ("aligned", "not aligned"), "not aligned",
+     "somewhat confident"),
+    ("VERDICT: aligned", ("aligned", "not aligned"), "aligned", None),
+    ("It seems fine to me.", ("good", "bad"), None, None),
+    ("VERDICT: maybe\nCONFIDENCE: confident", ("good", "bad"), None, "confident"),
+])
+def test_verdicts_parse(text, labels, verdict, confidence):
+    found = parse_verdict(text, labels)
+    assert (found.verdict, found.confidence) == (verdict, confidence)
+
+
+def test_meta_critique_is_kept():
+    text = "VERDICT: bad\nCONFIDENCE: confident\nCRITIQUE: Too formal for neighbours."
+    assert parse_verdict(text, ("good", "bad"), critique=True).critique == \
+        "Too formal for neighbours."
+
+
+def test_the_papers_discard_rule():
+    """Discard iff (meta bad and very confident) or (quality bad and very confident)."""
+    rule = [[c.model_dump() for c in clause] for clause in ClcaJudgeConfig().discard_when]
+    levels = ("very confident", "confident", None)
+    for quality in ("good", "bad", None):
+        for meta in ("good", "bad", None):
+            for q_conf in levels:
+                for m_conf in levels:
+                    verdicts = {"quality": Verdict(quality, q_conf),
+                                "culture": Verdict("not aligned", "very confident"),
+                                "meta": Verdict(meta, m_conf)}
+                    expected = (meta == "bad" and m_conf == "very confident") or \
+                        (quality == "bad" and q_conf == "very confident")
+                    assert discarded(verdicts, rule) == expected
+    unread = {"quality": Verdict(None, None), "culture": Verdict("aligned", "confident"),
+              "meta": Verdict("good", "confident")}
+    assert not discarded(unread, rule) and discarded(unread, rule, on_unparsed="discard")
+
+
+def test_rule_settings_are_checked():
+    with pytest.raises(ValueError, match="the culture judge answers aligned or not aligned"):
+        ClcaJudgeConfig.model_validate({"discard_when": [[{"judge": "culture", "verdict": "bad"}]]})
+
+
+# -- intents and views ----------------------------------------------------------------------
+
+def dialogue_record() -> dict:
+    def respond(chat):
+        return f"ACTION: speak\nOUTPUT: {speaker(chat)} says {turn_of(chat)}"
+    [record] = run([Dialogue(SCENARIO, UK, 0)], Scripted(respond), turns=2)
+    return record
+
+
+def test_intents_follow_each_utterance_and_unknown_fills_the_gaps():
+    asked = []
+
+    def respond(chat):
+        asked.append(chat)
+        last = chat[-1]["content"].split("\nPlease predict")[0].splitlines()[-1]
+        return "no idea" if "says 2" in last and "Priya" in last else \
+            f"INTENT: be polite as the British do ({last[:12]})"
+    [record] = annotate([dialogue_record()], [SCENARIO], [UK], Scripted(respond), GREEDY)
+    assert [(i["turn"], i["role"]) for i in record["intents"]] == [
+        (1, "inquirer"), (1, "responder"), (2, "inquirer"), (2, "responder")]
+    assert record["intents"][-1]["intent"] == "unknown"
+    assert "predict Priya Shah's intent" in asked[1][-1]["content"]
+    assert asked[1][-1]["content"].startswith("Oliver Hughes: Oliver Hughes says 1\n"
+                                              "Priya Shah: Priya Shah says 1")
+    assert "expert in the British culture" in asked[0][0]["content"]
+    assert culture_mention_share([record], [UK]) == 1.0
+    assert parse_intent("INTENT: to apologise\n\nBecause...") == "to apologise"
+    assert parse_intent("to apologise") is None
+    assert mentions("respecting English reserve", UK) and not mentions("being kind", UK)
+
+
+def test_the_three_views():
+    record = dialogue_record()
+    record["intents"] = [{"turn": 1, "role": "inquirer", "intent": "greet"},
+                         {"turn": 1, "role": "responder", "intent": "unknown"},
+                         {"turn": 2, "role": "inquirer", "intent": "ask"},
+                         {"turn": 2, "role": "responder", "intent": "agree"}]
+    views = {v["view"]: v for v in build_views(record, SCENARIO, UK)}
+    first, second = views["perspective1"]["messages"], views["perspective2"]["messages"]
+    assert [m["role"] for m in first] == ["system", "user", "assistant", "user", "assistant"]
+    assert [m["role"] for m in second] == ["system", "assistant", "user", "assistant"]
+    assert first[2]["content"] == "Priya Shah says 1" and second[1]["content"] == \
+        "Oliver Hughes says 1"
+    assert "Imagine you are Priya Shah" in first[0]["content"]
+    assert "from the British culture" in first[0]["content"]
+    for system in (first[0]["content"], second[0]["content"]):
+        assert SCENARIO.setting in system and UK.description not in system
+        assert SCENARIO.person1.goal not in system and SCENARIO.person1.secrets not in system
+    intents = [v for v in build_views(record, SCENARIO, UK) if v["view"] == "intent"]
+    assert [v["messages"][1:] for v in intents][0] == [
+        {"role": "user", "content": "Oliver Hughes: Oliver Hughes says 1"},
+        {"role": "assistant", "content": "Intent: greet"}]
+    assert len(intents) == 3   # the unknown one is left out
+    assert {v["view"] for v in build_views(record, SCENARIO, UK, ("intent",))} == {"intent"}
+
+
+# -- the pipeline ---------------------------------------------------------------------------
+
+def scripted_everything(chat) -> str:
+    text = chat[-1]["content"]
+    if "Please predict" in text:
+        return "INTENT: keep face, as is usual in Japan"
+    if "CRITIQUE" in text:
+        return "VERDICT: good\nCONFIDENCE: confident\nCRITIQUE: natural"
+    if "VERDICT: <aligned" in text:
+        return "VERDICT: aligned\nCONFIDENCE: confident"
+    if "VERDICT: <good" in text:
+        bad = "Hiroshima" in chat[-1]["content"]   # ja-10's conversation is judged bad
+        return f"VERDICT: {'bad' if bad else 'good'}\nCONFIDENCE: very confident"
+    return f"ACTION: speak\nOUTPUT: {speaker(chat)} at turn {turn_of(chat)}"
+
+
+def write_config(tmp_path: Path, **extra) -> Path:
+    train = tmp_path / "train.yaml"
+    train.write_text("task: {name: causal_lm}\npeft: {kind: lora}\n")
+    settings = {"scenarios": str(SCENARIOS), "cultures": ["japan"], "scenarios_per_culture": 3,
+                "simulate": {"max_turns": 2, "samples": 1, "dialogues_per_batch": 2},
+                "train": {"config": str(train)}, **extra}
+    path = tmp_path / "clca.yaml"
+    path.write_text(yaml.safe_dump(settings))
+    return path
+
+
+def test_pipeline_stages_write_resumable_outputs(tmp_path):
+    config, out = write_config(tmp_path), tmp_path / "out"
+    model = Scripted(scripted_everything)
+    models = {"smollm2-135m-instruct": model}
+    for stage in ("simulate", "judge", "annotate", "build"):
+        run_stages(config, [], stage, out, models)
+    dialogues = [json.loads(x) for x in (out / "dialogues.jsonl").read_text().splitlines()]
+    assert [d["id"] for d in dialogues] == ["japan-01#0", "japan-02#0", "japan-03#0"]
+    assert all(d["num_turns"] == 2 for d in dialogues)
+    provenance = json.loads((out / "dialogues.provenance.json").read_text())
+    assert provenance["prompts_hash"] == prompts.prompts_hash()
+    assert provenance["models"] == ["smollm2-135m-instruct"] * 2
+    train = [json.loads(x) for x in (out / "data/japan/train.jsonl").read_text().splitlines()]
+    assert {r["view"] for r in train} == {"perspective1", "perspective2", "intent"}
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["annotate"]["japan"]["mention_culture"] == 1.0
+    assert summary["build"]["japan"]["validation_conversations"] == 1
+    asked = len(model.asked)
+    run_stages(config, [], "simulate", out, models)       # finished: nothing is asked again
+    run_stages(config, [], "judge", out, models)
+    assert len(model.asked) == asked
+    with (out / "dialogues.jsonl").open("a") as handle:  # a write torn by a kill
+        handle.write('{"id": "japan-0')
+    run_stages(config, ["scenarios_per_culture=4"], "simulate", out, models)
+    ids = [json.loads(x)["id"] for x in (out / "dialogues.jsonl").read_text().splitlines()]
+    assert ids == ["japan-01#0", "japan-02#0", "japan-03#0", "japan-04#0"]
+    with pytest.raises(UserError, match="made with other settings \\(max_turns differ"):
+        run_stages(config, ["simulate.max_turns=3"], "simulate", out, models)
+
+
+def test_a_culture_the_judge_empties_stops_the_pipeline_with_its_reason(tmp_path):
+    config, out = write_config(tmp_path), tmp_path / "out"
+    models = {"smollm2-135m-instruct": Scripted(lambda chat: "VERDICT: bad\nCONFIDENCE: "
+                                                "very confident" if "VERDICT" in
+                                                chat[-1]["content"] else
+                                                scripted_everything(chat))}
+    for stage in ("simulate", "judge"):
+        run_stages(config, [], stage, out, models)
+    before = (out / "judged.jsonl").read_text()
+    with pytest.raises(UserError, match="judge discarded every japan conversation \\(3\\)"):
+        run_stages(config, [], "annotate", out, models)
+    assert (out / "judged.jsonl").read_text() == before
+
+
+def test_pipeline_input_errors(tmp_path):
+    with pytest.raises(UserError, match="unknown culture 'atlantis'"):
+        run_stages(write_config(tmp_path, cultures=["atlantis"]), [], "simulate",
+                   tmp_path / "out", {})
+    with pytest.raises(UserError, match="no records; run `jaxcult clca simulate` first"):
+        run_stages(write_config(tmp_path), [], "judge", tmp_path / "out2", {})
+    with pytest.raises(UserError, match="unknown key 'simulate.turns'"):
+        run_stages(write_config(tmp_path), ["simulate.turns=3"], "simulate", tmp_path / "o", {})
+    folder = tmp_path / "scenarios"
+    folder.mkdir()
+    (folder / "japan.jsonl").write_text((SCENARIOS / "uk.jsonl").read_text())
+    with pytest.raises(UserError, match="is set in 'UK', but the file holds the Japanese"):
+        run_stages(write_config(tmp_path, scenarios=str(folder)), [], "simulate", tmp_path / "o", {})
+
+
+def test_a_model_without_a_chat_template_is_refused():
+    class Plain:
+        chat_template = None
+    with pytest.raises(UserError, match="no chat template"):
+        EngineChatModel("plain-lm", object(), Plain())
+
+
+def test_cli_exits_2_on_a_malformed_scenario(tmp_path, capsys):
+    from jaxcult.cli import main
+
+    folder = tmp_path / "scenarios"
+    folder.mkdir()
+    (folder / "japan.jsonl").write_text('{"culture": "Japan"}\n')
+    code = main(["clca", "simulate", str(write_config(tmp_path, scenarios=str(folder))),
+                 "--out", str(tmp_path / "out")])
+    assert code == 2
+    assert "japan.jsonl:1: expected an object 'person1'" in capsys.readouterr().err
