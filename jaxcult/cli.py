@@ -15,6 +15,7 @@ import traceback
 from pathlib import Path
 
 from jaxcult.errors import Interrupted, UserError
+from jaxcult.run.compile_cache import enable_compilation_cache
 
 
 def _split_config_and_overrides(args: argparse.Namespace) -> tuple[Path | None, list[str]]:
@@ -240,6 +241,8 @@ def main(argv: list[str] | None = None) -> int:
             args.command_parser.error(f"unrecognized arguments: {' '.join(extra)}")
         setattr(args, field, [*getattr(args, field), *extra])
     try:
+        if args.command not in ("assets", "plot"):  # the commands that compile programs
+            enable_compilation_cache()
         return args.func(args)
     except UserError as err:
         if args.debug:

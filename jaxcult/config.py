@@ -119,9 +119,10 @@ class DataConfig(Section):
         "batch too, as HF's Trainer (its shape compiles a second train step)")
     max_eval_examples: int | None = Field(None, gt=0)
     length_buckets: Literal["none", "auto"] | list[int] = Field(
-        "none", description="cut each batch to the smallest of these sequence lengths that holds "
-        "its longest example (one compilation per length used); `auto`: multiples of 16; "
-        "`none`: every batch has its split's padded length (one compilation)")
+        "none", description="give each batch the smallest of these sequence lengths that holds "
+        "its longest example (one compilation per length used, the same for every dataset); "
+        "`auto`: multiples of 16; `none`: every batch has its split's padded length (one "
+        "compilation)")
     length_grouping: int = Field(
         0, ge=0, description="sort training examples by length within windows of this many "
         "batches, then shuffle those batches (homogeneous batches, so length buckets cut more); "

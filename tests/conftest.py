@@ -10,6 +10,9 @@ import pytest
 # Tests never reach the Hugging Face Hub (CI has no access): Hub ids fail fast instead of timing
 # out; the download path itself is tested with a stand-in for `snapshot_download`.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Commands run by tests compile afresh, as on a clean machine, and write nothing to ~/.cache
+# (tests/test_compile_cache.py checks the cache itself).
+os.environ.setdefault("JAXCULT_COMPILATION_CACHE", "off")
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data"

@@ -18,7 +18,8 @@ from jaxcult.run.survey import survey_command
 pytest.importorskip("transformers")
 
 
-def test_clca_adapter_trains_exports_and_feeds_the_survey_evaluator(tiny_chat_model, tmp_path):
+def test_clca_adapter_trains_exports_and_feeds_the_survey_evaluator(tiny_chat_model, tmp_path,
+                                                                   capsys):
     root = tiny_chat_model[0]
     train = tmp_path / "tiny-train.yaml"
     train.write_text(yaml.safe_dump({
@@ -39,6 +40,10 @@ def test_clca_adapter_trains_exports_and_feeds_the_survey_evaluator(tiny_chat_mo
     adapter = out / "adapters" / "tiny-train" / "japan" / "peft"
     assert summary["adapter"] == str(adapter) and (adapter / "adapter_config.json").exists()
     assert np.isfinite(summary["validation"]["en"]["loss"])
+    run_summary = json.loads((out / "adapters/tiny-train/japan/run/summary.json").read_text())
+    # the test split is the validation split: its best-step scores are reused, not recomputed
+    assert run_summary["metrics"]["en"] == run_summary["best_validation"]
+    assert "evaluated en: its split is the validation split" in capsys.readouterr().err
     finished = (out / "adapters/tiny-train/japan/run/summary.json").stat().st_mtime_ns
     run_stages(config, [], "train", out, models)               # done: not trained again
     assert (out / "adapters/tiny-train/japan/run/summary.json").stat().st_mtime_ns == finished

@@ -141,3 +141,17 @@ def test_chat_run_from_local_files_and_missing_folder(tmp_path):
     with pytest.raises(UserError, match="nowhere/test.jsonl: file not found"):
         train_run(config, check_writable(tmp_path / "run2", overwrite=False, resume=False))
     assert not (tmp_path / "run2").exists()
+
+
+def test_length_buckets_pad_every_split_up_to_a_bucket():
+    """Data whose longest examples differ gets the same bucket lengths, so runs on different
+    data (one adapter per culture) train and evaluate with the same compiled programs."""
+    def lengths(examples: int, buckets: str) -> tuple[int, ...]:
+        data = build_run(load_config(None, [
+            *TINY_LM, "model.max_length=64", f"data.max_train_examples={examples}",
+            "data.max_eval_examples=2", f"data.length_buckets={buckets}"])).data
+        return (data.train.padded_length, data.validation.padded_length,
+                *(split.padded_length for split in data.tests.values()))
+
+    assert lengths(2, "none")[0] != lengths(128, "none")[0]   # the data differs in length
+    assert lengths(2, "[24,40]") == lengths(128, "[24,40]") == (24, 40, 40, 40)

@@ -30,6 +30,10 @@ class LengthBuckets:
     sizes: tuple[int, ...]
     keys: tuple[str, ...]
 
+    def holding(self, length: int) -> int:
+        """The smallest bucket that holds `length` tokens (`length` itself past the largest)."""
+        return next((size for size in self.sizes if size >= length), length)
+
     def length_for(self, longest: int, padded: int) -> int:
         return next((size for size in self.sizes if longest <= size < padded), padded)
 
@@ -78,21 +82,29 @@ class Split:
         return self.buckets.cut(arrays, self.buckets.length_for(longest, self.padded_length))
 
 
+def same_examples(a: Split, b: Split) -> bool:
+    """Whether two splits hold the same tokenised examples (and no host-side metadata)."""
+    return (a.meta is None and b.meta is None and a.arrays.keys() == b.arrays.keys()
+            and all(np.array_equal(a.arrays[k], b.arrays[k]) for k in a.arrays))
+
+
+def pad_split(split: Split, length: int, keys: tuple[str, ...], pad_id: int) -> Split:
+    """`split` padded on the right to `length`; `keys` are the sequence arrays, input ids get
+    `pad_id`, the rest 0."""
+    missing = length - split.padded_length
+    if missing <= 0:
+        return split
+    arrays = {k: np.pad(v, [(0, 0)] * (v.ndim - 1) + [(0, missing)],
+                        constant_values=pad_id if k == "input_ids" else 0)
+              if k in keys else v for k, v in split.arrays.items()}
+    return replace(split, arrays=arrays)
+
+
 def pad_splits(splits: list[Split], keys: tuple[str, ...], pad_id: int) -> list[Split]:
     """The splits padded to their common (longest) length, so that they share one compiled
-    evaluation step; `keys` are the sequence arrays, input ids get `pad_id`, the rest 0."""
+    evaluation step."""
     length = max(split.padded_length for split in splits)
-
-    def padded(split: Split) -> Split:
-        missing = length - split.padded_length
-        if not missing:
-            return split
-        arrays = {k: np.pad(v, [(0, 0)] * (v.ndim - 1) + [(0, missing)],
-                            constant_values=pad_id if k == "input_ids" else 0)
-                  if k in keys else v for k, v in split.arrays.items()}
-        return replace(split, arrays=arrays)
-
-    return [padded(split) for split in splits]
+    return [pad_split(split, length, keys, pad_id) for split in splits]
 
 
 def tokenize_classification(examples: list[dict], tokenizer, max_length: int, name: str,

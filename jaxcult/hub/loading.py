@@ -7,6 +7,7 @@ call for on the target mesh, so a large backbone never exists unsharded on one d
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 
 import jax
@@ -25,11 +26,24 @@ def path_str(path: tuple) -> str:
     return ".".join(str(p) for p in path)
 
 
-def abstract_model(config) -> tuple[nnx.GraphDef, list]:
-    """Graph definition and flat (path, abstract Variable) list, without allocating weights."""
+def abstract_model(config) -> tuple[nnx.GraphDef, tuple]:
+    """Graph definition and flat (path, abstract Variable) pairs, without allocating weights.
+    Tracing a 30-layer model's construction takes seconds, so a process that loads the same
+    architecture again (training, then exporting, one adapter per culture) reuses the result."""
+    try:
+        hash(config)
+    except TypeError:  # a user config with unhashable fields: traced every time
+        return _abstract_model(config)
+    return _abstract_model_cached(config)
+
+
+def _abstract_model(config) -> tuple[nnx.GraphDef, tuple]:
     abstract = nnx.eval_shape(lambda: models.build(config))
     graphdef, state = nnx.split(abstract)
-    return graphdef, list(nnx.to_flat_state(state))
+    return graphdef, tuple(nnx.to_flat_state(state))
+
+
+_abstract_model_cached = functools.lru_cache(maxsize=4)(_abstract_model)
 
 
 def convert_tensors(tensors: Mapping[str, np.ndarray], keymap: KeyMap, source: str

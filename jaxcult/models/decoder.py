@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx, struct
 
-from jaxcult.models.layers import Dense, Embed, KeySplitter, RMSNorm, attention
+from jaxcult.models.layers import Dense, Embed, KeySplitter, RMSNorm, attention, cached_attention
 from jaxcult.sharding import constrain_batch
 from jaxcult.truncation import call_layer
 
@@ -75,18 +75,21 @@ class CausalLMOutput:
 
 @struct.dataclass
 class KVCache:
-    """Keys/values of every layer in one array each, [layers, batch, kv_heads, max_len,
-    head_dim], updated in place one layer at a time; the fill length and the key mask."""
+    """Keys/values of each layer, [batch, kv_heads, max_len, head_dim] (one array per layer, so
+    that writing a layer's new positions never copies the other layers' buffers); the fill
+    length and the key mask."""
 
-    keys: jax.Array
-    values: jax.Array
+    keys: tuple[jax.Array, ...]
+    values: tuple[jax.Array, ...]
     length: jax.Array  # scalar int32: number of positions already written
     mask: jax.Array    # [batch, max_len] 1 where a real (non-pad) token was written
 
     @classmethod
     def empty(cls, config: DecoderConfig, batch: int, max_len: int, dtype=jnp.float32) -> KVCache:
-        shape = (config.num_hidden_layers, batch, config.num_key_value_heads, max_len, config.head_dim)
-        return cls(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype), jnp.zeros((), jnp.int32),
+        shape = (batch, config.num_key_value_heads, max_len, config.head_dim)
+        layers = range(config.num_hidden_layers)
+        return cls(tuple(jnp.zeros(shape, dtype) for _ in layers),
+                   tuple(jnp.zeros(shape, dtype) for _ in layers), jnp.zeros((), jnp.int32),
                    jnp.zeros((batch, max_len), jnp.int32))
 
 
@@ -155,16 +158,12 @@ class DecoderLayer(nnx.Module):
         q, k = apply_rope(q, positions, inv_freq), apply_rope(k, positions, inv_freq)
         if layer_cache is None:
             context = attention(q, k, v, bias)
-        else:  # write this layer's keys/values into the stacked cache in place, attend over it
-            all_k, all_v, index, start = layer_cache
-            at = (index, 0, 0, start, 0)
-            all_k = jax.lax.dynamic_update_slice(
-                all_k, k.transpose(0, 2, 1, 3)[None].astype(all_k.dtype), at)
-            all_v = jax.lax.dynamic_update_slice(
-                all_v, v.transpose(0, 2, 1, 3)[None].astype(all_v.dtype), at)
-            k, v = all_k, all_v
-            context = attention(q, all_k[index].transpose(0, 2, 1, 3).astype(q.dtype),
-                                all_v[index].transpose(0, 2, 1, 3).astype(q.dtype), bias)
+        else:  # write this layer's new keys/values into its cache in place, attend over it
+            cached_k, cached_v, start = layer_cache
+            at = (0, 0, start, 0)
+            k = jax.lax.dynamic_update_slice(cached_k, k.transpose(0, 2, 1, 3).astype(cached_k.dtype), at)
+            v = jax.lax.dynamic_update_slice(cached_v, v.transpose(0, 2, 1, 3).astype(cached_v.dtype), at)
+            context = cached_attention(q, k.astype(q.dtype), v.astype(q.dtype), bias)
         attended = self.o_proj(context.reshape(b, t, -1), keys)
         if self.attention_adapter is not None:  # pre-LN: no norm after the residual sum
             x = self.attention_adapter(attended, x, None, keys)
@@ -207,7 +206,7 @@ class CausalLM(nnx.Module):
         if cache is not None:
             key_mask = jax.lax.dynamic_update_slice_in_dim(
                 cache.mask, attention_mask.astype(cache.mask.dtype), start, axis=1)
-            k_len = cache.keys.shape[3]
+            k_len = cache.keys[0].shape[2]
         else:
             key_mask, k_len = attention_mask, t
         q_pos = start + jnp.arange(t)
@@ -217,12 +216,14 @@ class CausalLM(nnx.Module):
         inv_freq = rope_frequencies(self.config)
         keys = KeySplitter(dropout_key)
         x = constrain_batch(self.embed_tokens(input_ids))
-        all_k, all_v = (cache.keys, cache.values) if cache is not None else (None, None)
+        new_keys, new_values = [], []
         for i, layer in enumerate(self.layers):
-            layer_cache = (all_k, all_v, i, start) if cache is not None else None
-            x, (all_k, all_v) = call_layer(
+            layer_cache = (cache.keys[i], cache.values[i], start) if cache is not None else None
+            x, (k, v) = call_layer(
                 layer, i, x, keys,
                 lambda m, h, k, c=layer_cache: m(h, position_ids, bias, inv_freq, k, c))
+            new_keys.append(k)
+            new_values.append(v)
             x = constrain_batch(x)
         hidden = self.norm(x)
         head_input = hidden[:, -1:] if last_only else hidden  # prefill: only the next token's
@@ -230,6 +231,6 @@ class CausalLM(nnx.Module):
                   else self.lm_head(head_input))
         new_cache = None
         if cache is not None:
-            new_cache = KVCache(all_k, all_v, start + t, key_mask)
+            new_cache = KVCache(tuple(new_keys), tuple(new_values), start + t, key_mask)
         return CausalLMOutput(logits=logits, cache=new_cache,
                               hidden_states=hidden if return_hidden else None)

@@ -180,6 +180,23 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, bias: jax.Array | None, 
     return jnp.matmul(weights, v.transpose(0, 2, 1, 3)).transpose(0, 2, 1, 3)
 
 
+def cached_attention(q: jax.Array, k: jax.Array, v: jax.Array, bias: jax.Array) -> jax.Array:
+    """`attention` (no dropout) with keys and values in a KV cache's layout [batch, kv_heads,
+    k_len, head_dim]. The query heads sharing a key/value head are stacked along the query
+    axis, so each product is one batched matmul over (batch, kv_heads) reading the cache as it
+    lies: no per-head repeat or transposed copy of it, which dominated a decode step's time."""
+    batch, length, heads, dim = q.shape
+    kv_heads = k.shape[1]
+    groups = heads // kv_heads
+    q = q.reshape(batch, length, kv_heads, groups, dim).transpose(0, 2, 3, 1, 4)
+    q = q.reshape(batch, kv_heads, groups * length, dim)
+    scores = jnp.matmul(q, k.transpose(0, 1, 3, 2)).astype(jnp.float32) * dim ** -0.5
+    scores = scores.reshape(batch, kv_heads, groups, length, -1) + bias[:, :, None]
+    weights = jax.nn.softmax(scores.reshape(batch, kv_heads, groups * length, -1), axis=-1)
+    context = jnp.matmul(weights.astype(v.dtype), v).reshape(batch, kv_heads, groups, length, dim)
+    return context.transpose(0, 3, 1, 2, 4).reshape(batch, length, heads, dim)
+
+
 def padding_bias(mask: jax.Array) -> jax.Array:
     """[batch, k_len] 1/0 mask -> additive [batch, 1, 1, k_len] bias."""
     return jnp.where(mask[:, None, None, :].astype(bool), 0.0, jnp.finfo(jnp.float32).min)

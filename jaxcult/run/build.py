@@ -18,7 +18,7 @@ from jax.sharding import Mesh
 from jaxcult import models
 from jaxcult.config import RunConfig
 from jaxcult.data import resolve_dataset
-from jaxcult.data.batching import LengthBuckets, Split, pad_splits
+from jaxcult.data.batching import LengthBuckets, Split, pad_split, pad_splits
 from jaxcult.data.registry import DatasetInfo
 from jaxcult.data.splits import read_records, scored_languages
 from jaxcult.errors import UserError
@@ -111,8 +111,12 @@ def load_task_data(config: RunConfig, task: Task, dataset, tokenizer) -> TaskDat
     keys = task.sequence_keys or train.sequence_keys()
     evaluated = [split(records.validation, src, "validation"),
                  *(split(rows, lang, config.data.eval_split) for lang, rows in records.tests.items())]
-    evaluated = pad_splits(evaluated, keys, tokenizer.pad_token_id or 0)
+    pad_id = tokenizer.pad_token_id or 0
+    evaluated = pad_splits(evaluated, keys, pad_id)
     buckets = length_buckets(config.data.length_buckets, length, keys)
+    if buckets is not None:  # every batch takes a bucket's length, whatever the data's longest
+        train, *evaluated = (pad_split(each, buckets.holding(each.padded_length), keys, pad_id)
+                             for each in (train, *evaluated))
     for each in (train, *evaluated):
         each.buckets = buckets
     return TaskData(train, evaluated[0], dict(zip(records.tests, evaluated[1:])))

@@ -22,7 +22,7 @@ from jaxcult import schedules
 from jaxcult.checkpoint import Checkpointer, structure
 from jaxcult.config import RunConfig
 from jaxcult.config_loading import dump_config
-from jaxcult.data.batching import BatchIterator
+from jaxcult.data.batching import BatchIterator, same_examples
 from jaxcult.data.pipeline import GrainBatches
 from jaxcult.errors import Interrupted, UserError
 from jaxcult.hub.madx import language_states
@@ -269,11 +269,21 @@ def run_session(session: Session, run: RunDir, *, resume: bool) -> tuple[int, in
 
 def final_scores(session: Session, per_language: dict) -> dict[str, dict]:
     """The best-validation parameters scored on every evaluation language (MAD-X: each with
-    its own language adapter swapped in, from `per_language`)."""
-    tests, frozen = session.built.data.tests, session.loop.frozen
-    return evaluate_languages(session.program.model, session.best.params,
-                              {lang: per_language.get(lang, frozen) for lang in tests}, tests,
-                              session.config.trainer.eval_batch_size)
+    its own language adapter swapped in, from `per_language`). A language whose split holds
+    exactly the validation examples (a dataset without a separate test split) takes the best
+    validation metrics: the same parameters on the same examples."""
+    tests, frozen, best = session.built.data.tests, session.loop.frozen, session.best
+    validation = session.built.data.validation
+    reused = {lang: best.metrics for lang, split in tests.items()
+              if best.metrics and lang not in per_language and same_examples(split, validation)}
+    for lang in reused:
+        print(f"evaluated {lang}: its split is the validation split, scored at step {best.step}",
+              file=sys.stderr, flush=True)
+    todo = {lang: split for lang, split in tests.items() if lang not in reused}
+    scores = evaluate_languages(session.program.model, best.params,
+                                {lang: per_language.get(lang, frozen) for lang in todo}, todo,
+                                session.config.trainer.eval_batch_size) if todo else {}
+    return {lang: reused[lang] if lang in reused else scores[lang] for lang in tests}
 
 
 def train_one(config: RunConfig, run: RunDir, *, resume: bool = False,
