@@ -98,6 +98,38 @@ def cmd_clca(args: argparse.Namespace) -> int:
     return 0
 
 
+def _seed_list(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",")]
+    except ValueError:
+        raise UserError(f"--seeds: expected N or a comma-separated list of integers, found "
+                        f"{text!r}") from None
+    if len(values) == 1:
+        if values[0] <= 0:
+            raise UserError(f"--seeds: expected a positive number of seeds, found {text!r}")
+        return list(range(values[0]))
+    return values
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    import shlex
+
+    from jaxcult.run.sweep import sweep_command
+
+    command = "jaxcult " + shlex.join(args.argv)
+    sweep_command(Path(args.config), args.grid, _seed_list(args.seeds), Path(args.out),
+                  args.overrides, baseline=args.baseline, command=command)
+    return 0
+
+
+def cmd_narratives(args: argparse.Namespace) -> int:
+    from jaxcult.run.narratives import run_stages
+
+    run_stages(Path(args.config), args.overrides, args.stage,
+               out=Path(args.out) if args.out else None)
+    return 0
+
+
 def cmd_assets(args: argparse.Namespace) -> int:
     from jaxcult.run.assets import asset_command
 
@@ -213,6 +245,36 @@ def build_parser() -> argparse.ArgumentParser:
     clca.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
     clca.set_defaults(command_parser=clca, func=cmd_clca)
 
+    sweep = sub.add_parser(
+        "sweep", parents=[common], help="train every cell of a grid over several seeds; report",
+        description="Every combination of the --grid values (config overrides), each trained "
+                    "over the same seeds; finished cells are read back, interrupted ones resume. "
+                    "Writes sweep.json, results.md (per-language mean ± std, paired comparison "
+                    "with the baseline cell) and plots/. See docs/schedules.md.")
+    sweep.add_argument("config", help="run YAML every cell starts from")
+    sweep.add_argument("--grid", action="append", required=True, metavar="KEY=V1,V2",
+                       help="one axis of the grid; repeat for more axes")
+    sweep.add_argument("--seeds", required=True,
+                       help="N (seeds 0..N-1) or a comma-separated list of seeds")
+    sweep.add_argument("--baseline", help="KEY=VALUE pairs (space-separated) naming the cell "
+                       "the others are compared with (default: the first cell)")
+    sweep.add_argument("--out", required=True, help="output folder (cells/, sweep.json, results.md)")
+    sweep.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="applied to every cell")
+    sweep.set_defaults(command_parser=sweep, func=cmd_sweep)
+
+    narratives = sub.add_parser(
+        "narratives", parents=[common], help="Surveys→Narratives: per-culture LoRA adapters on "
+                                             "survey answers and culture text; cross-culture matrix",
+        description="Training views from survey answers, culture texts and NormAd stories, one "
+                    "LoRA adapter per culture, and every adapter on every culture's offensive-"
+                    "language tasks (macro-F1 matrix, C-Dist, heatmap) (EMNLP 2025). Stages: "
+                    "build, train, evaluate; `run` does all. See docs/cultural-eval.md.")
+    narratives.add_argument("stage", choices=["build", "train", "evaluate", "run"])
+    narratives.add_argument("config", help="pipeline YAML (e.g. experiments/narratives/paper.yaml)")
+    narratives.add_argument("--out", help="output folder (default runs/narratives-<name>)")
+    narratives.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    narratives.set_defaults(command_parser=narratives, func=cmd_narratives)
+
     assets_parser = sub.add_parser("assets", parents=[common], help="offline pretrained assets")
     assets_parser.add_argument("action", choices=["list", "path", "install"])
     assets_parser.add_argument("names", nargs="*")
@@ -234,9 +296,10 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     if extra:  # overrides may follow options: `train cfg.yaml --run-dir d a.b=1`
         field = {"train": "items", "generate": "overrides", "eval-survey": "overrides",
-                 "clca": "overrides"}.get(args.command)
+                 "clca": "overrides", "narratives": "overrides", "sweep": "overrides"}.get(args.command)
         if field is None or any(item.startswith("-") for item in extra):
             args.command_parser.error(f"unrecognized arguments: {' '.join(extra)}")
         setattr(args, field, [*getattr(args, field), *extra])

@@ -251,6 +251,9 @@ class OptimizerConfig(Section):
     eps: float = Field(1e-8, gt=0)
     lr_schedule: Literal["constant", "linear"] = "constant"
     warmup_steps: int = Field(0, ge=0)
+    warmup_ratio: float | None = Field(
+        None, ge=0, lt=1, description="warmup as a share of the total steps (ceil, as "
+        "transformers' Trainer); instead of warmup_steps")
     max_grad_norm: float | None = Field(1.0, gt=0)
     adam_count: Literal["per_group", "global"] = "per_group"
 
@@ -261,6 +264,8 @@ class OptimizerConfig(Section):
                            "to adamw and adamw_hf")
         self.refuse_unused("optimizer", ("b1", "b2", "eps", "adam_count"),
                            self.name in ("adam", "adamw", "adamw_hf"), "to adam, adamw, adamw_hf")
+        if self.warmup_ratio is not None and self.warmup_steps:
+            raise ValueError("set optimizer.warmup_steps or optimizer.warmup_ratio, not both")
         return self
 
 

@@ -102,8 +102,9 @@ class ClcaBuildConfig(Section):
     seed: int = 0
 
 
-class ClcaTrainConfig(Section):
-    """One LoRA adapter per culture: `jaxcult train` on the culture's views."""
+class AdapterTrainConfig(Section):
+    """One LoRA adapter per culture: `jaxcult train` on the culture's training data (CLCA and
+    Surveys→Narratives pipelines)."""
 
     config: str = Field(..., description="the training run's YAML (a jaxcult train config)")
     overrides: list[str] = Field(default_factory=list, description="dotted overrides for it")
@@ -121,7 +122,7 @@ class ClcaConfig(Section):
     judge: ClcaJudgeConfig = Field(default_factory=ClcaJudgeConfig)
     annotate: ClcaAnnotateConfig = Field(default_factory=ClcaAnnotateConfig)
     build: ClcaBuildConfig = Field(default_factory=ClcaBuildConfig)
-    train: ClcaTrainConfig | None = None
+    train: AdapterTrainConfig | None = None
 
     @field_validator("cultures")
     @classmethod

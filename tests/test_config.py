@@ -114,14 +114,20 @@ def test_dump_round_trips(tmp_path):
 def test_every_experiment_config_validates(repo):
     from jaxcult.config_clca import ClcaConfig
     from jaxcult.config_loading import load_section
+    from jaxcult.config_narratives import NarrativesConfig
 
-    pipelines = set((repo / "experiments" / "clca").glob("*.yaml"))  # CLCA pipeline configs
-    assert len(pipelines) == 2
+    pipelines = {path: schema for folder, schema in (("clca", ClcaConfig),
+                                                     ("narratives", NarrativesConfig))
+                 for path in (repo / "experiments" / folder).glob("*.yaml")}
+    assert len(pipelines) == 4
     for path in sorted((repo / "experiments").rglob("*.yaml")):
         if path in pipelines:
-            load_section(ClcaConfig, path)
+            load_section(pipelines[path], path)
         else:
             load_config(path)
+    config = load_config(repo / "experiments" / "narratives" / "train" / "llama-3.1-8b.yaml")
+    assert (config.peft.lora_r, config.peft.lora_alpha, config.optimizer.warmup_ratio,
+            config.optimizer.max_grad_norm, config.trainer.epochs) == (64, 16.0, 0.03, 0.3, 6)
     fun = [p for p in (repo / "experiments" / "fun").glob("*-*-*.yaml") if p.stem.count("-") == 2]
     assert len(fun) == 40  # {xnli, xcopa, xquad, mlqa} x {mbert, xlmr} x 5 schedules
     config = load_config(repo / "experiments" / "fun" / "xcopa-mbert-gu.yaml")

@@ -121,6 +121,18 @@ def test_bad_chat_records_name_file_and_line(tmp_path, line, message):
         lm.read_chat_jsonl(path)
 
 
+def test_text_records_train_every_token_and_bad_ones_name_file_and_line(tmp_path):
+    from jaxcult.data.registry import DATASETS
+
+    path = tmp_path / "train.jsonl"
+    path.write_text('{"text": "a b"}\n{"text": "  "}\n')
+    with pytest.raises(UserError, match=f"{path}:2: field 'text' is empty"):
+        DATASETS.get("text_jsonl", "data.name")().read_records(path)
+    path.write_text('{"text": "a b"}\n{"txt": "c"}\n')
+    with pytest.raises(UserError, match=f"{path}:2: expected an object with a text field 'text'"):
+        DATASETS.get("text_jsonl", "data.name")().read_records(path)
+
+
 def test_chat_run_from_local_files_and_missing_folder(tmp_path):
     folder = tmp_path / "chats"
     folder.mkdir()

@@ -342,3 +342,16 @@ def test_fun_decision_matches_an_independent_per_example_computation(eleven_laye
     decision = schedule.decide(1, start.mask, lambda: dict(zip(parts.groups, map(float, traced))))
     frozen = [g for g in parts.layer_groups if not start.mask[parts.groups.index(g)]]
     assert decision.events[0]["groups"] == [max(frozen, key=independent.get)]
+
+
+def test_warmup_ratio_counts_steps_as_transformers_and_excludes_warmup_steps():
+    from pydantic import ValidationError
+
+    from jaxcult.trainers.optim import lr_schedule, warmup_steps
+
+    config = OptimizerConfig(lr=2e-4, warmup_ratio=0.03)
+    assert warmup_steps(config, 100) == 3 and warmup_steps(config, 101) == 4  # ceil, as HF
+    schedule = lr_schedule(config, 100)
+    assert [float(schedule(s)) for s in (0, 1, 3, 50)] == pytest.approx([0, 2e-4 / 3, 2e-4, 2e-4])
+    with pytest.raises(ValidationError, match="warmup_steps or optimizer.warmup_ratio, not both"):
+        OptimizerConfig(warmup_steps=5, warmup_ratio=0.1)

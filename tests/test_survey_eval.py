@@ -33,6 +33,10 @@ def test_reader_gives_clca_questions_scales_and_personas(survey_dir):
     assert [q.id for q in survey.questions] == list(CLCA_QUESTIONS)
     assert sorted((q.high - q.low + 1) for q in survey.questions).count(2) == 20
     assert {c: len(p) for c, p in survey.respondents.items()} == {"China": 12, "Germany": 12}
+    only = load_survey(survey_dir, cultures=["China"])      # the value file streamed, filtered
+    assert list(only.respondents) == ["China"] and only.respondents["China"] == survey.respondents["China"]
+    codes = [(p.answers[q], c) for p in only.respondents["China"] for q, c in p.codes.items()]
+    assert codes and all(a is None and c < 0 for a, c in codes)  # the raw codes of missing answers
     person = survey.respondents["China"][0]
     assert set(person.demographics) >= {"Gender", "Age", "Social class"}
     assert all(a is None or 1 <= a <= 5 for a in person.answers.values())
@@ -102,7 +106,8 @@ def test_eval_survey_command_writes_metrics_table_and_plot(tiny_chat_model, surv
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--culture", "Atlantis"], "--culture: ['Atlantis'] not in the survey (cultures: China, Germany)"),
+    (["--culture", "Atlantis"],
+     "full_demographic_qa.tsv: no respondents of 'Atlantis' (cultures: China, Germany)"),
     (["--culture", "China", "--personas", "50"], "50 personas requested but China has only 12"),
     (["--culture", "China", "--mode", "vote"], "--mode: expected one of generate, logprob"),
     (["--culture", "China", "--questions", "Q1,Q999"], "unknown question ids ['Q999']"),

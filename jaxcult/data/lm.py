@@ -19,6 +19,7 @@ from jaxcult.errors import UserError
 
 ROLES = ("system", "user", "assistant")
 CHAT_NAME = "chat_jsonl"
+TEXT_NAME = "text_jsonl"
 
 
 def _next_token_split(ids: np.ndarray, attention: np.ndarray, trained: np.ndarray,
@@ -150,10 +151,22 @@ def read_chat_jsonl(path: Path) -> list[dict]:
     return read_checked_jsonl(path, _check_chat)
 
 
-@register_dataset(CHAT_NAME)
-class ChatJSONL(Dataset):
-    """`data.manual_dir/{train,validation,test}.jsonl` chat records; evaluation records are
-    grouped by their `language` field (default: the source language)."""
+def _check_text(record, where: str) -> dict:
+    if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+        raise UserError(f"{where}: expected an object with a text field 'text'")
+    if not record["text"].strip():
+        raise UserError(f"{where}: field 'text' is empty")
+    return record
+
+
+class _JsonlFolder(Dataset):
+    """`data.manual_dir/{train,validation,test}.jsonl`; evaluation records are grouped by their
+    `language` field (default: the source language)."""
+
+    record_format = "text"
+
+    def read_records(self, path: Path) -> list[dict]:
+        raise NotImplementedError
 
     def _path(self, config: DataConfig, split: str) -> Path:
         return self.local_root(config) / f"{split}.jsonl"
@@ -161,19 +174,38 @@ class ChatJSONL(Dataset):
     def info(self, config: DataConfig) -> DatasetInfo:
         path = self._path(config, config.eval_split)
         languages = dict.fromkeys(r.get("language", config.source_language)
-                                  for r in read_chat_jsonl(path))
-        return DatasetInfo("chat", tuple(languages))
+                                  for r in self.read_records(path))
+        return DatasetInfo(self.record_format, tuple(languages))
 
     def read_train(self, config: DataConfig, language: str, split: str) -> list[dict]:
-        return read_chat_jsonl(self._path(config, split))
+        return self.read_records(self._path(config, split))
 
     def read_eval(self, config: DataConfig, language: str, split: str) -> list[dict]:
         path = self._path(config, split)
-        records = [r for r in read_chat_jsonl(path)
+        records = [r for r in self.read_records(path)
                    if r.get("language", config.source_language) == language]
         if not records:
             raise UserError(f"{path}: no records for language {language!r}")
         return records
 
     def read_file(self, config: DataConfig, path: Path) -> list[dict]:
+        return self.read_records(path)
+
+
+@register_dataset(CHAT_NAME)
+class ChatJSONL(_JsonlFolder):
+    """Chat records (`read_chat_jsonl`) in `{train,validation,test}.jsonl`; assistant turns train."""
+
+    record_format = "chat"
+
+    def read_records(self, path: Path) -> list[dict]:
         return read_chat_jsonl(path)
+
+
+@register_dataset(TEXT_NAME)
+class TextJSONL(_JsonlFolder):
+    """Plain-text records `{"text", "language"?}` in `{train,validation,test}.jsonl`; every
+    token trains (full-sequence loss)."""
+
+    def read_records(self, path: Path) -> list[dict]:
+        return read_checked_jsonl(path, _check_text)

@@ -7,7 +7,8 @@ built-ins:
 - `text_label`: `{"text", "label"}`, or sentence pairs `{"text", "text_pair", "label"}`;
 - `multiple_choice`: `{"context", "choices": [text, ...], "label"}`;
 - `squad`: `{"id", "question", "context", "answers": [text], "starts": [int]}`;
-- `chat`: `{"messages": [{"role", "content"}, ...]}`.
+- `chat`: `{"messages": [{"role", "content"}, ...]}`;
+- `text`: `{"text"}` (language modelling).
 
 A dataset reads its training corpus (`read_train`: the source language's `train` and
 `validation`) and its evaluation corpus (`read_eval`: any language's `validation` or `test`);
@@ -50,6 +51,7 @@ _REQUIRED = {  # format -> field -> check
                         "choices": lambda v: isinstance(v, list) and len(v) > 1
                         and all(map(_is_text, v))},
     "chat": {"messages": lambda v: isinstance(v, list) and bool(v)},
+    "text": {"text": _is_text},
 }
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -54,6 +55,8 @@ class Respondent:
     culture: str
     demographics: dict[str, str]          # prompt field name -> rendered value
     answers: dict[str, int | None]        # question id -> option (None: missing)
+    # raw WVS codes where `answers` has None (negative codes, codes off the scale)
+    codes: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -87,14 +90,6 @@ def _find(root: Path, name: str, subfolders: tuple[str, ...]) -> Path:
     raise UserError(f"{root}: no {name} (looked in {', '.join(['.', *subfolders])})")
 
 
-def _tsv(path: Path) -> list[dict[str, str]]:
-    try:
-        with path.open(encoding="utf-8", newline="") as handle:
-            return list(csv.DictReader(handle, delimiter="\t"))
-    except (OSError, UnicodeDecodeError, csv.Error) as error:
-        raise UserError(f"{path}: cannot read TSV ({error})") from None
-
-
 def _code(value: str | None) -> int | None:
     try:
         return int(float(value)) if value not in (None, "") else None
@@ -120,8 +115,31 @@ def _wvs_questions(metadata: dict, codebook: dict, path: Path) -> list[Question]
     return questions
 
 
-def read_worldvaluesbench(root: Path, split: str = "full") -> Survey:
-    """A WorldValuesBench checkout (layout in the module docstring)."""
+def _demographics(row: dict, codebook: dict) -> dict[str, str]:
+    found = {}
+    for code, name in PERSONA_FIELDS:
+        value = row.get(code)
+        label = codebook.get(code, {}).get("choices", {}).get(str(_code(value)), value)
+        if value not in (None, "") and (_code(value) is None or _code(value) >= 0):
+            found[name] = str(label)
+    return found
+
+
+def _stream_tsv(path: Path):
+    """(line number, row) of a TSV file read row by row (the value file of the full WVS is
+    ~97k rows x ~300 columns: never held whole)."""
+    try:
+        with path.open(encoding="utf-8", newline="") as handle:
+            yield from enumerate(csv.DictReader(handle, delimiter="\t"), start=2)
+    except (OSError, UnicodeDecodeError, csv.Error) as error:
+        raise UserError(f"{path}: cannot read TSV ({error})") from None
+
+
+def read_worldvaluesbench(root: Path, split: str = "full",
+                          cultures: Collection[str] | None = None) -> Survey:
+    """A WorldValuesBench checkout (layout in the module docstring); only the respondents of
+    `cultures` (B_COUNTRY names) when given, the value file streamed row by row, so memory
+    follows the respondents kept, not the file."""
     root = Path(root)
     meta_path = _find(root, "question_metadata.json", ("dataset_construction",))
     codebook_path = _find(root, "codebook.json", ("dataset_construction",))
@@ -130,28 +148,35 @@ def read_worldvaluesbench(root: Path, split: str = "full") -> Survey:
     answers_path = _find(root, f"{split}_value_qa.tsv", folders)
     codebook = _json(codebook_path)
     questions = _wvs_questions(_json(meta_path), codebook, meta_path)
-    answers = {row.get("D_INTERVIEW"): row for row in _tsv(answers_path)}
     countries = codebook.get("B_COUNTRY", {}).get("choices", {})
+    people: dict[str, tuple[int, str, dict[str, str]]] = {}  # interview -> line, country, demographics
+    seen = set()
+    for line, row in _stream_tsv(people_path):
+        country = countries.get(str(_code(row.get("B_COUNTRY"))), row.get("B_COUNTRY", ""))
+        seen.add(country)
+        if cultures is None or country in cultures:
+            people[row.get("D_INTERVIEW")] = (line, country, _demographics(row, codebook))
+    absent = sorted(set(cultures or ()) - seen)
+    if absent:
+        raise UserError(f"{people_path}: no respondents of {', '.join(map(repr, absent))} "
+                        f"(cultures: {', '.join(sorted(seen))})")
+    found: dict[str, Respondent] = {}
+    for _, values in _stream_tsv(answers_path):
+        interview = values.get("D_INTERVIEW")
+        if interview not in people:
+            continue
+        codes = {q.id: _code(values.get(q.id)) for q in questions}
+        parsed = {q.id: code if code is not None and q.low <= code <= q.high else None
+                  for q, code in zip(questions, codes.values())}
+        odd = {qid: code for qid, code in codes.items() if code is not None and parsed[qid] is None}
+        _, country, demographics = people[interview]
+        found[interview] = Respondent(str(interview), country, demographics, parsed, odd)
     survey = Survey(questions)
-    for line, row in enumerate(_tsv(people_path), start=2):
-        interview = row.get("D_INTERVIEW")
-        if interview not in answers:
+    for interview, (line, country, _) in people.items():
+        if interview not in found:
             raise UserError(f"{people_path}:{line}: interview {interview!r} has no row in "
                             f"{answers_path.name}")
-        country = countries.get(str(_code(row.get("B_COUNTRY"))), row.get("B_COUNTRY", ""))
-        values = answers[interview]
-        demographics = {}
-        for code, name in PERSONA_FIELDS:
-            value = row.get(code)
-            label = codebook.get(code, {}).get("choices", {}).get(str(_code(value)), value)
-            if value not in (None, "") and (_code(value) is None or _code(value) >= 0):
-                demographics[name] = str(label)
-        parsed = {}
-        for q in questions:
-            code = _code(values.get(q.id))
-            parsed[q.id] = code if code is not None and q.low <= code <= q.high else None
-        survey.respondents.setdefault(country, []).append(
-            Respondent(str(interview), country, demographics, parsed))
+        survey.respondents.setdefault(country, []).append(found[interview])
     return survey
 
 
@@ -183,8 +208,10 @@ def read_survey_json(path: Path) -> Survey:
     return survey
 
 
-def load_survey(path: str | Path, split: str = "full") -> Survey:
-    """A survey from a WorldValuesBench checkout or a `survey.json` (file or its directory)."""
+def load_survey(path: str | Path, split: str = "full",
+                cultures: Collection[str] | None = None) -> Survey:
+    """A survey from a WorldValuesBench checkout or a `survey.json` (file or its directory);
+    a checkout is read only for `cultures` when given."""
     path = Path(path)
     if path.is_file():
         return read_survey_json(path)
@@ -192,4 +219,4 @@ def load_survey(path: str | Path, split: str = "full") -> Survey:
         raise UserError(f"{path}: survey not found (a WorldValuesBench checkout or survey.json)")
     if (path / "survey.json").is_file():
         return read_survey_json(path / "survey.json")
-    return read_worldvaluesbench(path, split)
+    return read_worldvaluesbench(path, split, cultures)

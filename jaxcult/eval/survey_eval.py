@@ -36,7 +36,7 @@ from jaxcult.eval.survey_answers import parse_answer
 from jaxcult.eval.survey_prompts import PromptTexts, chat, sample_personas
 from jaxcult.generation.api import generate
 from jaxcult.generation.prompts import render_chat
-from jaxcult.generation.scoring import next_token_logprobs, score, split_tokens
+from jaxcult.generation.scoring import option_logprobs
 
 MODES = ("generate", "logprob")
 
@@ -76,41 +76,16 @@ def survey_counts(people: list[Respondent], question: Question) -> np.ndarray:
     return counts
 
 
-def single_token_options(tokenizer, prompt: str, question: Question) -> list[int] | None:
-    """The option tokens when every option is one token right after `prompt` (then one forward
-    scores them all), else None."""
-    tokens = []
-    for value in question.options:
-        _, ending = split_tokens(tokenizer, prompt, str(value), False)
-        if len(ending) != 1:
-            return None
-        tokens.append(ending[0])
-    return tokens
-
-
 def option_distributions(model, tokenizer, prompts: list[str], questions: list[Question],
                          config: GenerationConfig, *, one_forward: bool = True,
                          on_batch: Callable[[int], None] | None = None) -> list[np.ndarray]:
     """Per prompt: softmax over its question's options of the options' log-likelihoods (the
-    continuation "k" right after the assistant's cue), with a zero safeguard bin appended.
-    Single-token options are scored from one forward per prompt (`one_forward`), others with
-    one forward per option."""
-    single = [single_token_options(tokenizer, p, q) if one_forward else None
-              for p, q in zip(prompts, questions)]
-    fast = [i for i, tokens in enumerate(single) if tokens is not None]
-    logps: dict[int, np.ndarray] = dict(zip(fast, next_token_logprobs(
-        model, tokenizer, [prompts[i] for i in fast], [single[i] for i in fast], config,
-        add_special_tokens=False, on_batch=on_batch))) if fast else {}
-    slow = [i for i, tokens in enumerate(single) if tokens is None]
-    pairs = [(i, str(value)) for i in slow for value in questions[i].options]
-    if pairs:
-        scores = iter(score(model, tokenizer, [prompts[i] for i, _ in pairs],
-                            [c for _, c in pairs], config, add_special_tokens=False))
-        for i in slow:
-            logps[i] = np.array([next(scores).logprob for _ in questions[i].options])
+    continuation "k" right after the assistant's cue), with a zero safeguard bin appended."""
+    logps = option_logprobs(model, tokenizer, prompts, [[str(v) for v in q.options] for q in questions],
+                            config, one_forward=one_forward, on_batch=on_batch)
     distributions = []
-    for i in range(len(prompts)):
-        p = np.exp(logps[i] - logps[i].max())
+    for logp in logps:
+        p = np.exp(logp - logp.max())
         distributions.append(np.append(p / p.sum(), 0.0))
     return distributions
 

@@ -41,14 +41,23 @@ def split_tokens(tokenizer, prompt: str, continuation: str, add_special_tokens: 
     return context, tokenizer(continuation, add_special_tokens=False)["input_ids"]
 
 
-@partial(jax.jit, static_argnums=(0,))
-def _token_logprobs(graphdef, state, ids, mask, targets):
+@partial(jax.jit, static_argnums=(0, 5))
+def _token_logprobs(graphdef, state, ids, mask, targets, tail: int):
+    """Log-probabilities of `targets` at the last `tail` positions (the continuations are
+    right-aligned: the vocabulary projection runs only where a continuation token is)."""
     model = nnx.merge(graphdef, state)
     positions = jnp.maximum(jnp.cumsum(mask, axis=1) - 1, 0)
-    logits = model(ids, mask, positions).logits.astype(jnp.float32)
+    logits = model(ids, mask, positions, last_only=tail).logits.astype(jnp.float32)
     logprobs = jax.nn.log_softmax(logits, axis=-1)
+    targets = targets[:, -tail:]
     picked = jnp.take_along_axis(logprobs, targets[..., None], axis=-1)[..., 0]
     return picked, logits.argmax(-1) == targets
+
+
+def _tail_bucket(longest: int, length: int) -> int:
+    """Positions that get logits: the next power of two holding the longest continuation (so a
+    handful of programs serve every batch), at most the whole sequence."""
+    return min(1 << max(longest - 1, 0).bit_length(), length)
 
 
 def score(model, tokenizer, prompts: Sequence[str], continuations: Sequence[str],
@@ -74,8 +83,9 @@ def score(model, tokenizer, prompts: Sequence[str], continuations: Sequence[str]
         length = bucket_for(max(len(s) for s in sequences) - 1, config.length_buckets)
         ids, mask = left_pad([s[:-1] for s in sequences], length, config.batch_size, pad)
         targets, _ = left_pad([s[1:] for s in sequences], length, config.batch_size, pad)
+        tail = _tail_bucket(max(len(pairs[i][1]) for i in batch), length)
         picked, hits = (np.asarray(x) for x in _token_logprobs(
-            graphdef, state, jnp.asarray(ids), jnp.asarray(mask), jnp.asarray(targets)))
+            graphdef, state, jnp.asarray(ids), jnp.asarray(mask), jnp.asarray(targets), tail))
         for row, index in enumerate(batch):
             n = len(pairs[index][1])
             results[index] = ContinuationScore(float(picked[row, -n:].sum(dtype=np.float64)), n,
@@ -125,3 +135,43 @@ def next_token_logprobs(model, tokenizer, prompts: Sequence[str], candidates: Se
         if on_batch is not None:
             on_batch(len(batch))
     return [results[i] for i in range(len(encoded))]
+
+
+def single_token_options(tokenizer, prompt: str, options: Sequence[str],
+                         add_special_tokens: bool = False) -> list[int] | None:
+    """The option tokens when every option is one token right after `prompt`, else None."""
+    tokens = []
+    for option in options:
+        _, ending = split_tokens(tokenizer, prompt, option, add_special_tokens)
+        if len(ending) != 1:
+            return None
+        tokens.append(ending[0])
+    return tokens
+
+
+def option_logprobs(model, tokenizer, prompts: Sequence[str], options: Sequence[Sequence[str]],
+                    config: GenerationConfig = GenerationConfig(), *, one_forward: bool = True,
+                    add_special_tokens: bool = False,
+                    on_batch: Callable[[int], None] | None = None) -> list[np.ndarray]:
+    """Log-likelihood of each of prompt i's `options[i]` as its continuation. Prompts whose
+    options are all single tokens are scored with one forward each (`one_forward`), the others
+    with one forward per option (`score`); both give the same numbers."""
+    if len(prompts) != len(options):
+        raise UserError(f"option_logprobs: {len(prompts)} prompts but {len(options)} option lists")
+    single = [single_token_options(tokenizer, p, o, add_special_tokens) if one_forward else None
+              for p, o in zip(prompts, options)]
+    fast = [i for i, tokens in enumerate(single) if tokens is not None]
+    logps: dict[int, np.ndarray] = dict(zip(fast, next_token_logprobs(
+        model, tokenizer, [prompts[i] for i in fast], [single[i] for i in fast], config,
+        add_special_tokens=add_special_tokens, on_batch=on_batch))) if fast else {}
+    slow = [i for i, tokens in enumerate(single) if tokens is None]
+    pairs = [(i, option) for i in slow for option in options[i]]
+    if pairs:
+        scores = iter(score(model, tokenizer, [prompts[i] for i, _ in pairs],
+                            [option for _, option in pairs], config,
+                            add_special_tokens=add_special_tokens))
+        for i in slow:
+            logps[i] = np.array([next(scores).logprob for _ in options[i]])
+        if on_batch is not None:
+            on_batch(len(slow))
+    return [logps[i] for i in range(len(prompts))]

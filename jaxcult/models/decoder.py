@@ -196,7 +196,7 @@ class CausalLM(nnx.Module):
     def __call__(self, input_ids: jax.Array, attention_mask: jax.Array | None = None,
                  position_ids: jax.Array | None = None, *, cache: KVCache | None = None,
                  dropout_key: jax.Array | None = None, return_hidden: bool = False,
-                 last_only: bool = False) -> CausalLMOutput:
+                 last_only: bool | int = False) -> CausalLMOutput:
         b, t = input_ids.shape
         if attention_mask is None:
             attention_mask = jnp.ones_like(input_ids)
@@ -226,7 +226,8 @@ class CausalLM(nnx.Module):
             new_values.append(v)
             x = constrain_batch(x)
         hidden = self.norm(x)
-        head_input = hidden[:, -1:] if last_only else hidden  # prefill: only the next token's
+        # prefill: only the next token's logits (True); scoring: the last N positions' (N)
+        head_input = hidden[:, -int(last_only):] if last_only else hidden
         logits = (self.embed_tokens.attend(head_input) if self.lm_head is None
                   else self.lm_head(head_input))
         new_cache = None

@@ -88,7 +88,7 @@ def survey_command(model: str, survey_path: Path, cultures: list[str], out: Path
     if config.do_sample:
         raise UserError("eval-survey: do_sample=true is not the paper's protocol (greedy); remove it")
     texts = load_prompt_texts(translations) if translations is not None else PromptTexts()
-    survey = load_survey(survey_path, split)
+    survey = load_survey(survey_path, split, cultures)
     wanted = questions if questions is not None else [
         q for q in CLCA_QUESTIONS if q in {x.id for x in survey.questions}]
     survey = survey.select(wanted or None)

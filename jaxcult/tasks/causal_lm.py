@@ -2,7 +2,7 @@
 
 Batches hold `labels` [batch, len] = the next token of each position and `loss_mask` = 1 where
 that prediction is trained (real text; for chat records only assistant turns). It reads plain
-text (`text_label` records: their `text`) and `chat` records; the model is the causal LM
+text (`text` and `text_label` records: their `text`) and `chat` records; the model is the causal LM
 itself (its `lm_head` is the `head` group under full fine-tuning).
 """
 
@@ -21,7 +21,7 @@ from jaxcult.tasks.base import Task, register_task
 
 @register_task("causal_lm")
 class CausalLM(Task):
-    record_formats = ("text_label", "chat")
+    record_formats = ("text_label", "text", "chat")
     batch_keys = ("input_ids", "attention_mask", "labels", "loss_mask")
     backbone = "decoder"
     evaluator = "perplexity"

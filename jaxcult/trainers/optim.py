@@ -19,6 +19,7 @@ one per group (60 for LoRA q/v on a 30-layer decoder).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -34,16 +35,24 @@ COUNTER_STATES = (optax.ScaleByAdamState, optax.ScaleByScheduleState, optax.Fact
                   optax.InjectStatefulHyperparamsState)
 
 
+def warmup_steps(config: OptimizerConfig, total_steps: int) -> int:
+    """`warmup_steps`, or ceil(warmup_ratio x total steps) as transformers' Trainer counts it."""
+    if config.warmup_ratio is not None:
+        return math.ceil(config.warmup_ratio * total_steps)
+    return config.warmup_steps
+
+
 def lr_schedule(config: OptimizerConfig, total_steps: int) -> optax.Schedule:
     """Constant or linear decay to zero, each with optional linear warmup."""
+    warmup = warmup_steps(config, total_steps)
     if config.lr_schedule == "constant":
         main = optax.constant_schedule(config.lr)
     else:
-        main = optax.linear_schedule(config.lr, 0.0, max(total_steps - config.warmup_steps, 1))
-    if config.warmup_steps == 0:
+        main = optax.linear_schedule(config.lr, 0.0, max(total_steps - warmup, 1))
+    if warmup == 0:
         return main
-    warmup = optax.linear_schedule(0.0, config.lr, config.warmup_steps)
-    return optax.join_schedules([warmup, main], [config.warmup_steps])
+    ramp = optax.linear_schedule(0.0, config.lr, warmup)
+    return optax.join_schedules([ramp, main], [warmup])
 
 
 def decayed(params: Any) -> Any:

@@ -1,0 +1,93 @@
+"""Schema of a Surveys→Narratives pipeline config (`jaxcult narratives STAGE CONFIG`): the
+cultures and their sources, then one section per stage. Paths are relative to the file."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from jaxcult.config import GenerationConfig, Section
+from jaxcult.config_clca import AdapterTrainConfig
+
+# Surveys→Narratives' training mixes: scenario -> the views it holds (data.narrative_views).
+SCENARIOS: dict[str, tuple[str, ...]] = {
+    "normal": ("survey",),
+    "cultural_context": ("survey", "culture_text"),
+    "normad_context": ("survey", "normad"),
+    "wiki_only": ("culture_text",),
+    "normad_only": ("normad",),
+    "all_combined": ("survey", "culture_text", "normad"),
+}
+
+
+class NarrativeCulture(Section):
+    name: str = Field(..., description="the culture's name in record texts, folders and the matrix")
+    survey: str | None = Field(None, description="its name in the survey (WVS B_COUNTRY); "
+                               "default: name")
+    normad: list[str] | None = Field(None, description="its NormAd countries; default: [survey]")
+
+    @property
+    def survey_name(self) -> str:
+        return self.survey or self.name
+
+    @property
+    def normad_countries(self) -> list[str]:
+        return self.normad if self.normad is not None else [self.survey_name]
+
+
+class NarrativesBuildConfig(Section):
+    scenario: Literal[tuple(SCENARIOS)] = Field(  # type: ignore[valid-type]
+        "all_combined", description="the mix of views: " + ", ".join(
+            f"{name} ({' + '.join(views)})" for name, views in SCENARIOS.items()))
+    negative_codes: Literal["flip", "drop"] = Field(
+        "flip", description="WVS negative codes in the survey answer's mean: sign-flipped (the "
+        "paper's code) or left out")
+    questions: list[str] | None = Field(None, description="survey question ids (default: every "
+                                        "value question of the survey)")
+    validation_fraction: float = Field(0.05, gt=0.0, lt=1.0, description="share of records held "
+                                       "out for the validation loss (at least one record)")
+    seed: int = 0
+
+
+class OffensiveGeneration(GenerationConfig):
+    max_new_tokens: int = Field(10, gt=0)
+
+
+class NarrativesEvalConfig(Section):
+    model: str | None = Field(None, description="the base model the adapters were trained on; "
+                              "default: model.name of the train config")
+    mode: Literal["generate", "logprob"] = "generate"
+    base: bool = Field(True, description="also evaluate the base model (a matrix row)")
+    max_examples: int | None = Field(None, gt=0, description="per task, sampled (seeded)")
+    seed: int = 0
+    prompt: str | None = Field(None, description="the question with {text}; default: the paper's")
+    generation: OffensiveGeneration = Field(default_factory=OffensiveGeneration)
+
+    @field_validator("prompt")
+    @classmethod
+    def _has_text(cls, value: str | None) -> str | None:
+        if value is not None and "{text}" not in value:
+            raise ValueError("evaluate.prompt: must contain {text} (where the sentence goes)")
+        return value
+
+
+class NarrativesConfig(Section):
+    name: str = "narratives"
+    cultures: list[NarrativeCulture] = Field(..., min_length=1)
+    survey: str | None = Field(None, description="a WorldValuesBench checkout or survey.json")
+    survey_split: str = "full"
+    culture_texts: str | None = Field(None, description="folder of <culture name>.txt")
+    normad: str | None = Field(None, description="NormAd file (.csv, .tsv, .json, .jsonl)")
+    tasks: str | None = Field(None, description="folder of <culture name>/<task>.jsonl|csv|tsv "
+                              "offensive-language tasks (the evaluate stage)")
+    build: NarrativesBuildConfig = Field(default_factory=NarrativesBuildConfig)
+    train: AdapterTrainConfig | None = None
+    evaluate: NarrativesEvalConfig = Field(default_factory=NarrativesEvalConfig)
+
+    @model_validator(mode="after")
+    def _sources(self) -> NarrativesConfig:
+        names = [c.name.casefold() for c in self.cultures]
+        if len(set(names)) != len(names):
+            raise ValueError(f"cultures: a culture is listed twice in {[c.name for c in self.cultures]}")
+        return self

@@ -1,0 +1,61 @@
+"""Train one culture's adapter with `jaxcult train` and export it to PEFT: the train stage
+shared by the CLCA and Surveys→Narratives pipelines.
+
+The run goes to `<folder>/run`, the PEFT adapter to `<folder>/peft`. A finished run
+(summary.json present) is not trained again; an interrupted one resumes from its checkpoint,
+provided its config is unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from jaxcult.config import RunConfig
+from jaxcult.config_loading import dump_config
+from jaxcult.errors import UserError
+from jaxcult.rundir import RunDir, check_writable
+
+
+def check_lora_export(config: RunConfig, export: bool, where: Path) -> None:
+    if export and config.peft.kind != "lora":
+        raise UserError(f"{where}: peft.kind={config.peft.kind!r}, but train.export writes PEFT "
+                        f"LoRA adapters; use peft.kind=lora or set train.export=false")
+
+
+def train_adapter(config: RunConfig, folder: Path, export: bool, label: str,
+                  before: Callable[[], None] | None = None) -> dict:
+    """Train (or resume, or skip when finished) the run in `folder/run`; export it to
+    `folder/peft` when `export`. `before` runs checks that only matter when training starts.
+    Returns the run's folder, validation metrics and adapter folder."""
+    from jaxcult.run.export import export_run
+    from jaxcult.run.train import train
+
+    run = RunDir(folder / "run")
+    if not run.summary.exists():
+        if before is not None:
+            before()
+        resume = run.config.exists()
+        if resume and run.config.read_text(encoding="utf-8") != dump_config(config):
+            raise UserError(f"{run.config}: an unfinished run with another config; delete "
+                            f"{run.root} to train it again with the current one")
+        check_writable(run.root, overwrite=False, resume=resume)
+        print(f"train: {label} -> {run.root}", file=sys.stderr, flush=True)
+        train(config, run, resume=resume)
+    facts = {"run": str(run.root), **_scores(run)}
+    if export:
+        peft = folder / "peft"
+        if not (peft / "adapter_config.json").exists():
+            export_run(run.root, "peft", peft, overwrite=peft.exists())
+        facts["adapter"] = str(peft)
+    return facts
+
+
+def _scores(run: RunDir) -> dict:
+    summary = json.loads(run.summary.read_text(encoding="utf-8"))
+    metrics = summary.get("metrics", {})
+    return {"validation": {lang: {k: round(v, 4) for k, v in values.items()
+                                  if isinstance(v, int | float)}
+                           for lang, values in metrics.items()}}

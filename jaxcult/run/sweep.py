@@ -1,0 +1,133 @@
+"""`jaxcult sweep CONFIG --grid KEY=V1,V2 [--grid ...] --seeds N`: every cell of a grid of
+config overrides, each trained over the same seeds, then one report.
+
+Each cell is a multi-seed run (`run.seeds`) in `<out>/cells/<cell>/` (seed-<n>/ inside). A
+finished cell is read back, not retrained; an interrupted one resumes seed by seed from its
+checkpoints; a cell whose saved config differs from the current one is an error (another
+`--out`, or delete the cell). Every cell's config is validated before anything trains.
+`sweep_report` writes `sweep.json`, `results.md` and the plots.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from jaxcult.config import RunConfig
+from jaxcult.config_loading import dump_config, load_config
+from jaxcult.errors import UserError
+from jaxcult.rundir import RunDir
+
+
+@dataclass(frozen=True)
+class Cell:
+    overrides: tuple[str, ...]     # KEY=VALUE of this cell, in grid order
+
+    @property
+    def name(self) -> str:
+        return " ".join(self.overrides)
+
+    @property
+    def folder(self) -> str:
+        return re.sub(r"[^A-Za-z0-9._=,-]+", "_", "__".join(self.overrides)).replace("=", "-")
+
+
+def _split_values(text: str) -> list[str]:
+    """Comma-separated values; commas inside [...] or {...} belong to a value (YAML lists)."""
+    values, depth, current = [], 0, ""
+    for char in text:
+        depth += char in "[{"
+        depth -= char in "]}"
+        if char == "," and depth == 0:
+            values.append(current)
+            current = ""
+        else:
+            current += char
+    return [v.strip() for v in [*values, current]]
+
+
+def parse_grid(items: list[str]) -> list[Cell]:
+    """The cells of `KEY=V1,V2,...` axes (their product, the first axis slowest)."""
+    axes, keys = [], set()
+    for item in items:
+        key, sep, text = item.partition("=")
+        values = _split_values(text) if sep else []
+        if not key.strip() or not values or not all(values):
+            raise UserError(f"--grid {item!r}: expected KEY=VALUE1,VALUE2,... (e.g. "
+                            f"schedule.name=standard,gu,fun)")
+        if key in keys:
+            raise UserError(f"--grid: {key} is given twice; put all its values in one --grid")
+        keys.add(key)
+        if len(set(values)) != len(values):
+            raise UserError(f"--grid {item!r}: a value is listed twice")
+        axes.append([f"{key}={v}" for v in values])
+    if not axes:
+        raise UserError("sweep: give at least one --grid KEY=V1,V2,...")
+    return [Cell(tuple(combo)) for combo in itertools.product(*axes)]
+
+
+def cell_configs(config_path: Path, cells: list[Cell], seeds: list[int], overrides: list[str]
+                 ) -> dict[Cell, RunConfig]:
+    """Every cell's validated config, its plugins and schedule resolved (an invalid cell fails
+    the sweep before any training)."""
+    from jaxcult.run.build import resolve_plugins
+    from jaxcult.schedules.base import resolve
+
+    configs = {}
+    for cell in cells:
+        try:
+            configs[cell] = load_config(config_path, [*overrides, *cell.overrides,
+                                                      f"trainer.seeds={list(seeds)}"])
+            resolve_plugins(configs[cell])
+            resolve(configs[cell].schedule.name)
+        except UserError as error:
+            raise UserError(f"sweep cell {cell.name!r}: {error}") from None
+    return configs
+
+
+def baseline_cell(cells: list[Cell], baseline: str | None) -> Cell:
+    """The cell holding every KEY=VALUE of `baseline` (space-separated); default the first."""
+    if baseline is None:
+        return cells[0]
+    wanted = set(baseline.split())
+    found = [c for c in cells if wanted <= set(c.overrides)]
+    if len(found) != 1:
+        raise UserError(f"--baseline {baseline!r}: matches {len(found)} cells (cells: "
+                        f"{'; '.join(c.name for c in cells)}); name exactly one")
+    return found[0]
+
+
+def train_cell(config: RunConfig, run: RunDir, cell: Cell) -> dict:
+    """A cell's aggregate summary: read back when finished, else trained or resumed."""
+    from jaxcult.run.seeds import train_seeds
+
+    wanted = dump_config(config)
+    if run.config.exists() and run.config.read_text(encoding="utf-8") != wanted:
+        raise UserError(f"{run.config}: cell {cell.name!r} was run with another config; delete "
+                        f"{run.root} or sweep into another --out")
+    if run.summary.exists():
+        print(f"sweep: {cell.name}: finished, read back", file=sys.stderr, flush=True)
+        return json.loads(run.summary.read_text(encoding="utf-8"))
+    print(f"sweep: {cell.name} -> {run.root}", file=sys.stderr, flush=True)
+    return train_seeds(config, run, resume=run.config.exists())
+
+
+def sweep_command(config_path: Path, grid: list[str], seeds: list[int], out: Path,
+                  overrides: list[str], *, baseline: str | None = None, command: str = "") -> dict:
+    """Train every cell of the grid over `seeds`; write the report; return sweep.json's content."""
+    from jaxcult.run.sweep_report import write_report
+
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise UserError(f"--seeds: expected distinct seeds, found {seeds}")
+    cells = parse_grid(grid)
+    configs = cell_configs(config_path, cells, seeds, overrides)
+    base = baseline_cell(cells, baseline)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out}: exists and is not a directory")
+    summaries = {cell: train_cell(configs[cell], RunDir(out / "cells" / cell.folder), cell)
+                 for cell in cells}
+    return write_report(out, config_path, summaries, base, seeds, command)
