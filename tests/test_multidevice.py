@@ -96,10 +96,10 @@ def single(singles):
 
 
 @pytest.mark.parametrize("kind", ["adapter", "lm"])
-@pytest.mark.parametrize("mesh", [{"data": 8, "fsdp": 1, "tensor": 1},
-                                  {"data": 1, "fsdp": 8, "tensor": 1},
-                                  {"data": 2, "fsdp": 2, "tensor": 2}],
-                         ids=["data8", "fsdp8", "d2f2t2"])
+@pytest.mark.parametrize("mesh", [  # d2f2t2 shards over all three axes at once: the default run
+    pytest.param({"data": 8, "fsdp": 1, "tensor": 1}, id="data8", marks=pytest.mark.slow),
+    pytest.param({"data": 1, "fsdp": 8, "tensor": 1}, id="fsdp8", marks=pytest.mark.slow),
+    pytest.param({"data": 2, "fsdp": 2, "tensor": 2}, id="d2f2t2")])
 def test_mesh_matches_single_device(tmp_path, singles, mesh, kind):
     sharded = run(tmp_path, "run", 8, mesh, config=CONFIGS[kind])
     reference = singles(kind)

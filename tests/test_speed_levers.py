@@ -15,7 +15,7 @@ from jaxcult.errors import UserError
 from jaxcult.schedules import resolve
 from jaxcult.trainers.program import ModelProgram, StepOptions, TrainProgram
 
-LAYERS = 12
+LAYERS = 6
 
 
 class _Vocabulary:
