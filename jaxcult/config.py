@@ -398,6 +398,18 @@ class GenerationConfig(Section):
         return self
 
 
+class ProbeConfig(Section):
+    """A learning-dynamics probe (jaxcult.probes): a registry name or `package.module:Class`."""
+
+    name: str
+    every: int = Field(100, gt=0, description="steps between measurements (and at the end)")
+    batches: int = Field(1, gt=0, description="fresh training batches per measurement "
+                         "(noise_scale: at least 2)")
+    batch_size: int | None = Field(None, gt=0, description="default trainer.batch_size")
+    options: dict[str, int | float | str | bool] = Field(
+        default_factory=dict, description="probe-specific (hessian_top: iters)")
+
+
 class RunConfig(Section):
     """A complete, validated run."""
 
@@ -413,6 +425,8 @@ class RunConfig(Section):
     mesh: MeshConfig = Field(default_factory=MeshConfig)
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    probes: list[ProbeConfig] = Field(default_factory=list, description="learning-dynamics "
+                                      "probes written to probes.jsonl (docs/probes.md)")
 
     @model_validator(mode="after")
     def _fields_of_plugins(self) -> RunConfig:

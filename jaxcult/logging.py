@@ -30,21 +30,26 @@ def _jsonable(value: Any) -> Any:
 
 
 class JsonlWriter:
-    """Append-only JSON lines, flushed per record so a killed run keeps what it logged."""
+    """Append-only JSON lines, flushed per record so a killed run keeps what it logged; the
+    file is created by its first record (a run without probes has no probes.jsonl)."""
 
     def __init__(self, path: Path) -> None:
-        self._file: IO[str] = open(path, "a", encoding="utf-8")
+        self._path = path
+        self._file: IO[str] | None = None
 
     def write(self, record: dict[str, Any]) -> None:
+        if self._file is None:
+            self._file = open(self._path, "a", encoding="utf-8")
         self._file.write(json.dumps(_jsonable(record), ensure_ascii=False) + "\n")
         self._file.flush()
 
     def close(self) -> None:
-        self._file.close()
+        if self._file is not None:
+            self._file.close()
 
 
 class MetricLogger:
-    """Writes metrics.jsonl / events.jsonl / fisher.jsonl and mirrors scalars to TB and W&B."""
+    """Writes metrics.jsonl / events.jsonl / fisher.jsonl / probes.jsonl; mirrors scalars to TB, W&B."""
 
     def __init__(self, run: RunDir, config: LoggingConfig, *, run_config: dict | None = None,
                  is_main_process: bool = True) -> None:
@@ -54,6 +59,7 @@ class MetricLogger:
         self._metrics = JsonlWriter(run.metrics)
         self._events = JsonlWriter(run.events)
         self._fisher = JsonlWriter(run.fisher)
+        self._probes = JsonlWriter(run.probes)
         self._tb = None
         self._wandb = None
         if config.tensorboard:
@@ -97,10 +103,19 @@ class MetricLogger:
         self._fisher.write(record)
         self._scalars("fisher", step, trace)
 
+    def log_probe(self, step: int, probe: str, values: dict[str, dict[str, float]],
+                  seconds: float) -> None:
+        """One measurement of a probe: `values` maps a series (e.g. "value") to per-group numbers."""
+        if not self.enabled:
+            return
+        self._probes.write({"step": step, "probe": probe, "seconds": round(seconds, 4), **values})
+        for series, per_group in values.items():
+            self._scalars(f"probe/{probe}/{series}", step, per_group)
+
     def close(self) -> None:
         if not self.enabled:
             return
-        for writer in (self._metrics, self._events, self._fisher):
+        for writer in (self._metrics, self._events, self._fisher, self._probes):
             writer.close()
         if self._tb is not None:
             self._tb.close()

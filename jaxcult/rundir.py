@@ -1,7 +1,7 @@
 """Run directories: where a run writes everything, and the rule that nothing is overwritten.
 
 Layout (documented in docs/run-directory.md): config.yaml, metrics.jsonl, events.jsonl,
-fisher.jsonl, summary.json, report.md, checkpoints/, plots/, tb/.
+fisher.jsonl, probes.jsonl, summary.json, report.md, checkpoints/, plots/, tb/.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ from typing import Any
 from jaxcult.errors import UserError
 
 OUTPUT_NAMES = (
-    "config.yaml", "metrics.jsonl", "events.jsonl", "fisher.jsonl", "summary.json", "report.md",
+    "config.yaml", "metrics.jsonl", "events.jsonl", "fisher.jsonl", "probes.jsonl", "summary.json",
+    "report.md",
     "checkpoints", "plots", "tb",
 )
 
@@ -44,6 +45,10 @@ class RunDir:
     @property
     def fisher(self) -> Path:
         return self.root / "fisher.jsonl"
+
+    @property
+    def probes(self) -> Path:
+        return self.root / "probes.jsonl"
 
     @property
     def summary(self) -> Path:

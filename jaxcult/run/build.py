@@ -28,6 +28,7 @@ from jaxcult.hub.pretrained import load_model, load_tokenizer
 from jaxcult.peft.bottleneck import PLACEMENTS, add_bottleneck_adapters
 from jaxcult.peft.groups import group_of, layer_index, ordered_groups, uncovered_peft_parameters
 from jaxcult.peft.lora import add_lora, saved_modules
+from jaxcult.probes import resolve_probe
 from jaxcult.registry import import_path
 from jaxcult.tasks import Task, resolve_task
 from jaxcult.trainers.program import ModelProgram
@@ -94,6 +95,8 @@ def resolve_plugins(config: RunConfig):
     if task.uses_labels and not task.num_labels:
         raise UserError(f"task.num_labels: {dataset.name} declares no labels; set task.num_labels")
     evaluator = resolve_evaluator(config.task.evaluator or task.evaluator, config.task, info)
+    for probe in config.probes:  # names, options and batch counts, before any model loads
+        resolve_probe(probe.name)(probe, [])
     return Plugins(task, dataset.name, info, evaluator), dataset
 
 

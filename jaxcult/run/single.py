@@ -46,6 +46,7 @@ from jaxcult.trainers.evaluation import BestKeeper, evaluate_languages
 from jaxcult.trainers.fisher_tracker import FisherTracker, InStepEstimate
 from jaxcult.trainers.loop import StopSignal, TrainLoop
 from jaxcult.trainers.optim import lr_schedule, masked_optimizer
+from jaxcult.trainers.probe_runner import ProbeRunner
 from jaxcult.trainers.program import (
     ModelProgram,
     StepOptions,
@@ -95,6 +96,7 @@ class Session:
     loop: TrainLoop
     schedule: schedules.Schedule
     tracker: FisherTracker | InStepEstimate
+    probes: ProbeRunner
     iterator: object
     best: BestKeeper
     start_events: list
@@ -131,14 +133,17 @@ def open_session(config: RunConfig, built: Built, mesh) -> Session:
                else FisherTracker(config, model, parts.groups, frozen, built.data.train))
     evaluator = built.plugins.evaluator
     best = BestKeeper(evaluator.primary_metric, evaluator.maximize, state.params)
-    return Session(config, built, program, loop, schedule, tracker, iterator, best, start.events)
+    probes = ProbeRunner(config, model, frozen, built.data.train)
+    return Session(config, built, program, loop, schedule, tracker, probes, iterator, best,
+                   start.events)
 
 
 def _truncate_logs(run: RunDir, step: int) -> None:
     """On resume, drop records the interrupted process wrote after its last checkpoint."""
     for path, keep in ((run.metrics, lambda r: r["step"] <= step),
                        (run.events, lambda r: r["step"] < step),
-                       (run.fisher, lambda r: r["step"] < step)):
+                       (run.fisher, lambda r: r["step"] < step),
+                       (run.probes, lambda r: r["step"] <= step)):
         if path.exists():
             kept = [json.dumps(r, ensure_ascii=False) for r in read_jsonl(path) if keep(r)]
             write_text_atomic(path, "".join(line + "\n" for line in kept))
@@ -194,6 +199,7 @@ def resume_session(session: Session, checkpointer: Checkpointer, run: RunDir) ->
     loop.state = device["state"]
     session.iterator.restore(host["iterator"])
     session.tracker.restore(host["tracker"])
+    session.probes.restore(host.get("probes"))
     session.schedule.load_state_dict(host["schedule"])
     session.best.load_state_dict(host["best"], device["best"])
     if jax.process_index() == 0:
@@ -222,6 +228,8 @@ def install_hooks(session: Session, logger: MetricLogger, checkpointer: Checkpoi
         loop.add_hook(watch, every=1)
     loop.add_hook(hooks.first_step_clock(progress), every=1, at_end=False)
     loop.add_hook(hooks.metric_logging(groups, logger, progress, first), every=config.trainer.log_every)
+    for index, probe in enumerate(config.probes):
+        loop.add_hook(session.probes.hook(index, logger), every=probe.every)
     loop.add_hook(hooks.validation(session.program.model, session.built.data.validation,
                                    config.trainer.eval_batch_size, session.best, logger),
                   every=config.trainer.eval_every)
@@ -232,6 +240,7 @@ def install_hooks(session: Session, logger: MetricLogger, checkpointer: Checkpoi
 
     writer = hooks.CheckpointWriter(checkpointer, session.best, {
         "iterator": session.iterator.state, "tracker": session.tracker.state,
+        "probes": session.probes.state,
         "schedule": session.schedule.state_dict, "run": lambda: record, "trainable": trainable},
         watch)
     loop.add_hook(writer, every=config.checkpoint.every)

@@ -1,0 +1,63 @@
+"""The probe protocol and registry.
+
+A probe measures something about training every `every` steps (and at the end) from the
+current trainable parameters and `batches` fresh training batches, and returns named values
+per group (`{"value": {group: number}}`, or several such series). It never changes training:
+it reads the loss function, not the train state. User probes register by import path
+(`probes: [{name: mypkg.mod:MyProbe}]`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import jax
+
+from jaxcult.config import ProbeConfig
+from jaxcult.errors import UserError
+from jaxcult.registry import Registry, subclasses_of
+
+
+@dataclass
+class ProbeInput:
+    """What a probe may read at a measurement."""
+
+    step: int
+    params: dict                                  # group -> parameters (every group)
+    loss: Callable[[dict, dict], jax.Array]       # (params, batch) -> mean training loss
+    batches: list[dict]                           # `batches` fresh training batches
+    key: jax.Array
+
+
+class Probe:
+    """Base class: override `measure`; `option_names` lists the keys of `options` it reads."""
+
+    name = "probe"
+    option_names: tuple[str, ...] = ()
+    min_batches = 1
+
+    def __init__(self, config: ProbeConfig, groups: list[str]) -> None:
+        unknown = sorted(set(config.options) - set(self.option_names))
+        if unknown:
+            raise UserError(f"probes: {self.name} has no option {unknown[0]!r} (its options: "
+                            f"{', '.join(self.option_names) or 'none'})")
+        if config.batches < self.min_batches:
+            raise UserError(f"probes: {self.name} needs batches >= {self.min_batches}, "
+                            f"found {config.batches}")
+        self.config, self.groups = config, list(groups)
+
+    def measure(self, probe_input: ProbeInput) -> dict[str, dict[str, float]]:
+        raise NotImplementedError
+
+
+PROBES: Registry[type[Probe]] = Registry("probe", check=subclasses_of(Probe))
+
+
+def register_probe(name: str):
+    """Class decorator: register a `Probe` subclass under `name` (sets its `name`)."""
+    return PROBES.named_class(name)
+
+
+def resolve_probe(name: str) -> type[Probe]:
+    return PROBES.get(name, "probes[].name")

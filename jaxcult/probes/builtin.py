@@ -1,0 +1,73 @@
+"""The built-in probes (docs/probes.md): per-group gradient norm, update / weight ratio, top
+Hessian eigenvalue and gradient noise scale."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+
+from jaxcult.probes import measures
+from jaxcult.probes.base import Probe, ProbeInput, register_probe
+
+
+def _per_group(groups: list[str], values) -> dict[str, float]:
+    return {g: float(v) for g, v in zip(groups, values)}
+
+
+@register_probe("grad_norm")
+class GradNorm(Probe):
+    """||∇_g L|| per group, of the mean loss over the probe's batches."""
+
+    def measure(self, probe_input: ProbeInput) -> dict[str, dict[str, float]]:
+        grads = measures.mean_grads(probe_input.loss, probe_input.params, probe_input.batches)
+        return {"value": _per_group(self.groups, measures.group_norms(grads, self.groups))}
+
+
+@register_probe("update_ratio")
+class UpdateRatio(Probe):
+    """||θ_t − θ_s|| / ||θ_s|| per group since the previous measurement s (none at the first,
+    nor at the first after a resume: the previous parameters are not checkpointed)."""
+
+    def __init__(self, config, groups) -> None:
+        super().__init__(config, groups)
+        self.previous: dict | None = None
+
+    def measure(self, probe_input: ProbeInput) -> dict[str, dict[str, float]]:
+        current = jax.device_get(probe_input.params)
+        previous, self.previous = self.previous, current
+        if previous is None:
+            return {}
+        return {"value": _per_group(self.groups, measures.update_ratios(previous, current,
+                                                                         self.groups))}
+
+
+@register_probe("hessian_top")
+class HessianTop(Probe):
+    """The top eigenvalue λ_max (`value`) and the spectral radius ρ (`radius`) of each group's
+    Hessian block on the first probe batch, by power iteration on Hessian-vector products
+    (`iters` per estimate, default 20; 2 x iters HVPs per group)."""
+
+    option_names = ("iters",)
+
+    def measure(self, probe_input: ProbeInput) -> dict[str, dict[str, float]]:
+        iters = int(self.config.options.get("iters", 20))
+        keys = jax.random.split(probe_input.key, len(self.groups))
+        found = {g: measures.hessian_extremes(probe_input.loss, probe_input.params, g,
+                                              probe_input.batches[0], iters=iters, key=k)
+                 for g, k in zip(self.groups, keys)}
+        return {"value": {g: top for g, (top, _) in found.items()},
+                "radius": {g: radius for g, (_, radius) in found.items()}}
+
+
+@register_probe("noise_scale")
+class NoiseScale(Probe):
+    """The simple gradient noise scale B_simple per group from the probe's batches (≥ 2),
+    with its two estimates |G|² and tr(Σ)."""
+
+    min_batches = 2
+
+    def measure(self, probe_input: ProbeInput) -> dict[str, dict[str, float]]:
+        grads = [jax.grad(probe_input.loss)(probe_input.params, b) for b in probe_input.batches]
+        size = next(iter(probe_input.batches[0].values())).shape[0]
+        found = measures.noise_scale(grads, self.groups, size)
+        return {name: _per_group(self.groups, np.asarray(values)) for name, values in found.items()}
