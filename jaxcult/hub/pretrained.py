@@ -4,9 +4,11 @@ HF directories, weight files and Hugging Face Hub ids."""
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from flax import nnx
 from jax.sharding import Mesh
 
@@ -15,6 +17,7 @@ from jaxcult.errors import UserError
 from jaxcult.hub.hf_dir import SafetensorsCheckpoint, read_config
 from jaxcult.hub.hf_dir import load_tokenizer as load_dir_tokenizer
 from jaxcult.hub.loading import load_tensors
+from jaxcult.models.encoder import ENCODER_TYPES
 from jaxcult.sharding import Rules
 
 
@@ -77,6 +80,13 @@ def load_tokenizer(source: str | Path):
                     f"an E5S1 .bin)")
 
 
+def checkpoint_tensors(source: str | Path) -> Mapping[str, np.ndarray]:
+    """The raw tensors of an HF-directory source by their checkpoint names (lazy), for heads
+    the backbone loader leaves out; empty for GGUF and E5S1 sources."""
+    path, _ = _resolve(source, _HUB_FILES)
+    return SafetensorsCheckpoint(path) if path.is_dir() else {}
+
+
 def load_model(source: str | Path, *, dtype: str | None = None, mesh: Mesh | None = None,
                rules: Rules | None = None, **overrides: Any) -> nnx.Module:
     """The model of a source, every tensor placed directly with its sharding when `mesh` is set."""
@@ -85,8 +95,12 @@ def load_model(source: str | Path, *, dtype: str | None = None, mesh: Mesh | Non
     path, _ = _resolve(source, _HUB_FILES)
     name = str(source)
     if path.is_dir():
-        config = models.config_from_hf(read_config(path), name, **overrides)
-        return load_tensors(config, SafetensorsCheckpoint(path), name, mesh=mesh, rules=rules)
+        hf_config, tensors = read_config(path), SafetensorsCheckpoint(path)
+        if hf_config.get("model_type") in ENCODER_TYPES and not any(
+                k.endswith("pooler.dense.weight") for k in tensors):
+            overrides.setdefault("add_pooler", False)   # e.g. a *ForMaskedLM checkpoint
+        config = models.config_from_hf(hf_config, name, **overrides)
+        return load_tensors(config, tensors, name, mesh=mesh, rules=rules)
     if path.suffix == ".gguf":
         from jaxcult.hub.gguf_io import read_gguf
 

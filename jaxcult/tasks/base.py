@@ -98,3 +98,19 @@ def categorical(outputs: jax.Array, batch: dict) -> tuple[jax.Array, jax.Array]:
 def categorical_log_probs(outputs: jax.Array, batch: dict) -> tuple[jax.Array, None]:
     """Fisher output distribution of categorical outputs (every position weighs 1)."""
     return jax.nn.log_softmax(outputs.astype(jnp.float32), -1), None
+
+
+def token_loss(outputs: jax.Array, batch: dict) -> tuple[jax.Array, jax.Array]:
+    """(mean cross-entropy, accuracy) of per-position logits at `labels`, over the positions
+    `loss_mask` selects (language modelling: causal and masked)."""
+    logits = outputs.astype(jnp.float32)
+    nll = optax.softmax_cross_entropy_with_integer_labels(logits, batch["labels"])
+    hits = logits.argmax(-1) == batch["labels"]
+    mask = batch["loss_mask"].astype(jnp.float32)
+    tokens = jnp.maximum(mask.sum(), 1.0)
+    return (nll * mask).sum() / tokens, (hits * mask).sum() / tokens
+
+
+def token_log_probs(outputs: jax.Array, batch: dict) -> tuple[jax.Array, jax.Array]:
+    """Fisher output distribution of language modelling: each trained position's vocabulary."""
+    return jax.nn.log_softmax(outputs.astype(jnp.float32), -1), batch["loss_mask"]

@@ -9,14 +9,12 @@ itself (its `lm_head` is the `head` group under full fine-tuning).
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
-import optax
 from flax import nnx
 
 from jaxcult.config import RunConfig
 from jaxcult.data import lm
 from jaxcult.data.batching import Split
-from jaxcult.tasks.base import Task, register_task
+from jaxcult.tasks.base import Task, register_task, token_log_probs, token_loss
 
 
 @register_task("causal_lm")
@@ -39,12 +37,7 @@ class CausalLM(Task):
         return model(batch["input_ids"], batch["attention_mask"], dropout_key=dropout_key).logits
 
     def loss(self, outputs: jax.Array, batch: dict) -> tuple[jax.Array, jax.Array]:
-        logits = outputs.astype(jnp.float32)
-        nll = optax.softmax_cross_entropy_with_integer_labels(logits, batch["labels"])
-        hits = logits.argmax(-1) == batch["labels"]
-        mask = batch["loss_mask"].astype(jnp.float32)
-        tokens = jnp.maximum(mask.sum(), 1.0)
-        return (nll * mask).sum() / tokens, (hits * mask).sum() / tokens
+        return token_loss(outputs, batch)
 
     def log_probs(self, outputs: jax.Array, batch: dict) -> tuple[jax.Array, jax.Array]:
-        return jax.nn.log_softmax(outputs.astype(jnp.float32), -1), batch["loss_mask"]
+        return token_log_probs(outputs, batch)

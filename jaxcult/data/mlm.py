@@ -1,0 +1,59 @@
+"""Masked-LM examples: texts tokenised and masked once (static masking, seeded), as BERT's
+original pre-processing did; every epoch sees the same masks.
+
+Of the real (non-special) tokens each is selected with probability `probability` (with
+`whole_word`, each word is, and all its tokens follow it); a selected token becomes the mask
+token 80% of the time, a random vocabulary token 10%, and stays unchanged 10% (BERT's 80/10/10,
+as transformers' DataCollatorForLanguageModeling). `labels` hold the original tokens and
+`loss_mask` the selected positions.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from jaxcult.data.batching import Split
+from jaxcult.errors import UserError
+
+
+def mask_tokens(ids: np.ndarray, maskable: np.ndarray, rng: np.random.Generator, *,
+                mask_id: int, vocab_size: int, probability: float = 0.15,
+                word_ids: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(masked ids, selected positions) of token ids [batch, len]; `maskable` marks real tokens;
+    `word_ids` (-1 outside words) makes selection whole-word."""
+    if word_ids is None:
+        selected = (rng.random(ids.shape) < probability) & maskable
+    else:
+        selected = np.zeros(ids.shape, bool)
+        for row in range(ids.shape[0]):
+            words = np.unique(word_ids[row][maskable[row] & (word_ids[row] >= 0)])
+            chosen = words[rng.random(len(words)) < probability]
+            selected[row] = np.isin(word_ids[row], chosen) & maskable[row]
+    action = rng.random(ids.shape)
+    masked = np.where(selected & (action < 0.8), mask_id, ids)
+    random_tokens = rng.integers(0, vocab_size, size=ids.shape)
+    masked = np.where(selected & (action >= 0.8) & (action < 0.9), random_tokens, masked)
+    return masked, selected
+
+
+def tokenize_masked(texts: list[str], tokenizer, max_length: int, name: str, *,
+                    probability: float, whole_word: bool, seed: int) -> Split:
+    if not texts:
+        raise UserError(f"{name}: split is empty")
+    if tokenizer.mask_token_id is None:
+        raise UserError(f"{name}: the tokenizer has no mask token; masked-LM needs one")
+    enc = tokenizer(texts, truncation=True, max_length=max_length, padding="longest",
+                    return_tensors="np", return_special_tokens_mask=True)
+    ids, attention = enc["input_ids"], enc["attention_mask"]
+    maskable = (attention == 1) & (enc["special_tokens_mask"] == 0)
+    word_ids = None
+    if whole_word:
+        word_ids = np.array([[-1 if w is None else w for w in enc.word_ids(i)]
+                             for i in range(len(texts))])
+    masked, selected = mask_tokens(ids, maskable, np.random.default_rng(seed),
+                                   mask_id=tokenizer.mask_token_id, vocab_size=len(tokenizer),
+                                   probability=probability, word_ids=word_ids)
+    if not selected.any():
+        raise UserError(f"{name}: no token was selected for masking (texts too short?)")
+    return Split({"input_ids": masked.astype(np.int32), "attention_mask": attention.astype(np.int32),
+                  "labels": ids.astype(np.int32), "loss_mask": selected.astype(np.int32)}, name)
