@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -10,8 +13,14 @@ import pytest
 # Tests never reach the Hugging Face Hub (CI has no access): Hub ids fail fast instead of timing
 # out; the download path itself is tested with a stand-in for `snapshot_download`.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-# Commands run by tests compile afresh, as on a clean machine, and write nothing to ~/.cache
-# (tests/test_compile_cache.py checks the cache itself).
+# One XLA compilation cache per test session, in a temporary folder that starts empty (as on a
+# clean machine) and is removed at exit: the many tiny runs that compile the same train step
+# compile it once; nothing is written to ~/.cache. Every process the tests start inherits it
+# (tests/test_compile_cache.py checks jaxcult's own cache setting with its own folders).
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    _XLA_CACHE = tempfile.mkdtemp(prefix="jaxcult-tests-xla-")
+    atexit.register(shutil.rmtree, _XLA_CACHE, ignore_errors=True)
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _XLA_CACHE
 os.environ.setdefault("JAXCULT_COMPILATION_CACHE", "off")
 
 REPO = Path(__file__).resolve().parent.parent
