@@ -137,6 +137,17 @@ def cmd_assets(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pipeline_parser(sub, common, name: str, func, stages: list[str], *, help: str,
+                     description: str, example: str) -> None:
+    """A staged pipeline's subcommand: `jaxcult NAME STAGE CONFIG [--out DIR] [KEY=VALUE ...]`."""
+    parser = sub.add_parser(name, parents=[common], help=help, description=description)
+    parser.add_argument("stage", choices=[*stages, "run"])
+    parser.add_argument("config", help=f"pipeline YAML (e.g. {example})")
+    parser.add_argument("--out", help=f"output folder (default runs/{name}-<name>)")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    parser.set_defaults(command_parser=parser, func=func)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="jaxcult", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=_version())
@@ -232,18 +243,15 @@ def build_parser() -> argparse.ArgumentParser:
     survey.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
     survey.set_defaults(command_parser=survey, func=cmd_eval_survey)
 
-    clca = sub.add_parser(
-        "clca", parents=[common], help="CLCA: simulate, judge and annotate cultural dialogues; "
-                                       "train one LoRA adapter per culture",
+    _pipeline_parser(
+        sub, common, "clca", cmd_clca, ["simulate", "judge", "annotate", "build", "train"],
+        help="CLCA: simulate, judge and annotate cultural dialogues; train one LoRA adapter per "
+             "culture",
         description="Cultural-learning dialogue data with a local chat model and per-culture "
                     "LoRA fine-tuning (Liu et al., ACL 2025). Stages: simulate (role-play), judge "
                     "(filter), annotate (intents), build (training views), train (adapters); "
-                    "`run` does all. Every stage resumes where it stopped. See docs/clca.md.")
-    clca.add_argument("stage", choices=["simulate", "judge", "annotate", "build", "train", "run"])
-    clca.add_argument("config", help="CLCA pipeline YAML (e.g. experiments/clca/demo.yaml)")
-    clca.add_argument("--out", help="output folder (default runs/clca-<name>)")
-    clca.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
-    clca.set_defaults(command_parser=clca, func=cmd_clca)
+                    "`run` does all. Every stage resumes where it stopped. See docs/clca.md.",
+        example="experiments/clca/demo.yaml")
 
     sweep = sub.add_parser(
         "sweep", parents=[common], help="train every cell of a grid over several seeds; report",
@@ -262,18 +270,15 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="applied to every cell")
     sweep.set_defaults(command_parser=sweep, func=cmd_sweep)
 
-    narratives = sub.add_parser(
-        "narratives", parents=[common], help="Surveys→Narratives: per-culture LoRA adapters on "
-                                             "survey answers and culture text; cross-culture matrix",
+    _pipeline_parser(
+        sub, common, "narratives", cmd_narratives, ["build", "train", "evaluate"],
+        help="Surveys→Narratives: per-culture LoRA adapters on survey answers and culture text; "
+             "cross-culture matrix",
         description="Training views from survey answers, culture texts and NormAd stories, one "
                     "LoRA adapter per culture, and every adapter on every culture's offensive-"
                     "language tasks (macro-F1 matrix, C-Dist, heatmap) (EMNLP 2025). Stages: "
-                    "build, train, evaluate; `run` does all. See docs/cultural-eval.md.")
-    narratives.add_argument("stage", choices=["build", "train", "evaluate", "run"])
-    narratives.add_argument("config", help="pipeline YAML (e.g. experiments/narratives/paper.yaml)")
-    narratives.add_argument("--out", help="output folder (default runs/narratives-<name>)")
-    narratives.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
-    narratives.set_defaults(command_parser=narratives, func=cmd_narratives)
+                    "build, train, evaluate; `run` does all. See docs/cultural-eval.md.",
+        example="experiments/narratives/paper.yaml")
 
     assets_parser = sub.add_parser("assets", parents=[common], help="offline pretrained assets")
     assets_parser.add_argument("action", choices=["list", "path", "install"])

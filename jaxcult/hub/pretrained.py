@@ -17,7 +17,6 @@ from jaxcult.errors import UserError
 from jaxcult.hub.hf_dir import SafetensorsCheckpoint, read_config
 from jaxcult.hub.hf_dir import load_tokenizer as load_dir_tokenizer
 from jaxcult.hub.loading import load_tensors
-from jaxcult.models.encoder import ENCODER_TYPES
 from jaxcult.sharding import Rules
 
 
@@ -95,11 +94,12 @@ def load_model(source: str | Path, *, dtype: str | None = None, mesh: Mesh | Non
     path, _ = _resolve(source, _HUB_FILES)
     name = str(source)
     if path.is_dir():
-        hf_config, tensors = read_config(path), SafetensorsCheckpoint(path)
-        if hf_config.get("model_type") in ENCODER_TYPES and not any(
-                k.endswith("pooler.dense.weight") for k in tensors):
-            overrides.setdefault("add_pooler", False)   # e.g. a *ForMaskedLM checkpoint
-        config = models.config_from_hf(hf_config, name, **overrides)
+        hf_config = read_config(path)
+        config = models.config_from_hf(hf_config, name, **overrides)  # the model type first
+        tensors = SafetensorsCheckpoint(path)
+        if getattr(config, "add_pooler", False) and "add_pooler" not in overrides and not any(
+                k.endswith("pooler.dense.weight") for k in tensors):   # e.g. *ForMaskedLM
+            config = models.config_from_hf(hf_config, name, add_pooler=False, **overrides)
         return load_tensors(config, tensors, name, mesh=mesh, rules=rules)
     if path.suffix == ".gguf":
         from jaxcult.hub.gguf_io import read_gguf

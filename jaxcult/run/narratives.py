@@ -14,18 +14,17 @@ from __future__ import annotations
 
 import json
 import random
-import sys
-import time
 from collections import Counter
 from pathlib import Path
 
 import yaml
 
-from jaxcult.config_loading import load_config, load_section
+from jaxcult.config_loading import load_config
 from jaxcult.config_narratives import SCENARIOS, NarrativeCulture, NarrativesConfig
 from jaxcult.data.narrative_sources import read_culture_text, read_normad, same_country
 from jaxcult.data.narrative_views import build_records
 from jaxcult.errors import UserError
+from jaxcult.run.stages import open_pipeline, run_in_order, write_settings
 from jaxcult.rundir import write_text_atomic
 
 STAGES = ("build", "train", "evaluate")
@@ -155,21 +154,8 @@ def evaluate(run: Narratives) -> dict:
 
 def run_stages(config_path: Path, overrides: list[str], stage: str, out: Path | None = None) -> dict:
     """Run `stage` (or all of them for `run`); returns each stage's summary."""
-    if stage not in (*STAGES, "run"):
-        raise UserError(f"narratives: unknown stage {stage!r} (stages: {', '.join(STAGES)}, run)")
-    config = load_section(NarrativesConfig, config_path, overrides)
-    out = out or Path("runs") / f"narratives-{config.name}"
-    if out.exists() and not out.is_dir():
-        raise UserError(f"{out}: exists and is not a directory")
+    config, out = open_pipeline("narratives", NarrativesConfig, config_path, overrides, stage,
+                                STAGES, out)
     run = Narratives(config, config_path.resolve().parent, out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out / f"narratives-{run.scenario}.yaml",
-                      yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False,
-                                     allow_unicode=True))
-    done = {}
-    for name in (STAGES if stage == "run" else (stage,)):
-        started = time.perf_counter()
-        done[name] = globals()[name](run)
-        print(f"narratives: {name} done in {time.perf_counter() - started:.1f} s",
-              file=sys.stderr, flush=True)
-    return done
+    write_settings(config, out / f"narratives-{run.scenario}.yaml")
+    return run_in_order("narratives", stage, STAGES, lambda name: globals()[name](run))
