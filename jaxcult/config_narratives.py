@@ -3,6 +3,7 @@ cultures and their sources, then one section per stage. Paths are relative to th
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -87,6 +88,11 @@ class NarrativesConfig(Section):
 
     @model_validator(mode="after")
     def _sources(self) -> NarrativesConfig:
+        for culture in self.cultures:
+            if culture.name.casefold() == "base" or not re.fullmatch(r"[\w .-]+", culture.name):
+                raise ValueError(f"cultures: {culture.name!r} cannot name a culture (it names "
+                                 f"folders and matrix rows: letters, digits, space, . _ -; "
+                                 f"'base' is the base model's row)")
         names = [c.name.casefold() for c in self.cultures]
         if len(set(names)) != len(names):
             raise ValueError(f"cultures: a culture is listed twice in {[c.name for c in self.cultures]}")

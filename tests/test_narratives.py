@@ -208,7 +208,8 @@ def test_command_errors_name_the_missing_source_and_exit_2(tiny_chat_model, tmp_
     cases = {("build.scenario=normad_only", "normad=null"):
              "build.scenario=normad_only uses the normad view: set normad",
              ("cultures=[{name: Peru}]",): "no respondents of 'Peru'",
-             ("build.scenario=normad_only", "cultures=[{name: Peru}]"): "no story of ['Peru']"}
+             ("build.scenario=normad_only", "cultures=[{name: Peru}]"): "no story of ['Peru']",
+             ("cultures=[{name: base}]",): "'base' cannot name a culture"}
     for overrides, message in cases.items():
         result = subprocess.run([sys.executable, "-m", "jaxcult.cli", "narratives", "build",
                                  str(config), "--out", str(tmp_path / "o"), *overrides],
