@@ -228,8 +228,8 @@ def install_hooks(session: Session, logger: MetricLogger, checkpointer: Checkpoi
         loop.add_hook(watch, every=1)
     loop.add_hook(hooks.first_step_clock(progress), every=1, at_end=False)
     loop.add_hook(hooks.metric_logging(groups, logger, progress, first), every=config.trainer.log_every)
-    for index, probe in enumerate(config.probes):
-        loop.add_hook(session.probes.hook(index, logger), every=probe.every)
+    for index, probe_config in enumerate(config.probes):
+        loop.add_hook(session.probes.hook(index, logger), every=probe_config.every)
     loop.add_hook(hooks.validation(session.program.model, session.built.data.validation,
                                    config.trainer.eval_batch_size, session.best, logger),
                   every=config.trainer.eval_every)
