@@ -256,6 +256,10 @@ class OptimizerConfig(Section):
         "transformers' Trainer); instead of warmup_steps")
     max_grad_norm: float | None = Field(1.0, gt=0)
     adam_count: Literal["per_group", "global"] = "per_group"
+    group_lr: dict[str, float] = Field(
+        default_factory=dict, description="learning-rate multiplier per parameter group (name or "
+        "glob pattern, e.g. `embeddings: 0.0` freezes the text embeddings, `layer_*: 0.1` slows "
+        "the layers); the first matching pattern wins, unmatched groups keep 1.0")
 
     @model_validator(mode="after")
     def _fields_of_optimizer(self) -> OptimizerConfig:

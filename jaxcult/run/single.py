@@ -45,7 +45,7 @@ from jaxcult.trainers import hooks
 from jaxcult.trainers.evaluation import BestKeeper, evaluate_languages
 from jaxcult.trainers.fisher_tracker import FisherTracker, InStepEstimate
 from jaxcult.trainers.loop import StopSignal, TrainLoop
-from jaxcult.trainers.optim import lr_schedule, masked_optimizer
+from jaxcult.trainers.optim import group_lr_scales, lr_schedule, masked_optimizer
 from jaxcult.trainers.probe_runner import ProbeRunner
 from jaxcult.trainers.program import (
     ModelProgram,
@@ -106,7 +106,11 @@ def open_session(config: RunConfig, built: Built, mesh) -> Session:
     parts, rules = built.parts, config.mesh.rules
     iterator = train_batches(config, built)
     steps = total_steps(config, iterator.batches_per_epoch)
-    schedule = schedules.resolve(config.schedule.name)(parts.groups, parts.layer_groups,
+    fixed = tuple(g for g, scale in zip(parts.groups, group_lr_scales(config.optimizer.group_lr,
+                                                                      parts.groups)) if scale == 0)
+    # groups with learning-rate multiplier 0 never train, so no schedule ever opens them
+    schedule = schedules.resolve(config.schedule.name)(parts.groups,
+                                                        [g for g in parts.layer_groups if g not in fixed],
                                                         config.schedule, seed=config.trainer.seed)
     check_batch_divisible(config.trainer.batch_size, mesh, rules, "trainer.batch_size")
     remainder = len(built.data.train) % config.trainer.batch_size
@@ -124,7 +128,7 @@ def open_session(config: RunConfig, built: Built, mesh) -> Session:
     in_step_ema = config.fisher.estimator == "in_step_ema"
     options = StepOptions(config.trainer.grad_accum, config.trainer.on_nonfinite == "skip",
                           config.trainer.inject_nonfinite_at, config.fisher.in_step or in_step_ema,
-                          config.trainer.truncated_backward)
+                          config.trainer.truncated_backward, fixed)
     program = TrainProgram(model, optimizer, lr, options, step_shardings(
         state, frozen, batch_sharding(mesh, rules, 1), model.task.batch_keys))
     loop = TrainLoop(program, state, frozen, iterator,

@@ -19,6 +19,7 @@ one per group (60 for LoRA q/v on a 30-layer decoder).
 
 from __future__ import annotations
 
+import fnmatch
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -28,6 +29,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxcult.config import OptimizerConfig
+from jaxcult.errors import UserError
 
 Groups = dict[str, Any]
 # optimizer states holding a step counter (Adam's bias correction, schedules, Adafactor)
@@ -106,11 +108,16 @@ def base_optimizer(config: OptimizerConfig) -> optax.GradientTransformation:
     return optax.inject_hyperparams(make)(learning_rate=config.lr)
 
 
-def zero_frozen(groups: Sequence[str]) -> optax.GradientTransformationExtraArgs:
-    """Zero the gradient of every group whose `mask` entry is False."""
+def zero_frozen(groups: Sequence[str], scales: Sequence[float] | None = None
+                ) -> optax.GradientTransformationExtraArgs:
+    """Zero the gradient of every group whose `mask` entry is False or whose learning-rate
+    multiplier is 0 (frozen, as `requires_grad=False`: it does not count towards clipping)."""
+    open_ = [s > 0 for s in scales] if scales is not None else [True] * len(groups)
+
     def update(updates, state, params=None, *, mask, **extra):
         del params, extra
-        return {name: jax.tree.map(lambda g, i=i: jnp.where(mask[i], g, 0.0), updates[name])
+        return {name: jax.tree.map(lambda g, i=i: jnp.where(mask[i] & open_[i], g, 0.0),
+                                   updates[name])
                 for i, name in enumerate(groups)}, state
 
     return optax.GradientTransformationExtraArgs(lambda params: optax.EmptyState(), update)
@@ -158,11 +165,26 @@ def _set_counters(state: Any, count: jax.Array) -> Any:
     return jax.tree.map(set_count, state, is_leaf=lambda x: isinstance(x, COUNTER_STATES))
 
 
+def group_lr_scales(multipliers: dict[str, float], groups: Sequence[str]) -> list[float]:
+    """`optimizer.group_lr` as one multiplier per group (first matching pattern wins); a
+    pattern that matches no group is an error, never silently ignored."""
+    for pattern, value in multipliers.items():
+        if value < 0:
+            raise UserError(f"optimizer.group_lr.{pattern}: expected a multiplier >= 0, found {value}")
+        if not any(fnmatch.fnmatchcase(g, pattern) for g in groups):
+            raise UserError(f"optimizer.group_lr: {pattern!r} matches no parameter group (groups: "
+                            f"{', '.join(groups)})")
+    return [next((v for p, v in multipliers.items() if fnmatch.fnmatchcase(g, p)), 1.0)
+            for g in groups]
+
+
 def masked_groups(inner: optax.GradientTransformation, groups: Sequence[str],
-                  lr: optax.Schedule, *, global_count: bool = False
-                  ) -> optax.GradientTransformationExtraArgs:
-    """Per-group states of `inner` (stacked by shape); frozen groups keep theirs untouched."""
+                  lr: optax.Schedule, *, global_count: bool = False,
+                  scales: Sequence[float] | None = None) -> optax.GradientTransformationExtraArgs:
+    """Per-group states of `inner` (stacked by shape); frozen groups keep theirs untouched;
+    `scales` multiply each group's learning rate."""
     groups = list(groups)
+    factors = jnp.asarray(scales if scales is not None else [1.0] * len(groups), jnp.float32)
 
     def init(params: Groups) -> dict[str, Any]:
         states = {f"shape_{k}": jax.vmap(inner.init)(_stack(params, bucket))
@@ -175,12 +197,13 @@ def masked_groups(inner: optax.GradientTransformation, groups: Sequence[str],
         del extra
         rate = lr(step)
 
-        def one(grads, group_state, group_params, active):
+        def one(grads, group_state, group_params, active, factor):
             hyper = group_state.hyperparams
             current = group_state._replace(hyperparams={
-                **hyper, "learning_rate": jnp.asarray(rate, hyper["learning_rate"].dtype)})
+                **hyper, "learning_rate": jnp.asarray(rate * factor, hyper["learning_rate"].dtype)})
             if global_count:
                 current = _set_counters(current, step)
+            active = active & (factor > 0)
             new_updates, new_state = inner.update(grads, current, group_params)
             new_updates = jax.tree.map(lambda u: jnp.where(active, u, jnp.zeros_like(u)), new_updates)
             kept = jax.tree.map(lambda new, old: jnp.where(active, new, old), new_state, group_state)
@@ -190,9 +213,14 @@ def masked_groups(inner: optax.GradientTransformation, groups: Sequence[str],
         new_state = {}
         for k, bucket in enumerate(_shape_buckets(updates, groups)):
             key = f"shape_{k}"
+            if scales is not None and all(scales[groups.index(n)] == 0 for n in bucket):
+                new_state[key] = state[key]  # fixed groups: no update computed at all
+                out.update({n: jax.tree.map(jnp.zeros_like, updates[n]) for n in bucket})
+                continue
             index = jnp.asarray([groups.index(n) for n in bucket])
             stacked, new_state[key] = jax.vmap(one)(
-                _stack(updates, bucket), state[key], _stack(params, bucket), mask[index])
+                _stack(updates, bucket), state[key], _stack(params, bucket), mask[index],
+                factors[index])
             out.update(_unstack(stacked, updates, bucket))
         return {name: out[name] for name in groups}, new_state
 
@@ -211,6 +239,7 @@ def masked_optimizer(config: OptimizerConfig, groups: Sequence[str], lr: optax.S
                      ) -> optax.GradientTransformationExtraArgs:
     """The run's optimizer: zero frozen gradients, clip, per-group masked updates."""
     clip = [clip_by_total_norm(config.max_grad_norm)] if config.max_grad_norm is not None else []
-    return optax.chain(zero_frozen(groups), *clip,
+    scales = group_lr_scales(config.group_lr, groups)
+    return optax.chain(zero_frozen(groups, scales), *clip,
                        masked_groups(base_optimizer(config), groups, lr,
-                                     global_count=config.adam_count == "global"))
+                                     global_count=config.adam_count == "global", scales=scales))

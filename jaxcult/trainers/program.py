@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
 import jax
@@ -57,6 +56,7 @@ class StepOptions:
     track_in_step: bool = False           # also return per-group squared batch gradients / B
     #                                       (of every group on steps whose state has `track`)
     truncate_backward: bool = False       # skip the backward below the lowest group it needs
+    fixed_groups: tuple[str, ...] = ()    # never differentiated (learning-rate multiplier 0)
 
 
 class ModelProgram:
@@ -77,7 +77,8 @@ class ModelProgram:
         return lambda params, batch: self.task.log_probs(self.outputs(params, frozen, batch), batch)
 
     def _eval_step(self, params, frozen, batch) -> dict[str, jax.Array]:
-        outputs = self.evaluator.device_outputs(self.outputs(params, frozen, batch), batch)
+        model = nnx.merge(self.graphdef, *params.values(), frozen)
+        outputs = self.evaluator.device_outputs(self.task.evaluation_outputs(model, batch), batch)
         return replicated_outputs(outputs)  # every process reads the whole result
 
     def make_fisher(self, estimator: str) -> Callable:
@@ -117,21 +118,34 @@ class TrainProgram:
 
     def _grads(self, params, frozen, batch, key, mask):
         """Loss, accuracy and gradients; with `mask` (truncated backward) the gradients of
-        groups outside it may be zero instead of their value."""
-        grad_fn = jax.value_and_grad(partial(self._loss, mask=mask), has_aux=True)
+        groups outside it may be zero instead of their value. Fixed groups (learning-rate
+        multiplier 0) are not differentiated at all: their gradient is zero."""
+        fixed = {g: params[g] for g in self.options.fixed_groups}
+        order = list(params)
+
+        def loss_of(free, *rest):
+            return self._loss({g: fixed[g] if g in fixed else free[g] for g in order}, *rest,
+                              mask=mask)
+
+        free = {g: v for g, v in params.items() if g not in fixed}
+        grad_fn = jax.value_and_grad(loss_of, has_aux=True)
         accum = self.options.grad_accum
         if accum == 1:
-            return grad_fn(params, frozen, batch, key)
-        micro = jax.tree.map(lambda x: x.reshape(accum, -1, *x.shape[1:]), batch)
+            result, grads = grad_fn(free, frozen, batch, key)
+        else:
+            micro = jax.tree.map(lambda x: x.reshape(accum, -1, *x.shape[1:]), batch)
 
-        def body(carry, inputs):
-            micro_batch, index = inputs
-            (loss, acc), grads = grad_fn(params, frozen, micro_batch, jax.random.fold_in(key, index))
-            return jax.tree.map(jnp.add, carry, ((loss, acc), grads)), None
+            def body(carry, inputs):
+                micro_batch, index = inputs
+                (loss, acc), grads = grad_fn(free, frozen, micro_batch,
+                                             jax.random.fold_in(key, index))
+                return jax.tree.map(jnp.add, carry, ((loss, acc), grads)), None
 
-        zeros = ((jnp.zeros(()), jnp.zeros(())), jax.tree.map(jnp.zeros_like, params))
-        total, _ = jax.lax.scan(body, zeros, (micro, jnp.arange(accum)))
-        return jax.tree.map(lambda x: x / accum, total)
+            zeros = ((jnp.zeros(()), jnp.zeros(())), jax.tree.map(jnp.zeros_like, free))
+            total, _ = jax.lax.scan(body, zeros, (micro, jnp.arange(accum)))
+            result, grads = jax.tree.map(lambda x: x / accum, total)
+        return result, {g: jax.tree.map(jnp.zeros_like, fixed[g]) if g in fixed else grads[g]
+                        for g in order}
 
     def _train_step(self, state: TrainState, frozen, batch):
         options, groups = self.options, self.model.groups
