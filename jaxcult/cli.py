@@ -1,5 +1,5 @@
-"""The `jaxcult` command line: train, eval, export, convert, generate, eval-survey, clca, plot,
-assets.
+"""The `jaxcult` command line: train, eval, export, convert, generate, eval-survey, clca,
+narratives, sweep, vqa, plot, assets.
 
 Argument parsing only: each command calls one use case in `jaxcult.run`. Heavy imports (jax,
 flax, transformers) happen inside the command functions so that `--help` answers instantly.
@@ -45,6 +45,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
     languages = [x for x in args.languages or [] if "=" not in x]  # overrides typed after them
     overrides = args.overrides + [x for x in args.languages or [] if "=" in x]
     rescore_run(Path(args.run_dir), overrides, languages=languages or None)
+    return 0
+
+
+def cmd_vqa(args: argparse.Namespace) -> int:
+    from jaxcult.run.vqa_score import score_command
+
+    score_command(Path(args.predictions), Path(args.data), args.split,
+                  Path(args.out) if args.out else None)
     return 0
 
 
@@ -280,6 +288,23 @@ def build_parser() -> argparse.ArgumentParser:
                     "build, train, evaluate; `run` does all. See docs/cultural-eval.md.",
         example="experiments/narratives/paper.yaml")
 
+    vqa = sub.add_parser("vqa", parents=[common], help="score xGQA predictions (IGLUE's or jaxcult's)")
+    vqa_sub = vqa.add_subparsers(dest="action", required=True, metavar="ACTION")
+    score = vqa_sub.add_parser(
+        "score", parents=[common], help="per-language, per-type accuracy and yes/no share",
+        description="Score one model's xGQA predictions (a folder of test_<lang>_0_result.json or "
+                    "<lang>.json files, lists of {questionId, prediction}) against GQA test-dev "
+                    "gold answers: accuracy per language, the mean over the targets without "
+                    "English, accuracy per structural type where known, yes/no share. See "
+                    "docs/vqa.md.")
+    score.add_argument("predictions", help="folder of one model's prediction files")
+    score.add_argument("--data", required=True, help="folder holding gqa_iglue/ and iglue_xgqa/ "
+                       "(the layout of the shared data folder)")
+    score.add_argument("--split", default="fewshot_test", help="fewshot_test (IGLUE's zero-shot "
+                       "table: 9,666 questions) or testdev (all 12,578)")
+    score.add_argument("--out", help="also write the scores as JSON here")
+    score.set_defaults(command_parser=score, func=cmd_vqa)
+
     assets_parser = sub.add_parser("assets", parents=[common], help="offline pretrained assets")
     assets_parser.add_argument("action", choices=["list", "path", "install"])
     assets_parser.add_argument("names", nargs="*")
@@ -309,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
             args.command_parser.error(f"unrecognized arguments: {' '.join(extra)}")
         setattr(args, field, [*getattr(args, field), *extra])
     try:
-        if args.command not in ("assets", "plot"):  # the commands that compile programs
+        if args.command not in ("assets", "plot", "vqa"):  # the commands that compile programs
             enable_compilation_cache()
         return args.func(args)
     except UserError as err:

@@ -6,6 +6,7 @@ Importing this package registers the built-in evaluators: `accuracy`, `perplexit
 from jaxcult.eval import accuracy as _accuracy  # noqa: F401  (registers)
 from jaxcult.eval import perplexity as _perplexity  # noqa: F401  (registers)
 from jaxcult.eval import span_qa as _span_qa  # noqa: F401  (registers)
+from jaxcult.eval import vqa as _vqa  # noqa: F401  (registers)
 from jaxcult.eval.base import (
     EVALUATORS,
     Evaluator,

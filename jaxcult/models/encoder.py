@@ -165,14 +165,27 @@ class Encoder(nnx.Module):
                  *, dropout_key: jax.Array | None = None) -> EncoderOutput:
         if attention_mask is None:
             attention_mask = jnp.ones_like(input_ids)
+        keys = KeySplitter(dropout_key)
+        x = self.embed(input_ids, token_type_ids, position_ids, keys)
+        return self.encode(x, attention_mask, keys)
+
+    def embed(self, input_ids: jax.Array, token_type_ids: jax.Array | None = None,
+              position_ids: jax.Array | None = None, keys: KeySplitter | None = None) -> jax.Array:
+        """Token embeddings [batch, len, hidden] (after the MAD-X embedding adapter, if any)."""
         if token_type_ids is None:
             token_type_ids = jnp.zeros_like(input_ids)
         if position_ids is None:
             position_ids = self.default_positions(input_ids)
-        keys = KeySplitter(dropout_key)
-        x = self.embeddings(input_ids, token_type_ids, position_ids, keys)
+        x = self.embeddings(input_ids, token_type_ids, position_ids, keys or KeySplitter(None))
         if self.embedding_adapter is not None:  # MAD-X invertible language adapter
             x = self.embedding_adapter(x)
+        return x
+
+    def encode(self, x: jax.Array, attention_mask: jax.Array,
+               keys: KeySplitter | None = None) -> EncoderOutput:
+        """The layers (and pooler) over embedded inputs: text, or text joined with other
+        modalities' tokens (vision-language models)."""
+        keys = keys or KeySplitter(None)
         x = constrain_batch(x)
         bias = padding_bias(attention_mask)
         for i, layer in enumerate(self.layers):

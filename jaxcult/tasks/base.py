@@ -57,6 +57,11 @@ class Task:
         """The model's raw outputs for a batch (logits)."""
         raise NotImplementedError
 
+    def evaluation_outputs(self, model: nnx.Module, batch: dict) -> Any:
+        """What evaluation reduces: by default the forward outputs without dropout (a family
+        may add views of the same batch, e.g. VQA's blind and shuffled-image probes)."""
+        return self.forward(model, batch, None)
+
     def loss(self, outputs: jax.Array, batch: dict) -> tuple[jax.Array, jax.Array]:
         """(mean training loss, a training metric in [0, 1] logged as `accuracy`)."""
         raise NotImplementedError

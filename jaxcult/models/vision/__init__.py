@@ -1,0 +1,1 @@
+"""Image backbones whose feature maps become visual tokens (EfficientNet-Lite)."""
