@@ -73,6 +73,16 @@ def read_jsonl(path: Path, record_format: str) -> list[Record]:
     return read_checked_jsonl(path, lambda record, where: check_record(record, record_format, where))
 
 
+def read_json(path: Path) -> Any:
+    """A whole JSON file; a missing file or bad JSON is an error naming the file."""
+    if not path.is_file():
+        raise UserError(f"{path}: file not found")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise UserError(f"{path}: not a JSON file ({error})") from None
+
+
 def read_checked_jsonl(path: Path, check: Callable[[Any, str], Any]) -> list:
     """The non-empty lines of a JSONL file, each passed through `check(record, "file:line")`;
     a missing file, bad UTF-8, bad JSON or no record at all is an error naming the place."""

@@ -9,28 +9,18 @@ are English in every language and index the dataset's answer vocabulary (its lab
 
 from __future__ import annotations
 
-import json
 from functools import cache
 from pathlib import Path
 
 import numpy as np
 
 from jaxcult.config import DataConfig
-from jaxcult.data.registry import Dataset, DatasetInfo, Record, register_dataset
+from jaxcult.data.registry import Dataset, DatasetInfo, Record, read_json, register_dataset
 from jaxcult.data.visual import VisualTokens, read_region_features
 from jaxcult.errors import UserError
 
 XGQA_LANGUAGES = ("en", "de", "pt", "ru", "id", "bn", "ko", "zh")
 EASY_COLORS = {"red", "green", "blue", "black", "gray", "teal", "brown", "yellow"}
-
-
-def _json(path: Path):
-    if not path.is_file():
-        raise UserError(f"{path}: file not found")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise UserError(f"{path}: not a JSON file ({error})") from None
 
 
 def check_answers(records: list[Record], labels: tuple[str, ...], where: str) -> list[Record]:
@@ -74,7 +64,7 @@ class EasyVqa(Dataset):
 
         file_split = "test" if split == "test" else "train"
         path = self._root(config) / file_split / "questions.json"
-        rows = _json(path)
+        rows = read_json(path)
         images = _easy_images(str(self._root(config)), file_split)
         labels = self.info(config).labels
         records = []
@@ -133,7 +123,7 @@ class Xgqa(Dataset):
 
     def info(self, config: DataConfig) -> DatasetInfo:
         root = self.local_root(config)
-        labels = _json(root / "gqa_iglue" / "datasets" / "gqa" / "annotations"
+        labels = read_json(root / "gqa_iglue" / "datasets" / "gqa" / "annotations"
                        / "trainval_label2ans.json")
         return DatasetInfo("vqa", XGQA_LANGUAGES, tuple(labels), {"visual": "regions"})
 
@@ -157,7 +147,7 @@ class Xgqa(Dataset):
         name = "train" if split == "train" else "valid"
         path = self.local_root(config) / "gqa_iglue" / "datasets" / "gqa" / "annotations" / f"{name}.json"
         records = []
-        for index, row in enumerate(_json(path)):
+        for index, row in enumerate(read_json(path)):
             if not isinstance(row, dict) or not {"question_id", "img_id", "sent", "label"} <= set(row):
                 raise UserError(f"{path}: record {index}: expected question_id, img_id, sent, label")
             if not row["label"]:
@@ -177,7 +167,7 @@ class Xgqa(Dataset):
 
     def _xgqa_file(self, config: DataConfig, path: Path) -> list[Record]:
         """Questions in xGQA's format: `{question_id: {question, answer, imageId, types}}`."""
-        questions = _json(path)
+        questions = read_json(path)
         if not isinstance(questions, dict):
             raise UserError(f"{path}: expected a JSON object of questions by id")
         records = []

@@ -14,6 +14,7 @@ import json
 import re
 from pathlib import Path
 
+from jaxcult.data.registry import read_json
 from jaxcult.data.vqa import XGQA_LANGUAGES
 from jaxcult.errors import UserError
 from jaxcult.eval.vqa import score_answers
@@ -22,24 +23,15 @@ SPLITS = ("fewshot_test", "testdev")
 _NAME = re.compile(r"^(?:test_)?([a-z]{2})(?:_\d+_result)?\.json$")
 
 
-def _json(path: Path):
-    if not path.is_file():
-        raise UserError(f"{path}: file not found")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise UserError(f"{path}: not a JSON file ({error})") from None
-
-
 def read_gold(data: Path, split: str) -> tuple[dict[str, str], dict[str, dict]]:
     """(question id -> gold answer of the split, question id -> its known types)."""
     if split not in SPLITS:
         raise UserError(f"--split: expected one of {', '.join(SPLITS)}, found {split!r}")
-    testdev = _json(data / "gqa_iglue" / "datasets" / "gqa" / "annotations" / "testdev.json")
+    testdev = read_json(data / "gqa_iglue" / "datasets" / "gqa" / "annotations" / "testdev.json")
     gold = {str(q["question_id"]): max(q["label"], key=q["label"].get) if q["label"] else ""
             for q in testdev}
     aux_path = data / "iglue_xgqa" / "gold_aux.json"
-    aux = _json(aux_path) if aux_path.is_file() or split == "fewshot_test" else {}
+    aux = read_json(aux_path) if aux_path.is_file() or split == "fewshot_test" else {}
     if split == "fewshot_test":
         keep = set(aux.get("fewshot_split", {}).get("test", []))
         if not keep:
@@ -50,7 +42,7 @@ def read_gold(data: Path, split: str) -> tuple[dict[str, str], dict[str, dict]]:
 
 def read_predictions(path: Path, gold: dict[str, str]) -> list[str]:
     """The predictions of `path` for every gold question, in gold order."""
-    rows = _json(path)
+    rows = read_json(path)
     if not isinstance(rows, list):
         raise UserError(f"{path}: expected a JSON list of {{questionId, prediction}}")
     found = {}

@@ -4,34 +4,25 @@ translations of its English questions)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import tensorflow_datasets as tfds
 
+from jaxcult.data.registry import read_json
 from jaxcult.data.tfds.base import LocalBuilder
 from jaxcult.data.tfds.easy_vqa_templates import LANGUAGES as EASY_LANGUAGES
 from jaxcult.data.tfds.easy_vqa_templates import translate
+from jaxcult.data.vqa import XGQA_LANGUAGES
 from jaxcult.errors import UserError
 
 _TEXT = tfds.features.Text()
-XGQA_LANGUAGES = ("en", "de", "pt", "ru", "id", "bn", "ko", "zh")
 XGQA_FILES = {"dev": "dev", "train_1": "train_1", "train_5": "train_5", "test": "test"}
-
-
-def _json(path: Path):
-    if not path.is_file():
-        raise UserError(f"{path}: file not found")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise UserError(f"{path}: not a JSON file ({error})") from None
 
 
 def answer_vocabulary(root: Path) -> list[str]:
     """GQA's answer vocabulary (iGLUE's `trainval_label2ans.json`)."""
-    return _json(root / "gqa_iglue" / "datasets" / "gqa" / "annotations" / "trainval_label2ans.json")
+    return read_json(root / "gqa_iglue" / "datasets" / "gqa" / "annotations" / "trainval_label2ans.json")
 
 
 class JaxcultXgqa(LocalBuilder):
@@ -54,10 +45,10 @@ class JaxcultXgqa(LocalBuilder):
                 path = root / "xgqa" / "data" / "few_shot" / lang / f"{name}.json"
                 if path.is_file():
                     splits[f"{name}_{lang}"] = [self._question(qid, q, vocabulary, path)
-                                                for qid, q in _json(path).items()]
+                                                for qid, q in read_json(path).items()]
         testdev = root / "gqa_iglue" / "datasets" / "gqa" / "annotations" / "testdev.json"
         if testdev.is_file():
-            splits["gqa_testdev"] = [self._gqa(q, vocabulary, testdev) for q in _json(testdev)]
+            splits["gqa_testdev"] = [self._gqa(q, vocabulary, testdev) for q in read_json(testdev)]
         if not splits:
             raise UserError(f"{root}: no xGQA or GQA question files found")
         return splits
@@ -104,7 +95,7 @@ class JaxcultEasyVqa(LocalBuilder):
         answers = [a for a in (root / "answers.txt").read_text(encoding="utf-8").split() if a]
         splits = {}
         for split in ("train", "test"):
-            questions = _json(root / split / "questions.json")
+            questions = read_json(root / split / "questions.json")
             images: dict[int, np.ndarray] = {}
             records = splits.setdefault(split, [])
             for index, (question, answer, image_id) in enumerate(questions):
