@@ -74,7 +74,7 @@ class VqaHead(nnx.Module):
         layer_config = dataclasses.replace(config, dtype="float32", param_dtype="float32")
         self.sequence = EncoderLayer(layer_config, rngs=rngs) if kind == "sequence" else None
         self.classifier = AnswerClassifier(config.hidden_size, answers, rngs=rngs)
-        self.kind, self.dropout_rate = kind, dropout_rate
+        self.dropout_rate = dropout_rate
 
     def __call__(self, out: EncoderOutput, mask: jax.Array, keys: KeySplitter) -> jax.Array:
         if self.sequence is not None:

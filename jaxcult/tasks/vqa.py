@@ -94,10 +94,9 @@ class VisualQuestionAnswering(Task):
         if not records:
             raise UserError(f"{name}: split is empty")
         index = {label: i for i, label in enumerate(self.labels)}
-        images: dict[str, int] = {}
-        tokens = self._visual_tokens(records, name)
-        for record in records:
-            images.setdefault(record["image_id"], len(images))
+        by_image = self._visual_tokens(records, name)
+        images = {image_id: i for i, image_id in enumerate(by_image)}
+        tokens = list(by_image.values())
         dims = {t.features.shape[1] for t in tokens}
         if self.feature_dim is None:
             self.feature_dim = dims.pop() if len(dims) == 1 else None
@@ -121,18 +120,18 @@ class VisualQuestionAnswering(Task):
                 "types": [r.get("types") or {} for r in records]}
         return Split(arrays, name, meta=meta)
 
-    def _visual_tokens(self, records: list[dict], name: str) -> list:
-        """Each image's visual tokens once, in order of first use: the records' own features,
-        or grid features of their pixels from the backbone (cached)."""
+    def _visual_tokens(self, records: list[dict], name: str) -> dict:
+        """Image id -> its visual tokens, in order of first use: the records' own features, or
+        grid features of their pixels from the backbone (cached)."""
         first = {}
-        for i, record in enumerate(records):
+        for record in records:
             if record["image_id"] not in first:
                 if "visual" not in record and "image" not in record:
                     raise UserError(f"{name}: question {record['question_id']}: no image or visual "
                                     f"features")
                 first[record["image_id"]] = record
         if all("visual" in r for r in first.values()):
-            return [r["visual"] for r in first.values()]
+            return {image_id: r["visual"] for image_id, r in first.items()}
         from jaxcult.tasks.image_features import grid_features
 
         pixels = {}
@@ -149,7 +148,7 @@ class VisualQuestionAnswering(Task):
         grid = grid_features(pixels, backbone=self.image_backbone, image_size=self.image_size,
                              cache_dir=Path(str(self.feature_cache)).expanduser()
                              if self.feature_cache else None)
-        return [grid[image_id] for image_id in first]
+        return {image_id: grid[image_id] for image_id in first}
 
     def _other_images(self, rows: np.ndarray, count: int) -> np.ndarray:
         """Each row's image replaced by another image of the split (a seeded draw)."""
