@@ -52,7 +52,7 @@ def cmd_vqa(args: argparse.Namespace) -> int:
     from jaxcult.run.vqa_score import score_command
 
     score_command(Path(args.predictions), Path(args.data), args.split,
-                  Path(args.out) if args.out else None)
+                  Path(args.out) if args.out else None, Path(args.plot) if args.plot else None)
     return 0
 
 
@@ -303,6 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--split", default="fewshot_test", help="fewshot_test (IGLUE's zero-shot "
                        "table: 9,666 questions) or testdev (all 12,578)")
     score.add_argument("--out", help="also write the scores as JSON here")
+    score.add_argument("--plot", help="also draw accuracy per structural type and language (PNG)")
     score.set_defaults(command_parser=score, func=cmd_vqa)
 
     assets_parser = sub.add_parser("assets", parents=[common], help="offline pretrained assets")

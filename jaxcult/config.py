@@ -48,6 +48,10 @@ class ModelConfig(Section):
         default_factory=dict,
         description="architecture fields for `name: random-<arch>` models (e.g. hidden_size)",
     )
+    init_from: str | None = Field(
+        None, description="run directory whose best checkpointed parameters (every trained "
+        "group, task head included) start this run, e.g. few-shot training after an English "
+        "fine-tuning run; the model and PEFT structure must match")
 
 
 class PeftConfig(Section):

@@ -130,8 +130,50 @@ def _plot_eval(run: RunDir, summary: dict) -> Path:
     return path
 
 
+def by_type_figure(tables: dict[str, dict[str, dict]], title: str):
+    """Grouped bars: accuracy per question type (x) for each language (one bar colour each),
+    from `{language: {type: {"accuracy", "count"}}}` (a VQA evaluator's `by_structural`)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    kinds = sorted({kind for table in tables.values() for kind in table})
+    width = 0.8 / max(len(tables), 1)
+    fig, ax = plt.subplots(figsize=(max(5, 1.2 * len(kinds) + 0.15 * len(kinds) * len(tables)), 4))
+    for i, (lang, table) in enumerate(tables.items()):
+        ax.bar(np.arange(len(kinds)) + (i - (len(tables) - 1) / 2) * width,
+               [table.get(k, {}).get("accuracy", np.nan) for k in kinds], width, label=lang)
+    counts = next(iter(tables.values()), {})
+    ax.set_xticks(range(len(kinds)), [f"{k}\n(n={counts.get(k, {}).get('count', 0)})" for k in kinds])
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("accuracy")
+    ax.set_title(title)
+    ax.legend(fontsize="small", ncol=min(len(tables), 8))
+    fig.tight_layout()
+    return fig
+
+
+def _plot_by_type(run: RunDir, summary: dict) -> list[Path]:
+    """plots/by_structural.png (and by_semantic.png) when the evaluator reports per-type scores."""
+    import matplotlib.pyplot as plt
+
+    written = []
+    for field in ("by_structural", "by_semantic"):
+        tables = {lang: m[field] for lang, m in summary["metrics"].items() if m.get(field)}
+        if tables:
+            fig = by_type_figure(tables, f"accuracy per {field[3:]} type")
+            path = run.plots / f"{field}.png"
+            fig.savefig(path, dpi=110)
+            plt.close(fig)
+            written.append(path)
+    return written
+
+
 def write_report(root: Path) -> list[Path]:
-    """(Re)generate plots/fisher.png, eval.png, curves.png and report.md; returns the paths."""
+    """(Re)generate plots/fisher.png, eval.png, curves.png (by_structural.png and
+    by_semantic.png for per-type evaluators) and report.md; returns the paths."""
     run = RunDir(root)
     if not run.summary.exists():
         raise UserError(f"{root}: no summary.json (the run has not finished)")
@@ -144,6 +186,7 @@ def write_report(root: Path) -> list[Path]:
     metric = _metric(summary)
     written = [_plot_fisher(run, fisher, events, validation, metric), _plot_eval(run, summary),
                _plot_curves(run, train, validation, metric)]
+    by_type = _plot_by_type(run, summary)
     rows = {lang: scalar_metrics(values) for lang, values in summary["metrics"].items()}
     names = sorted({m for values in rows.values() for m in values})
     lines = [f"# Run report: {root.name}", "", f"Task `{summary['task']}`, source language "
@@ -169,5 +212,6 @@ def write_report(root: Path) -> list[Path]:
                   f"{later[0]['step']}) did not affect them."]
     lines += ["", "![tr(F)](plots/fisher.png)", "", "![curves](plots/curves.png)", "",
               "![scores](plots/eval.png)", ""]
+    lines += [line for path in by_type for line in (f"![{path.stem}](plots/{path.name})", "")]
     write_text_atomic(run.report, "\n".join(lines))
-    return [*written, run.report]
+    return [*written, *by_type, run.report]

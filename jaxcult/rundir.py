@@ -1,7 +1,7 @@
 """Run directories: where a run writes everything, and the rule that nothing is overwritten.
 
 Layout (documented in docs/run-directory.md): config.yaml, metrics.jsonl, events.jsonl,
-fisher.jsonl, probes.jsonl, summary.json, report.md, checkpoints/, plots/, tb/.
+fisher.jsonl, probes.jsonl, summary.json, report.md, predictions/, checkpoints/, plots/, tb/.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from jaxcult.errors import UserError
 
 OUTPUT_NAMES = (
     "config.yaml", "metrics.jsonl", "events.jsonl", "fisher.jsonl", "probes.jsonl", "summary.json",
-    "report.md",
+    "report.md", "predictions",
     "checkpoints", "plots", "tb",
 )
 
@@ -57,6 +57,10 @@ class RunDir:
     @property
     def report(self) -> Path:
         return self.root / "report.md"
+
+    @property
+    def predictions(self) -> Path:
+        return self.root / "predictions"
 
     @property
     def checkpoints(self) -> Path:

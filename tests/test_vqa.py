@@ -130,9 +130,17 @@ def _write_xgqa(root: Path, feature_dim: int = 8) -> None:
                  boxes=np.concatenate([xy, xy + 20], 1), image_w=64, image_h=64)
     questions = [("is it red?", "yes", "verify"), ("what colour is it?", "blue", "query"),
                  ("is there a circle?", "no", "verify"), ("what shape is it?", "circle", "query")]
-    train = [{"question_id": f"t{i}", "img_id": f"img{i % 4}", "sent": q, "label": {a: 1.0},
+    train = [{"question_id": f"t{i}", "img_id": f"img{i % 4}", "sent": q,
+              "label": {a: 1.0} if a != "blue" else {"blue": 1.0, "red": 0.3},
               "types": {"structural": t}} for i, (q, a, t) in enumerate(questions * 4)]
     (annotations / "train.json").write_text(json.dumps(train))
+    (annotations / "testdev.json").write_text(json.dumps(
+        [{"question_id": f"q{i}", "img_id": f"img{4 + i % 2}", "sent": q, "label": {a: 1.0}}
+         for i, (q, a, t) in enumerate(questions)]))
+    (root / "iglue_xgqa").mkdir()
+    (root / "iglue_xgqa" / "gold_aux.json").write_text(json.dumps({
+        "types": {f"q{i}": {"structural": t} for i, (q, a, t) in enumerate(questions)},
+        "fewshot_split": {"test": ["q0", "q1", "q2", "q3"]}}))
     (annotations / "valid.json").write_text(json.dumps(train[:4]))
     for lang in ("en", "de"):
         for kind, name in (("few_shot", "dev.json"), ("zero_shot", "testdev_balanced_questions.json")):
@@ -155,7 +163,7 @@ data:
   name: xgqa
   manual_dir: {root}
   target_languages: [de]
-  options: {{features_dir: {root / 'features'}, feature_dim: 8}}
+  options: {{features: {root / 'features'}, feature_dim: 8}}
 task:
   name: vqa
   options: {{probes: [blind, shuffled], max_regions: 4}}
@@ -176,26 +184,51 @@ logging:
 
 
 @needs_minilm
-def test_tiny_vqa_run_with_probes_types_and_switches(tmp_path):
+def test_tiny_vqa_run_with_probes_predicted_types_and_switches(tmp_path, capsys):
     from jaxcult.config_loading import load_config
     from jaxcult.run.build import build_run
 
     run = tmp_path / "run"
-    assert main(["train", str(_config(tmp_path)), "--run-dir", str(run)]) == 0
+    config = _config(tmp_path, "")
+    assert main(["train", str(config), "--run-dir", str(run), "task.options.type_token=predicted"]) == 0
     summary = json.loads((run / "summary.json").read_text())
     metrics = summary["metrics"]["de"]
-    for key in ("accuracy", "yes_no_share", "blind_accuracy", "shuffled_accuracy"):
+    for key in ("accuracy", "yes_no_share", "blind_accuracy", "shuffled_accuracy", "type_accuracy"):
         assert 0.0 <= metrics[key] <= 1.0
     assert set(metrics["by_structural"]) == {"verify", "query"}
+    # the run's predictions are IGLUE's format: `jaxcult vqa score` gives the run's own accuracy
+    capsys.readouterr()
+    assert main(["vqa", "score", str(run / "predictions"), "--data", str(tmp_path / "data"),
+                 "--split", "testdev", "--out", str(tmp_path / "scores.json"),
+                 "--plot", str(tmp_path / "types.png")]) == 0
+    scores = json.loads((tmp_path / "scores.json").read_text())
+    assert scores["languages"]["de"]["accuracy"] == pytest.approx(metrics["accuracy"])
+    assert (tmp_path / "types.png").stat().st_size > 0
+    assert (run / "plots" / "by_structural.png").is_file()
+    assert "plots/by_structural.png" in (run / "report.md").read_text()
+    # model.init_from starts a run (e.g. few-shot) from another run's best parameters, head included
+    follow = tmp_path / "follow"
+    assert main(["train", str(config), "--run-dir", str(follow), "task.options.type_token=predicted",
+                 f"model.init_from={run}", "optimizer.lr=1e-12", "trainer.steps=1"]) == 0
+    from jaxcult.run.restore import load_run_model
+
+    before, after = (nnx.state(load_run_model(path)[1].head.classifier) for path in (run, follow))
+    assert jax.tree.all(jax.tree.map(lambda a, b: np.allclose(a, b, atol=1e-6), before, after))
+    assert main(["train", str(config), "--run-dir", str(tmp_path / "other"),
+                 f"model.init_from={run}"]) == 2  # no type token: another head structure
+    assert "another model, PEFT or head structure" in capsys.readouterr().err
     # switches are config changes only: the sequence head, gold type tokens, 7-d locations, CE
-    built = build_run(load_config(_config(tmp_path), [
+    built = build_run(load_config(config, [
         "task.options.head=sequence", "task.options.type_token=gold",
         "task.options.location_dim=7", "task.options.loss=ce", "task.options.global_token=true"]))
     assert "head" in built.parts.groups
     split = built.data.tests["de"]
     assert split.arrays["visual_locations"].shape[-1] == 7
-    first = built.tokenizer.decode(split.arrays["input_ids"][0])
-    assert "verify :" in first
+    assert built.plugins.task.type_names == ("query", "verify")
+    assert split.arrays["type_ids"].tolist() == [1, 0, 1, 0]
+    # soft answer scores (IGLUE's labels) are the BCE targets
+    train = build_run(load_config(config, [])).data.train
+    assert train.arrays["answer_scores"][1].tolist() == pytest.approx([1.0, 0.3])
 
 
 @needs_minilm
@@ -261,3 +294,105 @@ def test_group_learning_rate_multipliers():
     assert [float(updates[g]["w"][0, 0]) for g in groups] == [-1.0, -0.5, 0.0]
     with pytest.raises(UserError, match="'decoder' matches no parameter group"):
         group_lr_scales({"decoder": 0.0}, groups)
+
+
+def test_type_tokens_and_the_honest_type_predictor():
+    from jaxcult.models.vision_language import VisionLanguageModel
+
+    encoder, _ = _tiny_vl()
+    ids = jnp.asarray([[0, 5, 9, 2, 1], [0, 7, 2, 1, 1]])
+    mask = (ids != 1).astype(jnp.int32)
+    visual = (jnp.ones((2, 2, 6)), jnp.full((2, 2, 5), 0.5), jnp.ones((2, 2), jnp.int32))
+    gold = VisionLanguageModel(encoder, 7, feature_dim=6, types=3, type_source="gold", seed=1)
+    by_type = [np.asarray(gold(ids, mask, *visual, jnp.full(2, t))) for t in range(3)]
+    assert not np.allclose(by_type[0], by_type[1])  # the type token is attended
+    # the predictor reads the mean of the question's embeddings, without back-propagating into them
+    predicted = VisionLanguageModel(encoder, 7, feature_dim=6, types=3, type_source="predicted", seed=1)
+    answers, logits = predicted.outputs(ids, mask, *visual)
+    types = predicted.head.types
+    text = np.asarray(encoder.embed(ids))
+    weights = np.asarray(mask, np.float32)[..., None]
+    mean = (text * weights).sum(1) / weights.sum(1)
+    hidden = np.asarray(jax.nn.gelu(mean @ np.asarray(types.hidden.kernel[...])
+                                    + np.asarray(types.hidden.bias[...]), approximate=False))
+    hand = hidden @ np.asarray(types.out.kernel[...]) + np.asarray(types.out.bias[...])
+    assert np.abs(np.asarray(logits) - hand).max() <= 1e-5
+    chosen = np.asarray(predicted(ids, mask, *visual, jnp.asarray([2, 2])))  # gold ids are ignored
+    assert np.allclose(chosen, np.asarray(answers), atol=1e-6)
+    grads = jax.grad(lambda e: (types.predict(e, mask) ** 2).sum())(jnp.asarray(text))
+    assert float(jnp.abs(grads).max()) == 0.0
+
+
+def test_soft_answer_scores_are_the_bce_targets():
+    from jaxcult.config import TaskConfig
+    from jaxcult.tasks.vqa import VisualQuestionAnswering
+
+    task = VisualQuestionAnswering(TaskConfig(name="vqa", options={"type_token": "predicted"}),
+                                   labels=("yes", "no", "red"))
+    logits = np.asarray([[0.5, -1.0, 2.0], [0.1, 0.2, -0.3]], np.float32)
+    types = np.asarray([[2.0, -1.0], [0.0, 1.0]], np.float32)
+    batch = {"labels": jnp.asarray([2, 0]), "answer_ids": jnp.asarray([[2, 0], [0, -1]]),
+             "answer_scores": jnp.asarray([[1.0, 0.3], [1.0, 0.0]]), "type_ids": jnp.asarray([0, -1])}
+    loss, accuracy = task.loss({"logits": jnp.asarray(logits), "types": jnp.asarray(types)}, batch)
+    targets = np.asarray([[0.3, 0, 1.0], [1.0, 0, 0]])
+    sigmoid = 1 / (1 + np.exp(-logits))
+    bce = -(targets * np.log(sigmoid) + (1 - targets) * np.log(1 - sigmoid))
+    type_nll = -np.log(np.exp(2.0) / (np.exp(2.0) + np.exp(-1.0)))  # only the known type counts
+    assert float(loss) == pytest.approx(bce.mean() * 3 + type_nll, rel=1e-5)
+    assert float(accuracy) == 0.5
+
+
+def _feature_record(rng, n, dim=8):
+    xy = rng.uniform(0, 40, (n, 2)).astype(np.float32)
+    return {"features": rng.normal(size=(n, dim)).astype(np.float32),
+            "boxes": np.concatenate([xy, xy + 20], 1), "image_w": 64, "image_h": 80}
+
+
+def test_region_feature_layouts_npz_h5_lmdb_agree(tmp_path):
+    import base64
+    import pickle
+
+    h5py = pytest.importorskip("h5py")
+    lmdb = pytest.importorskip("lmdb")
+    from jaxcult.data.region_features import RegionFeatures
+    from jaxcult.errors import UserError
+
+    rng = np.random.default_rng(0)
+    images = {f"img{i}": _feature_record(rng, 3 + i) for i in range(3)}
+    (tmp_path / "npz").mkdir()
+    with h5py.File(tmp_path / "feats.h5", "w") as h5:
+        for image_id, fields in images.items():
+            np.savez(tmp_path / "npz" / f"{image_id}.npz", **fields)
+            group = h5.create_group(image_id)
+            group["features"], group["boxes"] = fields["features"], fields["boxes"]
+            group.attrs["image_w"], group.attrs["image_h"] = 64, 80
+    env = lmdb.open(str(tmp_path / "feats.lmdb"), map_size=1 << 24)
+    with env.begin(write=True) as txn:
+        for i, (image_id, fields) in enumerate(images.items()):
+            if i == 0:  # VOLTA: base64 float32 bytes, img_w / img_h names
+                record = {"image_id": image_id, "img_w": 64, "img_h": 80, "num_boxes": 3,
+                          "features": base64.b64encode(fields["features"].tobytes()),
+                          "boxes": base64.b64encode(fields["boxes"].tobytes())}
+            else:  # numpy arrays pickled directly
+                record = {**fields, "image_id": image_id, "num_boxes": len(fields["boxes"])}
+            txn.put(image_id.encode(), pickle.dumps(record))
+        txn.put(b"keys", pickle.dumps([k.encode() for k in images]))
+        txn.put(b"hostile", pickle.dumps(Path("/etc/passwd")))
+    env.close()
+    readers = [RegionFeatures(tmp_path / name) for name in ("npz", "feats.h5", "feats.lmdb")]
+    assert [r.kind for r in readers] == ["npz", "h5", "lmdb"]
+    for image_id, fields in images.items():
+        expected = fields["boxes"] / np.asarray([64, 80, 64, 80], np.float32)
+        for reader in readers:
+            tokens = reader(image_id, 8)
+            assert np.array_equal(tokens.features, fields["features"])
+            assert np.allclose(tokens.boxes, expected)
+    for reader in readers:
+        with pytest.raises(UserError, match="img7"):
+            reader("img7", 8)
+        with pytest.raises(UserError, match="dimension 8, expected 16"):
+            reader("img0", 16)
+    with pytest.raises(UserError, match="refusing to load pathlib"):  # never runs a pickle's code
+        readers[2]("hostile", 8)
+    with pytest.raises(UserError, match="not found"):
+        RegionFeatures(tmp_path / "nowhere")

@@ -10,7 +10,6 @@ the rows of a batch, so 40k questions about 5k images never copy features 40k ti
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -110,25 +109,3 @@ class ImageRows:
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
         array = self.table[self.index]
         return array if dtype is None else array.astype(dtype)
-
-
-def read_region_features(folder: Path, image_id: str, feature_dim: int | None) -> VisualTokens:
-    """`<folder>/<image_id>.npz` with `features` [N, dim], `boxes` [N, 4] (x1, y1, x2, y2 in
-    pixels), `image_w` and `image_h` (the layout `docs/vqa.md` describes for IGLUE features)."""
-    path = folder / f"{image_id}.npz"
-    if not path.is_file():
-        raise UserError(f"{path}: no region features for image {image_id!r}")
-    try:
-        with np.load(path) as data:
-            missing = [k for k in ("features", "boxes", "image_w", "image_h") if k not in data]
-            if missing:
-                raise UserError(f"{path}: missing array(s) {', '.join(missing)} (expected "
-                                f"features, boxes, image_w, image_h)")
-            size = np.asarray([data["image_w"], data["image_h"]] * 2, np.float32).reshape(4)
-            boxes = np.asarray(data["boxes"], np.float32)
-            if boxes.ndim != 2 or boxes.shape[-1] != 4:
-                raise UserError(f"{path}: boxes have shape {boxes.shape}, expected [regions, 4]")
-            tokens = VisualTokens(np.asarray(data["features"]), boxes / size)
-    except (OSError, ValueError) as error:
-        raise UserError(f"{path}: not a readable .npz file ({error})") from None
-    return checked(tokens, str(path), feature_dim)

@@ -2,8 +2,10 @@
 (GQA questions in 8 languages over user-supplied region features).
 
 Records (`vqa` format): `{"question_id", "question", "answer", "image_id", "types":
-{"structural", "semantic"}}` plus the image: `"visual": VisualTokens` (region features) or
-`"image"`: uint8 RGB pixels [h, w, 3] (the task turns them into backbone grid features). Answers
+{"structural", "semantic"}}`, optionally `"answer_scores": {answer: score}` (soft targets,
+as IGLUE's GQA / VQA labels; `answer` is the best-scored one), plus the image: `"visual":
+VisualTokens` (region features) or `"image"`: uint8 RGB pixels [h, w, 3] (the task turns them
+into backbone grid features). Answers
 are English in every language and index the dataset's answer vocabulary (its labels).
 """
 
@@ -15,8 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from jaxcult.config import DataConfig
+from jaxcult.data.region_features import RegionFeatures
 from jaxcult.data.registry import Dataset, DatasetInfo, Record, read_json, register_dataset
-from jaxcult.data.visual import VisualTokens, read_region_features
+from jaxcult.data.visual import VisualTokens
 from jaxcult.errors import UserError
 
 XGQA_LANGUAGES = ("en", "de", "pt", "ru", "id", "bn", "ko", "zh")
@@ -24,13 +27,14 @@ EASY_COLORS = {"red", "green", "blue", "black", "gray", "teal", "brown", "yellow
 
 
 def check_answers(records: list[Record], labels: tuple[str, ...], where: str) -> list[Record]:
-    """Every answer in the vocabulary, or an error naming the question."""
+    """Every answer (and every soft-scored answer) in the vocabulary, or an error naming the
+    question."""
     known = set(labels)
     for record in records:
-        if record["answer"] not in known:
-            raise UserError(f"{where}: question {record['question_id']}: answer "
-                            f"{record['answer']!r} is not in the answer vocabulary "
-                            f"({len(labels)} answers)")
+        for answer in (record["answer"], *record.get("answer_scores", {})):
+            if answer not in known:
+                raise UserError(f"{where}: question {record['question_id']}: answer "
+                                f"{answer!r} is not in the answer vocabulary ({len(labels)} answers)")
     return records
 
 
@@ -114,12 +118,13 @@ class Xgqa(Dataset):
     format: `{question_id, img_id, sent, label: {answer: score}}`, optionally `types` from GQA's
     question files, which gold type tokens need); evaluation `validation` =
     `xgqa/data/few_shot/<l>/dev.json`, `test` = `xgqa/data/zero_shot/<l>/
-    testdev_balanced_questions.json` (xGQA's format). Region features: `data.options.features_dir`
-    holds `<image_id>.npz` per image (`docs/vqa.md`), `feature_dim` (default 2048) is checked.
+    testdev_balanced_questions.json` (xGQA's format). Region features: `data.options.features`
+    (`<image_id>.npz` folder, HDF5 file or LMDB folder: `data.region_features`), `feature_dim`
+    (default 2048) is checked.
     `few_shot: N` trains on `xgqa/data/few_shot/<source>/train_N.json` of the source language
     instead, validated on its `dev.json` (xGQA's few-shot protocol)."""
 
-    option_names = ("features_dir", "feature_dim", "few_shot")
+    option_names = ("features", "feature_dim", "few_shot")
 
     def info(self, config: DataConfig) -> DatasetInfo:
         root = self.local_root(config)
@@ -128,11 +133,11 @@ class Xgqa(Dataset):
         return DatasetInfo("vqa", XGQA_LANGUAGES, tuple(labels), {"visual": "regions"})
 
     def _visual(self, config: DataConfig, image_id: str) -> VisualTokens:
-        folder = config.options.get("features_dir")
-        if not folder:
-            raise UserError("data.options.features_dir: xgqa needs the folder of region features "
-                            "(<image_id>.npz; see docs/vqa.md)")
-        return _region_features(str(Path(str(folder)).expanduser()), image_id,
+        path = config.options.get("features")
+        if not path:
+            raise UserError("data.options.features: xgqa needs the region features (a folder of "
+                            "<image_id>.npz, an .h5 file or an LMDB folder; see docs/vqa.md)")
+        return _region_features(str(Path(str(path)).expanduser()), image_id,
                                 int(config.options.get("feature_dim", 2048)))
 
     def read_train(self, config: DataConfig, language: str, split: str) -> list[Record]:
@@ -152,9 +157,10 @@ class Xgqa(Dataset):
                 raise UserError(f"{path}: record {index}: expected question_id, img_id, sent, label")
             if not row["label"]:
                 continue  # GQA questions whose answer is outside the vocabulary carry no label
-            answer = max(row["label"], key=row["label"].get)
+            scores = {str(a): float(v) for a, v in row["label"].items()}
             records.append({"question_id": str(row["question_id"]), "question": row["sent"],
-                            "answer": answer, "image_id": str(row["img_id"]),
+                            "answer": max(scores, key=scores.get), "answer_scores": scores,
+                            "image_id": str(row["img_id"]),
                             "visual": self._visual(config, str(row["img_id"])),
                             "types": row.get("types") or {}})
         return check_answers(records, self.info(config).labels, str(path))
@@ -184,5 +190,10 @@ class Xgqa(Dataset):
 
 
 @cache
-def _region_features(folder: str, image_id: str, feature_dim: int) -> VisualTokens:
-    return read_region_features(Path(folder), image_id, feature_dim)
+def _feature_store(path: str) -> RegionFeatures:
+    return RegionFeatures(Path(path))
+
+
+@cache
+def _region_features(path: str, image_id: str, feature_dim: int) -> VisualTokens:
+    return _feature_store(path)(image_id, feature_dim)

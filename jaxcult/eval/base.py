@@ -43,6 +43,11 @@ class Evaluator:
         """Metrics of the whole split from the per-example results (rows in split order)."""
         raise NotImplementedError
 
+    def predictions(self, results: dict[str, np.ndarray], split: Split) -> list[dict] | None:
+        """Per-example predictions worth keeping (written to the run's `predictions/<language>
+        .json` after the final evaluation), or None (the default: nothing written)."""
+        return None
+
 
 EVALUATORS: Registry[type[Evaluator]] = Registry("evaluator", check=subclasses_of(Evaluator))
 

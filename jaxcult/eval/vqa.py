@@ -53,8 +53,10 @@ def score_answers(predictions: Sequence[str], gold: Sequence[str],
 
 @register_evaluator("vqa")
 class VqaAccuracy(Evaluator):
-    """Exact-match accuracy of the argmax answer, per type, yes/no share, and the accuracy of
-    the modality-bias probes the task computed (`blind_accuracy`, `shuffled_accuracy`)."""
+    """Exact-match accuracy of the argmax answer, per type, yes/no share, the accuracy of the
+    modality-bias probes the task computed (`blind_accuracy`, `shuffled_accuracy`) and of the
+    question-type predictor (`type_accuracy`, where types are known). Each question's predicted
+    answer goes to the run's `predictions/` in IGLUE's format, which `jaxcult vqa score` reads."""
 
     def device_outputs(self, outputs, batch: dict) -> dict[str, jax.Array]:
         if not isinstance(outputs, dict):
@@ -67,9 +69,18 @@ class VqaAccuracy(Evaluator):
         gold = [answers[i] for i in split.arrays["labels"]]
         types = (split.meta or {}).get("types")
         metrics = score_answers([answers[i] for i in results["prediction"]], gold, types)
+        known = split.arrays["type_ids"] >= 0 if "types_prediction" in results else None
+        if known is not None and known.any():
+            hits = results["types_prediction"] == split.arrays["type_ids"]
+            metrics["type_accuracy"] = float(hits[known].mean())
         for name in ("blind", "shuffled"):
             if f"{name}_prediction" in results:
                 probe = score_answers([answers[i] for i in results[f"{name}_prediction"]], gold)
                 metrics[f"{name}_accuracy"] = probe["accuracy"]
                 metrics[f"{name}_yes_no_share"] = probe["yes_no_share"]
         return metrics
+
+    def predictions(self, results: dict[str, np.ndarray], split: Split) -> list[dict]:
+        answers = self.info.labels
+        return [{"questionId": qid, "prediction": answers[i]}
+                for qid, i in zip(split.meta["question_ids"], results["prediction"])]

@@ -19,6 +19,7 @@ from jaxcult.models.encoder import Encoder, EncoderLayer, EncoderOutput
 from jaxcult.models.layers import Dense, KeySplitter, LayerNorm, dropout, padding_bias, param
 
 HEADS = ("iglue", "sequence")
+TYPE_SOURCES = ("gold", "predicted")
 
 
 class VisualEmbeddings(nnx.Module):
@@ -54,6 +55,43 @@ class AnswerClassifier(nnx.Module):
         return self.out(self.layer_norm(jax.nn.gelu(self.dense(pooled), approximate=False)))
 
 
+class TypeConditioning(nnx.Module):
+    """A learned question-type token, joined to the sequence after the text.
+
+    `gold`: the type comes from the data (oracle information). `predicted`: an auxiliary
+    predictor (Linear -> GELU -> Linear over the mean of the question's token embeddings, which
+    it reads without back-propagating into them) chooses it, trained on the source language's
+    gold types by the task's auxiliary loss; no gold type ever enters the model's input.
+    """
+
+    def __init__(self, types: int, hidden: int, source: str, *, rngs: nnx.Rngs) -> None:
+        if source not in TYPE_SOURCES:
+            raise ValueError(f"type source must be one of {', '.join(TYPE_SOURCES)}, found {source!r}")
+        self.embedding = param(rngs, jax.nn.initializers.normal(0.02), (types, hidden),
+                               jnp.float32, (None, "embed"))
+        self.source = source
+        if source == "predicted":
+            self.hidden = Dense(hidden, hidden, axes=("embed", None), rngs=rngs)
+            self.out = Dense(hidden, types, axes=(None, None), rngs=rngs)
+
+    def predict(self, text: jax.Array, attention_mask: jax.Array) -> jax.Array:
+        """Type logits [batch, types] from the embedded question [batch, len, hidden]."""
+        weights = attention_mask.astype(jnp.float32)[..., None]
+        mean = (jax.lax.stop_gradient(text).astype(jnp.float32) * weights).sum(1) / jnp.maximum(
+            weights.sum(1), 1.0)
+        return self.out(jax.nn.gelu(self.hidden(mean), approximate=False))
+
+    def __call__(self, text: jax.Array, attention_mask: jax.Array, type_ids: jax.Array | None
+                 ) -> tuple[jax.Array, jax.Array | None]:
+        """(the type token [batch, 1, hidden], the predictor's logits or None)."""
+        logits = self.predict(text, attention_mask) if self.source == "predicted" else None
+        if logits is not None:
+            type_ids = logits.argmax(-1)
+        if type_ids is None:
+            raise ValueError("gold type conditioning needs type_ids")
+        return self.embedding[...][type_ids][:, None].astype(text.dtype), logits
+
+
 class VqaHead(nnx.Module):
     """The trained-from-scratch parts: visual embeddings and the answer head.
 
@@ -63,7 +101,8 @@ class VqaHead(nnx.Module):
     """
 
     def __init__(self, encoder: Encoder, answers: int, *, feature_dim: int, location_dim: int,
-                 kind: str, dropout_rate: float, seed: int) -> None:
+                 kind: str, dropout_rate: float, seed: int, types: int = 0,
+                 type_source: str = "gold") -> None:
         if kind not in HEADS:
             raise ValueError(f"head must be one of {', '.join(HEADS)}, found {kind!r}")
         rngs = nnx.Rngs(seed)
@@ -74,6 +113,8 @@ class VqaHead(nnx.Module):
         layer_config = dataclasses.replace(config, dtype="float32", param_dtype="float32")
         self.sequence = EncoderLayer(layer_config, rngs=rngs) if kind == "sequence" else None
         self.classifier = AnswerClassifier(config.hidden_size, answers, rngs=rngs)
+        self.types = (TypeConditioning(types, config.hidden_size, type_source, rngs=rngs)
+                      if types else None)
         self.dropout_rate = dropout_rate
 
     def __call__(self, out: EncoderOutput, mask: jax.Array, keys: KeySplitter) -> jax.Array:
@@ -85,26 +126,43 @@ class VqaHead(nnx.Module):
 
 
 class VisionLanguageModel(nnx.Module):
-    """Answer logits [batch, answers] from a question and its image's visual tokens."""
+    """Answer logits [batch, answers] from a question and its image's visual tokens (and, with
+    `types`, a question-type token: `type_source` gold or predicted)."""
 
     def __init__(self, encoder: Encoder, answers: int, *, feature_dim: int, location_dim: int = 5,
-                 head: str = "iglue", dropout_rate: float = 0.1, seed: int = 0) -> None:
+                 head: str = "iglue", dropout_rate: float = 0.1, seed: int = 0, types: int = 0,
+                 type_source: str = "gold") -> None:
         self.encoder = encoder
         self.head = VqaHead(encoder, answers, feature_dim=feature_dim, location_dim=location_dim,
-                            kind=head, dropout_rate=dropout_rate, seed=seed)
+                            kind=head, dropout_rate=dropout_rate, seed=seed, types=types,
+                            type_source=type_source)
 
     def encode(self, input_ids: jax.Array, attention_mask: jax.Array, features: jax.Array,
-               locations: jax.Array, visual_mask: jax.Array, keys: KeySplitter
-               ) -> tuple[EncoderOutput, jax.Array]:
-        """(encoder output over [text; visual] tokens, their joint attention mask)."""
+               locations: jax.Array, visual_mask: jax.Array, keys: KeySplitter,
+               type_ids: jax.Array | None = None) -> tuple[EncoderOutput, jax.Array, jax.Array | None]:
+        """(encoder output over [text; type token; visual] tokens, their joint attention mask,
+        the type predictor's logits or None)."""
         text = self.encoder.embed(input_ids, keys=keys)
         visual = self.head.visual(features, locations, keys.next()).astype(text.dtype)
-        mask = jnp.concatenate([attention_mask, visual_mask.astype(attention_mask.dtype)], 1)
-        return self.encoder.encode(jnp.concatenate([text, visual], 1), mask, keys), mask
+        parts, masks, type_logits = [text], [attention_mask], None
+        if self.head.types is not None:
+            token, type_logits = self.head.types(text, attention_mask, type_ids)
+            parts.append(token)
+            masks.append(jnp.ones((len(text), 1), attention_mask.dtype))
+        mask = jnp.concatenate([*masks, visual_mask.astype(attention_mask.dtype)], 1)
+        return self.encoder.encode(jnp.concatenate([*parts, visual], 1), mask, keys), mask, type_logits
+
+    def outputs(self, input_ids: jax.Array, attention_mask: jax.Array, features: jax.Array,
+                locations: jax.Array, visual_mask: jax.Array, type_ids: jax.Array | None = None, *,
+                dropout_key: jax.Array | None = None) -> tuple[jax.Array, jax.Array | None]:
+        """(answer logits, the type predictor's logits or None)."""
+        keys = KeySplitter(dropout_key)
+        out, mask, type_logits = self.encode(input_ids, attention_mask, features, locations,
+                                             visual_mask, keys, type_ids)
+        return self.head(out, mask, keys), type_logits
 
     def __call__(self, input_ids: jax.Array, attention_mask: jax.Array, features: jax.Array,
-                 locations: jax.Array, visual_mask: jax.Array, *,
+                 locations: jax.Array, visual_mask: jax.Array, type_ids: jax.Array | None = None, *,
                  dropout_key: jax.Array | None = None) -> jax.Array:
-        keys = KeySplitter(dropout_key)
-        out, mask = self.encode(input_ids, attention_mask, features, locations, visual_mask, keys)
-        return self.head(out, mask, keys)
+        return self.outputs(input_ids, attention_mask, features, locations, visual_mask, type_ids,
+                            dropout_key=dropout_key)[0]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from flax import nnx
 
-from jaxcult.checkpoint import Checkpointer
+from jaxcult.checkpoint import Checkpointer, structure
 from jaxcult.config import RunConfig
 from jaxcult.config_loading import load_config
 from jaxcult.errors import UserError
@@ -39,6 +39,31 @@ def restore_best(run: RunDir, config: RunConfig, parts: ModelParts) -> tuple[dic
     finally:
         checkpointer.close()
     return device["best"], host
+
+
+def params_from_run(run_dir: Path, config: RunConfig, parts: ModelParts) -> dict:
+    """The best checkpointed parameters of another run, shaped as this run's `parts.params`
+    (`model.init_from`); a run of another model or PEFT structure is an error naming both."""
+    run = RunDir(Path(run_dir).expanduser())
+    if not run.checkpoints.is_dir():
+        raise UserError(f"model.init_from: {run.root} has no checkpoints/ (not a finished run)")
+    expected = structure(parts.params)
+
+    def fits(host: dict) -> None:
+        saved = {key[len(".params"):]: shape for key, shape in
+                 (host.get("run") or {}).get("structure", {}).items() if key.startswith(".params")}
+        differ = sorted(k for k in saved.keys() | expected.keys() if saved.get(k) != expected.get(k))
+        if differ:
+            raise UserError(f"model.init_from: {run.root} was trained with another model, PEFT or "
+                            f"head structure (e.g. {differ[0]}: {saved.get(differ[0])} there, "
+                            f"{expected.get(differ[0])} here; {len(differ)} arrays differ)")
+
+    checkpointer = Checkpointer(run.checkpoints, config.checkpoint)
+    try:
+        _, device, _ = checkpointer.restore_latest({"best": parts.params}, fits)
+    finally:
+        checkpointer.close()
+    return device["best"]
 
 
 def load_run_model(run_dir: Path) -> tuple[RunConfig, nnx.Module]:

@@ -13,6 +13,7 @@ import math
 import signal
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -30,6 +31,7 @@ from jaxcult.logging import MetricLogger, Progress
 from jaxcult.peft.groups import format_group_table
 from jaxcult.report import read_jsonl, write_report
 from jaxcult.run.build import Built, build_run
+from jaxcult.run.restore import params_from_run
 from jaxcult.run.summary import format_scores, make_summary
 from jaxcult.rundir import RunDir, prepare, write_text_atomic
 from jaxcult.sharding import (
@@ -120,7 +122,9 @@ def open_session(config: RunConfig, built: Built, mesh) -> Session:
     optimizer = masked_optimizer(config.optimizer, parts.groups, lr)
     replicated = NamedSharding(mesh, PartitionSpec())
     frozen = place_variables(parts.frozen, mesh, rules)
-    params = place_variables(parts.params, mesh, rules)
+    initial = (params_from_run(Path(config.model.init_from), config, parts)
+               if config.model.init_from else parts.params)
+    params = place_variables(initial, mesh, rules)
     start = schedule.start()
     state = on_mesh(init_state(params, optimizer, jax.device_put(start.mask, replicated),
                                config.trainer.seed, track=config.fisher.in_step), mesh)
@@ -280,11 +284,13 @@ def run_session(session: Session, run: RunDir, *, resume: bool) -> tuple[int, in
     return stopped
 
 
-def final_scores(session: Session, per_language: dict) -> dict[str, dict]:
+def final_scores(session: Session, per_language: dict,
+                 predictions_dir: Path | None = None) -> dict[str, dict]:
     """The best-validation parameters scored on every evaluation language (MAD-X: each with
-    its own language adapter swapped in, from `per_language`). A language whose split holds
+    its own language adapter swapped in, from `per_language`); the evaluator's per-example
+    predictions, if it keeps any, go to `predictions_dir`. A language whose split holds
     exactly the validation examples (a dataset without a separate test split) takes the best
-    validation metrics: the same parameters on the same examples."""
+    validation metrics: the same parameters on the same examples (and writes no predictions)."""
     tests, frozen, best = session.built.data.tests, session.loop.frozen, session.best
     validation = session.built.data.validation
     reused = {lang: best.metrics for lang, split in tests.items()
@@ -295,7 +301,7 @@ def final_scores(session: Session, per_language: dict) -> dict[str, dict]:
     todo = {lang: split for lang, split in tests.items() if lang not in reused}
     scores = evaluate_languages(session.program.model, best.params,
                                 {lang: per_language.get(lang, frozen) for lang in todo}, todo,
-                                session.config.trainer.eval_batch_size) if todo else {}
+                                session.config.trainer.eval_batch_size, predictions_dir) if todo else {}
     return {lang: reused[lang] if lang in reused else scores[lang] for lang in tests}
 
 
@@ -323,7 +329,8 @@ def train_one(config: RunConfig, run: RunDir, *, resume: bool = False,
                               f"checkpoint written. Continue with: jaxcult train --resume "
                               f"{run.root}", signum)
         final_mask = np.asarray(session.loop.state.mask)
-        summary = make_summary(config, built.plugins, final_scores(session, per_language),
+        scores = final_scores(session, per_language, run.predictions if main_process else None)
+        summary = make_summary(config, built.plugins, scores,
                                [g for g, m in zip(built.parts.groups, final_mask) if m],
                                best_step=session.best.step, best_validation=session.best.metrics)
     if main_process:

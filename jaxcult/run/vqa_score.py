@@ -98,9 +98,22 @@ def format_scores(scores: dict) -> str:
     return "\n".join(lines)
 
 
-def score_command(folder: Path, data: Path, split: str, out: Path | None) -> dict:
+def score_command(folder: Path, data: Path, split: str, out: Path | None,
+                  plot: Path | None = None) -> dict:
     scores = score_folder(folder, data, split)
     print(format_scores(scores))
     if out is not None:
         out.write_text(json.dumps(scores, indent=1))
+    if plot is not None:
+        import matplotlib.pyplot as plt
+
+        from jaxcult.report import by_type_figure
+
+        tables = {lang: m["by_structural"] for lang, m in scores["languages"].items()
+                  if m.get("by_structural")}
+        if not tables:
+            raise UserError(f"--plot: no question of the {split} split has a known structural type")
+        fig = by_type_figure(tables, f"{folder.name}: accuracy per structural type ({split})")
+        fig.savefig(plot, dpi=110)
+        plt.close(fig)
     return scores

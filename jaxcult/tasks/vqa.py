@@ -8,8 +8,13 @@ stream vision-language model (`models.vision_language`). Options (`task.options`
   Transformer layer over the multimodal output first);
 - `loss`: `bce` (IGLUE: BCE-with-logits on the answer scores x number of answers) or `ce`;
 - `max_regions` (36), `location_dim` (5 or 7), `global_token` (prepend the mean feature);
-- `type_token`: `none` or `gold` (the question's structural type, e.g. "verify", prepended to
-  the question: oracle information, reported as such);
+- `type_token`: `none`, `gold` or `predicted`: a learned question-type token (one per GQA
+  structural type seen in training) joined to the question. `gold` takes the type from the
+  data (oracle information, reported as such); `predicted` is the honest variant: an auxiliary
+  predictor, trained on the source language's gold types beside the answer loss, chooses it,
+  and its accuracy is reported per language as `type_accuracy`;
+- soft answer scores: records with `answer_scores` ({answer: score}, IGLUE's labels) are the
+  BCE targets; otherwise the gold answer scores 1;
 - `probes`: evaluation-only views, `blind` (no visual tokens) and `shuffled` (every question
   paired with another image of its split, drawn with `shuffle_seed`): modality-bias probes;
 - for datasets that give pixels (`image`) rather than features: `backbone` (default
@@ -30,7 +35,7 @@ from jaxcult.config import RunConfig
 from jaxcult.data.batching import Split
 from jaxcult.data.visual import LOCATION_DIMS, ImageRows, VisualTable
 from jaxcult.errors import UserError
-from jaxcult.models.vision_language import HEADS, VisionLanguageModel
+from jaxcult.models.vision_language import HEADS, TYPE_SOURCES, VisionLanguageModel
 from jaxcult.tasks.base import Task, categorical_log_probs, register_task
 
 VISUAL_KEYS = ("visual_features", "visual_locations", "visual_mask")
@@ -57,7 +62,8 @@ class VisualQuestionAnswering(Task):
         options = config.options
         self.head = _choice(options, "head", "iglue", HEADS)
         self.loss_kind = _choice(options, "loss", "bce", ("bce", "ce"))
-        self.type_token = _choice(options, "type_token", "none", ("none", "gold"))
+        self.type_token = _choice(options, "type_token", "none", ("none", *TYPE_SOURCES))
+        self.type_names: tuple[str, ...] = ()
         self.max_regions = int(options.get("max_regions", 36))
         self.location_dim = int(options.get("location_dim", 5))
         if self.location_dim not in LOCATION_DIMS or self.max_regions < 1:
@@ -72,7 +78,9 @@ class VisualQuestionAnswering(Task):
                             f"{', '.join(PROBES)})")
         self.shuffle_seed = int(options.get("shuffle_seed", 0))
         shuffled = tuple(f"shuffled_{k}" for k in VISUAL_KEYS) if "shuffled" in self.probes else ()
-        self.batch_keys = ("input_ids", "attention_mask", *VISUAL_KEYS, *shuffled, "labels")
+        extra = (("type_ids",) if self.type_token != "none" else ()) + (
+            ("answer_ids", "answer_scores") if self.loss_kind == "bce" else ())
+        self.batch_keys = ("input_ids", "attention_mask", *VISUAL_KEYS, *shuffled, "labels", *extra)
         self.image_backbone = str(options.get("backbone", "efficientnet-lite0"))
         self.image_size = int(options.get("image_size", 128))
         if self.image_size < 32:
@@ -81,14 +89,40 @@ class VisualQuestionAnswering(Task):
         self.feature_cache = options.get("feature_cache")
         self.feature_dim: int | None = None
 
-    def question_text(self, record: dict) -> str:
-        if self.type_token == "gold":
-            kind = (record.get("types") or {}).get("structural")
-            if not kind:
-                raise UserError(f"question {record['question_id']}: task.options.type_token=gold "
-                                f"needs its structural type, which the dataset does not give")
-            return f"{kind} : {record['question']}"
-        return record["question"]
+    def _type_ids(self, records: list[dict], name: str) -> np.ndarray:
+        """Each question's structural-type index (-1: unknown); the first split tokenised (the
+        training split) fixes the type vocabulary."""
+        kinds = [(r.get("types") or {}).get("structural") or "" for r in records]
+        if not self.type_names:
+            self.type_names = tuple(sorted({k for k in kinds if k}))
+            if not self.type_names:
+                raise UserError(f"{name}: task.options.type_token={self.type_token} needs the "
+                                f"training questions' structural types (types.structural), which "
+                                f"the dataset does not give")
+        index = {kind: i for i, kind in enumerate(self.type_names)}
+        ids = np.asarray([index.get(k, -1) for k in kinds], np.int32)
+        if self.type_token == "gold" and (ids < 0).any():
+            row = int(np.argmax(ids < 0))
+            raise UserError(f"{name}: question {records[row]['question_id']}: type_token=gold needs "
+                            f"a structural type seen in training ({', '.join(self.type_names)}), "
+                            f"found {kinds[row]!r}")
+        return ids
+
+    def _answer_scores(self, records: list[dict], index: dict[str, int], name: str
+                       ) -> tuple[np.ndarray, np.ndarray]:
+        """Soft BCE targets as (answer ids, scores) [questions, most answers scored], -1 padded."""
+        scored = [r.get("answer_scores") or {r["answer"]: 1.0} for r in records]
+        width = max(len(s) for s in scored)
+        ids, scores = np.full((len(records), width), -1, np.int32), np.zeros((len(records), width),
+                                                                            np.float32)
+        for row, (record, answers) in enumerate(zip(records, scored)):
+            values = np.asarray(list(answers.values()), np.float32)
+            if not ((values >= 0) & (values <= 1)).all():
+                raise UserError(f"{name}: question {record['question_id']}: answer scores must lie "
+                                f"in [0, 1], found {sorted(answers.values())}")
+            ids[row, :len(answers)] = [index[a] for a in answers]
+            scores[row, :len(answers)] = values
+        return ids, scores
 
     def tokenize(self, records, tokenizer, max_length, name) -> Split:
         if not records:
@@ -105,7 +139,7 @@ class VisualQuestionAnswering(Task):
                             f"{self.feature_dim} (as the training split)")
         table = VisualTable.build(tokens, self.max_regions, self.location_dim, self.global_token)
         rows = np.asarray([images[r["image_id"]] for r in records])
-        enc = tokenizer([self.question_text(r) for r in records], truncation=True,
+        enc = tokenizer([r["question"] for r in records], truncation=True,
                         max_length=max_length, padding="longest", return_tensors="np")
         arrays = {"input_ids": enc["input_ids"].astype(np.int32),
                   "attention_mask": enc["attention_mask"].astype(np.int32),
@@ -116,6 +150,10 @@ class VisualQuestionAnswering(Task):
             arrays.update({f"shuffled_{key}": ImageRows(column, other) for key, column in
                            zip(VISUAL_KEYS, (table.features, table.boxes, table.mask))})
         arrays["labels"] = np.asarray([index[r["answer"]] for r in records], np.int32)
+        if self.type_token != "none":
+            arrays["type_ids"] = self._type_ids(records, name)
+        if self.loss_kind == "bce":
+            arrays["answer_ids"], arrays["answer_scores"] = self._answer_scores(records, index, name)
         meta = {"question_ids": [r["question_id"] for r in records],
                 "types": [r.get("types") or {} for r in records]}
         return Split(arrays, name, meta=meta)
@@ -162,34 +200,44 @@ class VisualQuestionAnswering(Task):
             raise UserError("vqa: the model is built after the training split is tokenised")
         return VisionLanguageModel(backbone, self.num_labels, feature_dim=self.feature_dim,
                                    location_dim=self.location_dim, head=self.head,
-                                   seed=config.trainer.seed)
+                                   seed=config.trainer.seed, types=len(self.type_names),
+                                   type_source=self.type_token if self.type_names else "gold")
 
-    @staticmethod
-    def _run(model, batch: dict, prefix: str, dropout_key=None) -> jax.Array:
+    def _run(self, model, batch: dict, prefix: str, dropout_key=None) -> dict[str, jax.Array]:
+        """{"logits": answer logits, "types": type-predictor logits (predicted types only)}."""
         visual = [batch[prefix + key] for key in VISUAL_KEYS]
-        return model(batch["input_ids"], batch["attention_mask"], *visual, dropout_key=dropout_key)
+        answers, types = model.outputs(batch["input_ids"], batch["attention_mask"], *visual,
+                                       batch.get("type_ids"), dropout_key=dropout_key)
+        return {"logits": answers} if types is None else {"logits": answers, "types": types}
 
     def forward(self, model, batch, dropout_key):
         return self._run(model, batch, "", dropout_key)
 
     def evaluation_outputs(self, model, batch: dict):
-        """The answer logits, plus each probe's logits (blind: no visual token attended)."""
-        outputs = {"logits": self.forward(model, batch, None)}
+        """The answer logits (and type predictions), plus each probe's answer logits (blind: no
+        visual token attended)."""
+        outputs = self.forward(model, batch, None)
         if "blind" in self.probes:
             blind = {**batch, "visual_mask": jnp.zeros_like(batch["visual_mask"])}
-            outputs["blind"] = self._run(model, blind, "")
+            outputs["blind"] = self._run(model, blind, "")["logits"]
         if "shuffled" in self.probes:
-            outputs["shuffled"] = self._run(model, batch, "shuffled_")
+            outputs["shuffled"] = self._run(model, batch, "shuffled_")["logits"]
         return outputs
 
     def loss(self, outputs, batch):
-        logits = outputs.astype(jnp.float32)
+        logits = outputs["logits"].astype(jnp.float32)
         if self.loss_kind == "bce":
-            targets = jax.nn.one_hot(batch["labels"], logits.shape[-1])
+            targets = (jax.nn.one_hot(batch["answer_ids"], logits.shape[-1])
+                       * batch["answer_scores"][..., None]).sum(1)
             loss = optax.sigmoid_binary_cross_entropy(logits, targets).mean() * logits.shape[-1]
         else:
             loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["labels"]).mean()
+        if "types" in outputs:  # the honest type predictor learns from the source's gold types
+            known = batch["type_ids"] >= 0
+            nll = optax.softmax_cross_entropy_with_integer_labels(
+                outputs["types"].astype(jnp.float32), jnp.maximum(batch["type_ids"], 0))
+            loss = loss + jnp.where(known, nll, 0.0).sum() / jnp.maximum(known.sum(), 1)
         return loss, (logits.argmax(-1) == batch["labels"]).mean()
 
     def log_probs(self, outputs, batch):
-        return categorical_log_probs(outputs, batch)
+        return categorical_log_probs(outputs["logits"], batch)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -15,9 +17,11 @@ from jaxcult.sharding import host_inputs
 from jaxcult.trainers.program import ModelProgram
 
 
-def evaluate(program: ModelProgram, params, frozen, split: Split, batch_size: int) -> Metrics:
+def evaluate(program: ModelProgram, params, frozen, split: Split, batch_size: int,
+             predictions_to: Path | None = None) -> Metrics:
     """The evaluator's metrics on every example of `split` (padding rows of the last batch
-    are dropped before the evaluator sees the per-example results)."""
+    are dropped before the evaluator sees the per-example results); with `predictions_to`,
+    the evaluator's per-example predictions (if it keeps any) are written there as JSON."""
     results: dict[str, list[np.ndarray]] = {}
     along_sequence = program.evaluator.sequence_outputs
     for batch, valid in eval_batches(split, batch_size):
@@ -30,17 +34,25 @@ def evaluate(program: ModelProgram, params, frozen, split: Split, batch_size: in
                 value = np.pad(value, [(0, 0)] * (value.ndim - 1) + [(0, missing)],
                                constant_values=fill)
             results.setdefault(key, []).append(value)
-    return program.evaluator.metrics({k: np.concatenate(v) for k, v in results.items()}, split)
+    merged = {k: np.concatenate(v) for k, v in results.items()}
+    rows = program.evaluator.predictions(merged, split) if predictions_to is not None else None
+    if rows is not None:
+        predictions_to.parent.mkdir(parents=True, exist_ok=True)
+        predictions_to.write_text(json.dumps(rows, ensure_ascii=False), encoding="utf-8")
+    return program.evaluator.metrics(merged, split)
 
 
 def evaluate_languages(program: ModelProgram, params, frozen: dict[str, Any],
-                       splits: dict[str, Split], batch_size: int) -> dict[str, Metrics]:
+                       splits: dict[str, Split], batch_size: int,
+                       predictions_dir: Path | None = None) -> dict[str, Metrics]:
     """Metrics per language (each with its own frozen state, e.g. a MAD-X language adapter),
-    reporting progress on stderr: evaluation of many languages takes a while."""
+    reporting progress on stderr: evaluation of many languages takes a while. With
+    `predictions_dir`, each language's predictions go to `<language>.json` there."""
     scores = {}
     for number, (language, split) in enumerate(splits.items(), 1):
         start = time.perf_counter()
-        scores[language] = evaluate(program, params, frozen[language], split, batch_size)
+        target = predictions_dir / f"{language}.json" if predictions_dir is not None else None
+        scores[language] = evaluate(program, params, frozen[language], split, batch_size, target)
         print(f"evaluated {language} ({number}/{len(splits)}, {len(split)} examples, "
               f"{time.perf_counter() - start:.1f} s)", file=sys.stderr, flush=True)
     return scores
