@@ -83,8 +83,43 @@ def test_linear_cka_equals_the_kernel_formula_and_its_invariances():
     assert measures.linear_cka(x, 3.0 * x @ q + 1.0) == pytest.approx(1.0)
 
 
+def test_cka_probe_equals_the_formula_on_the_encoders_own_outputs(tiny):
+    from flax import nnx
+
+    from jaxcult.config import ProbeConfig
+    from jaxcult.probes import ProbeInput, resolve_probe
+    from jaxcult.trainers.probe_runner import encoder_representations
+
+    parts, _, batch = tiny
+    program = layered("pfeiffer", "peft.reduction_factor=2")[1]
+    other = {**batch, "input_ids": (batch["input_ids"] * 7 + 3) % 59 + 5}  # the "target language"
+    probe = resolve_probe("cka")(ProbeConfig(name="cka", options={"examples": 6}), parts.groups)
+    represent = encoder_representations(program, parts.frozen)
+    values = probe.measure(ProbeInput(0, parts.params, None, [], jax.random.key(0), represent,
+                                      {"en": [batch], "xx": [other]}, "en"))
+    assert list(values) == ["xx"] and len(values["xx"]) == 1 + len(parts.layer_groups)
+    encoder = nnx.merge(parts.graphdef, *parts.params.values(), parts.frozen).encoder
+    mask = np.asarray(batch["attention_mask"], np.float64)[..., None]
+
+    def pooled(hidden):
+        return (np.asarray(hidden, np.float64) * mask).sum(1) / mask.sum(1)
+
+    def cka(x, y):  # HSIC form with linear kernels
+        h = np.eye(len(x)) - 1 / len(x)
+        k, m = h @ x @ x.T @ h, h @ y @ y.T @ h
+        return np.sum(k * m) / np.sqrt(np.sum(k * k) * np.sum(m * m))
+
+    for name, run in (("embeddings", lambda b: encoder.embed(b["input_ids"], b["token_type_ids"])),
+                      (f"layer_{len(parts.layer_groups) - 1}", lambda b: encoder(
+                          b["input_ids"], b["attention_mask"], b["token_type_ids"]).last_hidden_state)):
+        assert values["xx"][name] == pytest.approx(cka(pooled(run(batch)), pooled(run(other))), rel=1e-4)
+    same = probe.measure(ProbeInput(0, parts.params, None, [], jax.random.key(0), represent,
+                                    {"en": [batch], "xx": [batch]}, "en"))
+    assert all(v == pytest.approx(1.0) for v in same["xx"].values())
+
+
 CONFIG = "name: probes\n" + tiny_model_yaml() + """\
-data: {max_train_examples: 32, max_eval_examples: 16, target_languages: [en]}
+data: {max_train_examples: 32, max_eval_examples: 16, target_languages: [de]}
 trainer: {batch_size: 8, eval_batch_size: 16, steps: 4}
 schedule: {name: gu, k: 2}
 logging: {tensorboard: false, progress: "off"}
@@ -94,6 +129,7 @@ probes:
   - {name: update_ratio, every: 2}
   - {name: hessian_top, every: 4, options: {iters: 3}}
   - {name: noise_scale, every: 4, batches: 2, batch_size: 4}
+  - {name: cka, every: 4, options: {examples: 8}}
 """
 
 
@@ -104,8 +140,11 @@ def test_probes_in_a_run_write_probes_jsonl_and_bad_settings_exit_2(tmp_path, mo
     assert main(["train", "probes.yaml", "--run-dir", "run"]) == 0
     records = [json.loads(line) for line in (tmp_path / "run/probes.jsonl").read_text().splitlines()]
     seen = sorted((r["probe"], r["step"]) for r in records)
-    assert seen == [("grad_norm", 2), ("grad_norm", 4), ("hessian_top", 4), ("noise_scale", 4),
-                    ("update_ratio", 4)]                       # update_ratio: none at its first
+    assert seen == [("cka", 4), ("grad_norm", 2), ("grad_norm", 4), ("hessian_top", 4),
+                    ("noise_scale", 4), ("update_ratio", 4)]   # update_ratio: none at its first
+    cka = next(r for r in records if r["probe"] == "cka")
+    assert set(cka) == {"step", "probe", "seconds", "de"} and 0 < cka["de"]["layer_0"] <= 1 + 1e-6
+    records = [r for r in records if r["probe"] != "cka"]  # its series are languages, not groups
     groups = set(json.loads((tmp_path / "run/summary.json").read_text())["groups"]) \
         if "groups" in json.loads((tmp_path / "run/summary.json").read_text()) else None
     for record in records:
@@ -118,7 +157,8 @@ def test_probes_in_a_run_write_probes_jsonl_and_bad_settings_exit_2(tmp_path, mo
     assert ratio["head"] > 0                                   # gu trains the head from step 0
     for bad, message in (("probes=[{name: nope}]", "unknown probe 'nope'"),
                          ("probes=[{name: hessian_top, options: {depth: 2}}]", "no option 'depth'"),
-                         ("probes=[{name: noise_scale, batches: 1}]", "needs batches >= 2")):
+                         ("probes=[{name: noise_scale, batches: 1}]", "needs batches >= 2"),
+                         ("probes=[{name: cka, options: {targets: 'de,fr'}}]", "cka target 'fr'")):
         assert main(["train", "probes.yaml", "--run-dir", "bad", bad]) == 2
         assert message in capsys.readouterr().err
         assert not (tmp_path / "bad" / "checkpoints").exists()

@@ -72,6 +72,7 @@ class EncoderOutput:
 
     last_hidden_state: jax.Array
     pooler_output: jax.Array | None = None
+    hidden_states: tuple[jax.Array, ...] | None = None  # embeddings, then every layer's output
 
 
 def _dtypes(config) -> tuple[Any, Any]:
@@ -181,17 +182,21 @@ class Encoder(nnx.Module):
             x = self.embedding_adapter(x)
         return x
 
-    def encode(self, x: jax.Array, attention_mask: jax.Array,
-               keys: KeySplitter | None = None) -> EncoderOutput:
+    def encode(self, x: jax.Array, attention_mask: jax.Array, keys: KeySplitter | None = None,
+               hidden_states: bool = False) -> EncoderOutput:
         """The layers (and pooler) over embedded inputs: text, or text joined with other
-        modalities' tokens (vision-language models)."""
+        modalities' tokens (vision-language models); `hidden_states` keeps every layer's
+        output (probes)."""
         keys = keys or KeySplitter(None)
         x = constrain_batch(x)
         bias = padding_bias(attention_mask)
+        kept = [x]
         for i, layer in enumerate(self.layers):
             x = constrain_batch(call_layer(layer, i, x, keys, lambda m, h, k: m(h, bias, k)))
+            kept.append(x)
         pooled = jnp.tanh(self.pooler(x[:, 0])) if self.pooler is not None else None
-        return EncoderOutput(last_hidden_state=x, pooler_output=pooled)
+        return EncoderOutput(last_hidden_state=x, pooler_output=pooled,
+                             hidden_states=tuple(kept) if hidden_states else None)
 
 
 def mean_pool(hidden: jax.Array, attention_mask: jax.Array) -> jax.Array:

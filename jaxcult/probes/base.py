@@ -10,7 +10,7 @@ it reads the loss function, not the train state. User probes register by import 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import jax
 
@@ -28,6 +28,12 @@ class ProbeInput:
     loss: Callable[[dict, dict], jax.Array]       # (params, batch) -> mean training loss
     batches: list[dict]                           # `batches` fresh training batches
     key: jax.Array
+    # (params, batch) -> the mean-pooled output of the embeddings and of every layer, each
+    # [rows, hidden] (encoder backbones; probes with `reads_languages` only)
+    representations: Callable[[dict, dict], list[jax.Array]] | None = None
+    # language -> fixed batches of its evaluation split's first examples (`reads_languages`)
+    languages: dict[str, list[dict]] = field(default_factory=dict)
+    source_language: str = ""
 
 
 class Probe:
@@ -36,6 +42,15 @@ class Probe:
     name = "probe"
     option_names: tuple[str, ...] = ()
     min_batches = 1
+    reads_languages = False  # needs `representations` and the evaluation languages' batches
+
+    def languages_wanted(self, available: list[str], source: str) -> list[str]:
+        """The evaluation languages whose batches this probe reads (`reads_languages`)."""
+        return []
+
+    def examples_wanted(self) -> int:
+        """How many first examples of each wanted language's evaluation split it reads."""
+        return 0
 
     def __init__(self, config: ProbeConfig, groups: list[str]) -> None:
         unknown = sorted(set(config.options) - set(self.option_names))

@@ -1,11 +1,12 @@
 """The built-in probes (docs/probes.md): per-group gradient norm, update / weight ratio, top
-Hessian eigenvalue and gradient noise scale."""
+Hessian eigenvalue, gradient noise scale, and source/target representation similarity (CKA)."""
 
 from __future__ import annotations
 
 import jax
 import numpy as np
 
+from jaxcult.errors import UserError
 from jaxcult.probes import measures
 from jaxcult.probes.base import Probe, ProbeInput, register_probe
 
@@ -71,3 +72,45 @@ class NoiseScale(Probe):
         size = next(iter(probe_input.batches[0].values())).shape[0]
         found = measures.noise_scale(grads, self.groups, size)
         return {name: _per_group(self.groups, np.asarray(values)) for name, values in found.items()}
+
+
+@register_probe("cka")
+class SourceTargetCka(Probe):
+    """Linear CKA (Kornblith et al. 2019) between the source language's and each target
+    language's representations of the same evaluation examples, at the output of the embeddings
+    and of every layer (mean over tokens): one series per target, keyed `embeddings`,
+    `layer_<i>`. The evaluation splits must be parallel (translations, in the same order, as
+    XCOPA, XNLI, xGQA, easy-VQA and the built-in dataset are). Options: `targets` (comma-separated
+    languages, default every evaluation language but the source) and `examples` (the first N of
+    each split, default 256).
+    Reads no training batch."""
+
+    option_names = ("targets", "examples")
+    min_batches = 0
+    reads_languages = True
+
+    def languages_wanted(self, available: list[str], source: str) -> list[str]:
+        targets = self.config.options.get("targets")
+        targets = ([t for t in available if t != source] if targets is None else
+                   [t.strip() for t in str(targets).split(",") if t.strip()])
+        unknown = [t for t in targets if t not in available or t == source]
+        if unknown or not targets:
+            raise UserError(f"probes: cka target {unknown[0] if unknown else '(none)'!r} is not an "
+                            f"evaluation language other than the source {source!r} (evaluated: "
+                            f"{', '.join(available)})")
+        return [source, *targets]
+
+    def examples_wanted(self) -> int:
+        examples = int(self.config.options.get("examples", 256))
+        if examples < 2:
+            raise UserError(f"probes: cka needs examples >= 2, found {examples}")
+        return examples
+
+    def measure(self, probe_input: ProbeInput) -> dict[str, dict[str, float]]:
+        outputs = {lang: [np.concatenate(per_layer) for per_layer in zip(
+            *(jax.device_get(probe_input.representations(probe_input.params, b)) for b in batches))]
+            for lang, batches in probe_input.languages.items()}
+        source = outputs.pop(probe_input.source_language)
+        names = ["embeddings"] + [f"layer_{i}" for i in range(len(source) - 1)]
+        return {lang: {name: measures.linear_cka(x, y) for name, x, y in zip(names, source, layers)}
+                for lang, layers in outputs.items()}

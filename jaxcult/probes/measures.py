@@ -109,3 +109,9 @@ def linear_cka(x: np.ndarray, y: np.ndarray) -> float:
     y = np.asarray(y, np.float64) - np.mean(y, axis=0)
     cross = np.linalg.norm(y.T @ x) ** 2
     return float(cross / (np.linalg.norm(x.T @ x) * np.linalg.norm(y.T @ y)))
+
+
+def masked_mean(hidden: jax.Array, mask: jax.Array) -> jax.Array:
+    """Mean over the real tokens: hidden [rows, len, dim], mask [rows, len] -> [rows, dim]."""
+    weights = mask.astype(jnp.float32)[..., None]
+    return (hidden.astype(jnp.float32) * weights).sum(1) / jnp.maximum(weights.sum(1), 1.0)

@@ -141,7 +141,7 @@ def open_session(config: RunConfig, built: Built, mesh) -> Session:
                else FisherTracker(config, model, parts.groups, frozen, built.data.train))
     evaluator = built.plugins.evaluator
     best = BestKeeper(evaluator.primary_metric, evaluator.maximize, state.params)
-    probes = ProbeRunner(config, model, frozen, built.data.train)
+    probes = ProbeRunner(config, model, frozen, built.data.train, built.data.tests)
     return Session(config, built, program, loop, schedule, tracker, probes, iterator, best,
                    start.events)
 
