@@ -289,6 +289,10 @@ class TrainerConfig(Section):
     log_every: int = Field(10, gt=0)
     seed: int = 0
     seeds: list[int] | None = Field(None, min_length=1)
+    vectorize_seeds: bool = Field(
+        False, description="train the seeds of trainer.seeds as one vmapped program (one step "
+        "for all seeds, the frozen backbone held once) instead of one after another; each seed's "
+        "results equal its separate run")
     on_nonfinite: Literal["stop", "skip"] = "stop"
     truncated_backward: bool = Field(
         True, description="skip the backward of layers below the lowest trainable group (exact: "
@@ -305,6 +309,8 @@ class TrainerConfig(Section):
                 f"trainer.batch_size {self.batch_size} must be divisible by "
                 f"trainer.grad_accum {self.grad_accum}"
             )
+        if self.vectorize_seeds and not self.seeds:
+            raise ValueError("trainer.vectorize_seeds needs trainer.seeds (the seeds to vectorise)")
         return self
 
 

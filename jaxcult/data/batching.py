@@ -88,16 +88,20 @@ def same_examples(a: Split, b: Split) -> bool:
             and all(np.array_equal(a.arrays[k], b.arrays[k]) for k in a.arrays))
 
 
+def pad_arrays(arrays: dict[str, np.ndarray], length: int, keys: tuple[str, ...],
+               pad_id: int) -> dict[str, np.ndarray]:
+    """Arrays whose `keys` (the sequence arrays) are padded on the right to `length`: input ids
+    with `pad_id`, the rest with 0."""
+    return {k: np.pad(v, [(0, 0)] * (v.ndim - 1) + [(0, length - v.shape[-1])],
+                      constant_values=pad_id if k == "input_ids" else 0)
+            if k in keys and v.shape[-1] < length else v for k, v in arrays.items()}
+
+
 def pad_split(split: Split, length: int, keys: tuple[str, ...], pad_id: int) -> Split:
-    """`split` padded on the right to `length`; `keys` are the sequence arrays, input ids get
-    `pad_id`, the rest 0."""
-    missing = length - split.padded_length
-    if missing <= 0:
+    """`split` padded on the right to `length` (see `pad_arrays`)."""
+    if length <= split.padded_length:
         return split
-    arrays = {k: np.pad(v, [(0, 0)] * (v.ndim - 1) + [(0, missing)],
-                        constant_values=pad_id if k == "input_ids" else 0)
-              if k in keys else v for k, v in split.arrays.items()}
-    return replace(split, arrays=arrays)
+    return replace(split, arrays=pad_arrays(split.arrays, length, keys, pad_id))
 
 
 def pad_splits(splits: list[Split], keys: tuple[str, ...], pad_id: int) -> list[Split]:

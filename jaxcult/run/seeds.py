@@ -2,7 +2,9 @@
 
 The top-level run directory holds config.yaml and summary.json with, per language and metric,
 the mean and the (population) standard deviation over seeds, plus every seed's own summary.
-`--resume` skips finished seeds and continues an interrupted one from its checkpoints.
+`--resume` skips finished seeds and continues an interrupted one from its checkpoints. With
+`trainer.vectorize_seeds` the unfinished seeds train together as one vmapped program
+(`run.vectorized`), each still writing its own `seed-<n>/`.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from jaxcult.rundir import RunDir, prepare, write_text_atomic
 
 
 def seed_config(config: RunConfig, seed: int) -> RunConfig:
-    trainer = config.trainer.model_copy(update={"seed": seed, "seeds": None})
+    trainer = config.trainer.model_copy(update={"seed": seed, "seeds": None,
+                                                "vectorize_seeds": False})
     return config.model_copy(update={"trainer": trainer})
 
 
@@ -75,15 +78,25 @@ def train_seeds(config: RunConfig, run: RunDir, *, resume: bool = False,
     prepare(run, overwrite=overwrite, resume=resume)
     if not resume:
         write_text_atomic(run.config, dump_config(config))
-    summaries = {}
+    summaries, todo = {}, {}
     for seed in config.trainer.seeds:
         sub = run.seed_run(seed)
         if sub.summary.exists():
             summaries[seed] = json.loads(sub.summary.read_text(encoding="utf-8"))
             continue
         started = sub.config.exists() and any(sub.checkpoints.glob("*"))
-        summaries[seed] = train_one(seed_config(config, seed), sub, resume=resume and started,
-                                    overwrite=not started)
+        if config.trainer.vectorize_seeds:
+            todo[seed] = (sub, resume and started)
+        else:
+            summaries[seed] = train_one(seed_config(config, seed), sub, resume=resume and started,
+                                        overwrite=not started)
+    if todo:
+        from jaxcult.run.vectorized import train_vectorized
+
+        summaries.update(train_vectorized({seed: seed_config(config, seed) for seed in todo},
+                                          {seed: sub for seed, (sub, _) in todo.items()},
+                                          resume={seed: r for seed, (_, r) in todo.items()}))
+    summaries = {seed: summaries[seed] for seed in config.trainer.seeds}
     result = aggregate(summaries)
     run.write_summary(result)
     print(format_mean_std(result))

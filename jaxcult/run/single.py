@@ -104,7 +104,9 @@ class Session:
     start_events: list
 
 
-def open_session(config: RunConfig, built: Built, mesh) -> Session:
+def open_session(config: RunConfig, built: Built, mesh, model: ModelProgram | None = None) -> Session:
+    """Everything a run trains with, placed on `mesh`; `model` shares another session's model
+    program (vectorised seeds: their evaluation and Fisher programs compile once)."""
     parts, rules = built.parts, config.mesh.rules
     iterator = train_batches(config, built)
     steps = total_steps(config, iterator.batches_per_epoch)
@@ -128,7 +130,8 @@ def open_session(config: RunConfig, built: Built, mesh) -> Session:
     start = schedule.start()
     state = on_mesh(init_state(params, optimizer, jax.device_put(start.mask, replicated),
                                config.trainer.seed, track=config.fisher.in_step), mesh)
-    model = ModelProgram(built.plugins.task, built.plugins.evaluator, parts.graphdef, parts.groups)
+    model = model or ModelProgram(built.plugins.task, built.plugins.evaluator, parts.graphdef,
+                                  parts.groups)
     in_step_ema = config.fisher.estimator == "in_step_ema"
     options = StepOptions(config.trainer.grad_accum, config.trainer.on_nonfinite == "skip",
                           config.trainer.inject_nonfinite_at, config.fisher.in_step or in_step_ema,
@@ -255,33 +258,56 @@ def install_hooks(session: Session, logger: MetricLogger, checkpointer: Checkpoi
     return writer
 
 
+class SessionOutputs:
+    """A session's checkpoints, logs and hooks around its loop (the loop itself is driven by
+    `run_session`, or in lock-step with other seeds' by `run.vectorized`): resumes the session
+    when asked, installs the hooks; `close` releases everything."""
+
+    def __init__(self, session: Session, run: RunDir, *, resume: bool) -> None:
+        config = session.config
+        self.session, self.run = session, run
+        self.checkpointer = Checkpointer(run.checkpoints, config.checkpoint)
+        self.first = resume_session(session, self.checkpointer, run) if resume else 0
+        print(format_group_table(session.built.parts.counts, session.built.parts.total_params),
+              file=sys.stderr)
+        self.logger = MetricLogger(run, config.logging, run_config=config.to_dict(),
+                                   is_main_process=jax.process_index() == 0)
+        if not resume:
+            for event in session.start_events:
+                self.logger.log_event(event)
+        self.progress = Progress(session.loop.steps, config.logging.progress, initial=self.first)
+        self.writer = install_hooks(session, self.logger, self.checkpointer, self.progress,
+                                    self.first)
+
+    def checkpoint_now(self, done: int) -> None:
+        """The checkpoint a signal asks for before the process ends."""
+        self.writer(self.session.loop, done)
+
+    def close(self) -> None:
+        self.session.iterator.close()
+        self.progress.close()
+        self.checkpointer.close()
+        self.logger.close()
+
+
 def run_session(session: Session, run: RunDir, *, resume: bool) -> tuple[int, int] | None:
     """The training loop with its hooks; returns (step, signal) when a signal stopped it."""
-    config = session.config
-    checkpointer = Checkpointer(run.checkpoints, config.checkpoint)
-    first = resume_session(session, checkpointer, run) if resume else 0
-    print(format_group_table(session.built.parts.counts, session.built.parts.total_params),
-          file=sys.stderr)
-    logger = MetricLogger(run, config.logging, run_config=config.to_dict(),
-                          is_main_process=jax.process_index() == 0)
-    if not resume:
-        for event in session.start_events:
-            logger.log_event(event)
-    progress = Progress(session.loop.steps, config.logging.progress, initial=first)
-    writer = install_hooks(session, logger, checkpointer, progress, first)
+    outputs = SessionOutputs(session, run, resume=resume)
     try:
         with StopSignal() as stop:
-            stop.step = first
-            stopped = session.loop.run(first, stop)
+            stop.step = outputs.first
+            stopped = session.loop.run(outputs.first, stop)
             if stopped is not None:
-                writer(session.loop, stopped)
+                outputs.checkpoint_now(stopped)
                 stopped = (stopped, stop.received)
     finally:
-        session.iterator.close()
-        progress.close()
-        checkpointer.close()
-        logger.close()
+        outputs.close()
     return stopped
+
+
+def interrupted(run: RunDir, step: int, signum: int) -> Interrupted:
+    return Interrupted(f"stopped by {signal.Signals(signum).name} after step {step}; checkpoint "
+                       f"written. Continue with: jaxcult train --resume {run.root}", signum)
 
 
 def final_scores(session: Session, per_language: dict,
@@ -324,16 +350,21 @@ def train_one(config: RunConfig, run: RunDir, *, resume: bool = False,
                 write_text_atomic(run.config, dump_config(config))
         stopped = run_session(session, run, resume=resume)
         if stopped is not None:
-            step, signum = stopped
-            raise Interrupted(f"stopped by {signal.Signals(signum).name} after step {step}; "
-                              f"checkpoint written. Continue with: jaxcult train --resume "
-                              f"{run.root}", signum)
-        final_mask = np.asarray(session.loop.state.mask)
-        scores = final_scores(session, per_language, run.predictions if main_process else None)
-        summary = make_summary(config, built.plugins, scores,
-                               [g for g, m in zip(built.parts.groups, final_mask) if m],
-                               best_step=session.best.step, best_validation=session.best.metrics)
-    if main_process:
+            raise interrupted(run, *stopped)
+        summary = session_summary(session, per_language, run if main_process else None)
+    return summary
+
+
+def session_summary(session: Session, per_language: dict, run: RunDir | None) -> dict:
+    """A trained session's final scores as its summary; with `run` (the main process), also
+    written there with its report and printed."""
+    built = session.built
+    final_mask = np.asarray(session.loop.state.mask)
+    scores = final_scores(session, per_language, run.predictions if run is not None else None)
+    summary = make_summary(session.config, built.plugins, scores,
+                           [g for g, m in zip(built.parts.groups, final_mask) if m],
+                           best_step=session.best.step, best_validation=session.best.metrics)
+    if run is not None:
         run.write_summary(summary)
         write_report(run.root)
         print(format_scores(summary))

@@ -76,18 +76,24 @@ class TrainLoop:
                  ) -> None:
         self.after.append(Hook(fn, every, at_end))
 
+    def before_step(self, step: int) -> None:
+        for fn in self.before:
+            fn(self, step)
+
+    def after_step(self, done: int) -> None:
+        for hook in self.after:
+            if hook.due(done, self.steps):
+                hook.fn(self, done)
+
     def run(self, first: int, stop: StopSignal) -> int | None:
         """Steps `first`..`steps - 1`; returns the steps done when a signal stopped it, else None."""
         for step in range(first, self.steps):
-            for fn in self.before:
-                fn(self, step)
+            self.before_step(step)
             self.state, self.metrics = self.program.train_step(
                 self.state, self.frozen, self.place(next(self.batches)))
             done = step + 1
             stop.step = done
-            for hook in self.after:
-                if hook.due(done, self.steps):
-                    hook.fn(self, done)
+            self.after_step(done)
             if stop.received is not None:
                 return done
         return None

@@ -68,6 +68,7 @@ class ModelProgram:
         self.graphdef, self.groups = graphdef, list(groups)
         self.positions = group_positions(self.groups, layer_index)
         self.eval_step = jax.jit(self._eval_step)
+        self._fishers: dict[str, Callable] = {}
 
     def outputs(self, params: dict, frozen: Any, batch: dict, dropout_key=None) -> jax.Array:
         model = nnx.merge(self.graphdef, *params.values(), frozen)
@@ -82,12 +83,15 @@ class ModelProgram:
         return replicated_outputs(outputs)  # every process reads the whole result
 
     def make_fisher(self, estimator: str) -> Callable:
-        """Jitted (params, frozen, batch, key) -> per-group tr(F) of one batch."""
-        def one_batch(params, frozen, batch, key):
-            return fisher.batch_trace(estimator, self.log_probs(frozen), params, batch, key,
-                                      self.groups)
+        """Jitted (params, frozen, batch, key) -> per-group tr(F) of one batch (one per
+        estimator and program, so sessions sharing the program compile it once)."""
+        if estimator not in self._fishers:
+            def one_batch(params, frozen, batch, key):
+                return fisher.batch_trace(estimator, self.log_probs(frozen), params, batch, key,
+                                          self.groups)
 
-        return jax.jit(one_batch)
+            self._fishers[estimator] = jax.jit(one_batch)
+        return self._fishers[estimator]
 
 
 def step_shardings(state: TrainState, frozen: Any, batch_sharding, batch_keys: Sequence[str]
@@ -147,10 +151,14 @@ class TrainProgram:
         return result, {g: jax.tree.map(jnp.zeros_like, fixed[g]) if g in fixed else grads[g]
                         for g in order}
 
-    def _train_step(self, state: TrainState, frozen, batch):
+    def _train_step(self, state: TrainState, frozen, batch, backward: jax.Array | None = None):
+        """One step. `backward` (default: the state's mask and tracked groups) names the groups
+        whose gradient the step must compute; vectorised seeds pass the union over seeds, so
+        the truncated backward branches on one level for all of them."""
         options, groups = self.options, self.model.groups
         rng, key = jax.random.split(state.rng)
-        backward = state.mask | state.track  # groups whose gradient this step computes
+        if backward is None:
+            backward = state.mask | state.track
         (loss, accuracy), grads = self._grads(state.params, frozen, batch, key,
                                               backward if options.truncate_backward else None)
         if options.inject_nonfinite_at is not None:
