@@ -86,7 +86,7 @@ def train_seeds(config: RunConfig, run: RunDir, *, resume: bool = False,
             continue
         started = sub.config.exists() and any(sub.checkpoints.glob("*"))
         if config.trainer.vectorize_seeds:
-            todo[seed] = (sub, resume and started)
+            todo[seed] = (sub, started)
         else:
             summaries[seed] = train_one(seed_config(config, seed), sub, resume=resume and started,
                                         overwrite=not started)
@@ -95,7 +95,8 @@ def train_seeds(config: RunConfig, run: RunDir, *, resume: bool = False,
 
         summaries.update(train_vectorized({seed: seed_config(config, seed) for seed in todo},
                                           {seed: sub for seed, (sub, _) in todo.items()},
-                                          resume={seed: r for seed, (_, r) in todo.items()}))
+                                          started={seed: s for seed, (_, s) in todo.items()},
+                                          resume=resume))
     summaries = {seed: summaries[seed] for seed in config.trainer.seeds}
     result = aggregate(summaries)
     run.write_summary(result)

@@ -95,10 +95,13 @@ class SeedStep:
 
 
 def train_vectorized(configs: dict[int, RunConfig], runs: dict[int, RunDir],
-                     resume: dict[int, bool]) -> dict[int, dict]:
-    """Train the seeds of `configs` (seed -> its single-seed config) together; returns each
-    seed's summary (a signal checkpoints every seed and raises `Interrupted`)."""
+                     started: dict[int, bool], resume: bool) -> dict[int, dict]:
+    """Train the seeds of `configs` (seed -> its single-seed config) together, each in its run
+    directory (`started`: it holds checkpoints; `resume` continues those, as `train_one`
+    would); returns each seed's summary (a signal checkpoints every seed and raises
+    `Interrupted`)."""
     seeds = list(configs)
+    resuming = {seed: resume and started[seed] for seed in seeds}
     first = configs[seeds[0]]
     if first.mesh.distributed:
         raise UserError("trainer.vectorize_seeds: multi-process runs are not supported; train "
@@ -116,13 +119,13 @@ def train_vectorized(configs: dict[int, RunConfig], runs: dict[int, RunDir],
         per_language = [language_states(s.loop.frozen, hubs, list(builts[0].data.tests))
                         if hubs else {} for s in sessions]
         for seed in seeds:
-            prepare(runs[seed], overwrite=not resume[seed], resume=resume[seed])
-            if not resume[seed]:
+            prepare(runs[seed], overwrite=not started[seed], resume=resuming[seed])
+            if not resuming[seed]:
                 write_text_atomic(runs[seed].config, dump_config(configs[seed]))
         outputs: list[SessionOutputs] = []
         try:
             for seed, session in zip(seeds, sessions):
-                outputs.append(SessionOutputs(session, runs[seed], resume=resume[seed]))
+                outputs.append(SessionOutputs(session, runs[seed], resume=resuming[seed]))
             starts = {seed: o.first for seed, o in zip(seeds, outputs)}
             if len(set(starts.values())) > 1:
                 raise UserError(f"trainer.vectorize_seeds: the seeds' checkpoints are at different "
