@@ -124,6 +124,10 @@ def test_extractive_qa_run_scores_every_language(tmp_path):
     for lang in ("en", "de"):
         assert set(summary["metrics"][lang]) == {"f1", "exact_match"}
         assert 0.0 <= summary["metrics"][lang]["exact_match"] <= summary["metrics"][lang]["f1"] <= 1.0
+    # SQuAD's prediction-file format, one answer text per question id
+    predictions = json.loads((tmp_path / "run" / "predictions" / "de.json").read_text())
+    assert isinstance(predictions, dict) and predictions and all(
+        isinstance(text, str) for text in predictions.values())
 
 
 def test_pawsx_reader_matches_the_shared_files(shared_data):

@@ -43,9 +43,10 @@ class Evaluator:
         """Metrics of the whole split from the per-example results (rows in split order)."""
         raise NotImplementedError
 
-    def predictions(self, results: dict[str, np.ndarray], split: Split) -> list[dict] | None:
-        """Per-example predictions worth keeping (written to the run's `predictions/<language>
-        .json` after the final evaluation), or None (the default: nothing written)."""
+    def example_predictions(self, results: dict[str, np.ndarray], split: Split) -> Any:
+        """Per-example predictions worth keeping, as JSON (written to the run's
+        `predictions/<language>.json` after the final evaluation), or None (the default:
+        nothing written)."""
         return None
 
 

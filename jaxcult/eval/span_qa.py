@@ -68,6 +68,10 @@ class SpanQAScores(Evaluator):
             out[record["id"]] = record["context"][span[1]:span[2]] if span else ""
         return out
 
+    def example_predictions(self, results: dict[str, np.ndarray], split: Split) -> dict[str, str]:
+        """SQuAD's prediction-file format: question id -> answer text."""
+        return self.predictions(results["logits"], split.meta)
+
     def metrics(self, results: dict[str, np.ndarray], split: Split) -> Metrics:
         meta = split.meta
         references = {r["id"]: r["answers"] for r in meta["records"]}

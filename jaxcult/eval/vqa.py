@@ -80,7 +80,7 @@ class VqaAccuracy(Evaluator):
                 metrics[f"{name}_yes_no_share"] = probe["yes_no_share"]
         return metrics
 
-    def predictions(self, results: dict[str, np.ndarray], split: Split) -> list[dict]:
+    def example_predictions(self, results: dict[str, np.ndarray], split: Split) -> list[dict]:
         answers = self.info.labels
         return [{"questionId": qid, "prediction": answers[i]}
                 for qid, i in zip(split.meta["question_ids"], results["prediction"])]

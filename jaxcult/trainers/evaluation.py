@@ -35,7 +35,7 @@ def evaluate(program: ModelProgram, params, frozen, split: Split, batch_size: in
                                constant_values=fill)
             results.setdefault(key, []).append(value)
     merged = {k: np.concatenate(v) for k, v in results.items()}
-    rows = program.evaluator.predictions(merged, split) if predictions_to is not None else None
+    rows = program.evaluator.example_predictions(merged, split) if predictions_to is not None else None
     if rows is not None:
         predictions_to.parent.mkdir(parents=True, exist_ok=True)
         predictions_to.write_text(json.dumps(rows, ensure_ascii=False), encoding="utf-8")
