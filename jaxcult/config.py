@@ -74,6 +74,12 @@ class PeftConfig(Section):
     allow_missing_language_adapters: bool = Field(
         False, description="MAD-X: evaluate a language without an adapter with the language "
         "adapter dropped, instead of refusing the run")
+    invertible: bool = Field(
+        False, description="MAD-X language-adapter training: a NICE invertible adapter on the "
+        "embedding output (group `adapter/invertible`, below layer 0), trained with the "
+        "bottleneck adapters; a masked-LM head reads its inverse before the output embeddings")
+    invertible_reduction_factor: int = Field(2, gt=0, description="the NICE adapter's "
+                                             "bottleneck: half the hidden size // this")
     lora_r: int = Field(8, gt=0)
     lora_alpha: float = Field(16.0, gt=0)
     lora_dropout: float = Field(0.0, ge=0.0, lt=1.0)
@@ -88,13 +94,20 @@ class PeftConfig(Section):
         bottleneck = self.kind in ("pfeiffer", "houlsby", "parallel")
         self.refuse_unused("peft", ("reduction_factor", "non_linearity", "residual_before_ln",
                                     "original_ln_before", "original_ln_after", "scaling",
-                                    "language_adapters", "allow_missing_language_adapters"),
+                                    "language_adapters", "allow_missing_language_adapters",
+                                    "invertible", "invertible_reduction_factor"),
                            bottleneck, "to bottleneck adapters (pfeiffer, houlsby, parallel)")
         self.refuse_unused("peft", ("lora_r", "lora_alpha", "lora_dropout", "target_modules",
                                     "lora_groups", "modules_to_save"), self.kind == "lora",
                            "to peft.kind=lora")
         self.refuse_unused("peft", ("leave_out",), bottleneck or self.kind == "lora",
                            "to adapters and LoRA")
+        self.refuse_unused("peft", ("invertible_reduction_factor",), self.invertible,
+                           "with peft.invertible=true")
+        if self.invertible and self.language_adapters:
+            raise ValueError("peft.invertible trains a language adapter's invertible adapter, "
+                             "and peft.language_adapters stacks ready ones (with their own): "
+                             "use one or the other")
         return self
 
 

@@ -2,6 +2,8 @@
 
     python _adapterhub_reference.py create WORKDIR   # tiny XLM-R + AdapterHub adapters + logits
     python _adapterhub_reference.py score WORKDIR    # load jaxcult's exports, write their logits
+    python _adapterhub_reference.py mlm-base WORKDIR # tiny BERT (minilm-l6's vocabulary)
+    python _adapterhub_reference.py mlm-score WORKDIR  # a language adapter + MLM head: logits
 """
 
 import json
@@ -11,17 +13,19 @@ from pathlib import Path
 import numpy as np
 import torch
 from adapters import (
+    BertAdapterModel,
     DoubleSeqBnConfig,
     SeqBnConfig,
     SeqBnInvConfig,
     XLMRobertaAdapterModel,
 )
 from adapters.composition import Stack
-from transformers import XLMRobertaConfig
+from transformers import BertConfig, XLMRobertaConfig
 
 work = Path(sys.argv[2])
-ids = torch.tensor(np.load(work / "inputs.npz")["input_ids"])
-mask = torch.tensor(np.load(work / "inputs.npz")["attention_mask"])
+if sys.argv[1] in ("create", "score", "mlm-score"):
+    inputs = np.load(work / ("mlm-inputs.npz" if sys.argv[1] == "mlm-score" else "inputs.npz"))
+    ids, mask = torch.tensor(inputs["input_ids"]), torch.tensor(inputs["attention_mask"])
 
 
 def logits(model, setup):
@@ -59,6 +63,15 @@ if sys.argv[1] == "create":
     out["hb"] = logits(model, "hb")
     out["lang+pf"] = logits(model, Stack("lang", "pf"))
     np.savez(work / "reference.npz", **out)
+elif sys.argv[1] == "mlm-base":
+    torch.manual_seed(0)
+    BertAdapterModel(BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2,
+                                num_attention_heads=2, intermediate_size=37,
+                                max_position_embeddings=64)).save_pretrained(work / "bert-base")
+elif sys.argv[1] == "mlm-score":
+    model = BertAdapterModel.from_pretrained(work / "bert-base")
+    name = model.load_adapter(str(work / "language-adapter"), with_head=True, use_safetensors=True)
+    np.savez(work / "mlm-scored.npz", logits=logits(model, name))
 else:
     model = XLMRobertaAdapterModel.from_pretrained(work / "base")
     out = {}

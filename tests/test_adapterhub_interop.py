@@ -121,3 +121,36 @@ def test_jaxcult_exports_load_in_adapters_with_the_same_logits(work):
     scored = np.load(work / "scored.npz")
     for name, value in expected.items():
         np.testing.assert_allclose(scored[name], value, atol=1e-4, err_msg=name)
+
+
+def test_language_adapter_trained_here_loads_in_adapters_with_equal_mlm_logits(work, tmp_path):
+    """MAD-X language-adapter training: Pfeiffer rf 2 + NICE on a masked-LM run, exported with
+    `jaxcult export`; `adapters` loads it with its MLM head and gives the same logits."""
+    from jaxcult.cli import main
+    from jaxcult.hub.pretrained import load_tokenizer
+    from jaxcult.run.restore import load_run_model
+
+    reference("mlm-base", work)
+    run_dir = tmp_path / "run"
+    assert main(["train", "--run-dir", str(run_dir), f"model.name={work / 'bert-base'}",
+                 "model.tokenizer=minilm-l6", "model.max_length=32", "task.name=masked_lm",
+                 "data.name=jaxcult_multilingual_text", "data.source_language=de",
+                 "data.target_languages=[de]", "data.eval_split=validation",
+                 "data.max_eval_examples=16", "peft.kind=pfeiffer", "peft.reduction_factor=2",
+                 "peft.invertible=true", "schedule.name=standard", "optimizer.lr=0.01",
+                 "trainer.steps=4", "trainer.batch_size=8", "logging.tensorboard=false",
+                 "logging.progress=off", "checkpoint.async_save=false"]) == 0
+    assert main(["export", str(run_dir), "--format", "adapterhub", "--name", "de",
+                 "--out", str(work / "language-adapter")]) == 0
+    encoded = load_tokenizer("minilm-l6")(
+        ["Gestern hat der Laden Rabatt auf eine Jacke.", "Der Zug fährt heute später ab."],
+        padding="longest", return_tensors="np")
+    np.savez(work / "mlm-inputs.npz", input_ids=encoded["input_ids"],
+             attention_mask=encoded["attention_mask"])
+    _, model = load_run_model(run_dir)
+    nice = model.encoder.embedding_adapter.F.up.kernel[...]
+    assert float(jnp.abs(nice).max()) > 0  # trained: a fresh NICE adapter is the identity
+    expected = np.asarray(model(jnp.asarray(encoded["input_ids"]),
+                                jnp.asarray(encoded["attention_mask"])))
+    reference("mlm-score", work)
+    np.testing.assert_allclose(np.load(work / "mlm-scored.npz")["logits"], expected, atol=1e-4)

@@ -64,7 +64,10 @@ def test_mlm_loss_equals_transformers_bert_for_masked_lm(tmp_path):
     parts = build_model(config, task, tokenizer)
     model = nnx.merge(parts.graphdef, *parts.params.values(), parts.frozen)
     loss, _ = task.loss(task.forward(model, batch, None), batch)
-    labels = np.where(split.arrays["loss_mask"] == 1, split.arrays["labels"], -100)
+    labels = np.full(split.arrays["input_ids"].shape, -100)   # gathered positions, scattered back
+    rows, slots = np.nonzero(split.arrays["loss_mask"])
+    labels[rows, split.arrays["masked_positions"][rows, slots]] = split.arrays["labels"][rows, slots]
+    assert (labels != -100).sum() == split.arrays["loss_mask"].sum() > 0
     with torch.no_grad():
         expected = hf(input_ids=torch.tensor(split.arrays["input_ids"], dtype=torch.long),
                       attention_mask=torch.tensor(split.arrays["attention_mask"]),
@@ -73,8 +76,15 @@ def test_mlm_loss_equals_transformers_bert_for_masked_lm(tmp_path):
 
 
 @needs_minilm
-def test_masked_lm_run_trains_on_text_records(tmp_path, monkeypatch):
+def test_language_adapter_trains_on_text_records_and_exports_for_madx(tmp_path, monkeypatch):
+    """A MAD-X language adapter (Pfeiffer rf 2 + NICE, frozen backbone) trains on text records;
+    its invertible adapter is the bottom group of gradual unfreezing; `jaxcult export` writes
+    an AdapterHub language adapter that MAD-X runs install with the trained outputs."""
+    import jax.numpy as jnp
+
     from jaxcult.cli import main
+    from jaxcult.hub import adapterhub
+    from jaxcult.run.restore import load_run_model
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "text").mkdir()
@@ -87,8 +97,34 @@ def test_masked_lm_run_trains_on_text_records(tmp_path, monkeypatch):
                  "hidden_size: 32, num_hidden_layers: 2, num_attention_heads: 2, "
                  "intermediate_size: 37}", "task.name=masked_lm", "data.name=text_jsonl",
                  "data.manual_dir=text", "data.eval_split=validation", "peft.kind=pfeiffer",
-                 "schedule.name=standard", "trainer.steps=3", "trainer.batch_size=8",
+                 "peft.reduction_factor=2", "peft.invertible=true", "schedule.name=gu",
+                 "schedule.k=1", "optimizer.lr=0.01", "trainer.steps=3", "trainer.batch_size=8",
                  "logging.tensorboard=false", "logging.progress=off",
                  "checkpoint.async_save=false"]) == 0
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert np.isfinite(summary["metrics"]["en"]["perplexity"])
+    events = [json.loads(line) for line in (tmp_path / "run" / "events.jsonl").open()]
+    unfrozen = [e["groups"] for e in events if e.get("event") == "unfreeze"]
+    assert unfrozen[-1] == ["adapter/invertible"]           # below layer 0: unfrozen last
+    assert main(["export", "run", "--format", "adapterhub", "--name", "en", "--out", "en"]) == 0
+    hub = adapterhub.read_adapterhub(tmp_path / "en")
+    assert hub.invertible_reduction_factor == 2 and hub.config.reduction_factor == 2
+    _, trained = load_run_model(tmp_path / "run")
+    _, fresh = load_run_model(tmp_path / "run")
+    for layer in fresh.encoder.layers:       # the backbone alone, then the exported adapter
+        layer.output_adapter = None
+    fresh.encoder.embedding_adapter = None
+    adapterhub.install(fresh.encoder, hub, "language")
+    ids = jnp.asarray([[101, 2023, 2003, 1037, 3231, 102]])
+    expected = trained.encoder(ids).last_hidden_state
+    assert float(jnp.abs(trained.encoder.embedding_adapter.F.up.kernel[...]).max()) > 0
+    np.testing.assert_allclose(fresh.encoder(ids).last_hidden_state, expected, atol=1e-5)
+
+
+def test_invertible_adapter_config_errors(tmp_path):
+    from jaxcult.cli import main
+
+    assert main(["train", "--dry-run", "peft.kind=lora", "peft.invertible=true"]) == 2
+    assert main(["train", "--dry-run", "peft.invertible_reduction_factor=4"]) == 2
+    assert main(["train", "--dry-run", "peft.invertible=true",
+                 f"peft.language_adapters={{en: {tmp_path}}}"]) == 2

@@ -104,6 +104,15 @@ def pad_split(split: Split, length: int, keys: tuple[str, ...], pad_id: int) -> 
     return replace(split, arrays=pad_arrays(split.arrays, length, keys, pad_id))
 
 
+def pad_columns(splits: list[Split], keys: tuple[str, ...]) -> list[Split]:
+    """The splits with their `keys` arrays (aligned with predicted positions, not tokens)
+    padded with 0 to their common width, so that they share one compiled evaluation step."""
+    if not keys:
+        return splits
+    width = max(split.arrays[keys[0]].shape[-1] for split in splits)
+    return [replace(split, arrays=pad_arrays(split.arrays, width, keys, 0)) for split in splits]
+
+
 def pad_splits(splits: list[Split], keys: tuple[str, ...], pad_id: int) -> list[Split]:
     """The splits padded to their common (longest) length, so that they share one compiled
     evaluation step."""

@@ -4,8 +4,8 @@ original pre-processing did; every epoch sees the same masks.
 Of the real (non-special) tokens each is selected with probability `probability` (with
 `whole_word`, each word is, and all its tokens follow it); a selected token becomes the mask
 token 80% of the time, a random vocabulary token 10%, and stays unchanged 10% (BERT's 80/10/10,
-as transformers' DataCollatorForLanguageModeling). `labels` hold the original tokens and
-`loss_mask` the selected positions.
+as transformers' DataCollatorForLanguageModeling). `masked_positions` hold the selected
+positions of each row, `labels` their original tokens and `loss_mask` which entries are real.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from jaxcult.data.batching import Split
+from jaxcult.data.packing import pack_rows
 from jaxcult.errors import UserError
 
 
@@ -37,7 +38,9 @@ def mask_tokens(ids: np.ndarray, maskable: np.ndarray, rng: np.random.Generator,
 
 
 def tokenize_masked(texts: list[str], tokenizer, max_length: int, name: str, *,
-                    probability: float, whole_word: bool, seed: int) -> Split:
+                    probability: float, whole_word: bool, seed: int, pack: bool = False) -> Split:
+    """Masked texts; `pack` packs them into full rows with `segment_ids` (the masks are drawn
+    before packing, so a text is masked alike packed or not)."""
     if not texts:
         raise UserError(f"{name}: split is empty")
     if tokenizer.mask_token_id is None:
@@ -55,5 +58,24 @@ def tokenize_masked(texts: list[str], tokenizer, max_length: int, name: str, *,
                                    probability=probability, word_ids=word_ids)
     if not selected.any():
         raise UserError(f"{name}: no token was selected for masking (texts too short?)")
-    return Split({"input_ids": masked.astype(np.int32), "attention_mask": attention.astype(np.int32),
-                  "labels": ids.astype(np.int32), "loss_mask": selected.astype(np.int32)}, name)
+    arrays = {"input_ids": masked.astype(np.int32), "attention_mask": attention.astype(np.int32),
+              "labels": ids.astype(np.int32), "loss_mask": selected.astype(np.int32)}
+    if pack:
+        arrays = pack_rows(arrays, max_length, tokenizer.pad_token_id or 0)
+    labels, loss_mask = arrays.pop("labels"), arrays.pop("loss_mask")
+    return Split({**arrays, **gather_predictions(labels, loss_mask.astype(bool))}, name)
+
+
+def gather_predictions(ids: np.ndarray, selected: np.ndarray, multiple: int = 8
+                       ) -> dict[str, np.ndarray]:
+    """The selected positions of each row, left-aligned (as BERT's `masked_lm_positions`):
+    `masked_positions` [rows, M], their original tokens `labels` and `loss_mask` (0 where a
+    row has fewer than M); M is the most any row has, rounded up to `multiple`. The MLM head
+    then runs on M positions per row instead of every token: its vocabulary projection is
+    most of an MLM step's compute."""
+    width = min(-(-int(selected.sum(1).max()) // multiple) * multiple, ids.shape[1])
+    order = np.argsort(~selected, axis=1, kind="stable")[:, :width]
+    kept = np.take_along_axis(selected, order, 1)
+    return {"masked_positions": np.where(kept, order, 0).astype(np.int32),
+            "labels": np.where(kept, np.take_along_axis(ids, order, 1), 0).astype(np.int32),
+            "loss_mask": kept.astype(np.int32)}

@@ -6,7 +6,8 @@ topic. All combinations are enumerated in a fixed order; a combination belongs t
 partition when the SHA-1 of its text is 0 mod 5, to validation when 1 mod 5, else to train.
 Each split is then sampled without replacement with a fixed seed, so the dataset is identical
 on every machine. English has train (up to 3,000), validation (300) and test (400); every other
-language has validation (100) and test (400).
+language has validation (100) and test (400). `jaxcult_multilingual_text` holds every
+language's train/validation/test partitions as unlabelled text (language-adapter training).
 """
 
 from __future__ import annotations
@@ -78,8 +79,12 @@ def generate(language: str, split: str, seed: int = 0) -> list[dict]:
     if split not in splits_of(language):
         raise UserError(f"{NAME}: language {language!r} has no split {split!r} "
                         f"(available: {', '.join(splits_of(language))})")
-    size = (SPLIT_SIZES if language == "en" else TARGET_SPLIT_SIZES)[split]
-    rng = random.Random(f"{NAME}/{language}/{split}/{seed}")
+    return _sample(language, split, (SPLIT_SIZES if language == "en" else TARGET_SPLIT_SIZES)[split],
+                   f"{NAME}/{language}/{split}/{seed}")
+
+
+def _sample(language: str, split: str, size: int, seed: str) -> list[dict]:
+    rng = random.Random(seed)
     single = [e for e in _all_examples(language) if _partition(e["text"]) == split]
     double = [e for e in _two_topic_examples(language) if _partition(e["text"]) == split]
     doubles = round(size * TWO_TOPIC_SHARE)
@@ -97,3 +102,28 @@ class BuiltinMultilingual(Dataset):
 
     def read(self, config: DataConfig, language: str, split: str) -> list[dict]:
         return generate(language, split)
+
+
+TEXT_NAME = "jaxcult_multilingual_text"
+
+
+@register_dataset(TEXT_NAME)
+class BuiltinMultilingualText(Dataset):
+    """Unlabelled text of every language of the built-in dataset (`text` records), for masked-LM
+    training of language adapters: `train` (up to 3,000 sentences), `validation` (300) and
+    `test` (400) of each language come from that language's partitions of the same names, so
+    training on `train` never sees a sentence of any language's labelled validation or test
+    split."""
+
+    def info(self, config: DataConfig) -> DatasetInfo:
+        return DatasetInfo("text", LANGUAGES)
+
+    def read(self, config: DataConfig, language: str, split: str) -> list[dict]:
+        if language not in LEXICON:
+            raise UserError(f"{TEXT_NAME}: unknown language code {language!r} "
+                            f"(available: {', '.join(LANGUAGES)})")
+        if split not in SPLIT_SIZES:
+            raise UserError(f"{TEXT_NAME}: no split {split!r} (available: "
+                            f"{', '.join(SPLIT_SIZES)})")
+        sampled = _sample(language, split, SPLIT_SIZES[split], f"{TEXT_NAME}/{language}/{split}")
+        return [{"text": e["text"], "language": language} for e in sampled]

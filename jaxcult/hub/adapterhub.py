@@ -24,6 +24,7 @@ from flax import nnx
 from jaxcult import models
 from jaxcult.config import PeftConfig
 from jaxcult.errors import UserError
+from jaxcult.models.mlm import MaskedLMHead
 from jaxcult.peft.bottleneck import AdapterStack, BottleneckAdapter, make_adapters
 from jaxcult.peft.invertible import NICEAdapter
 
@@ -37,16 +38,17 @@ _UNSUPPORTED = {"ln_before": False, "ln_after": False, "use_gating": False, "phm
                 "adapter_residual_before_ln": False, "cross_adapter": False}
 
 
-def hub_key(path: str, name: str, which: str) -> tuple[str, bool] | None:
+def hub_key(path: str, name: str, which: str, slot: str | None = None) -> tuple[str, bool] | None:
     """(AdapterHub key without model prefix, transpose?) of a jaxcult parameter path, or None.
 
     `which` is "task" (task adapters and the head) or "language" (MAD-X language adapters and
-    the invertible adapter).
+    the invertible adapter); `slot` is where the bottleneck adapters sit in the jaxcult model
+    (default: `which`; "task" for a language adapter trained here, which has no stack).
     """
     match = _BOTTLENECK.match(path)
     if match:
-        layer, site, slot, part, kind = match.groups()
-        if (slot or "task") != which:
+        layer, site, found, part, kind = match.groups()
+        if (found or "task") != (slot or which):
             return None
         site = "attention.output" if site == "attention" else "output"
         part = "adapter_down.0" if part == "down" else "adapter_up"
@@ -242,23 +244,24 @@ def load_weights(module: nnx.Module, hub: HubAdapter, which: str, *,
 
 # -- export ---------------------------------------------------------------------------------------
 
-def _adapters_of(backbone: nnx.Module, which: str) -> dict[tuple[int, str], BottleneckAdapter]:
+def _adapters_of(backbone: nnx.Module, slot: str) -> dict[tuple[int, str], BottleneckAdapter]:
     found = {}
     for index, layer in enumerate(backbone.layers):
         for hook in ("attention_adapter", "output_adapter"):
             module = getattr(layer, hook, None)
             if isinstance(module, AdapterStack):
-                module = getattr(module, which)
-            elif which == "language":
+                module = getattr(module, slot)
+            elif slot == "language":
                 module = None
             if module is not None:
                 found[index, hook] = module
     return found
 
 
-def hub_config(backbone: nnx.Module, which: str) -> dict:
-    """AdapterHub's config dict describing the adapters of `backbone` (task or language)."""
-    adapters = _adapters_of(backbone, which)
+def hub_config(backbone: nnx.Module, which: str, slot: str | None = None) -> dict:
+    """AdapterHub's config dict describing the adapters of `backbone` (task or language;
+    `slot` as in `hub_key`)."""
+    adapters = _adapters_of(backbone, slot or which)
     if not adapters:
         raise UserError(f"export --format adapterhub: the model has no {which} adapters")
     hidden = backbone.config.hidden_size
@@ -286,10 +289,11 @@ def hub_config(backbone: nnx.Module, which: str) -> dict:
 
 
 def export_adapterhub(model: nnx.Module, directory: str | Path, *, name: str, which: str = "task",
-                      labels: tuple[str, ...] | None = None, with_head: bool = True) -> Path:
-    """Write `model`'s task (or language) adapters, plus a CLS-pooled classification head when
-    the model has one (unless `with_head` is false), as an AdapterHub directory loadable with
-    `model.load_adapter(dir)`."""
+                      labels: tuple[str, ...] | None = None, with_head: bool = True,
+                      slot: str | None = None) -> Path:
+    """Write `model`'s task (or language) adapters, plus its head when it has one (unless
+    `with_head` is false: a CLS-pooled classification head, or a masked-LM head), as an
+    AdapterHub directory loadable with `model.load_adapter(dir)`; `slot` as in `hub_key`."""
     from safetensors.numpy import save_file
 
     backbone = getattr(model, "encoder", model)
@@ -309,7 +313,7 @@ def export_adapterhub(model: nnx.Module, directory: str | Path, *, name: str, wh
             "model_name": "", "model_type": model_type, "name": name, "version": VERSION}
     adapters, head = {}, {}
     for path, variable in _flat_params(model):
-        found = hub_key(path, name, which)
+        found = hub_key(path, name, which, slot)
         if found is None or (not with_head and found[0].startswith("heads.")):
             continue
         key, transpose = found
@@ -321,8 +325,10 @@ def export_adapterhub(model: nnx.Module, directory: str | Path, *, name: str, wh
     directory.mkdir(parents=True, exist_ok=True)
     save_file(adapters, str(directory / "adapter.safetensors"))
     (directory / "adapter_config.json").write_text(
-        json.dumps({"config": hub_config(backbone, which), **meta}, indent=2) + "\n")
-    if head:
+        json.dumps({"config": hub_config(backbone, which, slot), **meta}, indent=2) + "\n")
+    if with_head and isinstance(getattr(model, "head", None), MaskedLMHead):
+        _write_mlm_head(model, directory, name, meta)
+    elif head:
         num_labels = head[f"heads.{name}.4.bias"].shape[0]
         names = labels or tuple(f"LABEL_{i}" for i in range(num_labels))
         config = {"head_type": "classification", "num_labels": num_labels, "layers": 2,
@@ -331,3 +337,27 @@ def export_adapterhub(model: nnx.Module, directory: str | Path, *, name: str, wh
         save_file(head, str(directory / "model_head.safetensors"))
         (directory / "head_config.json").write_text(json.dumps({"config": config, **meta}, indent=2) + "\n")
     return directory
+
+
+# AdapterHub's `masked_lm` head: 0 dense, 1 activation, 2 LayerNorm, 3 output embeddings (tied to
+# the word embeddings, so only its bias is stored); jaxcult head path -> (index, transpose?)
+_MLM_HEAD = {"dense.kernel": ("0.weight", True), "dense.bias": ("0.bias", False),
+             "layer_norm.scale": ("2.weight", False), "layer_norm.bias": ("2.bias", False),
+             "output_bias": ("3.bias", False)}
+
+
+def _write_mlm_head(model: nnx.Module, directory: Path, name: str, meta: dict) -> None:
+    from safetensors.numpy import save_file
+
+    config = model.encoder.config
+    tensors = {}
+    for path, variable in _flat_params(model.head):
+        index, transpose = _MLM_HEAD[path]
+        value = np.asarray(variable[...], dtype=np.float32)
+        tensors[f"heads.{name}.{index}"] = np.ascontiguousarray(value.T if transpose else value)
+    head = {"head_type": "masked_lm", "vocab_size": config.vocab_size,
+            "embedding_size": config.hidden_size, "layers": 2,
+            "activation_function": config.hidden_act, "layer_norm": True, "bias": True,
+            "shift_labels": False, "label2id": None}
+    save_file(tensors, str(directory / "model_head.safetensors"))
+    (directory / "head_config.json").write_text(json.dumps({"config": head, **meta}, indent=2) + "\n")

@@ -15,7 +15,16 @@ import jax
 import jax.numpy as jnp
 from flax import nnx, struct
 
-from jaxcult.models.layers import Dense, Embed, KeySplitter, RMSNorm, attention, cached_attention
+from jaxcult.models.layers import (
+    Dense,
+    Embed,
+    KeySplitter,
+    RMSNorm,
+    attention,
+    cached_attention,
+    same_segment,
+    segment_positions,
+)
 from jaxcult.sharding import constrain_batch
 from jaxcult.truncation import call_layer
 
@@ -196,13 +205,20 @@ class CausalLM(nnx.Module):
     def __call__(self, input_ids: jax.Array, attention_mask: jax.Array | None = None,
                  position_ids: jax.Array | None = None, *, cache: KVCache | None = None,
                  dropout_key: jax.Array | None = None, return_hidden: bool = False,
-                 last_only: bool | int = False) -> CausalLMOutput:
+                 last_only: bool | int = False,
+                 segment_ids: jax.Array | None = None) -> CausalLMOutput:
+        """`segment_ids` (packed training rows, no cache: document id per token, 0 for
+        padding) keep documents from attending to each other and restart positions."""
         b, t = input_ids.shape
         if attention_mask is None:
             attention_mask = jnp.ones_like(input_ids)
+        if segment_ids is not None and cache is not None:
+            raise ValueError("packed rows (segment_ids) are for training and scoring, not with "
+                             "a KV cache")
         start = cache.length if cache is not None else jnp.zeros((), jnp.int32)
         if position_ids is None:
-            position_ids = jnp.broadcast_to(start + jnp.arange(t), (b, t))
+            position_ids = (segment_positions(segment_ids) if segment_ids is not None
+                            else jnp.broadcast_to(start + jnp.arange(t), (b, t)))
         if cache is not None:
             key_mask = jax.lax.dynamic_update_slice_in_dim(
                 cache.mask, attention_mask.astype(cache.mask.dtype), start, axis=1)
@@ -212,6 +228,8 @@ class CausalLM(nnx.Module):
         q_pos = start + jnp.arange(t)
         causal = q_pos[:, None] >= jnp.arange(k_len)[None, :]
         allowed = causal[None, None] & key_mask[:, None, None, :].astype(bool)
+        if segment_ids is not None:
+            allowed = allowed & same_segment(segment_ids)
         bias = jnp.where(allowed, 0.0, jnp.finfo(jnp.float32).min)
         inv_freq = rope_frequencies(self.config)
         keys = KeySplitter(dropout_key)

@@ -23,6 +23,8 @@ from jaxcult.models.layers import (
     attention,
     dropout,
     padding_bias,
+    segment_bias,
+    segment_positions,
 )
 from jaxcult.sharding import constrain_batch
 from jaxcult.truncation import call_layer
@@ -161,14 +163,27 @@ class Encoder(nnx.Module):
         not_pad = (input_ids != c.pad_token_id).astype(jnp.int32)
         return jnp.cumsum(not_pad, axis=1) * not_pad + c.pad_token_id
 
+    def packed_positions(self, segment_ids: jax.Array) -> jax.Array:
+        """Positions of packed rows: each document numbered as if it were alone in its row."""
+        within = segment_positions(segment_ids)
+        if self.config.position_offset == 0:
+            return within
+        pad = self.config.pad_token_id
+        return jnp.where(segment_ids != 0, within + pad + 1, pad)
+
     def __call__(self, input_ids: jax.Array, attention_mask: jax.Array | None = None,
                  token_type_ids: jax.Array | None = None, position_ids: jax.Array | None = None,
-                 *, dropout_key: jax.Array | None = None) -> EncoderOutput:
+                 *, segment_ids: jax.Array | None = None,
+                 dropout_key: jax.Array | None = None) -> EncoderOutput:
+        """`segment_ids` (packed rows: document id per token, 0 for padding) keep documents
+        from attending to each other and restart positions per document."""
         if attention_mask is None:
             attention_mask = jnp.ones_like(input_ids)
+        if segment_ids is not None and position_ids is None:
+            position_ids = self.packed_positions(segment_ids)
         keys = KeySplitter(dropout_key)
         x = self.embed(input_ids, token_type_ids, position_ids, keys)
-        return self.encode(x, attention_mask, keys)
+        return self.encode(x, attention_mask, keys, segment_ids=segment_ids)
 
     def embed(self, input_ids: jax.Array, token_type_ids: jax.Array | None = None,
               position_ids: jax.Array | None = None, keys: KeySplitter | None = None) -> jax.Array:
@@ -183,13 +198,13 @@ class Encoder(nnx.Module):
         return x
 
     def encode(self, x: jax.Array, attention_mask: jax.Array, keys: KeySplitter | None = None,
-               hidden_states: bool = False) -> EncoderOutput:
+               hidden_states: bool = False, segment_ids: jax.Array | None = None) -> EncoderOutput:
         """The layers (and pooler) over embedded inputs: text, or text joined with other
         modalities' tokens (vision-language models); `hidden_states` keeps every layer's
         output (probes)."""
         keys = keys or KeySplitter(None)
         x = constrain_batch(x)
-        bias = padding_bias(attention_mask)
+        bias = padding_bias(attention_mask) if segment_ids is None else segment_bias(segment_ids)
         kept = [x]
         for i, layer in enumerate(self.layers):
             x = constrain_batch(call_layer(layer, i, x, keys, lambda m, h, k: m(h, bias, k)))

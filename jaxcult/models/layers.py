@@ -197,6 +197,25 @@ def cached_attention(q: jax.Array, k: jax.Array, v: jax.Array, bias: jax.Array) 
     return context.transpose(0, 3, 1, 2, 4).reshape(batch, length, heads, dim)
 
 
+def same_segment(segment_ids: jax.Array) -> jax.Array:
+    """[batch, len] document ids of packed rows (0: padding) -> [batch, 1, len, len] whether
+    query and key are real tokens of one document."""
+    same = segment_ids[:, :, None] == segment_ids[:, None, :]
+    return (same & (segment_ids[:, None, :] != 0))[:, None]
+
+
+def segment_bias(segment_ids: jax.Array) -> jax.Array:
+    """Additive attention bias of packed rows: a token attends only to its own document."""
+    return jnp.where(same_segment(segment_ids), 0.0, jnp.finfo(jnp.float32).min)
+
+
+def segment_positions(segment_ids: jax.Array) -> jax.Array:
+    """[batch, len] position of each token within its (contiguous) document."""
+    index = jnp.broadcast_to(jnp.arange(segment_ids.shape[1]), segment_ids.shape)
+    starts = segment_ids != jnp.pad(segment_ids, ((0, 0), (1, 0)), constant_values=-1)[:, :-1]
+    return index - jax.lax.cummax(jnp.where(starts, index, 0), axis=1)
+
+
 def padding_bias(mask: jax.Array) -> jax.Array:
     """[batch, k_len] 1/0 mask -> additive [batch, 1, 1, k_len] bias."""
     return jnp.where(mask[:, None, None, :].astype(bool), 0.0, jnp.finfo(jnp.float32).min)

@@ -1,7 +1,8 @@
 """Masked language modelling on an encoder: BERT's `cls.predictions` / RoBERTa's `lm_head`.
 
-The head is dense → activation → LayerNorm → the word-embedding matrix (tied, as every BERT /
-XLM-R checkpoint ties it) plus an output bias. `MLM_HEAD_KEYS` maps the checkpoint names of
+The head is dense → activation → LayerNorm → (the inverse of a MAD-X invertible adapter, when
+the encoder has one) → the word-embedding matrix (tied, as every BERT / XLM-R checkpoint ties
+it) plus an output bias. `MLM_HEAD_KEYS` maps the checkpoint names of
 both families to the head's parameters, so a pretrained head loads when the checkpoint has one.
 """
 
@@ -34,24 +35,34 @@ class MaskedLMHead(nnx.Module):
         self.output_bias = param(rngs, jax.nn.initializers.zeros, (c.vocab_size,), pdt, ("vocab",))
         self.act = activation(c.hidden_act)
 
-    def __call__(self, hidden: jax.Array, embeddings) -> jax.Array:
+    def __call__(self, hidden: jax.Array, embeddings, invertible=None) -> jax.Array:
+        """Logits; a MAD-X invertible adapter's inverse maps the transformed states back into
+        the embedding space before the tied output embeddings (as AdapterHub's MLM head)."""
         x = self.layer_norm(self.act(self.dense(hidden)))
+        if invertible is not None:
+            x = invertible.inverse(x)
         return embeddings.attend(x) + self.output_bias[...].astype(x.dtype)
 
 
 class MaskedLM(nnx.Module):
-    """Logits [batch, len, vocab] over every position; dropout only when `dropout_key` is given."""
+    """The encoder with its MLM head; dropout only when `dropout_key` is given."""
 
     def __init__(self, encoder: Encoder, *, seed: int = 0) -> None:
         self.encoder = encoder
         self.head = MaskedLMHead(encoder, rngs=nnx.Rngs(seed))
 
     def __call__(self, input_ids: jax.Array, attention_mask: jax.Array,
-                 token_type_ids: jax.Array | None = None, *,
+                 token_type_ids: jax.Array | None = None, *, positions: jax.Array | None = None,
+                 segment_ids: jax.Array | None = None,
                  dropout_key: jax.Array | None = None) -> jax.Array:
-        hidden = self.encoder(input_ids, attention_mask, token_type_ids,
+        """Logits [batch, len, vocab], or [batch, M, vocab] at `positions` [batch, M] only;
+        `segment_ids`: packed rows (see `Encoder`)."""
+        hidden = self.encoder(input_ids, attention_mask, token_type_ids, segment_ids=segment_ids,
                               dropout_key=dropout_key).last_hidden_state
-        return self.head(hidden, self.encoder.embeddings.word_embeddings)
+        if positions is not None:
+            hidden = jnp.take_along_axis(hidden, positions[..., None], axis=1)
+        return self.head(hidden, self.encoder.embeddings.word_embeddings,
+                         self.encoder.embedding_adapter)
 
 
 def load_head(head: MaskedLMHead, tensors) -> list[str]:

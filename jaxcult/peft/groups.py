@@ -4,7 +4,9 @@ Groups are derived from NNX parameter paths, so they never need to be declared b
 `head`, `adapter/task/layer_{i}` (bottleneck adapters), `lora/layer_{i}` (LoRA: every factor
 of a layer, so q and v unfreeze together as in the FUN paper's App. G.4; with
 `peft.lora_groups: module`, `lora/layer_{i}/<module>`),
-`saved/<module>` (PEFT's `modules_to_save`: trained in full), and for full fine-tuning
+`adapter/invertible` (a NICE adapter trained for a MAD-X language adapter; a stacked one from
+AdapterHub stays frozen), `saved/<module>` (PEFT's `modules_to_save`: trained in full), and for
+full fine-tuning
 `embeddings` and `layer_{i}` (a causal LM's `lm_head` is its `head`). Paths are those of an
 encoder-based model (`encoder.layers.3...`) or of a causal LM (`layers.3...`). A path outside
 every group belongs to the frozen backbone.
@@ -17,18 +19,22 @@ import re
 _ADAPTER = re.compile(r"^(?:encoder\.)?layers\.(\d+)\.(attention|output)_adapter\.")
 _LORA = re.compile(r"^(?:encoder\.)?layers\.(\d+)\.(\w+)\.lora_[ab]$")
 _LANGUAGE = re.compile(r"(^|\.)(language|embedding_adapter)\.")
+_INVERTIBLE = re.compile(r"(^|\.)embedding_adapter\.")
 _LAYER = re.compile(r"^(?:encoder\.)?layers\.(\d+)\.")
 
 
 def group_of(path: str, peft_kind: str, saved: tuple[str, ...] = (),
-             lora_groups: str = "layer") -> str | None:
+             lora_groups: str = "layer", invertible: bool = False) -> str | None:
     """Group name of a parameter path, or None when the parameter stays frozen forever.
 
     `saved` holds module paths trained in full (`modules_to_save`), each its own group;
-    `lora_groups` is `layer` (one group per layer) or `module` (one per adapted projection).
+    `lora_groups` is `layer` (one group per layer) or `module` (one per adapted projection);
+    `invertible`: the embedding adapter is trained here (not a stacked language adapter).
     """
     if path.startswith("head."):
         return "head"
+    if invertible and _INVERTIBLE.search(path):
+        return "adapter/invertible"
     if _LANGUAGE.search(path):  # MAD-X language adapters stay frozen
         return None
     for module in saved:
@@ -84,9 +90,10 @@ def is_peft_parameter(path: str) -> bool:
 
 
 def uncovered_peft_parameters(paths: list[str], peft_kind: str, saved: tuple[str, ...] = (),
-                              lora_groups: str = "layer") -> list[str]:
+                              lora_groups: str = "layer", invertible: bool = False) -> list[str]:
     """PEFT parameters that no group covers (they would silently stay frozen): a bug in a
     user's module layout, reported instead of ignored. MAD-X language adapters are frozen
     on purpose and not reported."""
-    return [p for p in paths if is_peft_parameter(p) and not _LANGUAGE.search(p)
-            and group_of(p, peft_kind, saved, lora_groups) is None]
+    return [p for p in paths if is_peft_parameter(p)
+            and not (_LANGUAGE.search(p) and not invertible)
+            and group_of(p, peft_kind, saved, lora_groups, invertible) is None]

@@ -16,9 +16,9 @@ from flax import nnx
 from jax.sharding import Mesh
 
 from jaxcult import models
-from jaxcult.config import RunConfig
+from jaxcult.config import PeftConfig, RunConfig
 from jaxcult.data import resolve_dataset
-from jaxcult.data.batching import LengthBuckets, Split, pad_split, pad_splits
+from jaxcult.data.batching import LengthBuckets, Split, pad_columns, pad_split, pad_splits
 from jaxcult.data.registry import DatasetInfo
 from jaxcult.data.splits import read_records, scored_languages
 from jaxcult.errors import UserError
@@ -27,6 +27,7 @@ from jaxcult.hub.madx import read_language_adapters, stack_source_adapter
 from jaxcult.hub.pretrained import load_model, load_tokenizer
 from jaxcult.peft.bottleneck import PLACEMENTS, add_bottleneck_adapters
 from jaxcult.peft.groups import group_of, layer_index, ordered_groups, uncovered_peft_parameters
+from jaxcult.peft.invertible import NICEAdapter
 from jaxcult.peft.lora import add_lora, saved_modules
 from jaxcult.probes import resolve_probe
 from jaxcult.registry import import_path
@@ -115,7 +116,7 @@ def load_task_data(config: RunConfig, task: Task, dataset, tokenizer) -> TaskDat
     evaluated = [split(records.validation, src, "validation"),
                  *(split(rows, lang, config.data.eval_split) for lang, rows in records.tests.items())]
     pad_id = tokenizer.pad_token_id or 0
-    evaluated = pad_splits(evaluated, keys, pad_id)
+    evaluated = pad_columns(pad_splits(evaluated, keys, pad_id), task.prediction_keys)
     buckets = length_buckets(config.data.length_buckets, length, keys)
     if buckets is not None:  # every batch takes a bucket's length, whatever the data's longest
         train, *evaluated = (pad_split(each, buckets.holding(each.padded_length), keys, pad_id)
@@ -207,6 +208,8 @@ def _add_peft(backbone: nnx.Module, config: RunConfig) -> tuple[tuple[str, ...],
         add_bottleneck_adapters(backbone, peft, seed=seed)
         if hubs:
             stack_source_adapter(backbone, hubs, config.data.source_language, seed=seed)
+        if peft.invertible:
+            _add_invertible(backbone, peft, seed)
     elif peft.kind == "lora":
         add_lora(backbone, peft.target_modules, peft.lora_r, peft.lora_alpha, seed=seed,
                  dropout=peft.lora_dropout, leave_out=peft.leave_out)
@@ -214,6 +217,16 @@ def _add_peft(backbone: nnx.Module, config: RunConfig) -> tuple[tuple[str, ...],
         raise UserError("peft.modules_to_save: only used with peft.kind=lora (full fine-tuning "
                         "trains every module already)")
     return saved_modules(backbone, peft.modules_to_save), hubs
+
+
+def _add_invertible(backbone: nnx.Module, peft: PeftConfig, seed: int) -> None:
+    """The NICE adapter a MAD-X language adapter trains on the embedding output."""
+    if not hasattr(backbone, "embedding_adapter"):
+        raise UserError(f"peft.invertible: {type(backbone).__name__} has no embedding-adapter "
+                        f"slot (invertible adapters are for encoders: BERT, XLM-R)")
+    backbone.embedding_adapter = NICEAdapter(
+        backbone.config.hidden_size, non_linearity=peft.non_linearity,
+        reduction_factor=peft.invertible_reduction_factor, seed=seed)
 
 
 def _path(path) -> str:
@@ -228,23 +241,24 @@ def build_model(config: RunConfig, task: Task, tokenizer, mesh: Mesh | None = No
     model = task.build_model(backbone, config)
     if model is not backbone:  # paths inside the task model are prefixed with `encoder.`
         saved = tuple(f"encoder.{p}" for p in saved)
-    kind, split = config.peft.kind, config.peft.lora_groups
+    kind, split, inv = config.peft.kind, config.peft.lora_groups, config.peft.invertible
     paths = [_path(p) for p, _ in nnx.to_flat_state(nnx.state(model, nnx.Param))]
-    uncovered = uncovered_peft_parameters(paths, kind, saved, split)
+    uncovered = uncovered_peft_parameters(paths, kind, saved, split, inv)
     if uncovered:
         raise UserError(f"peft: parameter {uncovered[0]!r} belongs to a PEFT module but to no "
                         f"parameter group, so it would never train ({len(uncovered)} such)")
-    groups = ordered_groups({g for g in (group_of(p, kind, saved, split) for p in paths)
+    groups = ordered_groups({g for g in (group_of(p, kind, saved, split, inv) for p in paths)
                              if g is not None})
-    filters = [(lambda g: lambda path, _v: group_of(_path(path), kind, saved, split) == g)(g)
+    filters = [(lambda g: lambda path, _v: group_of(_path(path), kind, saved, split, inv) == g)(g)
                for g in groups]
     graphdef, *states = nnx.split(model, *filters, ...)
     params = dict(zip(groups, states[:-1]))
     counts = {g: sum(int(np.prod(x.shape)) for x in nnx.to_flat_state(params[g]).leaves)
               for g in groups}
     total = sum(int(np.prod(v.shape)) for _, v in nnx.to_flat_state(nnx.state(model, nnx.Param)))
-    # bottom-up; full fine-tuning's embeddings sit below layer 0 (gradual unfreezing ends there)
-    layer_groups = [g for g in groups if g == "embeddings"] + \
+    # bottom-up; full fine-tuning's embeddings and a trained invertible adapter sit below
+    # layer 0 (gradual unfreezing ends there)
+    layer_groups = [g for g in groups if g in ("embeddings", "adapter/invertible")] + \
         [g for g in groups if layer_index(g) is not None]
     return ModelParts(graphdef, params, states[-1], groups, layer_groups, counts, total,
                       backbone.config, language_hubs)

@@ -64,7 +64,8 @@ def save_head(model, out: Path, config: RunConfig) -> Path:
 
 def export_run(run_dir: Path, fmt: str, out: Path, *, name: str | None = None,
                overwrite: bool = False, no_head: bool = False) -> Path:
-    """A run's best adapters as an AdapterHub directory (bottleneck) or a PEFT one (LoRA)."""
+    """A run's best adapters as an AdapterHub directory (bottleneck; a masked-LM run's as a
+    MAD-X language adapter with its invertible adapter and MLM head) or a PEFT one (LoRA)."""
     _check_output(out, overwrite)
     _check_format(run_config(RunDir(run_dir)), run_dir, fmt, no_head)
     config, model = load_run_model(run_dir)
@@ -72,7 +73,11 @@ def export_run(run_dir: Path, fmt: str, out: Path, *, name: str | None = None,
     if fmt == "adapterhub":
         from jaxcult.hub.adapterhub import export_adapterhub
 
-        export_adapterhub(model, out, name=name or config.name, with_head=not no_head)
+        # a masked-LM run trained a language adapter (MAD-X): its bottleneck adapters sit in
+        # the task slot and its invertible adapter (peft.invertible) goes with them
+        which = "language" if config.task.name == "masked_lm" else "task"
+        export_adapterhub(model, out, name=name or config.name, with_head=not no_head,
+                          which=which, slot="task")
         if no_head and hasattr(model, "head"):
             save_head(model, out, config)
         return out

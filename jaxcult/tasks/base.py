@@ -31,6 +31,8 @@ class Task:
     batch_keys: tuple[str, ...] = ()      # the arrays a training batch holds
     sequence_keys: tuple[str, ...] | None = None  # arrays aligned with the tokens (cut by
     #   length buckets); None: those shaped like the attention mask
+    prediction_keys: tuple[str, ...] = ()  # arrays aligned with predicted positions rather
+    #   than tokens (padded with 0 to one width across evaluation splits)
     backbone = "encoder"                  # architecture kind it needs: "encoder" or "decoder"
     evaluator = "accuracy"                # default evaluator (registry name or import path)
     uses_labels = True                    # whether the dataset's label names size the head

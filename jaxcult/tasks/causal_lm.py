@@ -3,7 +3,8 @@
 Batches hold `labels` [batch, len] = the next token of each position and `loss_mask` = 1 where
 that prediction is trained (real text; for chat records only assistant turns). It reads plain
 text (`text` and `text_label` records: their `text`) and `chat` records; the model is the causal LM
-itself (its `lm_head` is the `head` group under full fine-tuning).
+itself (its `lm_head` is the `head` group under full fine-tuning). `task.options.pack: true`
+packs the texts or conversations into full rows (jaxcult.data.packing).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from flax import nnx
 from jaxcult.config import RunConfig
 from jaxcult.data import lm
 from jaxcult.data.batching import Split
+from jaxcult.data.packing import pack_rows
 from jaxcult.tasks.base import Task, register_task, token_log_probs, token_loss
 
 
@@ -24,17 +26,29 @@ class CausalLM(Task):
     backbone = "decoder"
     evaluator = "perplexity"
     uses_labels = False
+    option_names = ("pack",)
+
+    def __init__(self, config, labels=()) -> None:
+        super().__init__(config, labels)
+        self.pack = bool(config.options.get("pack", False))
+        if self.pack:  # packed rows carry document ids
+            self.batch_keys = (*self.batch_keys, "segment_ids")
 
     def tokenize(self, records, tokenizer, max_length, name) -> Split:
         if records and "messages" in records[0]:
-            return lm.tokenize_chats(records, tokenizer, max_length, name)
-        return lm.tokenize_texts([r["text"] for r in records], tokenizer, max_length, name)
+            split = lm.tokenize_chats(records, tokenizer, max_length, name)
+        else:
+            split = lm.tokenize_texts([r["text"] for r in records], tokenizer, max_length, name)
+        if self.pack:
+            split = Split(pack_rows(split.arrays, max_length, tokenizer.pad_token_id or 0), name)
+        return split
 
     def build_model(self, backbone: nnx.Module, config: RunConfig) -> nnx.Module:
         return backbone
 
     def forward(self, model, batch: dict, dropout_key: jax.Array | None) -> jax.Array:
-        return model(batch["input_ids"], batch["attention_mask"], dropout_key=dropout_key).logits
+        return model(batch["input_ids"], batch["attention_mask"], dropout_key=dropout_key,
+                     segment_ids=batch.get("segment_ids")).logits
 
     def loss(self, outputs: jax.Array, batch: dict) -> tuple[jax.Array, jax.Array]:
         return token_loss(outputs, batch)
