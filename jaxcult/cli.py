@@ -56,6 +56,17 @@ def cmd_vqa(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data(args: argparse.Namespace) -> int:
+    from jaxcult.run.data_command import inspect_command, prepare_command
+
+    data_dir = Path(args.data_dir) if args.data_dir else None
+    if args.action == "prepare":
+        prepare_command(args.name, Path(args.manual_dir) if args.manual_dir else None, data_dir)
+    else:
+        inspect_command(args.name, data_dir, args.examples)
+    return 0
+
+
 def cmd_plot(args: argparse.Namespace) -> int:
     from jaxcult.run.assets import plot_run
 
@@ -306,6 +317,24 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--plot", help="also draw accuracy per structural type and language (PNG)")
     score.set_defaults(command_parser=score, func=cmd_vqa)
 
+    data = sub.add_parser("data", parents=[common],
+                          help="prepare or inspect a TFDS dataset (array_record) for data.source=tfds")
+    data_sub = data.add_subparsers(dest="action", required=True, metavar="ACTION")
+    prepare = data_sub.add_parser(
+        "prepare", parents=[common], help="build a dataset's array_record files",
+        description="Build jaxcult:NAME (xcopa, pawsx, xnli, squad, xgqa, easy_vqa, chat, survey) "
+                    "under --data-dir from the local files in --manual-dir (without it, from the "
+                    "official URLs). Training reads it with data.source=tfds (see docs/data.md).")
+    inspect = data_sub.add_parser("inspect", parents=[common],
+                                  help="print a prepared dataset's splits, counts and examples")
+    for each in (prepare, inspect):
+        each.add_argument("name", help="jaxcult:<dataset>, e.g. jaxcult:xcopa")
+        each.add_argument("--data-dir", help="where prepared datasets live (default "
+                          "~/.cache/jaxcult/tfds; training's data.data_dir)")
+        each.set_defaults(command_parser=each, func=cmd_data)
+    prepare.add_argument("--manual-dir", help="folder holding the dataset's source files")
+    inspect.add_argument("--examples", type=int, default=3, help="examples shown per split")
+
     assets_parser = sub.add_parser("assets", parents=[common], help="offline pretrained assets")
     assets_parser.add_argument("action", choices=["list", "path", "install"])
     assets_parser.add_argument("names", nargs="*")
@@ -335,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
             args.command_parser.error(f"unrecognized arguments: {' '.join(extra)}")
         setattr(args, field, [*getattr(args, field), *extra])
     try:
-        if args.command not in ("assets", "plot", "vqa"):  # the commands that compile programs
+        if args.command not in ("assets", "plot", "vqa", "data"):  # commands that compile programs
             enable_compilation_cache()
         return args.func(args)
     except UserError as err:

@@ -118,8 +118,13 @@ class DataConfig(Section):
                       description="registered dataset or `pkg.mod:Class` (a jaxcult Dataset)")
     source_language: str = "en"
     target_languages: list[str] = Field(default_factory=list, description="empty = all")
-    data_dir: str | None = Field(None, description="prepared datasets: not read by training yet "
-                                 "(an error when set; jaxcult.data.tfds has its own data_dir)")
+    source: Literal["auto", "files", "tfds"] = Field(
+        "auto", description="files: read data.manual_dir; tfds: the dataset prepared under "
+        "data_dir (`jaxcult data prepare`), training examples read and tokenised batch by batch "
+        "(host memory does not grow with the dataset); auto: tfds when data_dir is set and holds "
+        "the dataset prepared")
+    data_dir: str | None = Field(None, description="prepared (TFDS) datasets; default for "
+                                 "source=tfds: ~/.cache/jaxcult/tfds")
     manual_dir: str | None = Field(None, description="local source files to prepare from")
     train_file: str | None = Field(
         None, description="train on this file instead of the dataset's own training data "
@@ -153,14 +158,6 @@ class DataConfig(Section):
         default_factory=dict, description="dataset-specific options (only those it declares)")
 
 
-    @field_validator("data_dir")
-    @classmethod
-    def _no_data_dir(cls, value):
-        if value is not None:
-            raise ValueError("data.data_dir: training reads local files (data.manual_dir) and does "
-                             "not read prepared TFDS datasets yet; remove data.data_dir")
-        return value
-
     @field_validator("length_buckets")
     @classmethod
     def _positive_buckets(cls, value):
@@ -173,6 +170,8 @@ class DataConfig(Section):
     def _grouping_needs_buckets(self) -> DataConfig:
         self.refuse_unused("data", ("length_grouping",), self.length_buckets != "none",
                            "with data.length_buckets (grouping only saves work when batches are cut)")
+        self.refuse_unused("data", ("data_dir",), self.source != "files",
+                           "to prepared datasets (data.source auto or tfds)")
         return self
 
 

@@ -78,8 +78,16 @@ class Split:
         if self.buckets is None:
             return arrays
         rows = index if longest_of is None else longest_of
-        longest = int(self.lengths[rows].max()) if len(rows) else self.padded_length
-        return self.buckets.cut(arrays, self.buckets.length_for(longest, self.padded_length))
+        return cut_to_bucket(arrays, self.buckets, self.lengths[rows], self.padded_length)
+
+
+def cut_to_bucket(arrays: dict[str, np.ndarray], buckets: LengthBuckets | None,
+                  lengths: np.ndarray, padded: int) -> dict[str, np.ndarray]:
+    """A batch cut to the bucket of its longest row (`lengths`: the rows that must agree)."""
+    if buckets is None:
+        return arrays
+    longest = int(lengths.max()) if len(lengths) else padded
+    return buckets.cut(arrays, buckets.length_for(longest, padded))
 
 
 def same_examples(a: Split, b: Split) -> bool:

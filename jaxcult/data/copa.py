@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 
 from jaxcult.config import DataConfig
-from jaxcult.data.registry import Dataset, DatasetInfo, register_dataset
+from jaxcult.data.registry import Dataset, DatasetInfo, decoded, register_dataset
 from jaxcult.errors import UserError
 
 NAME = "xcopa"
@@ -113,6 +113,7 @@ class XCOPA(Dataset):
     (see `as_choices`)."""
 
     option_names = ("copa_format",)
+    prepared = "jaxcult:xcopa"
 
     def _layout(self, config: DataConfig) -> str:
         layout = config.options.get("copa_format", "jaxcult")
@@ -132,3 +133,9 @@ class XCOPA(Dataset):
     def read_file(self, config: DataConfig, path: Path) -> list[dict]:
         layout = self._layout(config)
         return [as_choices(r, layout) for r in read_copa_jsonl(path)]
+
+    def from_prepared(self, example: dict, config: DataConfig) -> dict:
+        record = {k: decoded(example[k]) for k in ("premise", "choice1", "choice2")}
+        record.update(question=("cause", "effect")[int(example["question"])],
+                      label=int(example["label"]))
+        return as_choices(record, self._layout(config))

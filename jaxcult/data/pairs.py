@@ -17,7 +17,7 @@ import csv
 from pathlib import Path
 
 from jaxcult.config import DataConfig
-from jaxcult.data.registry import Dataset, DatasetInfo, register_dataset
+from jaxcult.data.registry import Dataset, DatasetInfo, decoded, register_dataset
 from jaxcult.errors import UserError
 
 PAWSX_LANGUAGES = ("en", "de", "es", "fr", "ja", "ko", "zh")
@@ -131,9 +131,23 @@ def read_xnli(root: Path, language: str, split: str) -> list[dict]:
     return _examples(rows, columns[:3], NLI_LABELS, official, 2, language, columns[3])
 
 
+class _PairDataset(Dataset):
+    """Prepared form: the `jaxcult:<name>` builder, English training data as `train` and every
+    evaluation split as `<split>_<lang>` (English's too)."""
+
+    def prepared_split(self, language: str, split: str) -> str:
+        return "train" if split == "train" else f"{split}_{language}"
+
+    def from_prepared(self, example: dict, config: DataConfig) -> dict:
+        return {"text": decoded(example["sentence1"]), "text_pair": decoded(example["sentence2"]),
+                "label": int(example["label"])}
+
+
 @register_dataset("pawsx")
-class PAWSX(Dataset):
+class PAWSX(_PairDataset):
     """PAWS-X paraphrase pairs (7 languages) from `data.manual_dir`; `data.train_file` is a TSV."""
+
+    prepared = "jaxcult:pawsx"
 
     def info(self, config: DataConfig) -> DatasetInfo:
         return DatasetInfo("text_label", PAWSX_LANGUAGES, PAWSX_LABELS)
@@ -146,9 +160,11 @@ class PAWSX(Dataset):
 
 
 @register_dataset("xnli")
-class XNLI(Dataset):
+class XNLI(_PairDataset):
     """XNLI (15 languages), trained on English MNLI, from `data.manual_dir`; `data.train_file`
     is a TSV."""
+
+    prepared = "jaxcult:xnli"
 
     def info(self, config: DataConfig) -> DatasetInfo:
         return DatasetInfo("text_label", XNLI_LANGUAGES, NLI_LABELS)

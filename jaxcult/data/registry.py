@@ -106,11 +106,17 @@ def read_checked_jsonl(path: Path, check: Callable[[Any, str], Any]) -> list:
     return records
 
 
+def decoded(value: Any) -> str:
+    """A prepared (TFDS) text feature, bytes, as str (for `Dataset.from_prepared`)."""
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
 class Dataset:
     """Base class of datasets: override `info` and `read` (or `read_train` / `read_eval`)."""
 
     name = "dataset"
     option_names: tuple[str, ...] = ()  # keys it reads from `data.options`
+    prepared: str | None = None  # its jaxcult TFDS builder (`data.source: tfds`), if any
 
     def check_options(self, config: DataConfig) -> None:
         unknown = sorted(set(config.options) - set(self.option_names))
@@ -135,6 +141,15 @@ class Dataset:
     def read_file(self, config: DataConfig, path: Path) -> list[Record]:
         """`data.train_file`: JSONL records in this dataset's format (datasets may read others)."""
         return read_jsonl(path, self.info(config).record_format)
+
+    def prepared_split(self, language: str, split: str) -> str:
+        """The prepared split holding `split` of `language` (the builders name the source
+        language's `split`, every other one `<split>_<language>`)."""
+        return split if language == "en" else f"{split}_{language}"
+
+    def from_prepared(self, example: dict, config: DataConfig) -> Record:
+        """A prepared (TFDS) example as the record `read` gives for the same line of the files."""
+        raise NotImplementedError
 
     def local_root(self, config: DataConfig) -> Path:
         """`data.manual_dir`, required by datasets read from local files."""

@@ -11,16 +11,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from jaxcult.config import DataConfig
+from jaxcult.data.prepared import TrainRows, read_prepared, training_rows, uses_prepared
 from jaxcult.data.registry import Dataset, DatasetInfo, Record
 from jaxcult.errors import UserError
 
 
 @dataclass
 class RecordSplits:
-    train: list[Record]
+    train: list[Record] | TrainRows  # TrainRows: a prepared dataset's, read batch by batch
     validation: list[Record]
     tests: dict[str, list[Record]]  # language -> records of `data.eval_split`, source first
     info: DatasetInfo
@@ -59,6 +58,8 @@ def read_records(dataset: Dataset, config: DataConfig, seed: int = 0) -> RecordS
     info = dataset.info(config)
     languages = scored_languages(config, info, dataset.name)
     source = config.source_language
+    if uses_prepared(dataset, config):
+        return RecordSplits(*read_prepared(dataset, config, languages, seed), info)
     if config.train_file:
         train, validation = held_out(dataset.read_file(config, train_file_path(config)))
     else:
@@ -72,8 +73,4 @@ def read_records(dataset: Dataset, config: DataConfig, seed: int = 0) -> RecordS
 def subsample(records: list[Record], config: DataConfig, seed: int) -> list[Record]:
     """`max_train_examples` records: the first ones, or (`subsample: random`) a subset drawn
     with `seed`, kept in file order."""
-    limit = config.max_train_examples
-    if limit is None or limit >= len(records) or config.subsample == "first":
-        return records[:limit]
-    chosen = np.random.default_rng(seed).choice(len(records), size=limit, replace=False)
-    return [records[i] for i in sorted(chosen)]
+    return [records[i] for i in training_rows(len(records), config, seed)]

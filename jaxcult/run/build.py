@@ -19,6 +19,7 @@ from jaxcult import models
 from jaxcult.config import PeftConfig, RunConfig
 from jaxcult.data import resolve_dataset
 from jaxcult.data.batching import LengthBuckets, Split, pad_columns, pad_split, pad_splits
+from jaxcult.data.prepared import StreamedSplit, TrainRows
 from jaxcult.data.registry import DatasetInfo
 from jaxcult.data.splits import read_records, scored_languages
 from jaxcult.errors import UserError
@@ -47,7 +48,7 @@ class Plugins:
 
 @dataclass
 class TaskData:
-    train: Split
+    train: Split | StreamedSplit  # StreamedSplit: a prepared dataset read batch by batch
     validation: Split
     tests: dict[str, Split]   # language -> evaluation split (source first)
 
@@ -111,7 +112,11 @@ def load_task_data(config: RunConfig, task: Task, dataset, tokenizer) -> TaskDat
         tokenised.language = language
         return tokenised
 
-    train = split(records.train, src, "train")
+    if isinstance(records.train, TrainRows):  # prepared: tokenised batch by batch
+        train = StreamedSplit(records.train.source, records.train.rows, task, tokenizer, length,
+                              f"{dataset.name}/{src}/train", src)
+    else:
+        train = split(records.train, src, "train")
     keys = task.sequence_keys or train.sequence_keys()
     evaluated = [split(records.validation, src, "validation"),
                  *(split(rows, lang, config.data.eval_split) for lang, rows in records.tests.items())]
@@ -119,8 +124,12 @@ def load_task_data(config: RunConfig, task: Task, dataset, tokenizer) -> TaskDat
     evaluated = pad_columns(pad_splits(evaluated, keys, pad_id), task.prediction_keys)
     buckets = length_buckets(config.data.length_buckets, length, keys)
     if buckets is not None:  # every batch takes a bucket's length, whatever the data's longest
-        train, *evaluated = (pad_split(each, buckets.holding(each.padded_length), keys, pad_id)
-                             for each in (train, *evaluated))
+        evaluated = [pad_split(each, buckets.holding(each.padded_length), keys, pad_id)
+                     for each in evaluated]
+        if isinstance(train, StreamedSplit):
+            train.use_buckets(buckets)
+        else:
+            train = pad_split(train, buckets.holding(train.padded_length), keys, pad_id)
     for each in (train, *evaluated):
         each.buckets = buckets
     return TaskData(train, evaluated[0], dict(zip(records.tests, evaluated[1:])))

@@ -31,8 +31,9 @@ class CausalLM(Task):
     def __init__(self, config, labels=()) -> None:
         super().__init__(config, labels)
         self.pack = bool(config.options.get("pack", False))
-        if self.pack:  # packed rows carry document ids
+        if self.pack:  # packed rows carry document ids, and packing spans the split
             self.batch_keys = (*self.batch_keys, "segment_ids")
+            self.streamable = False
 
     def tokenize(self, records, tokenizer, max_length, name) -> Split:
         if records and "messages" in records[0]:

@@ -30,6 +30,7 @@ class MaskedLMTask(Task):
     batch_keys = ("input_ids", "attention_mask", "masked_positions", "labels", "loss_mask")
     sequence_keys = ("input_ids", "attention_mask")
     prediction_keys = ("masked_positions", "labels", "loss_mask")
+    streamable = False  # masks are drawn over the whole split (static masking)
     evaluator = "perplexity"
     uses_labels = False
     option_names = ("mask_probability", "whole_word", "mask_seed", "pack")

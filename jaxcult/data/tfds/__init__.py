@@ -49,5 +49,5 @@ def load(name: str, *, data_dir: str | Path | None = None) -> dict:
     dataset = builder(name, data_dir=data_dir)
     if not dataset.is_prepared():
         raise UserError(f"{name}: not prepared under {dataset.data_dir}; run "
-                        f"jaxcult.data.tfds.prepare({name!r}, manual_dir=...) first")
+                        f"`jaxcult data prepare {name} --manual-dir DIR` first")
     return dataset.as_data_source()

@@ -18,7 +18,10 @@ class LocalBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     dataset's official URLs fetched (and checksummed on first download) by TFDS' download
     manager. Subclasses define FEATURES, DESCRIPTION, HOMEPAGE, URLS and `_splits(root)`."""
 
-    VERSION = tfds.core.Version("1.0.0")
+    VERSION = tfds.core.Version("1.1.0")
+    RELEASE_NOTES = {"1.1.0": "Examples keep their source files' order (training reads prepared "
+                              "splits in the same order as the local files).",
+                     "1.0.0": "First release."}
     FEATURES: dict = {}
     DESCRIPTION = ""
     HOMEPAGE = ""
@@ -31,9 +34,10 @@ class LocalBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         super().__init__(**kwargs)
 
     def _info(self) -> tfds.core.DatasetInfo:
+        # unshuffled: the files' order, so training reads the same batches from either source
         return tfds.core.DatasetInfo(builder=self, description=self.DESCRIPTION,
                                      features=tfds.features.FeaturesDict(self.FEATURES),
-                                     homepage=self.HOMEPAGE)
+                                     homepage=self.HOMEPAGE, disable_shuffling=True)
 
     def _root(self, dl_manager) -> Path:
         """Where the source files are: `manual_dir`, or the downloaded-and-extracted URLs."""

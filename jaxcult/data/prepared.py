@@ -1,0 +1,214 @@
+"""Training from prepared TFDS datasets (`data.source: tfds`): records are read by random access
+from the array_record files and tokenised batch by batch, inside grain's worker processes when
+`data.worker_count` > 0, so host memory does not grow with the dataset.
+
+Before step 0 one pass over the training split (in chunks) tokenises every example to learn
+its length: the split's padded length and the per-example lengths (4 bytes each) that length
+buckets and length grouping need, so every batch equals the batch the in-memory path builds
+from the same records (same order, same padding). The lengths are saved beside the prepared
+dataset, keyed by everything they depend on, so later runs skip the pass. Evaluation splits
+are small and read whole. A dataset opts in by naming its builder (`Dataset.prepared`) and
+converting a prepared example back into its record (`Dataset.from_prepared`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from jaxcult.config import DataConfig
+from jaxcult.data.batching import LengthBuckets, Split, cut_to_bucket, pad_arrays
+from jaxcult.data.registry import Dataset, Record
+from jaxcult.errors import UserError
+
+INDEX_CHUNK = 4096  # examples tokenised at a time by the length pass
+
+
+def data_dir(config: DataConfig) -> Path:
+    from jaxcult.data.tfds import DEFAULT_DATA_DIR
+
+    return Path(config.data_dir).expanduser() if config.data_dir else DEFAULT_DATA_DIR
+
+
+def uses_prepared(dataset: Dataset, config: DataConfig) -> bool:
+    """`data.source`: `tfds`, `files`, or `auto` (tfds when `data.data_dir` holds the dataset
+    prepared, else files)."""
+    if config.source == "files":
+        return False
+    if dataset.prepared is None:
+        if config.source == "tfds":
+            raise UserError(f"data.source: {dataset.name} has no prepared (TFDS) form; use "
+                            f"data.source=files")
+        return False
+    if config.train_file and config.source == "tfds":
+        raise UserError("data.train_file: a local file is read with data.source=files, not tfds")
+    if config.source == "auto" and (config.data_dir is None or config.train_file):
+        return False
+    from jaxcult.data import tfds as jt
+
+    prepared = jt.builder(dataset.prepared, data_dir=data_dir(config)).is_prepared()
+    if not prepared and config.source == "tfds":
+        raise UserError(f"data.source: {dataset.prepared} is not prepared under "
+                        f"{data_dir(config)}; run `jaxcult data prepare {dataset.prepared} "
+                        f"--manual-dir DIR --data-dir {data_dir(config)}` first")
+    return prepared
+
+
+class PreparedRecords:
+    """One split of a prepared dataset as the dataset's records, by index. Picklable: a grain
+    worker process reopens the files on first use."""
+
+    def __init__(self, dataset: Dataset, config: DataConfig, language: str, split: str) -> None:
+        self.dataset, self.config = dataset, config
+        self.split = dataset.prepared_split(language, split)
+        self.where = f"{dataset.prepared}[{self.split}] under {data_dir(config)}"
+        self._source: Any = None
+        self._length = len(self._open())
+
+    def _open(self):
+        if self._source is None:
+            from jaxcult.data import tfds as jt
+
+            sources = jt.load(self.dataset.prepared, data_dir=data_dir(self.config))
+            if self.split not in sources:
+                raise UserError(f"{self.dataset.prepared} under {data_dir(self.config)}: no split "
+                                f"{self.split!r} (prepared: {', '.join(sorted(sources))})")
+            self._source = sources[self.split]
+        return self._source
+
+    def index_dir(self) -> Path:
+        """Where length indexes of this prepared dataset are kept (inside its version folder)."""
+        from jaxcult.data import tfds as jt
+
+        return Path(jt.builder(self.dataset.prepared, data_dir=data_dir(self.config)).data_dir) \
+            / "jaxcult-index"
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_source": None}
+
+    def __len__(self) -> int:
+        return self._length
+
+    def records(self, indices: np.ndarray) -> list[Record]:
+        examples = self._open().__getitems__([int(i) for i in indices])
+        return [self.dataset.from_prepared(example, self.config) for example in examples]
+
+
+@dataclass
+class TrainRows:
+    """The training examples of a prepared dataset: which rows of which split (not read yet)."""
+
+    source: PreparedRecords
+    rows: np.ndarray
+
+
+def read_prepared(dataset: Dataset, config: DataConfig, languages: list[str], seed: int
+                  ) -> tuple[TrainRows, list[Record], dict[str, list[Record]]]:
+    """(training rows, validation records, test records per language) of a prepared dataset;
+    the evaluation splits are read whole (capped by `max_eval_examples`)."""
+    def whole(language: str, split: str) -> list[Record]:
+        source = PreparedRecords(dataset, config, language, split)
+        count = min(len(source), config.max_eval_examples or len(source))
+        return source.records(np.arange(count))
+
+    source = config.source_language
+    train = PreparedRecords(dataset, config, source, "train")
+    rows = training_rows(len(train), config, seed)
+    tests = {lang: whole(lang, config.eval_split) for lang in languages}
+    return TrainRows(train, rows), whole(source, "validation"), tests
+
+
+def training_rows(count: int, config: DataConfig, seed: int) -> np.ndarray:
+    """`data.max_train_examples` row indices (first, or a seeded random subset in order), as
+    `jaxcult.data.splits.subsample` picks records."""
+    limit = config.max_train_examples
+    if limit is None or limit >= count or config.subsample == "first":
+        return np.arange(min(count, limit or count))
+    return np.sort(np.random.default_rng(seed).choice(count, size=limit, replace=False))
+
+
+class StreamedSplit:
+    """A training split tokenised batch by batch from prepared records: the `Split` interface
+    the batch iterators read (`len`, `take`, `lengths`, `padded_length`, `buckets`)."""
+
+    meta = None
+
+    def __init__(self, source: PreparedRecords, rows: np.ndarray, task, tokenizer,
+                 max_length: int, name: str, language: str) -> None:
+        self.source, self.rows, self.task, self.tokenizer = source, rows, task, tokenizer
+        self.max_length, self.name, self.language = max_length, name, language
+        self.pad_id = tokenizer.pad_token_id or 0
+        self.buckets: LengthBuckets | None = None
+        if not len(rows):
+            raise UserError(f"{source.where}: split is empty")
+        if not task.streamable:
+            raise UserError(f"data.source=tfds: task {task.name!r} cannot be tokenised batch by "
+                            f"batch (it turns a record into several rows, or draws per-split "
+                            f"randomness); use data.source=files")
+        first = self._tokenize(np.arange(min(INDEX_CHUNK, len(rows))))
+        self._keys = task.sequence_keys or first.sequence_keys()
+        self.lengths = self._cached_lengths()
+        self.padded_length = int(self.lengths.max())
+
+    def _index_key(self) -> str:
+        """What the lengths depend on: the examples, how records are built and tokenised."""
+        backend = getattr(self.tokenizer, "backend_tokenizer", None)
+        vocabulary = backend.to_str() if backend is not None else str(len(self.tokenizer))
+        parts = [self.source.where, json.dumps(self.source.config.options, sort_keys=True),
+                 json.dumps(self.task.config.model_dump(), sort_keys=True, default=str),
+                 str(self.max_length), hashlib.sha1(vocabulary.encode()).hexdigest(),
+                 hashlib.sha1(self.rows.tobytes()).hexdigest()]
+        return hashlib.sha1("\n".join(parts).encode()).hexdigest()[:20]
+
+    def _cached_lengths(self) -> np.ndarray:
+        """Every example's length: from the index written by an earlier run with the same
+        examples, task and tokenizer, else one chunked pass (then saved when the folder is
+        writable: a prepared dataset is indexed once, not once per run)."""
+        path = self.source.index_dir() / f"{self._index_key()}.npy"
+        if path.is_file():
+            return np.load(path)
+        lengths = np.concatenate([
+            self._tokenize(np.arange(start, min(start + INDEX_CHUNK, len(self.rows))))
+            .lengths.astype(np.int32) for start in range(0, len(self.rows), INDEX_CHUNK)])
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            partial = path.with_suffix(f".{os.getpid()}.npy")
+            np.save(partial, lengths)
+            partial.replace(path)
+        except OSError:
+            pass  # a read-only data_dir: index again next time
+        return lengths
+
+    def sequence_keys(self) -> tuple[str, ...]:
+        return self._keys
+
+    def use_buckets(self, buckets: LengthBuckets | None) -> None:
+        """Length buckets, padding to the bucket that holds the split (as `pad_split`)."""
+        self.buckets = buckets
+        if buckets is not None:
+            self.padded_length = buckets.holding(self.padded_length)
+
+    def _tokenize(self, positions: np.ndarray) -> Split:
+        records = self.source.records(self.rows[positions])
+        try:
+            return self.task.tokenize(records, self.tokenizer, self.max_length, self.name)
+        except UserError as error:
+            raise UserError(f"{self.source.where}, rows {int(self.rows[positions[0]])}-"
+                            f"{int(self.rows[positions[-1]])}: {error}") from None
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def take(self, index: np.ndarray, longest_of: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """Rows `index` tokenised and padded as the in-memory split pads them (see `Split.take`)."""
+        arrays = pad_arrays(self._tokenize(np.asarray(index)).arrays, self.padded_length,
+                            self._keys, self.pad_id)
+        return cut_to_bucket(arrays, self.buckets, self.lengths[index if longest_of is None
+                                                                else longest_of],
+                             self.padded_length)

@@ -1,0 +1,101 @@
+"""Training from prepared TFDS datasets (`data.source: tfds`): batches read and tokenised batch
+by batch equal the in-memory path's (same seed, same order, same padding) for XCOPA and
+PAWS-X, through grain worker processes too, and resuming mid-epoch continues exactly."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+from conftest import SHARED_DATA
+
+from jaxcult.config_loading import load_config
+from jaxcult.data.pipeline import GrainBatches
+from jaxcult.errors import UserError
+
+pytest.importorskip("tensorflow_datasets")
+
+
+def task_data(overrides: list[str]):
+    from jaxcult.run.build import load_task_data, resolve_plugins, tokenizer_of
+
+    config = load_config(None, ["model.name=minilm-l6", "model.max_length=48",
+                                "trainer.batch_size=8", "data.max_eval_examples=16", *overrides])
+    plugins, dataset = resolve_plugins(config)
+    return config, load_task_data(config, plugins.task, dataset, tokenizer_of(config))
+
+
+def batches(split, count: int, workers: int = 0, state=None) -> tuple[list[dict], dict]:
+    iterator = GrainBatches(split, 8, seed=3, worker_count=workers)
+    if state is not None:
+        iterator.restore(state)
+    taken = [next(iterator) for _ in range(count)]
+    state = iterator.state()
+    iterator.close()
+    return taken, state
+
+
+def assert_same(found: list[dict], expected: list[dict]) -> None:
+    assert len(found) == len(expected)
+    for a, b in zip(found, expected):
+        assert a.keys() == b.keys()
+        for key in a:
+            np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    from jaxcult.data import tfds as jt
+
+    if not SHARED_DATA.exists():
+        pytest.skip("../shared/data is not present")
+    data = SHARED_DATA
+    root = tmp_path_factory.mktemp("prepared")
+    pawsx = root / "pawsx-files" / "pawsx"     # PAWS-X dev files; English dev doubles as train
+    pawsx.mkdir(parents=True)
+    for lang in ("en", "de"):
+        shutil.copy(data / "pawsx" / "data" / "pawsx" / f"dev-{lang}.tsv", pawsx / f"dev-{lang}.tsv")
+    shutil.copy(pawsx / "dev-en.tsv", pawsx / "train-en.tsv")
+    jt.prepare("jaxcult:xcopa", data_dir=root / "tfds", manual_dir=data)
+    jt.prepare("jaxcult:pawsx", data_dir=root / "tfds", manual_dir=root / "pawsx-files")
+    return root
+
+
+@pytest.mark.parametrize("dataset, overrides", [
+    ("xcopa", ["data.name=xcopa", "task.name=multiple_choice", "data.target_languages=[et, zh]"]),
+    ("pawsx", ["data.name=pawsx", "task.name=pair_classification", "data.target_languages=[de]",
+               "data.eval_split=validation", "data.max_train_examples=600", "data.subsample=random",
+               "data.length_buckets=[16, 32]"]),
+])
+def test_prepared_batches_equal_in_memory_batches_and_resume_with_workers(prepared, shared_data,
+                                                                          dataset, overrides):
+    files = {"xcopa": str(shared_data), "pawsx": str(prepared / "pawsx-files")}[dataset]
+    _, memory = task_data([*overrides, f"data.manual_dir={files}"])
+    _, streamed = task_data([*overrides, f"data.data_dir={prepared / 'tfds'}"])  # source: auto
+    assert type(streamed.train).__name__ == "StreamedSplit"
+    assert list((prepared / "tfds").rglob("jaxcult-index/*.npy"))   # lengths indexed once
+    _, again = task_data([*overrides, f"data.data_dir={prepared / 'tfds'}"])
+    np.testing.assert_array_equal(again.train.lengths, streamed.train.lengths)
+    assert len(streamed.train) == len(memory.train)
+    np.testing.assert_array_equal(streamed.train.lengths, memory.train.lengths)
+    for lang, split in memory.tests.items():
+        assert_same([streamed.tests[lang].arrays], [split.arrays])
+    expected, _ = batches(memory.train, 60)   # past an epoch boundary for both datasets
+    assert_same(batches(streamed.train, 60)[0], expected)
+    first, state = batches(streamed.train, 23, workers=1)
+    assert_same(first, expected[:23])
+    rest, _ = batches(streamed.train, 37, workers=1, state=state)
+    assert_same(rest, expected[23:])
+
+
+def test_prepared_source_errors(prepared, tmp_path):
+    with pytest.raises(UserError, match="not prepared under"):
+        task_data(["data.name=xnli", "task.name=pair_classification", "data.source=tfds",
+                   f"data.data_dir={tmp_path}"])
+    with pytest.raises(UserError, match="cannot be tokenised batch by batch"):
+        task_data(["data.name=pawsx", "task.name=masked_lm", "data.source=tfds",
+                   "data.eval_split=validation", "data.target_languages=[de]",
+                   f"data.data_dir={prepared / 'tfds'}"])
+    with pytest.raises(UserError, match="no prepared"):
+        task_data(["data.source=tfds"])
