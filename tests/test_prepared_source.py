@@ -1,6 +1,7 @@
 """Training from prepared TFDS datasets (`data.source: tfds`): batches read and tokenised batch
-by batch equal the in-memory path's (same seed, same order, same padding) for XCOPA and
-PAWS-X, through grain worker processes too, and resuming mid-epoch continues exactly."""
+by batch equal the in-memory path's (same seed, same order, same padding) for XCOPA, PAWS-X
+and XQuAD (doc-stride windows), through grain worker processes too, and resuming mid-epoch
+continues exactly."""
 
 from __future__ import annotations
 
@@ -57,7 +58,15 @@ def prepared(tmp_path_factory):
     for lang in ("en", "de"):
         shutil.copy(data / "pawsx" / "data" / "pawsx" / f"dev-{lang}.tsv", pawsx / f"dev-{lang}.tsv")
     shutil.copy(pawsx / "dev-en.tsv", pawsx / "train-en.tsv")
+    squad = root / "squad-files"   # XQuAD's English file doubles as SQuAD train and dev
+    (squad / "squad").mkdir(parents=True)
+    (squad / "xquad").mkdir()
+    for name in ("train-v1.1.json", "dev-v1.1.json"):
+        shutil.copy(data / "xquad" / "xquad.en.json", squad / "squad" / name)
+    for lang in ("en", "de"):
+        shutil.copy(data / "xquad" / f"xquad.{lang}.json", squad / "xquad" / f"xquad.{lang}.json")
     jt.prepare("jaxcult:xcopa", data_dir=root / "tfds", manual_dir=data)
+    jt.prepare("jaxcult:squad", data_dir=root / "tfds", manual_dir=squad)
     jt.prepare("jaxcult:pawsx", data_dir=root / "tfds", manual_dir=root / "pawsx-files")
     return root
 
@@ -67,17 +76,20 @@ def prepared(tmp_path_factory):
     ("pawsx", ["data.name=pawsx", "task.name=pair_classification", "data.target_languages=[de]",
                "data.eval_split=validation", "data.max_train_examples=600", "data.subsample=random",
                "data.length_buckets=[16, 32]"]),
+    ("xquad", ["data.name=xquad", "task.name=extractive_qa", "data.target_languages=[de]",
+               "model.max_length=96", "task.doc_stride=32", "data.max_train_examples=240"]),
 ])
 def test_prepared_batches_equal_in_memory_batches_and_resume_with_workers(prepared, shared_data,
                                                                           dataset, overrides):
-    files = {"xcopa": str(shared_data), "pawsx": str(prepared / "pawsx-files")}[dataset]
+    files = {"xcopa": str(shared_data), "pawsx": str(prepared / "pawsx-files"),
+             "xquad": str(prepared / "squad-files")}[dataset]
     _, memory = task_data([*overrides, f"data.manual_dir={files}"])
     _, streamed = task_data([*overrides, f"data.data_dir={prepared / 'tfds'}"])  # source: auto
     assert type(streamed.train).__name__ == "StreamedSplit"
-    assert list((prepared / "tfds").rglob("jaxcult-index/*.npy"))   # lengths indexed once
+    assert list((prepared / "tfds").rglob("jaxcult-index/*.npz"))   # lengths indexed once
     _, again = task_data([*overrides, f"data.data_dir={prepared / 'tfds'}"])
     np.testing.assert_array_equal(again.train.lengths, streamed.train.lengths)
-    assert len(streamed.train) == len(memory.train)
+    assert len(streamed.train) == len(memory.train)  # QA: windows, more than records
     np.testing.assert_array_equal(streamed.train.lengths, memory.train.lengths)
     for lang, split in memory.tests.items():
         assert_same([streamed.tests[lang].arrays], [split.arrays])

@@ -135,7 +135,7 @@ class _PairDataset(Dataset):
     """Prepared form: the `jaxcult:<name>` builder, English training data as `train` and every
     evaluation split as `<split>_<lang>` (English's too)."""
 
-    def prepared_split(self, language: str, split: str) -> str:
+    def prepared_split(self, language: str, split: str, evaluation: bool = False) -> str:
         return "train" if split == "train" else f"{split}_{language}"
 
     def from_prepared(self, example: dict, config: DataConfig) -> dict:

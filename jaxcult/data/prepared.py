@@ -64,9 +64,10 @@ class PreparedRecords:
     """One split of a prepared dataset as the dataset's records, by index. Picklable: a grain
     worker process reopens the files on first use."""
 
-    def __init__(self, dataset: Dataset, config: DataConfig, language: str, split: str) -> None:
+    def __init__(self, dataset: Dataset, config: DataConfig, language: str, split: str,
+                 evaluation: bool = False) -> None:
         self.dataset, self.config = dataset, config
-        self.split = dataset.prepared_split(language, split)
+        self.split = dataset.prepared_split(language, split, evaluation)
         self.where = f"{dataset.prepared}[{self.split}] under {data_dir(config)}"
         self._source: Any = None
         self._length = len(self._open())
@@ -112,16 +113,16 @@ def read_prepared(dataset: Dataset, config: DataConfig, languages: list[str], se
                   ) -> tuple[TrainRows, list[Record], dict[str, list[Record]]]:
     """(training rows, validation records, test records per language) of a prepared dataset;
     the evaluation splits are read whole (capped by `max_eval_examples`)."""
-    def whole(language: str, split: str) -> list[Record]:
-        source = PreparedRecords(dataset, config, language, split)
+    def whole(language: str, split: str, evaluation: bool) -> list[Record]:
+        source = PreparedRecords(dataset, config, language, split, evaluation)
         count = min(len(source), config.max_eval_examples or len(source))
         return source.records(np.arange(count))
 
     source = config.source_language
     train = PreparedRecords(dataset, config, source, "train")
     rows = training_rows(len(train), config, seed)
-    tests = {lang: whole(lang, config.eval_split) for lang in languages}
-    return TrainRows(train, rows), whole(source, "validation"), tests
+    tests = {lang: whole(lang, config.eval_split, True) for lang in languages}
+    return TrainRows(train, rows), whole(source, "validation", False), tests
 
 
 def training_rows(count: int, config: DataConfig, seed: int) -> np.ndarray:
@@ -133,9 +134,18 @@ def training_rows(count: int, config: DataConfig, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(count, size=limit, replace=False))
 
 
+def _windows(split: Split) -> np.ndarray:
+    """For each row of a tokenised batch, the batch record it came from (QA: its doc-stride
+    windows share a record; other tasks: one row per record)."""
+    if split.meta is not None and "example" in split.meta:
+        return np.asarray(split.meta["example"])
+    return np.arange(len(split))
+
+
 class StreamedSplit:
     """A training split tokenised batch by batch from prepared records: the `Split` interface
-    the batch iterators read (`len`, `take`, `lengths`, `padded_length`, `buckets`)."""
+    the batch iterators read (`len`, `take`, `lengths`, `padded_length`, `buckets`). Its rows
+    are the task's rows: a record may give several (QA windows), found by (record, window)."""
 
     meta = None
 
@@ -149,15 +159,17 @@ class StreamedSplit:
             raise UserError(f"{source.where}: split is empty")
         if not task.streamable:
             raise UserError(f"data.source=tfds: task {task.name!r} cannot be tokenised batch by "
-                            f"batch (it turns a record into several rows, or draws per-split "
-                            f"randomness); use data.source=files")
+                            f"batch (it draws randomness over the whole split, or packs it); "
+                            f"use data.source=files")
         first = self._tokenize(np.arange(min(INDEX_CHUNK, len(rows))))
         self._keys = task.sequence_keys or first.sequence_keys()
-        self.lengths = self._cached_lengths()
-        self.padded_length = int(self.lengths.max())
+        index = self._index()
+        self.lengths, self.record_of, self.window_of = (index["lengths"], index["record"],
+                                                        index["window"])
+        self.padded_length = max(int(self.lengths.max()), first.padded_length)
 
     def _index_key(self) -> str:
-        """What the lengths depend on: the examples, how records are built and tokenised."""
+        """What the index depends on: the examples, how records are built and tokenised."""
         backend = getattr(self.tokenizer, "backend_tokenizer", None)
         vocabulary = backend.to_str() if backend is not None else str(len(self.tokenizer))
         parts = [self.source.where, json.dumps(self.source.config.options, sort_keys=True),
@@ -166,24 +178,31 @@ class StreamedSplit:
                  hashlib.sha1(self.rows.tobytes()).hexdigest()]
         return hashlib.sha1("\n".join(parts).encode()).hexdigest()[:20]
 
-    def _cached_lengths(self) -> np.ndarray:
-        """Every example's length: from the index written by an earlier run with the same
-        examples, task and tokenizer, else one chunked pass (then saved when the folder is
-        writable: a prepared dataset is indexed once, not once per run)."""
-        path = self.source.index_dir() / f"{self._index_key()}.npy"
+    def _index(self) -> dict[str, np.ndarray]:
+        """Every row's token length, record (position in `rows`) and window: from the index
+        an earlier run with the same examples, task and tokenizer wrote, else one chunked
+        pass (then saved when the folder is writable: a prepared dataset is indexed once)."""
+        path = self.source.index_dir() / f"{self._index_key()}.npz"
         if path.is_file():
-            return np.load(path)
-        lengths = np.concatenate([
-            self._tokenize(np.arange(start, min(start + INDEX_CHUNK, len(self.rows))))
-            .lengths.astype(np.int32) for start in range(0, len(self.rows), INDEX_CHUNK)])
+            with np.load(path) as saved:
+                return dict(saved)
+        parts = {"lengths": [], "record": [], "window": []}
+        for start in range(0, len(self.rows), INDEX_CHUNK):
+            split = self._tokenize(np.arange(start, min(start + INDEX_CHUNK, len(self.rows))))
+            record = _windows(split)
+            firsts = np.searchsorted(record, record)  # each row's record's first row
+            parts["lengths"].append(split.lengths.astype(np.int32))
+            parts["record"].append((record + start).astype(np.int32))
+            parts["window"].append((np.arange(len(record)) - firsts).astype(np.int32))
+        index = {k: np.concatenate(v) for k, v in parts.items()}
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            partial = path.with_suffix(f".{os.getpid()}.npy")
-            np.save(partial, lengths)
+            partial = path.with_suffix(f".{os.getpid()}.npz")
+            np.savez(partial, **index)
             partial.replace(path)
         except OSError:
             pass  # a read-only data_dir: index again next time
-        return lengths
+        return index
 
     def sequence_keys(self) -> tuple[str, ...]:
         return self._keys
@@ -203,11 +222,19 @@ class StreamedSplit:
                             f"{int(self.rows[positions[-1]])}: {error}") from None
 
     def __len__(self) -> int:
-        return len(self.rows)
+        return len(self.lengths)
 
     def take(self, index: np.ndarray, longest_of: np.ndarray | None = None) -> dict[str, np.ndarray]:
-        """Rows `index` tokenised and padded as the in-memory split pads them (see `Split.take`)."""
-        arrays = pad_arrays(self._tokenize(np.asarray(index)).arrays, self.padded_length,
+        """Rows `index` tokenised and padded as the in-memory split pads them (see `Split.take`):
+        their records are tokenised once each, then each row picks its window."""
+        index = np.asarray(index)
+        records, first = np.unique(self.record_of[index], return_index=True)
+        records = records[np.argsort(first)]            # in order of first use
+        split = self._tokenize(records)
+        starts = np.searchsorted(_windows(split), np.arange(len(records)))
+        slot = {int(r): i for i, r in enumerate(records)}
+        picked = starts[[slot[int(r)] for r in self.record_of[index]]] + self.window_of[index]
+        arrays = pad_arrays({k: v[picked] for k, v in split.arrays.items()}, self.padded_length,
                             self._keys, self.pad_id)
         return cut_to_bucket(arrays, self.buckets, self.lengths[index if longest_of is None
                                                                 else longest_of],

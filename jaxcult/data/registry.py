@@ -142,9 +142,10 @@ class Dataset:
         """`data.train_file`: JSONL records in this dataset's format (datasets may read others)."""
         return read_jsonl(path, self.info(config).record_format)
 
-    def prepared_split(self, language: str, split: str) -> str:
-        """The prepared split holding `split` of `language` (the builders name the source
-        language's `split`, every other one `<split>_<language>`)."""
+    def prepared_split(self, language: str, split: str, evaluation: bool = False) -> str:
+        """The prepared split holding `split` of `language` in the training corpus, or with
+        `evaluation` in the evaluation corpus (the builders name the source language's
+        `split`, every other one `<split>_<language>`)."""
         return split if language == "en" else f"{split}_{language}"
 
     def from_prepared(self, example: dict, config: DataConfig) -> Record:

@@ -17,7 +17,7 @@ import numpy as np
 
 from jaxcult.config import DataConfig
 from jaxcult.data.batching import Split
-from jaxcult.data.registry import Dataset, DatasetInfo, register_dataset
+from jaxcult.data.registry import Dataset, DatasetInfo, decoded, register_dataset
 from jaxcult.errors import UserError
 
 XQUAD_LANGUAGES = ("en", "ar", "de", "el", "es", "hi", "ro", "ru", "th", "tr", "vi", "zh")
@@ -125,6 +125,7 @@ class _SquadTrained(Dataset):
 
     languages: tuple[str, ...] = ()
     scoring = "squad"
+    prepared = "jaxcult:squad"
 
     def info(self, config: DataConfig) -> DatasetInfo:
         return DatasetInfo("squad", self.languages, metadata={"qa_scoring": self.scoring})
@@ -136,6 +137,21 @@ class _SquadTrained(Dataset):
     def read_file(self, config: DataConfig, path: Path) -> list[dict]:
         return read_squad(path)
 
+    def prepared_split(self, language: str, split: str, evaluation: bool = False) -> str:
+        """SQuAD's `train` / `validation` train; the evaluation corpus is the builder's
+        `<corpus>_<lang>` splits."""
+        return self.evaluation_split(language, split) if evaluation else split
+
+    def evaluation_split(self, language: str, split: str) -> str:
+        raise NotImplementedError
+
+    def from_prepared(self, example: dict, config: DataConfig) -> dict:
+        answers = example["answers"]
+        return {"id": decoded(example["id"]), "question": decoded(example["question"]),
+                "context": decoded(example["context"]),
+                "answers": [decoded(t) for t in answers["text"]],
+                "starts": [int(s) for s in answers["answer_start"]]}
+
 
 @register_dataset("xquad")
 class XQuAD(_SquadTrained):
@@ -145,6 +161,9 @@ class XQuAD(_SquadTrained):
 
     def read_eval(self, config: DataConfig, language: str, split: str) -> list[dict]:
         return read_squad(xquad_path(self.local_root(config), language))
+
+    def evaluation_split(self, language: str, split: str) -> str:
+        return f"xquad_{language}"
 
 
 @register_dataset("mlqa")
@@ -158,3 +177,6 @@ class MLQA(_SquadTrained):
     def read_eval(self, config: DataConfig, language: str, split: str) -> list[dict]:
         name = "dev" if split == "validation" else "test"
         return read_squad(mlqa_path(self.local_root(config), language, name))
+
+    def evaluation_split(self, language: str, split: str) -> str:
+        return f"mlqa_{'dev' if split == 'validation' else 'test'}_{language}"

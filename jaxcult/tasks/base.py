@@ -34,7 +34,7 @@ class Task:
     prediction_keys: tuple[str, ...] = ()  # arrays aligned with predicted positions rather
     #   than tokens (padded with 0 to one width across evaluation splits)
     streamable = True                     # tokenising a batch of records gives their rows
-    #   alone, as tokenising the whole split would (data.source=tfds tokenises batch by batch)
+    #   as tokenising the whole split would (data.source=tfds tokenises batch by batch)
     backbone = "encoder"                  # architecture kind it needs: "encoder" or "decoder"
     evaluator = "accuracy"                # default evaluator (registry name or import path)
     uses_labels = True                    # whether the dataset's label names size the head

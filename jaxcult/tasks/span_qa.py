@@ -26,7 +26,6 @@ from jaxcult.tasks.base import (
 @register_task("extractive_qa")
 class ExtractiveQA(Task):
     record_formats = ("squad",)
-    streamable = False  # a record becomes several doc-stride windows
     batch_keys = ("input_ids", "attention_mask", "token_type_ids", "labels")
     evaluator = "squad"
     uses_labels = False
