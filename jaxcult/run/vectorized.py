@@ -71,7 +71,7 @@ class SeedStep:
     seed's own."""
 
     def __init__(self, sessions: list[Session], shared_frozen: bool) -> None:
-        self.sessions, self.shared = sessions, shared_frozen
+        self.sessions = sessions
         step = sessions[0].program._train_step
         self.step = jax.jit(jax.vmap(step, in_axes=(0, None if shared_frozen else 0, 0, None)))
         self.frozen = (sessions[0].loop.frozen if shared_frozen

@@ -64,7 +64,7 @@ class ProbeRunner:
         self.settings = list(config.probes)
         self.probes = [resolve_probe(p.name)(p, groups) for p in self.settings]
         self.source = config.data.source_language
-        self.languages, self.representations = [{}] * len(self.probes), None
+        self.languages, self.representations = [{} for _ in self.probes], None
         for i, probe in enumerate(self.probes):
             if probe.reads_languages:
                 wanted = probe.languages_wanted(list(evaluation or {}), self.source)
