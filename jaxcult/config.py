@@ -118,11 +118,12 @@ class DataConfig(Section):
                       description="registered dataset or `pkg.mod:Class` (a jaxcult Dataset)")
     source_language: str = "en"
     target_languages: list[str] = Field(default_factory=list, description="empty = all")
-    source: Literal["auto", "files", "tfds"] = Field(
+    source: Literal["auto", "files", "tfds", "stream"] = Field(
         "auto", description="files: read data.manual_dir; tfds: the dataset prepared under "
         "data_dir (`jaxcult data prepare`), training examples read and tokenised batch by batch "
-        "(host memory does not grow with the dataset); auto: tfds when data_dir is set and holds "
-        "the dataset prepared")
+        "(host memory does not grow with the dataset); stream: JSONL datasets' training lines "
+        "(train.jsonl or train-*.jsonl shards) read batch by batch the same way; auto: tfds "
+        "when data_dir is set and holds the dataset prepared, else files")
     data_dir: str | None = Field(None, description="prepared (TFDS) datasets; default for "
                                  "source=tfds: ~/.cache/jaxcult/tfds")
     manual_dir: str | None = Field(None, description="local source files to prepare from")
@@ -170,7 +171,7 @@ class DataConfig(Section):
     def _grouping_needs_buckets(self) -> DataConfig:
         self.refuse_unused("data", ("length_grouping",), self.length_buckets != "none",
                            "with data.length_buckets (grouping only saves work when batches are cut)")
-        self.refuse_unused("data", ("data_dir",), self.source != "files",
+        self.refuse_unused("data", ("data_dir",), self.source in ("auto", "tfds"),
                            "to prepared datasets (data.source auto or tfds)")
         return self
 

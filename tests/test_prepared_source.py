@@ -106,8 +106,43 @@ def test_prepared_source_errors(prepared, tmp_path):
         task_data(["data.name=xnli", "task.name=pair_classification", "data.source=tfds",
                    f"data.data_dir={tmp_path}"])
     with pytest.raises(UserError, match="cannot be tokenised batch by batch"):
-        task_data(["data.name=pawsx", "task.name=masked_lm", "data.source=tfds",
+        task_data(["data.name=pawsx", "task.name=masked_lm", "task.options={pack: true}",
+                   "data.source=tfds",
                    "data.eval_split=validation", "data.target_languages=[de]",
                    f"data.data_dir={prepared / 'tfds'}"])
     with pytest.raises(UserError, match="no prepared"):
         task_data(["data.source=tfds"])
+
+
+@pytest.mark.parametrize("task", ["causal_lm", "masked_lm"])
+def test_streamed_jsonl_shards_equal_in_memory_batches_and_resume(tmp_path, tiny_chat_model,
+                                                                  task):
+    """`data.source: stream`: text_jsonl shards read by line offsets give the batches of the
+    same lines read whole (train.jsonl), with workers and across a resume; masked LM's masks
+    (seeded per text) are the same batch by batch as over the whole split."""
+    import json
+
+    lines = [json.dumps({"text": f"Document {i}: " + "word " * (i % 13)}) for i in range(300)]
+    whole, shards = tmp_path / "whole", tmp_path / "shards"
+    for folder in (whole, shards):
+        folder.mkdir()
+        (folder / "validation.jsonl").write_text("\n".join(lines[:8]) + "\n")
+    (whole / "train.jsonl").write_text("\n".join(lines) + "\n")
+    for k in range(3):   # blank lines are skipped alike
+        (shards / f"train-{k:05d}.jsonl").write_text("\n\n".join(lines[k * 100:(k + 1) * 100]))
+    model = f"model.name={tiny_chat_model[0]}" if task == "causal_lm" else "model.name=minilm-l6"
+    common = [model, f"task.name={task}", "data.name=text_jsonl", "data.eval_split=validation",
+              "data.max_train_examples=250"]
+    _, memory = task_data([*common, f"data.manual_dir={whole}"])
+    _, streamed = task_data([*common, f"data.manual_dir={shards}", "data.source=stream"])
+    assert type(streamed.train).__name__ == "StreamedSplit" and len(streamed.train) == 250
+    expected, _ = batches(memory.train, 40)
+    assert_same(batches(streamed.train, 40)[0], expected)
+    first, state = batches(streamed.train, 17, workers=1)
+    rest, _ = batches(streamed.train, 23, workers=1, state=state)
+    assert_same(first + rest, expected)
+    (shards / "train-00001.jsonl").write_text('{"text": "fine"}\n{"txt": "broken"}\n')
+    with pytest.raises(UserError, match=r"train-00001.jsonl:2: expected an object with a text"):
+        task_data([*common, f"data.manual_dir={shards}", "data.source=stream"])
+    with pytest.raises(UserError, match="not read from JSONL lines"):
+        task_data(["data.source=stream"])

@@ -161,7 +161,8 @@ def _check_text(record, where: str) -> dict:
 
 class _JsonlFolder(Dataset):
     """`data.manual_dir/{train,validation,test}.jsonl`; evaluation records are grouped by their
-    `language` field (default: the source language)."""
+    `language` field (default: the source language). With `data.source: stream` the training
+    split may be `train.jsonl` or shards `train-*.jsonl` of any size, read line by line."""
 
     record_format = "text"
 
@@ -179,6 +180,17 @@ class _JsonlFolder(Dataset):
 
     def read_train(self, config: DataConfig, language: str, split: str) -> list[dict]:
         return self.read_records(self._path(config, split))
+
+    def check_line(self, record, where: str) -> dict:
+        raise NotImplementedError
+
+    def training_lines(self, config: DataConfig):
+        """`train.jsonl`, or shards `train-*.jsonl` in name order."""
+        single = self._path(config, "train")
+        shards = sorted(self.local_root(config).glob("train-*.jsonl"))
+        if not single.is_file() and not shards:
+            raise UserError(f"{single}: file not found (nor train-*.jsonl shards)")
+        return ([single] if single.is_file() else shards), self.check_line
 
     def read_eval(self, config: DataConfig, language: str, split: str) -> list[dict]:
         path = self._path(config, split)
@@ -201,6 +213,9 @@ class ChatJSONL(_JsonlFolder):
     def read_records(self, path: Path) -> list[dict]:
         return read_chat_jsonl(path)
 
+    def check_line(self, record, where: str) -> dict:
+        return _check_chat(record, where)
+
 
 @register_dataset(TEXT_NAME)
 class TextJSONL(_JsonlFolder):
@@ -209,3 +224,6 @@ class TextJSONL(_JsonlFolder):
 
     def read_records(self, path: Path) -> list[dict]:
         return read_checked_jsonl(path, _check_text)
+
+    def check_line(self, record, where: str) -> dict:
+        return _check_text(record, where)

@@ -1,5 +1,5 @@
-"""Masked-LM examples: texts tokenised and masked once (static masking, seeded), as BERT's
-original pre-processing did; every epoch sees the same masks.
+"""Masked-LM examples: texts tokenised and masked once (static masking, seeded per text), as
+BERT's original pre-processing did; every epoch sees the same masks.
 
 Of the real (non-special) tokens each is selected with probability `probability` (with
 `whole_word`, each word is, and all its tokens follow it); a selected token becomes the mask
@@ -9,6 +9,8 @@ positions of each row, `labels` their original tokens and `loss_mask` which entr
 """
 
 from __future__ import annotations
+
+import zlib
 
 import numpy as np
 
@@ -37,6 +39,23 @@ def mask_tokens(ids: np.ndarray, maskable: np.ndarray, rng: np.random.Generator,
     return masked, selected
 
 
+def mask_rows(ids: np.ndarray, lengths: np.ndarray, maskable: np.ndarray, texts: list[str], *,
+              seed: int, mask_id: int, vocab_size: int, probability: float,
+              word_ids: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """`mask_tokens` row by row, each row's draws from a generator seeded by `seed` and its text
+    over its own `lengths` tokens (right padding): a text is masked alike in any batch, at any
+    padding, so tokenising batch by batch gives the masks of tokenising the whole split."""
+    masked, selected = ids.copy(), np.zeros(ids.shape, bool)
+    for row, (text, length) in enumerate(zip(texts, lengths)):
+        rng = np.random.default_rng([seed, zlib.crc32(text.encode("utf-8"))])
+        words = None if word_ids is None else word_ids[row:row + 1, :length]
+        row_masked, row_selected = mask_tokens(
+            ids[row:row + 1, :length], maskable[row:row + 1, :length], rng, mask_id=mask_id,
+            vocab_size=vocab_size, probability=probability, word_ids=words)
+        masked[row, :length], selected[row, :length] = row_masked[0], row_selected[0]
+    return masked, selected
+
+
 def tokenize_masked(texts: list[str], tokenizer, max_length: int, name: str, *,
                     probability: float, whole_word: bool, seed: int, pack: bool = False) -> Split:
     """Masked texts; `pack` packs them into full rows with `segment_ids` (the masks are drawn
@@ -53,11 +72,11 @@ def tokenize_masked(texts: list[str], tokenizer, max_length: int, name: str, *,
     if whole_word:
         word_ids = np.array([[-1 if w is None else w for w in enc.word_ids(i)]
                              for i in range(len(texts))])
-    masked, selected = mask_tokens(ids, maskable, np.random.default_rng(seed),
-                                   mask_id=tokenizer.mask_token_id, vocab_size=len(tokenizer),
-                                   probability=probability, word_ids=word_ids)
-    if not selected.any():
-        raise UserError(f"{name}: no token was selected for masking (texts too short?)")
+    masked, selected = mask_rows(ids, attention.sum(1), maskable, texts, seed=seed,
+                                 mask_id=tokenizer.mask_token_id, vocab_size=len(tokenizer),
+                                 probability=probability, word_ids=word_ids)
+    if not maskable.any():  # (a batch may draw no mask at all; a text always has tokens)
+        raise UserError(f"{name}: no token can be masked (every text is empty)")
     arrays = {"input_ids": masked.astype(np.int32), "attention_mask": attention.astype(np.int32),
               "labels": ids.astype(np.int32), "loss_mask": selected.astype(np.int32)}
     if pack:
@@ -73,7 +92,7 @@ def gather_predictions(ids: np.ndarray, selected: np.ndarray, multiple: int = 8
     row has fewer than M); M is the most any row has, rounded up to `multiple`. The MLM head
     then runs on M positions per row instead of every token: its vocabulary projection is
     most of an MLM step's compute."""
-    width = min(-(-int(selected.sum(1).max()) // multiple) * multiple, ids.shape[1])
+    width = min(max(-(-int(selected.sum(1).max()) // multiple), 1) * multiple, ids.shape[1])
     order = np.argsort(~selected, axis=1, kind="stable")[:, :width]
     kept = np.take_along_axis(selected, order, 1)
     return {"masked_positions": np.where(kept, order, 0).astype(np.int32),

@@ -1,5 +1,6 @@
-"""Training from prepared TFDS datasets (`data.source: tfds`): records are read by random access
-from the array_record files and tokenised batch by batch, inside grain's worker processes when
+"""Training from prepared TFDS datasets (`data.source: tfds`) or from JSONL files of any size
+(`data.source: stream`): records are read by random access (from the array_record files, or
+by line offsets) and tokenised batch by batch, inside grain's worker processes when
 `data.worker_count` > 0, so host memory does not grow with the dataset.
 
 Before step 0 one pass over the training split (in chunks) tokenises every example to learn
@@ -16,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,9 +39,9 @@ def data_dir(config: DataConfig) -> Path:
 
 
 def uses_prepared(dataset: Dataset, config: DataConfig) -> bool:
-    """`data.source`: `tfds`, `files`, or `auto` (tfds when `data.data_dir` holds the dataset
-    prepared, else files)."""
-    if config.source == "files":
+    """`data.source`: `tfds`, `files` / `stream` (local files), or `auto` (tfds when
+    `data.data_dir` holds the dataset prepared, else files)."""
+    if config.source in ("files", "stream"):
         return False
     if dataset.prepared is None:
         if config.source == "tfds":
@@ -69,6 +71,7 @@ class PreparedRecords:
         self.dataset, self.config = dataset, config
         self.split = dataset.prepared_split(language, split, evaluation)
         self.where = f"{dataset.prepared}[{self.split}] under {data_dir(config)}"
+        self.fingerprint = self.where  # prepared files are written once per version
         self._source: Any = None
         self._length = len(self._open())
 
@@ -101,11 +104,76 @@ class PreparedRecords:
         return [self.dataset.from_prepared(example, self.config) for example in examples]
 
 
+class JsonlLines:
+    """The records of JSONL training files (one file, or shards read in name order) by line:
+    random access through an index of line starts (12 bytes a record), built by one scan of
+    the bytes. Picklable: a grain worker reopens the files."""
+
+    def __init__(self, paths: list[Path], check: Callable[[Any, str], Record],
+                 config: DataConfig) -> None:
+        self.paths, self.check, self.config = paths, check, config
+        self.where = str(paths[0]) if len(paths) == 1 else f"{paths[0].parent}/({len(paths)} shards)"
+        files, starts, numbers = [], [], []
+        for file, path in enumerate(paths):
+            with open(path, "rb") as handle:
+                position = 0
+                for number, line in enumerate(handle, 1):
+                    if line.strip():
+                        files.append(file)
+                        starts.append(position)
+                        numbers.append(number)
+                    position += len(line)
+        if not starts:
+            raise UserError(f"{self.where}: no records")
+        stats = [path.stat() for path in paths]
+        self.fingerprint = json.dumps([[str(p), st.st_size, st.st_mtime_ns]
+                                       for p, st in zip(paths, stats)])
+        self.file = np.asarray(files, np.int16)
+        self.start = np.asarray(starts, np.int64)
+        # a record's bytes run to the next record of its file (blank lines are whitespace)
+        sizes = np.asarray([st.st_size for st in stats], np.int64)
+        last = np.r_[self.file[1:] != self.file[:-1], True]
+        self.end = np.where(last, sizes[self.file], np.r_[self.start[1:], 0])
+        self.number = np.asarray(numbers, np.int32)
+        self._descriptors: dict[int, int] = {}
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_descriptors": {}}
+
+    def __del__(self) -> None:
+        for descriptor in getattr(self, "_descriptors", {}).values():
+            os.close(descriptor)
+
+    def __len__(self) -> int:
+        return len(self.start)
+
+    def index_dir(self) -> Path:
+        return self.paths[0].parent / ".jaxcult-index"
+
+    def records(self, indices: np.ndarray) -> list[Record]:
+        found = []
+        for i in indices:
+            file = int(self.file[i])
+            descriptor = self._descriptors.get(file)
+            if descriptor is None:  # kept open; pread is safe from grain's reader threads
+                descriptor = self._descriptors[file] = os.open(self.paths[file], os.O_RDONLY)
+            line = os.pread(descriptor, int(self.end[i] - self.start[i]), int(self.start[i]))
+            where = f"{self.paths[file]}:{int(self.number[i])}"
+            try:
+                record = json.loads(line.decode("utf-8"))
+            except UnicodeDecodeError as error:
+                raise UserError(f"{where}: not UTF-8 text ({error.reason})") from None
+            except json.JSONDecodeError as error:
+                raise UserError(f"{where}: invalid JSON ({error.msg})") from None
+            found.append(self.check(record, where))
+        return found
+
+
 @dataclass
 class TrainRows:
     """The training examples of a prepared dataset: which rows of which split (not read yet)."""
 
-    source: PreparedRecords
+    source: PreparedRecords | JsonlLines
     rows: np.ndarray
 
 
@@ -123,6 +191,16 @@ def read_prepared(dataset: Dataset, config: DataConfig, languages: list[str], se
     rows = training_rows(len(train), config, seed)
     tests = {lang: whole(lang, config.eval_split, True) for lang in languages}
     return TrainRows(train, rows), whole(source, "validation", False), tests
+
+
+def read_streamed(dataset: Dataset, config: DataConfig, seed: int) -> TrainRows:
+    """`data.source: stream`: the training split's JSONL lines, read when batches need them."""
+    if config.train_file:
+        raise UserError("data.train_file: data.source=stream reads the dataset's own training "
+                        "files (train.jsonl or train-*.jsonl shards); use data.source=files")
+    paths, check = dataset.training_lines(config)
+    lines = JsonlLines(paths, check, config)
+    return TrainRows(lines, training_rows(len(lines), config, seed))
 
 
 def training_rows(count: int, config: DataConfig, seed: int) -> np.ndarray:
@@ -149,7 +227,7 @@ class StreamedSplit:
 
     meta = None
 
-    def __init__(self, source: PreparedRecords, rows: np.ndarray, task, tokenizer,
+    def __init__(self, source: PreparedRecords | JsonlLines, rows: np.ndarray, task, tokenizer,
                  max_length: int, name: str, language: str) -> None:
         self.source, self.rows, self.task, self.tokenizer = source, rows, task, tokenizer
         self.max_length, self.name, self.language = max_length, name, language
@@ -167,12 +245,13 @@ class StreamedSplit:
         self.lengths, self.record_of, self.window_of = (index["lengths"], index["record"],
                                                         index["window"])
         self.padded_length = max(int(self.lengths.max()), first.padded_length)
+        self.prediction_width = int(index["prediction_width"])
 
     def _index_key(self) -> str:
         """What the index depends on: the examples, how records are built and tokenised."""
         backend = getattr(self.tokenizer, "backend_tokenizer", None)
         vocabulary = backend.to_str() if backend is not None else str(len(self.tokenizer))
-        parts = [self.source.where, json.dumps(self.source.config.options, sort_keys=True),
+        parts = [self.source.fingerprint, json.dumps(self.source.config.options, sort_keys=True),
                  json.dumps(self.task.config.model_dump(), sort_keys=True, default=str),
                  str(self.max_length), hashlib.sha1(vocabulary.encode()).hexdigest(),
                  hashlib.sha1(self.rows.tobytes()).hexdigest()]
@@ -187,14 +266,17 @@ class StreamedSplit:
             with np.load(path) as saved:
                 return dict(saved)
         parts = {"lengths": [], "record": [], "window": []}
+        width, predicted = 0, self.task.prediction_keys
         for start in range(0, len(self.rows), INDEX_CHUNK):
             split = self._tokenize(np.arange(start, min(start + INDEX_CHUNK, len(self.rows))))
+            width = max(width, split.arrays[predicted[0]].shape[-1] if predicted else 0)
             record = _windows(split)
             firsts = np.searchsorted(record, record)  # each row's record's first row
             parts["lengths"].append(split.lengths.astype(np.int32))
             parts["record"].append((record + start).astype(np.int32))
             parts["window"].append((np.arange(len(record)) - firsts).astype(np.int32))
-        index = {k: np.concatenate(v) for k, v in parts.items()}
+        index = {**{k: np.concatenate(v) for k, v in parts.items()},
+                 "prediction_width": np.asarray(width)}
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             partial = path.with_suffix(f".{os.getpid()}.npz")
@@ -236,6 +318,8 @@ class StreamedSplit:
         picked = starts[[slot[int(r)] for r in self.record_of[index]]] + self.window_of[index]
         arrays = pad_arrays({k: v[picked] for k, v in split.arrays.items()}, self.padded_length,
                             self._keys, self.pad_id)
+        # per-position arrays (masked LM's predictions) at the split's width, as `pad_columns`
+        arrays = pad_arrays(arrays, self.prediction_width, self.task.prediction_keys, 0)
         return cut_to_bucket(arrays, self.buckets, self.lengths[index if longest_of is None
                                                                 else longest_of],
                              self.padded_length)

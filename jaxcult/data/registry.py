@@ -152,6 +152,12 @@ class Dataset:
         """A prepared (TFDS) example as the record `read` gives for the same line of the files."""
         raise NotImplementedError
 
+    def training_lines(self, config: DataConfig) -> tuple[list[Path], Callable[[Any, str], Record]]:
+        """`data.source: stream`: the JSONL files of the training split, in order, and the
+        check that turns a parsed line (and its `file:line`) into a record."""
+        raise UserError(f"data.source=stream: {self.name} is not read from JSONL lines (stream "
+                        f"text_jsonl or chat_jsonl; prepared datasets: data.source=tfds)")
+
     def local_root(self, config: DataConfig) -> Path:
         """`data.manual_dir`, required by datasets read from local files."""
         if config.manual_dir is None:

@@ -12,7 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from jaxcult.config import DataConfig
-from jaxcult.data.prepared import TrainRows, read_prepared, training_rows, uses_prepared
+from jaxcult.data.prepared import (
+    TrainRows,
+    read_prepared,
+    read_streamed,
+    training_rows,
+    uses_prepared,
+)
 from jaxcult.data.registry import Dataset, DatasetInfo, Record
 from jaxcult.errors import UserError
 
@@ -60,14 +66,19 @@ def read_records(dataset: Dataset, config: DataConfig, seed: int = 0) -> RecordS
     source = config.source_language
     if uses_prepared(dataset, config):
         return RecordSplits(*read_prepared(dataset, config, languages, seed), info)
-    if config.train_file:
+    if config.source == "stream":
+        train = read_streamed(dataset, config, seed)
+        validation = dataset.read_train(config, source, "validation")
+    elif config.train_file:
         train, validation = held_out(dataset.read_file(config, train_file_path(config)))
     else:
         train = dataset.read_train(config, source, "train")
         validation = dataset.read_train(config, source, "validation")
     cap = config.max_eval_examples
     tests = {lang: dataset.read_eval(config, lang, config.eval_split)[:cap] for lang in languages}
-    return RecordSplits(subsample(train, config, seed), validation[:cap], tests, info)
+    if not isinstance(train, TrainRows):
+        train = subsample(train, config, seed)
+    return RecordSplits(train, validation[:cap], tests, info)
 
 
 def subsample(records: list[Record], config: DataConfig, seed: int) -> list[Record]:

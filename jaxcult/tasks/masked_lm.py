@@ -30,7 +30,6 @@ class MaskedLMTask(Task):
     batch_keys = ("input_ids", "attention_mask", "masked_positions", "labels", "loss_mask")
     sequence_keys = ("input_ids", "attention_mask")
     prediction_keys = ("masked_positions", "labels", "loss_mask")
-    streamable = False  # masks are drawn over the whole split (static masking)
     evaluator = "perplexity"
     uses_labels = False
     option_names = ("mask_probability", "whole_word", "mask_seed", "pack")
@@ -45,9 +44,10 @@ class MaskedLMTask(Task):
         self.whole_word = bool(options.get("whole_word", False))
         self.seed = int(options.get("mask_seed", 0))
         self.pack = bool(options.get("pack", False))
-        if self.pack:  # packed rows carry document ids
+        if self.pack:  # packed rows carry document ids, and packing spans the split
             self.batch_keys = (*self.batch_keys, "segment_ids")
             self.sequence_keys = (*self.sequence_keys, "segment_ids")
+            self.streamable = False
 
     def tokenize(self, records, tokenizer, max_length, name) -> Split:
         return tokenize_masked([r["text"] for r in records], tokenizer, max_length, name,
