@@ -44,10 +44,15 @@ def prepare(name: str, *, data_dir: str | Path | None = None,
     return dataset
 
 
-def load(name: str, *, data_dir: str | Path | None = None) -> dict:
-    """Random-access data sources of a prepared dataset, one per split (`tfds.data_source`)."""
+def prepared_builder(name: str, *, data_dir: str | Path | None = None):
+    """The builder of a dataset prepared under data_dir (its info: splits, files, features)."""
     dataset = builder(name, data_dir=data_dir)
     if not dataset.is_prepared():
         raise UserError(f"{name}: not prepared under {dataset.data_dir}; run "
                         f"`jaxcult data prepare {name} --manual-dir DIR` first")
-    return dataset.as_data_source()
+    return dataset
+
+
+def load(name: str, *, data_dir: str | Path | None = None) -> dict:
+    """Random-access data sources of a prepared dataset, one per split (`tfds.data_source`)."""
+    return prepared_builder(name, data_dir=data_dir).as_data_source()
