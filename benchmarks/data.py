@@ -52,7 +52,7 @@ def train_rate(config_path: Path, overrides: list[str], steps: int) -> float:
     from jaxcult.rundir import check_writable
 
     with tempfile.TemporaryDirectory() as tmp:
-        config = load_config(config_path, [*overrides, f"trainer.steps={steps}",
+        config = load_config(config_path, [*overrides, "trainer.epochs=null", f"trainer.steps={steps}",
                                            "trainer.log_every=10", "trainer.eval_every=0",
                                            "data.max_eval_examples=16", "fisher.track_every=0",
                                            "logging.tensorboard=false", "logging.progress=off"])
