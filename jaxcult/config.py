@@ -333,6 +333,8 @@ class MeshConfig(Section):
     data: int = Field(-1, description="-1 = all devices not used by the other axes")
     fsdp: int = 1
     tensor: int = 1
+    seed: int = Field(1, description="trainer.vectorize_seeds: devices the seed axis is split over "
+                      "(-1: all; cut to the largest count that divides the seeds trained together)")
     rules: dict[str, list[str] | str | None] = Field(
         default_factory=lambda: {
             "batch": ["data", "fsdp"],
@@ -366,7 +368,7 @@ class MeshConfig(Section):
         sizes = {"data": self.data, "fsdp": self.fsdp, "tensor": self.tensor}
         if [k for k, v in sizes.items() if v == -1][1:]:
             raise ValueError("at most one of mesh.data / mesh.fsdp / mesh.tensor may be -1")
-        for key, value in sizes.items():
+        for key, value in {**sizes, "seed": self.seed}.items():
             if value == 0 or value < -1:
                 raise ValueError(f"mesh.{key} must be -1 or a positive integer, found {value}")
         return self
@@ -460,6 +462,8 @@ class RunConfig(Section):
         """Settings of one built-in plug-in given to another (user plug-ins, named by import
         path, may read any of them)."""
         task, schedule = self.task.name, self.schedule.name
+        self.mesh.refuse_unused("mesh", ("seed",), self.trainer.vectorize_seeds,
+                                "with trainer.vectorize_seeds=true")
         self.data.refuse_unused("data", ("subsample",), self.data.max_train_examples is not None,
                                 "with data.max_train_examples")
         if ":" not in task:

@@ -149,3 +149,15 @@ def test_file_settings_made_ineffective_by_the_command_line_are_noted(tmp_path, 
     path.write_text("schedule: {name: gu, k: 5}\nfisher: {num_batches: 4}\n")
     with pytest.raises(UserError, match="fun.yaml: fisher.num_batches has no effect"):
         load_config(path, ["trainer.steps=3"])
+
+
+def test_seed_axis_needs_vectorised_seeds(tmp_path):
+    """`mesh.seed` splits vectorised seeds over devices: without them it would do nothing."""
+    path = tmp_path / "run.yaml"
+    path.write_text("trainer: {seeds: [0, 1]}\n")
+    with pytest.raises(UserError, match="mesh.seed has no effect here: it only applies with "
+                                        "trainer.vectorize_seeds=true"):
+        load_config(path, ["mesh.seed=2"])
+    with pytest.raises(UserError, match="mesh.seed must be -1 or a positive integer"):
+        load_config(path, ["mesh.seed=0", "trainer.vectorize_seeds=true"])
+    assert load_config(path, ["mesh.seed=-1", "trainer.vectorize_seeds=true"]).mesh.seed == -1

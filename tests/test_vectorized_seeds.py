@@ -1,10 +1,15 @@
 """Vectorised seeds: N seeds trained as one vmapped program give each seed exactly what its
-separate run gives (losses, tr(F), unfreezing events, final scores), with the frozen backbone
-held once."""
+separate run gives (losses, tr(F), unfreezing events, validation and final scores), with the
+frozen backbone held once, also when the vectorised run is preempted and resumed, and with
+the seed axis split over devices (`mesh.seed`, 8 simulated CPU devices)."""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,12 +21,14 @@ CONFIG = """\
 name: vectorised
 model: {name: minilm-l6, max_length: 16, overrides: {num_hidden_layers: 2}}
 data: {max_train_examples: 32, max_eval_examples: 16, target_languages: [de]}
-trainer: {batch_size: 8, eval_batch_size: 16, steps: 4, log_every: 1, seeds: [0, 1, 2]}
+trainer: {batch_size: 8, eval_batch_size: 16, steps: 4, log_every: 1, eval_every: 2, seeds: [0, 1, 2]}
 schedule: {name: gu, k: 1}
 fisher: {num_batches: 1, batch_size: 8, track_every: 2}
 logging: {tensorboard: false, progress: "off"}
 checkpoint: {async_save: false}
+probes: [{name: "sigterm_probe:SigtermAt", every: 2}]
 """
+PLUGINS = Path(__file__).resolve().parent / "plugins"
 
 
 def _records(path, kind):
@@ -33,12 +40,26 @@ def _records(path, kind):
 @pytest.mark.parametrize("schedule", [pytest.param("gu", marks=pytest.mark.slow), "fun"])
 def test_vmapped_seeds_equal_separate_runs(tmp_path, monkeypatch, schedule):
     monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(PLUGINS))
     (tmp_path / "run.yaml").write_text(CONFIG)
-    for name, vectorise in (("together", "true"), ("apart", "false")):
-        assert main(["train", "run.yaml", "--run-dir", name, f"schedule.name={schedule}",
-                     f"trainer.vectorize_seeds={vectorise}"]) == 0
-    for seed in (0, 1, 2):
-        together, apart = tmp_path / "together" / f"seed-{seed}", tmp_path / "apart" / f"seed-{seed}"
+    # the vectorised run is preempted after step 2 (SIGTERM: every seed checkpoints) and resumed
+    monkeypatch.setenv("JAXCULT_TEST_SIGTERM_AT", "2")
+    assert main(["train", "run.yaml", "--run-dir", "together", f"schedule.name={schedule}",
+                 "trainer.vectorize_seeds=true"]) == 143
+    assert not (tmp_path / "together" / "summary.json").exists()
+    assert main(["train", "--resume", "together"]) == 0
+    assert main(["train", "run.yaml", "--run-dir", "apart", f"schedule.name={schedule}",
+                 "trainer.vectorize_seeds=false"]) == 0
+    env = {k: v for k, v in os.environ.items() if k != "JAXCULT_TEST_SIGTERM_AT"}
+    env.update(JAXCULT_TEST_SIGTERM_AT="", JAX_PLATFORMS="cpu", PYTHONPATH=str(PLUGINS),
+               XLA_FLAGS="--xla_force_host_platform_device_count=8")
+    sharded = subprocess.run([sys.executable, "-m", "jaxcult.cli", "train", "run.yaml", "--run-dir",
+                              "sharded", f"schedule.name={schedule}", "trainer.vectorize_seeds=true",
+                              "mesh.seed=-1"], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert sharded.returncode == 0, sharded.stderr[-3000:]
+    assert "split over 3 of the 8 devices" in sharded.stdout
+    for seed, other in [(s, o) for s in (0, 1, 2) for o in ("together", "sharded")]:
+        together, apart = tmp_path / other / f"seed-{seed}", tmp_path / "apart" / f"seed-{seed}"
         losses = [[r["loss"] for r in _records(run / "metrics.jsonl", "train")]
                   for run in (together, apart)]
         assert len(losses[0]) == 4 and np.allclose(*losses, rtol=0, atol=1e-5), (seed, losses)
@@ -49,6 +70,9 @@ def test_vmapped_seeds_equal_separate_runs(tmp_path, monkeypatch, schedule):
         assert len(traces[0]) == len(traces[1]) > 0
         for a, b in zip(*traces):
             assert a.keys() == b.keys() and np.allclose(list(a.values()), list(b.values()), rtol=1e-4)
+        validations = [[(r["step"], r["accuracy"]) for r in _records(run / "metrics.jsonl", "validation")]
+                       for run in (together, apart)]
+        assert [s for s, _ in validations[0]] == [2, 4] and np.allclose(*validations, atol=1e-6)
         scores = [json.loads((run / "summary.json").read_text())["metrics"] for run in (together, apart)]
         for lang in ("en", "de"):
             assert scores[0][lang]["accuracy"] == pytest.approx(scores[1][lang]["accuracy"], abs=1e-6)

@@ -96,6 +96,11 @@ def same_examples(a: Split, b: Split) -> bool:
             and all(np.array_equal(a.arrays[k], b.arrays[k]) for k in a.arrays))
 
 
+def pad_token_id(tokenizer) -> int:
+    """The id sequences are padded with (0 for tokenizers without a pad token, e.g. Llama's)."""
+    return tokenizer.pad_token_id or 0
+
+
 def pad_arrays(arrays: dict[str, np.ndarray], length: int, keys: tuple[str, ...],
                pad_id: int) -> dict[str, np.ndarray]:
     """Arrays whose `keys` (the sequence arrays) are padded on the right to `length`: input ids

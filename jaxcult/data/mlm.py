@@ -14,7 +14,7 @@ import zlib
 
 import numpy as np
 
-from jaxcult.data.batching import Split
+from jaxcult.data.batching import Split, pad_token_id
 from jaxcult.data.packing import pack_rows
 from jaxcult.errors import UserError
 
@@ -80,7 +80,7 @@ def tokenize_masked(texts: list[str], tokenizer, max_length: int, name: str, *,
     arrays = {"input_ids": masked.astype(np.int32), "attention_mask": attention.astype(np.int32),
               "labels": ids.astype(np.int32), "loss_mask": selected.astype(np.int32)}
     if pack:
-        arrays = pack_rows(arrays, max_length, tokenizer.pad_token_id or 0)
+        arrays = pack_rows(arrays, max_length, pad_token_id(tokenizer))
     labels, loss_mask = arrays.pop("labels"), arrays.pop("loss_mask")
     return Split({**arrays, **gather_predictions(labels, loss_mask.astype(bool))}, name)
 

@@ -25,7 +25,13 @@ from typing import Any
 import numpy as np
 
 from jaxcult.config import DataConfig
-from jaxcult.data.batching import LengthBuckets, Split, cut_to_bucket, pad_arrays
+from jaxcult.data.batching import (
+    LengthBuckets,
+    Split,
+    cut_to_bucket,
+    pad_arrays,
+    pad_token_id,
+)
 from jaxcult.data.registry import Dataset, Record
 from jaxcult.errors import UserError
 
@@ -241,7 +247,7 @@ class StreamedSplit:
                  max_length: int, name: str, language: str) -> None:
         self.source, self.rows, self.task, self.tokenizer = source, rows, task, tokenizer
         self.max_length, self.name, self.language = max_length, name, language
-        self.pad_id = tokenizer.pad_token_id or 0
+        self.pad_id = pad_token_id(tokenizer)
         self.buckets: LengthBuckets | None = None
         if not len(rows):
             raise UserError(f"{source.where}: split is empty")

@@ -18,7 +18,14 @@ from jax.sharding import Mesh
 from jaxcult import models
 from jaxcult.config import PeftConfig, RunConfig
 from jaxcult.data import resolve_dataset
-from jaxcult.data.batching import LengthBuckets, Split, pad_columns, pad_split, pad_splits
+from jaxcult.data.batching import (
+    LengthBuckets,
+    Split,
+    pad_columns,
+    pad_split,
+    pad_splits,
+    pad_token_id,
+)
 from jaxcult.data.prepared import StreamedSplit, TrainRows
 from jaxcult.data.registry import DatasetInfo
 from jaxcult.data.splits import read_records, scored_languages
@@ -120,7 +127,7 @@ def load_task_data(config: RunConfig, task: Task, dataset, tokenizer) -> TaskDat
     keys = task.sequence_keys or train.sequence_keys()
     evaluated = [split(records.validation, src, "validation"),
                  *(split(rows, lang, config.data.eval_split) for lang, rows in records.tests.items())]
-    pad_id = tokenizer.pad_token_id or 0
+    pad_id = pad_token_id(tokenizer)
     evaluated = pad_columns(pad_splits(evaluated, keys, pad_id), task.prediction_keys)
     buckets = length_buckets(config.data.length_buckets, length, keys)
     if buckets is not None:  # every batch takes a bucket's length, whatever the data's longest

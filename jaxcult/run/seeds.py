@@ -23,9 +23,11 @@ from jaxcult.rundir import RunDir, prepare, write_text_atomic
 
 
 def seed_config(config: RunConfig, seed: int) -> RunConfig:
+    """The single-seed run of `seed` (the seed axis, `mesh.seed`, belongs to the multi-seed run)."""
     trainer = config.trainer.model_copy(update={"seed": seed, "seeds": None,
                                                 "vectorize_seeds": False})
-    return config.model_copy(update={"trainer": trainer})
+    mesh = config.mesh.model_copy(update={"seed": 1})
+    return config.model_copy(update={"trainer": trainer, "mesh": mesh})
 
 
 def aggregate(summaries: dict[int, dict]) -> dict:
@@ -96,7 +98,7 @@ def train_seeds(config: RunConfig, run: RunDir, *, resume: bool = False,
         summaries.update(train_vectorized({seed: seed_config(config, seed) for seed in todo},
                                           {seed: sub for seed, (sub, _) in todo.items()},
                                           started={seed: s for seed, (_, s) in todo.items()},
-                                          resume=resume))
+                                          resume=resume, seed_devices=config.mesh.seed))
     summaries = {seed: summaries[seed] for seed in config.trainer.seeds}
     result = aggregate(summaries)
     run.write_summary(result)

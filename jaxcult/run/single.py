@@ -220,8 +220,10 @@ def resume_session(session: Session, checkpointer: Checkpointer, run: RunDir) ->
 
 
 def install_hooks(session: Session, logger: MetricLogger, checkpointer: Checkpointer,
-                  progress: Progress, first: int) -> hooks.CheckpointWriter:
-    """Register the run's hooks on its loop in their order; returns the checkpoint writer."""
+                  progress: Progress, first: int, score: hooks.Scorer | None = None
+                  ) -> hooks.CheckpointWriter:
+    """Register the run's hooks on its loop in their order; returns the checkpoint writer.
+    `score` replaces the validation scoring (vectorised seeds score every seed at once)."""
     config, loop, groups = session.config, session.loop, session.built.parts.groups
     fishers = hooks.FisherCache(session.tracker)
     loop.add_before_step(hooks.schedule_decisions(session.schedule, fishers, logger))
@@ -241,9 +243,9 @@ def install_hooks(session: Session, logger: MetricLogger, checkpointer: Checkpoi
     loop.add_hook(hooks.metric_logging(groups, logger, progress, first), every=config.trainer.log_every)
     for index, probe_config in enumerate(config.probes):
         loop.add_hook(session.probes.hook(index, logger), every=probe_config.every)
-    loop.add_hook(hooks.validation(session.program.model, session.built.data.validation,
-                                   config.trainer.eval_batch_size, session.best, logger),
-                  every=config.trainer.eval_every)
+    score = score or hooks.validation_scorer(session.program.model, session.built.data.validation,
+                                             config.trainer.eval_batch_size)
+    loop.add_hook(hooks.validation(score, session.best, logger), every=config.trainer.eval_every)
     record = run_record(session)
 
     def trainable() -> list[str]:  # a record for `jaxcult eval`; training reads the state's mask
@@ -261,9 +263,10 @@ def install_hooks(session: Session, logger: MetricLogger, checkpointer: Checkpoi
 class SessionOutputs:
     """A session's checkpoints, logs and hooks around its loop (the loop itself is driven by
     `run_session`, or in lock-step with other seeds' by `run.vectorized`): resumes the session
-    when asked, installs the hooks; `close` releases everything."""
+    when asked, installs the hooks (`score`: see `install_hooks`); `close` releases everything."""
 
-    def __init__(self, session: Session, run: RunDir, *, resume: bool) -> None:
+    def __init__(self, session: Session, run: RunDir, *, resume: bool,
+                 score: hooks.Scorer | None = None) -> None:
         config = session.config
         self.session, self.run = session, run
         self.checkpointer = Checkpointer(run.checkpoints, config.checkpoint)
@@ -277,7 +280,7 @@ class SessionOutputs:
                 self.logger.log_event(event)
         self.progress = Progress(session.loop.steps, config.logging.progress, initial=self.first)
         self.writer = install_hooks(session, self.logger, self.checkpointer, self.progress,
-                                    self.first)
+                                    self.first, score)
 
     def checkpoint_now(self, done: int) -> None:
         """The checkpoint a signal asks for before the process ends."""
@@ -310,22 +313,28 @@ def interrupted(run: RunDir, step: int, signum: int) -> Interrupted:
                        f"written. Continue with: jaxcult train --resume {run.root}", signum)
 
 
-def final_scores(session: Session, per_language: dict,
-                 predictions_dir: Path | None = None) -> dict[str, dict]:
-    """The best-validation parameters scored on every evaluation language (MAD-X: each with
-    its own language adapter swapped in, from `per_language`); the evaluator's per-example
-    predictions, if it keeps any, go to `predictions_dir`. A language whose split holds
-    exactly the validation examples (a dataset without a separate test split) takes the best
-    validation metrics: the same parameters on the same examples (and writes no predictions)."""
-    tests, frozen, best = session.built.data.tests, session.loop.frozen, session.best
-    validation = session.built.data.validation
+def reused_validation(session: Session, per_language: dict) -> dict[str, dict]:
+    """The languages whose split holds exactly the validation examples (a dataset without a
+    separate test split): they take the best validation metrics, the same parameters on the
+    same examples, instead of being scored again."""
+    tests, best, validation = session.built.data.tests, session.best, session.built.data.validation
     reused = {lang: best.metrics for lang, split in tests.items()
               if best.metrics and lang not in per_language and same_examples(split, validation)}
     for lang in reused:
         print(f"evaluated {lang}: its split is the validation split, scored at step {best.step}",
               file=sys.stderr, flush=True)
+    return reused
+
+
+def final_scores(session: Session, per_language: dict,
+                 predictions_dir: Path | None = None) -> dict[str, dict]:
+    """The best-validation parameters scored on every evaluation language (MAD-X: each with
+    its own language adapter swapped in, from `per_language`); the evaluator's per-example
+    predictions, if it keeps any, go to `predictions_dir`. See `reused_validation`."""
+    tests, frozen = session.built.data.tests, session.loop.frozen
+    reused = reused_validation(session, per_language)
     todo = {lang: split for lang, split in tests.items() if lang not in reused}
-    scores = evaluate_languages(session.program.model, best.params,
+    scores = evaluate_languages(session.program.model, session.best.params,
                                 {lang: per_language.get(lang, frozen) for lang in todo}, todo,
                                 session.config.trainer.eval_batch_size, predictions_dir) if todo else {}
     return {lang: reused[lang] if lang in reused else scores[lang] for lang in tests}
@@ -355,12 +364,14 @@ def train_one(config: RunConfig, run: RunDir, *, resume: bool = False,
     return summary
 
 
-def session_summary(session: Session, per_language: dict, run: RunDir | None) -> dict:
-    """A trained session's final scores as its summary; with `run` (the main process), also
-    written there with its report and printed."""
+def session_summary(session: Session, per_language: dict, run: RunDir | None,
+                    scores: dict[str, dict] | None = None) -> dict:
+    """A trained session's final scores (`final_scores` unless given) as its summary; with
+    `run` (the main process), also written there with its report and printed."""
     built = session.built
     final_mask = np.asarray(session.loop.state.mask)
-    scores = final_scores(session, per_language, run.predictions if run is not None else None)
+    if scores is None:
+        scores = final_scores(session, per_language, run.predictions if run is not None else None)
     summary = make_summary(session.config, built.plugins, scores,
                            [g for g, m in zip(built.parts.groups, final_mask) if m],
                            best_step=session.best.step, best_validation=session.best.metrics)

@@ -8,9 +8,11 @@ step, each seed's before-step hooks run (its schedule may open groups), the seed
 and batches are stacked on a leading seed axis and one `jax.vmap`ped step advances them all
 (the frozen backbone is held once and broadcast; the truncated backward stops below the lowest
 group any seed trains), then each seed's after-step hooks run on its
-slice (logging, validation, tr(F), probes, checkpoints). So seed i's losses, masks, events and
-scores are those of its separate run; batches of different padded lengths are padded to the
-longest, which changes no result but rounding. Evaluation runs per seed, one after another.
+slice (logging, tr(F), probes, checkpoints). Evaluation is vmapped too: validation scores every
+seed's parameters in one program (each batch read once), and so does the final scoring of
+every language. So seed i's losses, masks, events and scores are those of its separate run;
+batches of different padded lengths are padded to the longest, which changes no result but
+rounding.
 """
 
 from __future__ import annotations
@@ -20,10 +22,11 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 from jaxcult.config import RunConfig
 from jaxcult.config_loading import dump_config
-from jaxcult.data.batching import pad_arrays
+from jaxcult.data.batching import pad_arrays, pad_token_id
 from jaxcult.errors import UserError
 from jaxcult.hub.madx import language_states
 from jaxcult.run.build import Built, build_model, build_run
@@ -32,11 +35,15 @@ from jaxcult.run.single import (
     SessionOutputs,
     interrupted,
     open_session,
+    reused_validation,
     session_summary,
 )
 from jaxcult.rundir import RunDir, prepare, write_text_atomic
 from jaxcult.sharding import activation_rules, make_mesh
-from jaxcult.trainers.loop import StopSignal
+from jaxcult.trainers.evaluation import each_language, evaluate_seeds
+from jaxcult.trainers.hooks import Scorer
+from jaxcult.trainers.loop import StopSignal, TrainLoop
+from jaxcult.trainers.program import stack_trees
 
 
 def seed_builds(configs: list[RunConfig], mesh) -> list[Built]:
@@ -53,10 +60,6 @@ def seed_builds(configs: list[RunConfig], mesh) -> list[Built]:
     return builts
 
 
-def stack(trees: list) -> object:
-    return jax.tree.map(lambda *leaves: jnp.stack(leaves), *trees)
-
-
 def stacked_batch(batches: list[dict], sequence_keys: tuple[str, ...], pad_id: int) -> dict:
     """The seeds' batches on a leading axis, padded to the longest of them."""
     if sequence_keys:
@@ -65,51 +68,141 @@ def stacked_batch(batches: list[dict], sequence_keys: tuple[str, ...], pad_id: i
     return {key: jnp.asarray(np.stack([b[key] for b in batches])) for key in batches[0]}
 
 
+def seed_mesh(requested: int, seeds: int) -> Mesh | None:
+    """The 1-D `seed` mesh the vectorised step splits its seed axis over (`mesh.seed` devices,
+    -1: all, cut to the largest count that divides `seeds`); None for one device."""
+    devices = jax.devices()
+    wanted = len(devices) if requested == -1 else requested
+    if wanted > len(devices):
+        raise UserError(f"mesh.seed={requested}: only {len(devices)} devices are available")
+    size = max(d for d in range(1, min(wanted, seeds) + 1) if seeds % d == 0)
+    if size < wanted:
+        print(f"note: mesh.seed: the {seeds} seeds are split over {size} of the {wanted} devices "
+              f"(a count that divides them)", flush=True)
+    elif wanted == 1 and len(devices) > 1:
+        print(f"note: trainer.vectorize_seeds runs every seed on one device; mesh.seed=-1 splits "
+              f"them over the {len(devices)} available", flush=True)
+    if size == 1:
+        return None
+    return jax.make_mesh((size,), ("seed",), axis_types=(AxisType.Auto,), devices=devices[:size])
+
+
 class SeedStep:
     """One jitted, vmapped train step for every seed: (states, frozen, batches) -> (states,
     metrics), each with a leading seed axis; the frozen backbone is shared unless it is each
-    seed's own."""
+    seed's own. With `seeds_mesh` the seed axis is split over its devices (the shared backbone
+    replicated on each) and the new states come back to the seeds' own device for their hooks."""
 
-    def __init__(self, sessions: list[Session], shared_frozen: bool) -> None:
-        self.sessions = sessions
+    def __init__(self, sessions: list[Session], shared_frozen: bool,
+                 seeds_mesh: Mesh | None = None) -> None:
+        self.sessions, self.seeds_mesh = sessions, seeds_mesh
         step = sessions[0].program._train_step
-        self.step = jax.jit(jax.vmap(step, in_axes=(0, None if shared_frozen else 0, 0, None)))
-        self.frozen = (sessions[0].loop.frozen if shared_frozen
-                       else stack([s.loop.frozen for s in sessions]))
+        axes = (0, None if shared_frozen else 0, 0, None)
+        frozen = (sessions[0].loop.frozen if shared_frozen
+                  else stack_trees([s.loop.frozen for s in sessions]))
+        if seeds_mesh is None:
+            self.step = jax.jit(jax.vmap(step, in_axes=axes))
+            self.frozen = frozen
+        else:
+            split = NamedSharding(seeds_mesh, PartitionSpec("seed"))
+            whole = NamedSharding(seeds_mesh, PartitionSpec())
+            self.split, self.home = split, sessions[0].loop.state.step.sharding
+            on_seeds = whole if shared_frozen else split
+            self.step = jax.jit(jax.vmap(step, in_axes=axes, spmd_axis_name="seed"),
+                                in_shardings=(split, on_seeds, split, whole),
+                                out_shardings=(split, split))
+            self.frozen = jax.device_put(frozen, on_seeds)
         train = sessions[0].built.data.train  # length buckets: the seeds' batches may differ
         self.sequence_keys = train.buckets.keys if train.buckets is not None else ()
-        self.pad_id = sessions[0].built.tokenizer.pad_token_id or 0
+        self.pad_id = pad_token_id(sessions[0].built.tokenizer)
 
     def __call__(self) -> None:
         """Advance every seed's loop by one step (its hooks are the caller's)."""
         loops = [s.loop for s in self.sessions]
         batch = stacked_batch([next(loop.batches) for loop in loops], self.sequence_keys,
                               self.pad_id)
-        states = stack([loop.state for loop in loops])
+        states = stack_trees([loop.state for loop in loops])
         # one truncation level for all seeds (a per-seed level would make XLA run every branch)
         backward = jnp.any(states.mask | states.track[:, None], axis=0)
-        states, metrics = self.step(states, self.frozen, batch, backward)
+        if self.seeds_mesh is None:
+            states, metrics = self.step(states, self.frozen, batch, backward)
+        else:
+            with jax.set_mesh(self.seeds_mesh):
+                states, metrics = self.step(jax.device_put(states, self.split), self.frozen,
+                                            jax.device_put(batch, self.split), backward)
+            states, metrics = jax.device_put((states, metrics), self.home)
         for i, loop in enumerate(loops):
             loop.state = jax.tree.map(lambda x, i=i: x[i], states)
             loop.metrics = jax.tree.map(lambda x, i=i: x[i], metrics)
 
 
+def _backbone(frozen: list, shared_frozen: bool):
+    """What `evaluate_seeds` takes as the seeds' frozen backbone."""
+    return frozen[0] if shared_frozen else frozen
+
+
+class SeedValidation:
+    """Validation of every seed in one vmapped evaluation: at a validation step the first
+    seed's hook scores all seeds' current parameters (every seed has finished the step, and
+    no hook before validation changes parameters); the other seeds' hooks read their result."""
+
+    def __init__(self, sessions: list[Session], shared_frozen: bool) -> None:
+        self.sessions, self.shared_frozen = sessions, shared_frozen
+        self.step: int | None = None
+        self.results: list = []
+
+    def scorer(self, index: int) -> Scorer:
+        def score(loop: TrainLoop, done: int):
+            if self.step != done:
+                first = self.sessions[0]
+                self.results = evaluate_seeds(
+                    first.program.model, [s.loop.state.params for s in self.sessions],
+                    _backbone([s.loop.frozen for s in self.sessions], self.shared_frozen),
+                    first.built.data.validation, first.config.trainer.eval_batch_size,
+                    shared_frozen=self.shared_frozen)
+                self.step = done
+            return self.results[index]
+        return score
+
+
+def final_scores_together(sessions: list[Session], per_language: list[dict], runs: list[RunDir],
+                          shared_frozen: bool) -> list[dict[str, dict]]:
+    """`single.final_scores` of every seed, each language scored for all seeds in one vmapped
+    evaluation (the seeds validate at the same steps, so they reuse the same languages'
+    validation metrics)."""
+    reused = [reused_validation(s, languages) for s, languages in zip(sessions, per_language)]
+    first = sessions[0]
+    tests = first.built.data.tests
+    todo = {lang: split for lang, split in tests.items() if lang not in reused[0]}
+
+    def score(language: str, split) -> list[dict]:
+        frozen = [languages.get(language, s.loop.frozen) for s, languages in zip(sessions, per_language)]
+        return evaluate_seeds(first.program.model, [s.best.params for s in sessions],
+                              _backbone(frozen, shared_frozen), split,
+                              first.config.trainer.eval_batch_size,
+                              [run.predictions / f"{language}.json" for run in runs],
+                              shared_frozen=shared_frozen)
+
+    scores = each_language(todo, score)
+    return [{lang: reused[i][lang] if lang in reused[i] else scores[lang][i] for lang in tests}
+            for i in range(len(sessions))]
+
+
 def train_vectorized(configs: dict[int, RunConfig], runs: dict[int, RunDir],
-                     started: dict[int, bool], resume: bool) -> dict[int, dict]:
+                     started: dict[int, bool], resume: bool, seed_devices: int = 1
+                     ) -> dict[int, dict]:
     """Train the seeds of `configs` (seed -> its single-seed config) together, each in its run
     directory (`started`: it holds checkpoints; `resume` continues those, as `train_one`
-    would); returns each seed's summary (a signal checkpoints every seed and raises
-    `Interrupted`)."""
+    would), the seed axis split over `seed_devices` devices (`seed_mesh`); returns each seed's
+    summary (a signal checkpoints every seed and raises `Interrupted`)."""
     seeds = list(configs)
     resuming = {seed: resume and started[seed] for seed in seeds}
     first = configs[seeds[0]]
     if first.mesh.distributed:
         raise UserError("trainer.vectorize_seeds: multi-process runs are not supported; train "
                         "the seeds one after another (vectorize_seeds: false)")
-    mesh = make_mesh(first.mesh, jax.devices()[:1])
-    if len(jax.devices()) > 1:
-        print("note: trainer.vectorize_seeds runs on one device (the seed axis is not sharded)",
-              flush=True)
+    mesh = make_mesh(first.mesh, jax.devices()[:1])  # each seed's own pieces: one device
+    seeds_mesh = seed_mesh(seed_devices, len(seeds))
     with jax.set_mesh(mesh), activation_rules(first.mesh.rules):
         builts = seed_builds([configs[s] for s in seeds], mesh)
         sessions = [open_session(configs[seeds[0]], builts[0], mesh)]
@@ -122,30 +215,34 @@ def train_vectorized(configs: dict[int, RunConfig], runs: dict[int, RunDir],
             prepare(runs[seed], overwrite=not started[seed], resume=resuming[seed])
             if not resuming[seed]:
                 write_text_atomic(runs[seed].config, dump_config(configs[seed]))
+        shared_frozen = first.model.name != "random"
+        validation = SeedValidation(sessions, shared_frozen)
         outputs: list[SessionOutputs] = []
         try:
-            for seed, session in zip(seeds, sessions):
-                outputs.append(SessionOutputs(session, runs[seed], resume=resuming[seed]))
+            for index, (seed, session) in enumerate(zip(seeds, sessions)):
+                outputs.append(SessionOutputs(session, runs[seed], resume=resuming[seed],
+                                              score=validation.scorer(index)))
             starts = {seed: o.first for seed, o in zip(seeds, outputs)}
             if len(set(starts.values())) > 1:
                 raise UserError(f"trainer.vectorize_seeds: the seeds' checkpoints are at different "
                                 f"steps ({', '.join(f'seed {s}: {n}' for s, n in starts.items())}); "
                                 f"resume them with trainer.vectorize_seeds=false")
             stopped = _run_together(sessions, outputs, next(iter(starts.values())),
-                                    shared_frozen=first.model.name != "random")
+                                    SeedStep(sessions, shared_frozen, seeds_mesh))
         finally:
             for o in outputs:
                 o.close()
         if stopped is not None:
             raise interrupted(RunDir(runs[seeds[0]].root.parent), *stopped)
-        return {seed: session_summary(session, states, runs[seed])
-                for seed, session, states in zip(seeds, sessions, per_language)}
+        scores = final_scores_together(sessions, per_language, [runs[s] for s in seeds],
+                                       shared_frozen)
+        return {seed: session_summary(session, states, runs[seed], seed_scores)
+                for seed, session, states, seed_scores in zip(seeds, sessions, per_language, scores)}
 
 
-def _run_together(sessions: list[Session], outputs: list[SessionOutputs], first: int, *,
-                  shared_frozen: bool) -> tuple[int, int] | None:
+def _run_together(sessions: list[Session], outputs: list[SessionOutputs], first: int,
+                  step_all: SeedStep) -> tuple[int, int] | None:
     """The seeds' loops in lock-step; returns (step, signal) when a signal stopped them."""
-    step_all = SeedStep(sessions, shared_frozen)
     loops = [s.loop for s in sessions]
     with StopSignal() as stop:
         stop.step = first

@@ -14,7 +14,7 @@ from flax import nnx
 
 from jaxcult.config import RunConfig
 from jaxcult.data import lm
-from jaxcult.data.batching import Split
+from jaxcult.data.batching import Split, pad_token_id
 from jaxcult.data.packing import pack_rows
 from jaxcult.tasks.base import Task, register_task, token_log_probs, token_loss
 
@@ -41,7 +41,7 @@ class CausalLM(Task):
         else:
             split = lm.tokenize_texts([r["text"] for r in records], tokenizer, max_length, name)
         if self.pack:
-            split = Split(pack_rows(split.arrays, max_length, tokenizer.pad_token_id or 0), name)
+            split = Split(pack_rows(split.arrays, max_length, pad_token_id(tokenizer)), name)
         return split
 
     def build_model(self, backbone: nnx.Module, config: RunConfig) -> nnx.Module:

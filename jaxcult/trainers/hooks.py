@@ -17,6 +17,7 @@ import numpy as np
 from jaxcult.checkpoint import Checkpointer
 from jaxcult.data.batching import Split
 from jaxcult.errors import UserError
+from jaxcult.eval import Metrics
 from jaxcult.logging import MetricLogger, Progress
 from jaxcult.schedules import Schedule
 from jaxcult.trainers.evaluation import BestKeeper, evaluate
@@ -159,11 +160,18 @@ def first_step_clock(progress: Progress):
     return after
 
 
-def validation(program: ModelProgram, split: Split, batch_size: int, best: BestKeeper,
-               logger: MetricLogger):
+Scorer = Callable[[TrainLoop, int], Metrics]   # (loop, steps done) -> validation metrics
+
+
+def validation_scorer(program: ModelProgram, split: Split, batch_size: int) -> Scorer:
+    """The loop's current parameters scored on the validation split."""
+    return lambda loop, done: evaluate(program, loop.state.params, loop.frozen, split, batch_size)
+
+
+def validation(score: Scorer, best: BestKeeper, logger: MetricLogger):
     """Score the validation split; keep the parameters of the best result."""
     def after(loop: TrainLoop, done: int) -> None:
-        metrics = evaluate(program, loop.state.params, loop.frozen, split, batch_size)
+        metrics = score(loop, done)
         logger.log_metrics(done, metrics, prefix="validation")
         best.offer(done, metrics, loop.state.params)
     return after

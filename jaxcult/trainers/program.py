@@ -46,6 +46,11 @@ def init_state(params: dict[str, Any], optimizer: optax.GradientTransformation, 
                       rng=jax.random.key(seed), track=jnp.asarray(track))
 
 
+def stack_trees(trees: list) -> Any:
+    """Equal-structured pytrees stacked on a new leading axis (vectorised seeds)."""
+    return jax.tree.map(lambda *leaves: jnp.stack(leaves), *trees)
+
+
 @dataclass(frozen=True)
 class StepOptions:
     """How a train step treats its batch and its gradients (besides the optimizer)."""
@@ -68,6 +73,7 @@ class ModelProgram:
         self.graphdef, self.groups = graphdef, list(groups)
         self.positions = group_positions(self.groups, layer_index)
         self.eval_step = jax.jit(self._eval_step)
+        self._seed_eval_steps: dict[bool, Callable] = {}
         self._fishers: dict[str, Callable] = {}
 
     def outputs(self, params: dict, frozen: Any, batch: dict, dropout_key=None) -> jax.Array:
@@ -81,6 +87,14 @@ class ModelProgram:
         model = nnx.merge(self.graphdef, *params.values(), frozen)
         outputs = self.evaluator.device_outputs(self.task.evaluation_outputs(model, batch), batch)
         return replicated_outputs(outputs)  # every process reads the whole result
+
+    def seeds_eval_step(self, shared_frozen: bool) -> Callable:
+        """`eval_step` vmapped over a leading seed axis of the parameters (and of the frozen
+        backbone unless it is shared); every set sees the same batch."""
+        if shared_frozen not in self._seed_eval_steps:
+            axes = (0, None if shared_frozen else 0, None)
+            self._seed_eval_steps[shared_frozen] = jax.jit(jax.vmap(self._eval_step, in_axes=axes))
+        return self._seed_eval_steps[shared_frozen]
 
     def make_fisher(self, estimator: str) -> Callable:
         """Jitted (params, frozen, batch, key) -> per-group tr(F) of one batch (one per
