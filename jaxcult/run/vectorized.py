@@ -112,6 +112,10 @@ class SeedStep:
                                 in_shardings=(split, on_seeds, split, whole),
                                 out_shardings=(split, split))
             self.frozen = jax.device_put(frozen, on_seeds)
+        # one dispatch each way instead of one per array and seed (it adds up on accelerators)
+        self.stack = jax.jit(lambda trees: stack_trees(trees))
+        self.unstack = jax.jit(lambda tree: [jax.tree.map(lambda x, i=i: x[i], tree)
+                                             for i in range(len(sessions))])
         train = sessions[0].built.data.train  # length buckets: the seeds' batches may differ
         self.sequence_keys = train.buckets.keys if train.buckets is not None else ()
         self.pad_id = pad_token_id(sessions[0].built.tokenizer)
@@ -121,7 +125,7 @@ class SeedStep:
         loops = [s.loop for s in self.sessions]
         batch = stacked_batch([next(loop.batches) for loop in loops], self.sequence_keys,
                               self.pad_id)
-        states = stack_trees([loop.state for loop in loops])
+        states = self.stack([loop.state for loop in loops])
         # one truncation level for all seeds (a per-seed level would make XLA run every branch)
         backward = jnp.any(states.mask | states.track[:, None], axis=0)
         if self.seeds_mesh is None:
@@ -131,9 +135,8 @@ class SeedStep:
                 states, metrics = self.step(jax.device_put(states, self.split), self.frozen,
                                             jax.device_put(batch, self.split), backward)
             states, metrics = jax.device_put((states, metrics), self.home)
-        for i, loop in enumerate(loops):
-            loop.state = jax.tree.map(lambda x, i=i: x[i], states)
-            loop.metrics = jax.tree.map(lambda x, i=i: x[i], metrics)
+        for loop, (state, seed_metrics) in zip(loops, self.unstack((states, metrics))):
+            loop.state, loop.metrics = state, seed_metrics
 
 
 def _backbone(frozen: list, shared_frozen: bool):
