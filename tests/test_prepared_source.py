@@ -116,11 +116,17 @@ def test_prepared_source_errors(prepared, tmp_path):
 
 @pytest.mark.parametrize("task", ["causal_lm", "masked_lm"])
 def test_streamed_jsonl_shards_equal_in_memory_batches_and_resume(tmp_path, tiny_chat_model,
-                                                                  task):
+                                                                  task, monkeypatch, capsys):
     """`data.source: stream`: text_jsonl shards read by line offsets give the batches of the
     same lines read whole (train.jsonl), with workers and across a resume; masked LM's masks
-    (seeded per text) are the same batch by batch as over the whole split."""
+    (seeded per text) are the same batch by batch as over the whole split. The length pass
+    (here in chunks of 64 lines) reports its progress."""
     import json
+
+    from jaxcult.data import prepared as prepared_module
+
+    monkeypatch.setattr(prepared_module, "INDEX_CHUNK", 64)
+    monkeypatch.setattr(prepared_module, "PROGRESS_SECONDS", 0.0)
 
     lines = [json.dumps({"text": f"Document {i}: " + "word " * (i % 13)}) for i in range(300)]
     whole, shards = tmp_path / "whole", tmp_path / "shards"
@@ -136,6 +142,9 @@ def test_streamed_jsonl_shards_equal_in_memory_batches_and_resume(tmp_path, tiny
     _, memory = task_data([*common, f"data.manual_dir={whole}"])
     _, streamed = task_data([*common, f"data.manual_dir={shards}", "data.source=stream"])
     assert type(streamed.train).__name__ == "StreamedSplit" and len(streamed.train) == 250
+    progress = [line for line in capsys.readouterr().err.splitlines() if line.startswith("indexing")]
+    assert [line.split(": ")[-1].split(" ")[0] for line in progress] == ["64/250", "128/250",
+                                                                          "192/250", "250/250"]
     expected, _ = batches(memory.train, 40)
     assert_same(batches(streamed.train, 40)[0], expected)
     first, state = batches(streamed.train, 17, workers=1)

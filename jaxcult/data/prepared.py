@@ -17,6 +17,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +38,25 @@ from jaxcult.data.registry import Dataset, Record
 from jaxcult.errors import UserError
 
 INDEX_CHUNK = 4096  # examples tokenised at a time by the length pass
+INDEX_FORMAT = "2"  # part of the index key: indexes of another layout are rebuilt
+PROGRESS_SECONDS = 10.0
+
+
+class IndexProgress:
+    """A line on stderr at most every `PROGRESS_SECONDS` (and at the end) while the length pass
+    runs: on millions of examples it takes minutes before the first step."""
+
+    def __init__(self, where: str, total: int) -> None:
+        self.where, self.total = where, total
+        self.start = self.last = time.perf_counter()
+
+    def done(self, examples: int) -> None:
+        now = time.perf_counter()
+        if now - self.last >= PROGRESS_SECONDS or examples == self.total:
+            if examples < self.total or now - self.start >= PROGRESS_SECONDS:
+                print(f"indexing {self.where}: {examples:,}/{self.total:,} examples "
+                      f"({now - self.start:.0f} s)", file=sys.stderr, flush=True)
+            self.last = now
 
 
 def data_dir(config: DataConfig) -> Path:
@@ -255,44 +276,50 @@ class StreamedSplit:
             raise UserError(f"data.source=tfds: task {task.name!r} cannot be tokenised batch by "
                             f"batch (it draws randomness over the whole split, or packs it); "
                             f"use data.source=files")
-        first = self._tokenize(np.arange(min(INDEX_CHUNK, len(rows))))
-        self._keys = task.sequence_keys or first.sequence_keys()
         index = self._index()
         self.lengths, self.record_of, self.window_of = (index["lengths"], index["record"],
                                                         index["window"])
-        self.padded_length = max(int(self.lengths.max()), first.padded_length)
+        self._keys = tuple(str(k) for k in index["sequence_keys"])
+        self.padded_length = int(index["padded_length"])
         self.prediction_width = int(index["prediction_width"])
 
     def _index_key(self) -> str:
         """What the index depends on: the examples, how records are built and tokenised."""
         backend = getattr(self.tokenizer, "backend_tokenizer", None)
         vocabulary = backend.to_str() if backend is not None else str(len(self.tokenizer))
-        parts = [self.source.fingerprint, json.dumps(self.source.config.options, sort_keys=True),
+        parts = [INDEX_FORMAT, self.source.fingerprint,
+                 json.dumps(self.source.config.options, sort_keys=True),
                  json.dumps(self.task.config.model_dump(), sort_keys=True, default=str),
                  str(self.max_length), hashlib.sha1(vocabulary.encode()).hexdigest(),
                  hashlib.sha1(self.rows.tobytes()).hexdigest()]
         return hashlib.sha1("\n".join(parts).encode()).hexdigest()[:20]
 
     def _index(self) -> dict[str, np.ndarray]:
-        """Every row's token length, record (position in `rows`) and window: from the index
-        an earlier run with the same examples, task and tokenizer wrote, else one chunked
-        pass (then saved when the folder is writable: a prepared dataset is indexed once)."""
+        """Every row's token length, record (position in `rows`) and window, and the split's
+        padded widths and sequence keys: from the index an earlier run with the same examples,
+        task and tokenizer wrote, else one chunked pass, reporting progress on stderr (then
+        saved when the folder is writable: a prepared dataset is indexed once)."""
         path = self.source.index_dir() / f"{self._index_key()}.npz"
         if path.is_file():
             with np.load(path) as saved:
                 return dict(saved)
         parts = {"lengths": [], "record": [], "window": []}
-        width, predicted = 0, self.task.prediction_keys
+        width, padded, predicted = 0, 0, self.task.prediction_keys
+        progress = IndexProgress(self.source.where, len(self.rows))
         for start in range(0, len(self.rows), INDEX_CHUNK):
             split = self._tokenize(np.arange(start, min(start + INDEX_CHUNK, len(self.rows))))
+            keys = self.task.sequence_keys or split.sequence_keys()
+            padded = max(padded, split.padded_length)
             width = max(width, split.arrays[predicted[0]].shape[-1] if predicted else 0)
             record = _windows(split)
             firsts = np.searchsorted(record, record)  # each row's record's first row
             parts["lengths"].append(split.lengths.astype(np.int32))
             parts["record"].append((record + start).astype(np.int32))
             parts["window"].append((np.arange(len(record)) - firsts).astype(np.int32))
+            progress.done(min(start + INDEX_CHUNK, len(self.rows)))
         index = {**{k: np.concatenate(v) for k, v in parts.items()},
-                 "prediction_width": np.asarray(width)}
+                 "prediction_width": np.asarray(width), "padded_length": np.asarray(padded),
+                 "sequence_keys": np.asarray(keys)}
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             partial = path.with_suffix(f".{os.getpid()}.npz")
