@@ -45,15 +45,16 @@ def encoder_representations(program: ModelProgram, frozen):
 
 def language_batches(splits: dict[str, Split], languages: list[str], examples: int,
                      batch_size: int) -> dict[str, list[dict]]:
-    """The first `examples` of each language's evaluation split, batched; the splits must hold
-    the same number of examples (parallel translations)."""
+    """The first `examples` of each language's evaluation split, batched and placed on the
+    devices once (every measurement reads the same batches); the splits must hold the same
+    number of examples (parallel translations)."""
     sizes = {lang: len(splits[lang]) for lang in languages}
     if len(set(sizes.values())) > 1:
         raise UserError(f"probes: cka compares parallel evaluation splits, but they hold "
                         f"{', '.join(f'{k}: {v}' for k, v in sizes.items())} examples")
     rows = min(examples, *sizes.values())
     starts = range(0, rows, batch_size)
-    return {lang: [splits[lang].take(np.arange(start, min(start + batch_size, rows)))
+    return {lang: [host_inputs(splits[lang].take(np.arange(start, min(start + batch_size, rows))))
                    for start in starts] for lang in languages}
 
 
@@ -88,10 +89,9 @@ class ProbeRunner:
             draws = settings.batches if probe.min_batches else 0
             batches = [host_inputs(next(self.batches[index])) for _ in range(draws)]
             key = jax.random.fold_in(jax.random.fold_in(self.key, index), done)
-            languages = {lang: [host_inputs(b) for b in found]
-                         for lang, found in self.languages[index].items()}
             values = probe.measure(ProbeInput(done, loop.state.params, self.loss, batches, key,
-                                              self.representations, languages, self.source))
+                                              self.representations, self.languages[index],
+                                              self.source))
             if values:
                 logger.log_probe(done, settings.name, values, time.perf_counter() - started)
         return after
