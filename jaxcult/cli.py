@@ -133,11 +133,37 @@ def _seed_list(text: str) -> list[int]:
 def cmd_sweep(args: argparse.Namespace) -> int:
     import shlex
 
-    from jaxcult.run.sweep import sweep_command
+    from jaxcult.run.sweep import (
+        grid_cells,
+        override_text,
+        parse_grid,
+        read_sweep_file,
+        sweep_command,
+    )
 
     command = "jaxcult " + shlex.join(args.argv)
-    sweep_command(Path(args.config), args.grid, _seed_list(args.seeds), Path(args.out),
-                  args.overrides, baseline=args.baseline, command=command)
+    found = read_sweep_file(Path(args.config))
+    if found is None:
+        missing = [flag for flag, value in (("--grid", args.grid), ("--seeds", args.seeds),
+                                            ("--out", args.out)) if value is None]
+        if missing:
+            raise UserError(f"{args.config}: a run config needs {', '.join(missing)} (or give a "
+                            f"sweep file, whose `sweep:` section holds them; see docs/schedules.md)")
+        config, baseline, overrides = Path(args.config), args.baseline, args.overrides
+        cells, seeds, out = parse_grid(args.grid), _seed_list(args.seeds), Path(args.out)
+    else:
+        settings, config = found
+        cells = parse_grid(args.grid) if args.grid else grid_cells(
+            [(key, [override_text(v) for v in values]) for key, values in settings.grid.items()],
+            f"{args.config}: sweep.grid")
+        if args.seeds:
+            seeds = _seed_list(args.seeds)
+        else:
+            seeds = (list(range(settings.seeds)) if isinstance(settings.seeds, int)
+                     else list(settings.seeds))
+        out, baseline = Path(args.out or settings.out), args.baseline or settings.baseline
+        overrides = [*settings.overrides, *args.overrides]
+    sweep_command(config, cells, seeds, out, overrides, baseline=baseline, command=command)
     return 0
 
 
@@ -278,14 +304,17 @@ def build_parser() -> argparse.ArgumentParser:
                     "over the same seeds; finished cells are read back, interrupted ones resume. "
                     "Writes sweep.json, results.md (per-language mean ± std, paired comparison "
                     "with the baseline cell) and plots/. See docs/schedules.md.")
-    sweep.add_argument("config", help="run YAML every cell starts from")
-    sweep.add_argument("--grid", action="append", required=True, metavar="KEY=V1,V2",
-                       help="one axis of the grid; repeat for more axes")
-    sweep.add_argument("--seeds", required=True,
-                       help="N (seeds 0..N-1) or a comma-separated list of seeds")
+    sweep.add_argument("config", help="run YAML every cell starts from, or a sweep file (a "
+                       "`sweep:` section with config, grid, seeds, baseline, out, overrides; the "
+                       "options below replace its settings)")
+    sweep.add_argument("--grid", action="append", metavar="KEY=V1,V2",
+                       help="one axis of the grid; repeat for more axes (required with a run YAML)")
+    sweep.add_argument("--seeds", help="N (seeds 0..N-1) or a comma-separated list of seeds "
+                       "(required with a run YAML)")
     sweep.add_argument("--baseline", help="KEY=VALUE pairs (space-separated) naming the cell "
                        "the others are compared with (default: the first cell)")
-    sweep.add_argument("--out", required=True, help="output folder (cells/, sweep.json, results.md)")
+    sweep.add_argument("--out", help="output folder (cells/, sweep.json, results.md; required "
+                       "with a run YAML)")
     sweep.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="applied to every cell")
     sweep.set_defaults(command_parser=sweep, func=cmd_sweep)
 

@@ -115,14 +115,22 @@ def test_every_experiment_config_validates(repo):
     from jaxcult.config_clca import ClcaConfig
     from jaxcult.config_loading import load_section
     from jaxcult.config_narratives import NarrativesConfig
+    from jaxcult.run.sweep import cell_configs, grid_cells, override_text, read_sweep_file
 
     pipelines = {path: schema for folder, schema in (("clca", ClcaConfig),
                                                      ("narratives", NarrativesConfig))
                  for path in (repo / "experiments" / folder).glob("*.yaml")}
     assert len(pipelines) == 4
+    sweeps = sorted((repo / "experiments" / "sweeps").glob("*.yaml"))
+    assert len(sweeps) == 2
     for path in sorted((repo / "experiments").rglob("*.yaml")):
         if path in pipelines:
             load_section(pipelines[path], path)
+        elif path in sweeps:   # every cell of the sweep validates
+            settings, config = read_sweep_file(path)
+            cells = grid_cells([(key, [override_text(v) for v in values])
+                                for key, values in settings.grid.items()], str(path))
+            assert len(cell_configs(config, cells, [0, 1], settings.overrides)) == 5
         else:
             load_config(path)
     config = load_config(repo / "experiments" / "narratives" / "train" / "llama-3.1-8b.yaml")

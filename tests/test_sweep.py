@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -107,3 +108,39 @@ def test_sweep_trains_every_cell_over_seeds_reports_and_resumes(tmp_path, monkey
                  "--out", "out2"]) == 2                        # an invalid cell fails first
     assert "sweep cell 'schedule.name=nope'" in capsys.readouterr().err
     assert not (tmp_path / "out2").exists()
+
+    # the same sweep as a file: the same cells (read back), its command in the report
+    (tmp_path / "sweeps").mkdir()
+    (tmp_path / "sweeps" / "schedules.yaml").write_text(
+        "sweep:\n  config: ../sweep.yaml\n  grid: {schedule.name: [standard, fun]}\n  seeds: 2\n"
+        "  baseline: schedule.name=standard\n  out: out\n")
+    assert main(["sweep", "sweeps/schedules.yaml"]) == 0
+    assert capsys.readouterr().err.count("finished, read back") == 2
+    results = (tmp_path / "out" / "results.md").read_text()
+    assert "Produced by `jaxcult sweep sweeps/schedules.yaml`" in results
+    assert main(["sweep", "sweep.yaml", "--seeds", "2"]) == 2
+    assert "sweep.yaml: a run config needs --grid, --out" in capsys.readouterr().err
+
+
+def test_sweep_file_settings(tmp_path):
+    from jaxcult.run.sweep import grid_cells, override_text, read_sweep_file
+
+    path = tmp_path / "grid.yaml"
+    path.write_text("sweep:\n  config: /abs/run.yaml\n  grid: {schedule.k: [50, 100], "
+                    "trainer.vectorize_seeds: [true], peft.leave_out: [[0, 1]]}\n  seeds: [3, 4]\n"
+                    "  out: runs/x\n  overrides: [trainer.steps=5]\n")
+    settings, config = read_sweep_file(path)
+    assert config == Path("/abs/run.yaml") and settings.seeds == [3, 4]
+    cells = grid_cells([(k, [override_text(v) for v in vs]) for k, vs in settings.grid.items()], "x")
+    assert [c.name for c in cells] == [
+        "schedule.k=50 trainer.vectorize_seeds=true peft.leave_out=[0, 1]",
+        "schedule.k=100 trainer.vectorize_seeds=true peft.leave_out=[0, 1]"]
+    (tmp_path / "run.yaml").write_text("name: plain\n")
+    assert read_sweep_file(tmp_path / "run.yaml") is None   # a run config
+    for text, message in (("sweep: {config: a.yaml, grid: {a: []}, seeds: 2, out: o}", "has no values"),
+                          ("sweep: {config: a.yaml, grid: {a: [1]}, seeds: 0, out: o}", "positive"),
+                          ("sweep: {config: a.yaml, grid: {a: [1]}, seeds: 2}", "out"),
+                          ("sweep: {config: a.yaml, grid: {a: [1]}, seeds: 2, out: o, nope: 1}", "nope")):
+        path.write_text(text + "\n")
+        with pytest.raises(UserError, match=message):
+            read_sweep_file(path)

@@ -1,5 +1,6 @@
-"""`jaxcult sweep CONFIG --grid KEY=V1,V2 [--grid ...] --seeds N`: every cell of a grid of
-config overrides, each trained over the same seeds, then one report.
+"""`jaxcult sweep CONFIG --grid KEY=V1,V2 [--grid ...] --seeds N --out DIR` (or `jaxcult sweep
+SWEEP_FILE`, whose `sweep:` section holds the same settings): every cell of a grid of config
+overrides, each trained over the same seeds, then one report.
 
 Each cell is a multi-seed run (`run.seeds`) in `<out>/cells/<cell>/` (seed-<n>/ inside). A
 finished cell is read back, not retrained; an interrupted one resumes seed by seed from its
@@ -16,9 +17,11 @@ import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from jaxcult.config import RunConfig
-from jaxcult.config_loading import dump_config, load_config
+from jaxcult.config_loading import dump_config, load_config, load_section, read_yaml
+from jaxcult.config_sweep import SweepConfig, SweepFile
 from jaxcult.errors import UserError
 from jaxcult.rundir import RunDir
 
@@ -52,22 +55,46 @@ def _split_values(text: str) -> list[str]:
 
 def parse_grid(items: list[str]) -> list[Cell]:
     """The cells of `KEY=V1,V2,...` axes (their product, the first axis slowest)."""
-    axes, keys = [], set()
+    axes = []
     for item in items:
         key, sep, text = item.partition("=")
         values = _split_values(text) if sep else []
         if not key.strip() or not values or not all(values):
             raise UserError(f"--grid {item!r}: expected KEY=VALUE1,VALUE2,... (e.g. "
                             f"schedule.name=standard,gu,fun)")
+        axes.append((key, values))
+    return grid_cells(axes, "--grid")
+
+
+def grid_cells(axes: list[tuple[str, list[str]]], where: str) -> list[Cell]:
+    """The cells of (KEY, [VALUE, ...]) axes, values as override text (their product, the
+    first axis slowest); `where` names the axes' origin in errors."""
+    keys: set[str] = set()
+    for key, values in axes:
         if key in keys:
-            raise UserError(f"--grid: {key} is given twice; put all its values in one --grid")
+            raise UserError(f"{where}: {key} is given twice; put all its values in one axis")
         keys.add(key)
         if len(set(values)) != len(values):
-            raise UserError(f"--grid {item!r}: a value is listed twice")
-        axes.append([f"{key}={v}" for v in values])
+            raise UserError(f"{where}: {key}: a value is listed twice")
     if not axes:
         raise UserError("sweep: give at least one --grid KEY=V1,V2,...")
-    return [Cell(tuple(combo)) for combo in itertools.product(*axes)]
+    return [Cell(tuple(combo)) for combo in
+            itertools.product(*[[f"{key}={v}" for v in values] for key, values in axes])]
+
+
+def override_text(value: Any) -> str:
+    """A YAML value of a sweep file's grid as command-line override text."""
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def read_sweep_file(path: Path) -> tuple[SweepConfig, Path] | None:
+    """A sweep file's settings and the run config they name (relative to the file); None
+    when `path` is a run config (no top-level `sweep:`)."""
+    if "sweep" not in read_yaml(path):
+        return None
+    settings = load_section(SweepFile, path).sweep
+    config = Path(settings.config)
+    return settings, config if config.is_absolute() else path.parent / config
 
 
 def cell_configs(config_path: Path, cells: list[Cell], seeds: list[int], overrides: list[str]
@@ -116,14 +143,13 @@ def train_cell(config: RunConfig, run: RunDir, cell: Cell) -> dict:
     return train_seeds(config, run, resume=run.config.exists())
 
 
-def sweep_command(config_path: Path, grid: list[str], seeds: list[int], out: Path,
+def sweep_command(config_path: Path, cells: list[Cell], seeds: list[int], out: Path,
                   overrides: list[str], *, baseline: str | None = None, command: str = "") -> dict:
-    """Train every cell of the grid over `seeds`; write the report; return sweep.json's content."""
+    """Train every cell over `seeds`; write the report; return sweep.json's content."""
     from jaxcult.run.sweep_report import write_report
 
     if not seeds or len(set(seeds)) != len(seeds):
         raise UserError(f"--seeds: expected distinct seeds, found {seeds}")
-    cells = parse_grid(grid)
     configs = cell_configs(config_path, cells, seeds, overrides)
     base = baseline_cell(cells, baseline)
     if out.exists() and not out.is_dir():
