@@ -263,22 +263,26 @@ def install_hooks(session: Session, logger: MetricLogger, checkpointer: Checkpoi
 class SessionOutputs:
     """A session's checkpoints, logs and hooks around its loop (the loop itself is driven by
     `run_session`, or in lock-step with other seeds' by `run.vectorized`): resumes the session
-    when asked, installs the hooks (`score`: see `install_hooks`); `close` releases everything."""
+    when asked, installs the hooks (`score`: see `install_hooks`); `close` releases everything.
+    `echo` false keeps its group table and progress off the terminal (vectorised seeds: the
+    first seed shows them for all, which move in lock-step)."""
 
     def __init__(self, session: Session, run: RunDir, *, resume: bool,
-                 score: hooks.Scorer | None = None) -> None:
+                 score: hooks.Scorer | None = None, echo: bool = True) -> None:
         config = session.config
         self.session, self.run = session, run
         self.checkpointer = Checkpointer(run.checkpoints, config.checkpoint)
         self.first = resume_session(session, self.checkpointer, run) if resume else 0
-        print(format_group_table(session.built.parts.counts, session.built.parts.total_params),
-              file=sys.stderr)
+        if echo:
+            print(format_group_table(session.built.parts.counts, session.built.parts.total_params),
+                  file=sys.stderr)
         self.logger = MetricLogger(run, config.logging, run_config=config.to_dict(),
                                    is_main_process=jax.process_index() == 0)
         if not resume:
             for event in session.start_events:
                 self.logger.log_event(event)
-        self.progress = Progress(session.loop.steps, config.logging.progress, initial=self.first)
+        self.progress = Progress(session.loop.steps, config.logging.progress if echo else "off",
+                                 initial=self.first)
         self.writer = install_hooks(session, self.logger, self.checkpointer, self.progress,
                                     self.first, score)
 

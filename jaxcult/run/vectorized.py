@@ -224,7 +224,7 @@ def train_vectorized(configs: dict[int, RunConfig], runs: dict[int, RunDir],
         try:
             for index, (seed, session) in enumerate(zip(seeds, sessions)):
                 outputs.append(SessionOutputs(session, runs[seed], resume=resuming[seed],
-                                              score=validation.scorer(index)))
+                                              score=validation.scorer(index), echo=index == 0))
             starts = {seed: o.first for seed, o in zip(seeds, outputs)}
             if len(set(starts.values())) > 1:
                 raise UserError(f"trainer.vectorize_seeds: the seeds' checkpoints are at different "
