@@ -220,12 +220,13 @@ def resume_session(session: Session, checkpointer: Checkpointer, run: RunDir) ->
 
 
 def install_hooks(session: Session, logger: MetricLogger, checkpointer: Checkpointer,
-                  progress: Progress, first: int, score: hooks.Scorer | None = None
-                  ) -> hooks.CheckpointWriter:
+                  progress: Progress, first: int, score: hooks.Scorer | None = None,
+                  traces: hooks.Traces | None = None) -> hooks.CheckpointWriter:
     """Register the run's hooks on its loop in their order; returns the checkpoint writer.
-    `score` replaces the validation scoring (vectorised seeds score every seed at once)."""
+    `score` and `traces` replace the validation scoring and the tr(F) estimate (vectorised
+    seeds compute every seed's at once)."""
     config, loop, groups = session.config, session.loop, session.built.parts.groups
-    fishers = hooks.FisherCache(session.tracker)
+    fishers = hooks.FisherCache(session.tracker, traces)
     loop.add_before_step(hooks.schedule_decisions(session.schedule, fishers, logger))
     loop.add_before_step(hooks.fisher_logging(fishers, logger, config.fisher.track_every))
     if isinstance(session.tracker, InStepEstimate):
@@ -263,12 +264,14 @@ def install_hooks(session: Session, logger: MetricLogger, checkpointer: Checkpoi
 class SessionOutputs:
     """A session's checkpoints, logs and hooks around its loop (the loop itself is driven by
     `run_session`, or in lock-step with other seeds' by `run.vectorized`): resumes the session
-    when asked, installs the hooks (`score`: see `install_hooks`); `close` releases everything.
+    when asked, installs the hooks (`score`, `traces`: see `install_hooks`); `close` releases
+    everything.
     `echo` false keeps its group table and progress off the terminal (vectorised seeds: the
     first seed shows them for all, which move in lock-step)."""
 
     def __init__(self, session: Session, run: RunDir, *, resume: bool,
-                 score: hooks.Scorer | None = None, echo: bool = True) -> None:
+                 score: hooks.Scorer | None = None, traces: hooks.Traces | None = None,
+                 echo: bool = True) -> None:
         config = session.config
         self.session, self.run = session, run
         self.checkpointer = Checkpointer(run.checkpoints, config.checkpoint)
@@ -284,7 +287,7 @@ class SessionOutputs:
         self.progress = Progress(session.loop.steps, config.logging.progress if echo else "off",
                                  initial=self.first)
         self.writer = install_hooks(session, self.logger, self.checkpointer, self.progress,
-                                    self.first, score)
+                                    self.first, score, traces)
 
     def checkpoint_now(self, done: int) -> None:
         """The checkpoint a signal asks for before the process ends."""

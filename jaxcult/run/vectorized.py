@@ -8,9 +8,10 @@ step, each seed's before-step hooks run (its schedule may open groups), the seed
 and batches are stacked on a leading seed axis and one `jax.vmap`ped step advances them all
 (the frozen backbone is held once and broadcast; the truncated backward stops below the lowest
 group any seed trains), then each seed's after-step hooks run on its
-slice (logging, tr(F), probes, checkpoints). Evaluation is vmapped too: validation scores every
-seed's parameters in one program (each batch read once), and so does the final scoring of
-every language. So seed i's losses, masks, events and scores are those of its separate run;
+slice (logging, probes, checkpoints). Evaluation and tr(F) are vmapped too: validation scores
+every seed's parameters in one program (each batch read once), so does the final scoring of
+every language, and a tr(F) estimate computes every seed's (each on its own batches) batch by
+batch in one program. So seed i's losses, masks, events and scores are those of its separate run;
 batches of different padded lengths are padded to the longest, which changes no result but
 rounding.
 """
@@ -41,7 +42,8 @@ from jaxcult.run.single import (
 from jaxcult.rundir import RunDir, prepare, write_text_atomic
 from jaxcult.sharding import activation_rules, make_mesh
 from jaxcult.trainers.evaluation import each_language, evaluate_seeds
-from jaxcult.trainers.hooks import Scorer
+from jaxcult.trainers.fisher_tracker import FisherTracker
+from jaxcult.trainers.hooks import Scorer, Traces
 from jaxcult.trainers.loop import StopSignal, TrainLoop
 from jaxcult.trainers.program import stack_trees
 
@@ -100,6 +102,7 @@ class SeedStep:
         axes = (0, None if shared_frozen else 0, 0, None)
         frozen = (sessions[0].loop.frozen if shared_frozen
                   else stack_trees([s.loop.frozen for s in sessions]))
+        self.frozen_here = frozen  # on the seeds' own device (their hooks' programs run there)
         if seeds_mesh is None:
             self.step = jax.jit(jax.vmap(step, in_axes=axes))
             self.frozen = frozen
@@ -168,6 +171,52 @@ class SeedValidation:
         return score
 
 
+class SeedFisher:
+    """tr(F) of every seed in one vmapped program per batch. When the first seed's hooks ask
+    for tr(F) at a step, every seed's estimate is computed, each from its own tracker's batches
+    and keys, with the parameters all seeds hold before that step (before-step hooks change
+    masks, never parameters); the others read theirs. A seed that does not ask at that step
+    gets its tracker's batches back (`settle`), so its batch stream stays its separate run's."""
+
+    def __init__(self, sessions: list[Session], shared_frozen: bool, step: SeedStep) -> None:
+        self.sessions, self.seed_step = sessions, step
+        self.trackers = [s.tracker for s in sessions]
+        self.fn = sessions[0].program.model.seeds_fisher(self.trackers[0].estimator, shared_frozen)
+        self.step: int | None = None
+        self.results: list[dict[str, float]] = []
+        self.saved: list[dict] = []
+        self.unclaimed: set[int] = set()
+
+    def traces(self, index: int) -> Traces:
+        def traces(params, step: int) -> dict[str, float]:
+            if self.step != step:
+                self._compute(step)
+            self.unclaimed.discard(index)
+            return self.results[index]
+        return traces
+
+    def _compute(self, step: int) -> None:
+        self.settle()
+        self.saved = [t.batches.state() for t in self.trackers]
+        draws = [t.draws(step) for t in self.trackers]
+        params = self.seed_step.stack([s.loop.state.params for s in self.sessions])
+        values: list[list] = [[] for _ in self.trackers]
+        for i in range(len(draws[0])):
+            batch = stacked_batch([d[i][0] for d in draws], self.seed_step.sequence_keys,
+                                  self.seed_step.pad_id)
+            keys = jnp.stack([d[i][1] for d in draws])
+            for seed, value in enumerate(self.fn(params, self.seed_step.frozen_here, batch, keys)):
+                values[seed].append(value)
+        self.results = [t.reduce(v, d) for t, v, d in zip(self.trackers, values, draws)]
+        self.step, self.unclaimed = step, set(range(len(self.trackers)))
+
+    def settle(self) -> None:
+        """After every seed's before-step hooks: return the batches of seeds that did not ask."""
+        for seed in self.unclaimed:
+            self.trackers[seed].batches.restore(self.saved[seed])
+        self.step, self.unclaimed = None, set()
+
+
 def final_scores_together(sessions: list[Session], per_language: list[dict], runs: list[RunDir],
                           shared_frozen: bool) -> list[dict[str, dict]]:
     """`single.final_scores` of every seed, each language scored for all seeds in one vmapped
@@ -219,19 +268,23 @@ def train_vectorized(configs: dict[int, RunConfig], runs: dict[int, RunDir],
             if not resuming[seed]:
                 write_text_atomic(runs[seed].config, dump_config(configs[seed]))
         shared_frozen = first.model.name != "random"
+        step_all = SeedStep(sessions, shared_frozen, seeds_mesh)
         validation = SeedValidation(sessions, shared_frozen)
+        fisher = SeedFisher(sessions, shared_frozen, step_all)
         outputs: list[SessionOutputs] = []
         try:
             for index, (seed, session) in enumerate(zip(seeds, sessions)):
+                traces = fisher.traces(index) if isinstance(session.tracker, FisherTracker) else None
                 outputs.append(SessionOutputs(session, runs[seed], resume=resuming[seed],
-                                              score=validation.scorer(index), echo=index == 0))
+                                              score=validation.scorer(index), traces=traces,
+                                              echo=index == 0))
             starts = {seed: o.first for seed, o in zip(seeds, outputs)}
             if len(set(starts.values())) > 1:
                 raise UserError(f"trainer.vectorize_seeds: the seeds' checkpoints are at different "
                                 f"steps ({', '.join(f'seed {s}: {n}' for s, n in starts.items())}); "
                                 f"resume them with trainer.vectorize_seeds=false")
-            stopped = _run_together(sessions, outputs, next(iter(starts.values())),
-                                    SeedStep(sessions, shared_frozen, seeds_mesh))
+            stopped = _run_together(sessions, outputs, next(iter(starts.values())), step_all,
+                                    fisher)
         finally:
             for o in outputs:
                 o.close()
@@ -244,7 +297,7 @@ def train_vectorized(configs: dict[int, RunConfig], runs: dict[int, RunDir],
 
 
 def _run_together(sessions: list[Session], outputs: list[SessionOutputs], first: int,
-                  step_all: SeedStep) -> tuple[int, int] | None:
+                  step_all: SeedStep, fisher: SeedFisher) -> tuple[int, int] | None:
     """The seeds' loops in lock-step; returns (step, signal) when a signal stopped them."""
     loops = [s.loop for s in sessions]
     with StopSignal() as stop:
@@ -252,6 +305,7 @@ def _run_together(sessions: list[Session], outputs: list[SessionOutputs], first:
         for step in range(first, loops[0].steps):
             for loop in loops:
                 loop.before_step(step)
+            fisher.settle()
             step_all()
             done = step + 1
             stop.step = done

@@ -38,19 +38,29 @@ class FisherTracker:
         self.ema: np.ndarray | None = None
         self.decay = config.fisher.ema
 
-    def __call__(self, params, step: int) -> dict[str, float]:
+    def draws(self, step: int) -> list[tuple[dict, jax.Array]]:
+        """The inputs of the estimate at `step`: its batches (host arrays; the iterator moves
+        on) and their keys."""
         if self.one_pass:  # a fresh shuffled pass per estimate (epoch number = the step)
             self.batches.restore({"epoch": step, "position": 0})
-        values = []
-        for i in range(self.n):
-            batch = host_inputs(next(self.batches))
-            key = jax.random.fold_in(jax.random.fold_in(self.key, step), i)
-            value = self.fn(params, self.frozen, batch, key)
+        return [(next(self.batches), jax.random.fold_in(jax.random.fold_in(self.key, step), i))
+                for i in range(self.n)]
+
+    def reduce(self, values: list[jax.Array], draws: list[tuple[dict, jax.Array]]
+               ) -> dict[str, float]:
+        """Per-group tr(F) from the per-batch values of `draws`."""
+        scaled = []
+        for value, (batch, _) in zip(values, draws):
             rows = next(iter(batch.values())).shape[0]
             if self.estimator in BATCH_ESTIMATORS and rows < self.size:
                 value = value * (rows / self.size)  # the official code divides by the full size
-            values.append(value)
-        return dict(zip(self.groups, map(float, np.asarray(combine(self.estimator, values)))))
+            scaled.append(value)
+        return dict(zip(self.groups, map(float, np.asarray(combine(self.estimator, scaled)))))
+
+    def __call__(self, params, step: int) -> dict[str, float]:
+        draws = self.draws(step)
+        return self.reduce([self.fn(params, self.frozen, host_inputs(batch), key)
+                            for batch, key in draws], draws)
 
     def normalised(self, traces: dict[str, float], mask: np.ndarray) -> dict[str, float]:
         """tr(F) divided by the number of trainable groups, smoothed by a moving average."""

@@ -25,12 +25,15 @@ from jaxcult.trainers.fisher_tracker import FisherTracker, InStepEstimate
 from jaxcult.trainers.loop import TrainLoop
 from jaxcult.trainers.program import ModelProgram
 
+Traces = Callable[[Any, int], dict[str, float]]   # (params, step) -> tr(F) per group
+
 
 class FisherCache:
-    """tr(F) of the parameters before step `s`, computed at most once per step."""
+    """tr(F) of the parameters before step `s`, computed at most once per step (by `compute`,
+    default the tracker itself; vectorised seeds compute every seed's at once)."""
 
-    def __init__(self, tracker: FisherTracker) -> None:
-        self.tracker = tracker
+    def __init__(self, tracker: FisherTracker, compute: Traces | None = None) -> None:
+        self.tracker, self.compute = tracker, compute or tracker
         self._step: int | None = None
         self._value: dict[str, float] = {}
         self.seconds = 0.0  # wall time of the last computation (logged: what a check costs)
@@ -38,7 +41,7 @@ class FisherCache:
     def at(self, loop: TrainLoop, step: int) -> dict[str, float]:
         if self._step != step:
             start = time.perf_counter()
-            self._step, self._value = step, self.tracker(loop.state.params, step)
+            self._step, self._value = step, self.compute(loop.state.params, step)
             self.seconds = time.perf_counter() - start
         return self._value
 

@@ -96,16 +96,24 @@ class ModelProgram:
             self._seed_eval_steps[shared_frozen] = jax.jit(jax.vmap(self._eval_step, in_axes=axes))
         return self._seed_eval_steps[shared_frozen]
 
+    def _one_batch_fisher(self, estimator: str) -> Callable:
+        def one_batch(params, frozen, batch, key):
+            return fisher.batch_trace(estimator, self.log_probs(frozen), params, batch, key,
+                                      self.groups)
+        return one_batch
+
     def make_fisher(self, estimator: str) -> Callable:
         """Jitted (params, frozen, batch, key) -> per-group tr(F) of one batch (one per
         estimator and program, so sessions sharing the program compile it once)."""
         if estimator not in self._fishers:
-            def one_batch(params, frozen, batch, key):
-                return fisher.batch_trace(estimator, self.log_probs(frozen), params, batch, key,
-                                          self.groups)
-
-            self._fishers[estimator] = jax.jit(one_batch)
+            self._fishers[estimator] = jax.jit(self._one_batch_fisher(estimator))
         return self._fishers[estimator]
+
+    def seeds_fisher(self, estimator: str, shared_frozen: bool) -> Callable:
+        """`make_fisher` vmapped over a leading seed axis of the parameters, batches and keys
+        (and of the frozen backbone unless it is shared)."""
+        axes = (0, None if shared_frozen else 0, 0, 0)
+        return jax.jit(jax.vmap(self._one_batch_fisher(estimator), in_axes=axes))
 
 
 def step_shardings(state: TrainState, frozen: Any, batch_sharding, batch_keys: Sequence[str]
