@@ -25,7 +25,7 @@ LAYERS = [  # top down; a module may import its own layer and the layers below i
     ["data"],
     ["sharding", "checkpoint", "logging", "report", "rundir", "metrics", "registry", "assets",
      "truncation"],
-    ["config", "config_clca", "config_narratives", "config_loading", "errors"],
+    ["config", "config_clca", "config_narratives", "config_sweep", "config_loading", "errors"],
 ]
 RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}
 
