@@ -320,14 +320,14 @@ def interrupted(run: RunDir, step: int, signum: int) -> Interrupted:
                        f"written. Continue with: jaxcult train --resume {run.root}", signum)
 
 
-def reused_validation(session: Session, per_language: dict) -> dict[str, dict]:
+def reused_validation(session: Session, per_language: dict, echo: bool = True) -> dict[str, dict]:
     """The languages whose split holds exactly the validation examples (a dataset without a
     separate test split): they take the best validation metrics, the same parameters on the
-    same examples, instead of being scored again."""
+    same examples, instead of being scored again (said on stderr when `echo`)."""
     tests, best, validation = session.built.data.tests, session.best, session.built.data.validation
     reused = {lang: best.metrics for lang, split in tests.items()
               if best.metrics and lang not in per_language and same_examples(split, validation)}
-    for lang in reused:
+    for lang in reused if echo else ():
         print(f"evaluated {lang}: its split is the validation split, scored at step {best.step}",
               file=sys.stderr, flush=True)
     return reused
