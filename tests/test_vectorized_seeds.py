@@ -91,3 +91,41 @@ def test_vmapped_seeds_equal_separate_runs(tmp_path, monkeypatch, schedule):
     first = [[r["loss"] for r in _records(tmp_path / "together" / f"seed-{s}" / "metrics.jsonl",
                                           "train")] for s in (0, 1)]
     assert not np.allclose(*first)
+
+
+RANDOM_BACKBONE = """\
+name: own-backbones
+model:
+  name: random
+  tokenizer: minilm-l6
+  max_length: 16
+  overrides: {model_type: bert, vocab_size: 30522, hidden_size: 32, num_hidden_layers: 2,
+              num_attention_heads: 2, intermediate_size: 37}
+data: {max_train_examples: 32, max_eval_examples: 64, target_languages: [de]}
+trainer: {batch_size: 8, eval_batch_size: 32, steps: 3, log_every: 1, eval_every: 2, seeds: [0, 1]}
+logging: {tensorboard: false, progress: "off"}
+checkpoint: {async_save: false}
+"""
+
+
+@needs_minilm
+def test_vmapped_seeds_with_their_own_random_backbones(tmp_path, monkeypatch):
+    """A `random` model gives each seed its own backbone: stacked once, vmapped beside the
+    parameters in training, validation and final scoring."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "run.yaml").write_text(RANDOM_BACKBONE)
+    for folder, together in (("together", "true"), ("apart", "false")):
+        assert main(["train", "run.yaml", "--run-dir", folder,
+                     f"trainer.vectorize_seeds={together}"]) == 0
+    for seed in (0, 1):
+        runs = [tmp_path / folder / f"seed-{seed}" for folder in ("together", "apart")]
+        losses = [[r["loss"] for r in _records(run / "metrics.jsonl", "train")] for run in runs]
+        assert len(losses[0]) == 3 and np.allclose(*losses, rtol=0, atol=1e-5), (seed, losses)
+        validations = [[(r["step"], r["accuracy"]) for r in _records(run / "metrics.jsonl", "validation")]
+                       for run in runs]
+        assert [s for s, _ in validations[0]] == [2, 3] and validations[0] == validations[1]
+        scores = [json.loads((run / "summary.json").read_text())["metrics"] for run in runs]
+        assert scores[0] == scores[1] and scores[0].keys() == {"en", "de"}
+    losses = [[r["loss"] for r in _records(tmp_path / "together" / f"seed-{s}" / "metrics.jsonl",
+                                           "train")] for s in (0, 1)]
+    assert not np.allclose(*losses)  # their own backbones (and data orders) kept apart

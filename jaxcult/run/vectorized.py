@@ -143,18 +143,13 @@ class SeedStep:
             loop.state, loop.metrics = state, seed_metrics
 
 
-def _backbone(frozen: list, shared_frozen: bool):
-    """What `evaluate_seeds` takes as the seeds' frozen backbone."""
-    return frozen[0] if shared_frozen else frozen
-
-
 class SeedValidation:
     """Validation of every seed in one vmapped evaluation: at a validation step the first
     seed's hook scores all seeds' current parameters (every seed has finished the step, and
     no hook before validation changes parameters); the other seeds' hooks read their result."""
 
-    def __init__(self, sessions: list[Session], shared_frozen: bool) -> None:
-        self.sessions, self.shared_frozen = sessions, shared_frozen
+    def __init__(self, sessions: list[Session], shared_frozen: bool, step: SeedStep) -> None:
+        self.sessions, self.shared_frozen, self.seed_step = sessions, shared_frozen, step
         self.step: int | None = None
         self.results: list = []
 
@@ -163,10 +158,10 @@ class SeedValidation:
             if self.step != done:
                 first = self.sessions[0]
                 self.results = evaluate_seeds(
-                    first.program.model, [s.loop.state.params for s in self.sessions],
-                    _backbone([s.loop.frozen for s in self.sessions], self.shared_frozen),
-                    first.built.data.validation, first.config.trainer.eval_batch_size,
-                    shared_frozen=self.shared_frozen)
+                    first.program.model, self.seed_step.stack([s.loop.state.params
+                                                               for s in self.sessions]),
+                    self.seed_step.frozen_here, first.built.data.validation,
+                    first.config.trainer.eval_batch_size, shared_frozen=self.shared_frozen)
                 self.step = done
             return self.results[index]
         return score
@@ -219,7 +214,7 @@ class SeedFisher:
 
 
 def final_scores_together(sessions: list[Session], per_language: list[dict], runs: list[RunDir],
-                          shared_frozen: bool) -> list[dict[str, dict]]:
+                          step: SeedStep, shared_frozen: bool) -> list[dict[str, dict]]:
     """`single.final_scores` of every seed, each language scored for all seeds in one vmapped
     evaluation (the seeds validate at the same steps, so they reuse the same languages'
     validation metrics)."""
@@ -233,10 +228,18 @@ def final_scores_together(sessions: list[Session], per_language: list[dict], run
     tests = first.built.data.tests
     todo = {lang: split for lang, split in tests.items() if lang not in reused[0]}
 
+    params = step.stack([s.best.params for s in sessions])
+
+    def backbone(language: str):
+        """The seeds' frozen state for `language`: its own (a MAD-X language adapter) or the
+        training one (already stacked by `step` when each seed has its own)."""
+        if language not in per_language[0]:
+            return step.frozen_here
+        frozen = [languages[language] for languages in per_language]
+        return frozen[0] if shared_frozen else step.stack(frozen)
+
     def score(language: str, split) -> list[dict]:
-        frozen = [languages.get(language, s.loop.frozen) for s, languages in zip(sessions, per_language)]
-        return evaluate_seeds(first.program.model, [s.best.params for s in sessions],
-                              _backbone(frozen, shared_frozen), split,
+        return evaluate_seeds(first.program.model, params, backbone(language), split,
                               first.config.trainer.eval_batch_size,
                               [run.predictions / f"{language}.json" for run in runs],
                               shared_frozen=shared_frozen)
@@ -275,7 +278,7 @@ def train_vectorized(configs: dict[int, RunConfig], runs: dict[int, RunDir],
                 write_text_atomic(runs[seed].config, dump_config(configs[seed]))
         shared_frozen = first.model.name != "random"
         step_all = SeedStep(sessions, shared_frozen, seeds_mesh)
-        validation = SeedValidation(sessions, shared_frozen)
+        validation = SeedValidation(sessions, shared_frozen, step_all)
         fisher = SeedFisher(sessions, shared_frozen, step_all)
         outputs: list[SessionOutputs] = []
         try:
@@ -297,7 +300,7 @@ def train_vectorized(configs: dict[int, RunConfig], runs: dict[int, RunDir],
         if stopped is not None:
             raise interrupted(RunDir(runs[seeds[0]].root.parent), *stopped)
         scores = final_scores_together(sessions, per_language, [runs[s] for s in seeds],
-                                       shared_frozen)
+                                       step_all, shared_frozen)
         return {seed: session_summary(session, states, runs[seed], seed_scores)
                 for seed, session, states, seed_scores in zip(seeds, sessions, per_language, scores)}
 

@@ -9,13 +9,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+import jax
 import numpy as np
 
 from jaxcult.checkpoint import host_arrays
 from jaxcult.data.batching import Split, eval_batches
 from jaxcult.eval import Metrics
 from jaxcult.sharding import host_inputs
-from jaxcult.trainers.program import ModelProgram, stack_trees
+from jaxcult.trainers.program import ModelProgram
 
 T = TypeVar("T")
 
@@ -62,22 +63,22 @@ def evaluate(program: ModelProgram, params, frozen, split: Split, batch_size: in
     return _metrics(program, merged[0], split, predictions_to)
 
 
-def evaluate_seeds(program: ModelProgram, params: Sequence, frozen, split: Split, batch_size: int,
+def evaluate_seeds(program: ModelProgram, params, frozen, split: Split, batch_size: int,
                    predictions_to: Sequence[Path | None] | None = None, *,
                    shared_frozen: bool = True) -> list[Metrics]:
     """`evaluate` for several parameter sets (vectorised seeds) in one vmapped program: each
-    batch is read once and scored by every set. `frozen` is the backbone they share, or with
-    `shared_frozen` false one per set."""
-    stacked = stack_trees(list(params))
-    backbone = frozen if shared_frozen else stack_trees(list(frozen))
+    batch is read once and scored by every set. `params` holds the sets stacked on a leading
+    axis; `frozen` is the backbone they share, or with `shared_frozen` false their backbones
+    stacked the same way (callers stack once, not at every evaluation)."""
+    count = len(jax.tree.leaves(params)[0])
     step = program.seeds_eval_step(shared_frozen)
 
     def run(batch: dict) -> list[dict]:
-        outputs = step(stacked, backbone, batch)
-        return [{k: v[i] for k, v in outputs.items()} for i in range(len(params))]
+        outputs = step(params, frozen, batch)
+        return [{k: v[i] for k, v in outputs.items()} for i in range(count)]
 
     merged = _merged_outputs(program, split, batch_size, run)
-    targets = predictions_to if predictions_to is not None else [None] * len(params)
+    targets = predictions_to if predictions_to is not None else [None] * count
     return [_metrics(program, m, split, t) for m, t in zip(merged, targets)]
 
 
