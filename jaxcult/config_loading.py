@@ -243,6 +243,18 @@ def dump_config(config: RunConfig) -> str:
     return yaml.safe_dump(config.to_dict(), sort_keys=False, allow_unicode=True)
 
 
+def same_config(saved: Path, config: RunConfig) -> bool:
+    """Whether the config.yaml a run wrote at `saved` describes `config`. Compared as
+    validated configs, not as text: a field added to the schema since it was written counts
+    at its default (the behaviour of the version that wrote it), any value written differently
+    is a change, and a file that no longer validates is one too."""
+    try:
+        earlier = RunConfig.model_validate(read_yaml(saved))
+    except (UserError, ValidationError):
+        return False
+    return earlier.to_dict() == config.to_dict()
+
+
 def load_section(schema: type[BaseModel], path: Path, overrides: list[str] = ()) -> Any:
     """Any other config schema (e.g. a CLCA pipeline) from a YAML file (with `base:`) and
     overrides, with the same one-line errors as run configs."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from jaxcult.config_loading import dump_config, load_config, parse_override
+from jaxcult.config_loading import dump_config, load_config, parse_override, same_config
 from jaxcult.errors import UserError
 
 
@@ -169,3 +169,18 @@ def test_seed_axis_needs_vectorised_seeds(tmp_path):
     with pytest.raises(UserError, match="mesh.seed must be -1 or a positive integer"):
         load_config(path, ["mesh.seed=0", "trainer.vectorize_seeds=true"])
     assert load_config(path, ["mesh.seed=-1", "trainer.vectorize_seeds=true"]).mesh.seed == -1
+
+
+def test_a_saved_config_is_the_same_run_across_schema_additions(tmp_path):
+    """Resuming a run or sweep cell compares configs, not their text: a field the schema gained
+    since (absent from the saved file, so at its default) is no change; any other value is."""
+    seeds = ["trainer.seeds=[0, 1]", "trainer.vectorize_seeds=true"]
+    config, saved = load_config(None, seeds), tmp_path / "config.yaml"
+    text = dump_config(config)
+    assert "  tensor: 1\n  seed: 1\n" in text
+    saved.write_text(text.replace("  tensor: 1\n  seed: 1\n", "  tensor: 1\n"))  # before mesh.seed
+    assert same_config(saved, config)
+    assert not same_config(saved, load_config(None, [*seeds, "mesh.seed=-1"]))
+    assert not same_config(saved, load_config(None, [*seeds, "optimizer.lr=0.5"]))
+    saved.write_text(text + "unknown_section: {}\n")              # no longer validates
+    assert not same_config(saved, config)

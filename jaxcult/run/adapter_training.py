@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from jaxcult.config import RunConfig
-from jaxcult.config_loading import dump_config
+from jaxcult.config_loading import same_config
 from jaxcult.errors import UserError
 from jaxcult.rundir import RunDir, check_writable
 
@@ -38,7 +38,7 @@ def train_adapter(config: RunConfig, folder: Path, export: bool, label: str,
         if before is not None:
             before()
         resume = run.config.exists()
-        if resume and run.config.read_text(encoding="utf-8") != dump_config(config):
+        if resume and not same_config(run.config, config):
             raise UserError(f"{run.config}: an unfinished run with another config; delete "
                             f"{run.root} to train it again with the current one")
         check_writable(run.root, overwrite=False, resume=resume)

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from jaxcult.config import RunConfig
-from jaxcult.config_loading import dump_config, load_config, load_section, read_yaml
+from jaxcult.config_loading import load_config, load_section, read_yaml, same_config
 from jaxcult.config_sweep import SweepConfig, SweepFile
 from jaxcult.errors import UserError
 from jaxcult.rundir import RunDir
@@ -132,8 +132,7 @@ def train_cell(config: RunConfig, run: RunDir, cell: Cell) -> dict:
     """A cell's aggregate summary: read back when finished, else trained or resumed."""
     from jaxcult.run.seeds import train_seeds
 
-    wanted = dump_config(config)
-    if run.config.exists() and run.config.read_text(encoding="utf-8") != wanted:
+    if run.config.exists() and not same_config(run.config, config):
         raise UserError(f"{run.config}: cell {cell.name!r} was run with another config; delete "
                         f"{run.root} or sweep into another --out")
     if run.summary.exists():
