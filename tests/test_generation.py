@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import needs_minilm
+from conftest import needs_minilm, xla_flags
 
 from jaxcult.config import GenerationConfig
 from jaxcult.errors import UserError
@@ -239,7 +239,7 @@ def test_mesh_sharded_generation_equals_one_device(tmp_path):
         assert [r.token_ids for r in sharded.run_batch(t.PROMPTS)] == plain
         print("OK")
     """)
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu",
+    env = dict(os.environ, XLA_FLAGS=xla_flags(8), JAX_PLATFORMS="cpu",
                PYTHONPATH=os.path.dirname(__file__))
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env)
     assert result.returncode == 0 and "OK" in result.stdout, result.stderr[-3000:]

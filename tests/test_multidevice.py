@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import needs_minilm, tiny_model_yaml
+from conftest import needs_minilm, tiny_model_yaml, xla_flags
 
 pytestmark = needs_minilm
 
@@ -45,7 +45,7 @@ def run(tmp: Path, name: str, devices: int, mesh: dict[str, int], *extra: str,
         resume: bool = False, config: str = CONFIG) -> Path:
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     if devices > 1:
-        env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+        env["XLA_FLAGS"] = xla_flags(devices)
     overrides = [f"mesh.{k}={v}" for k, v in mesh.items()]
     (tmp / "mesh.yaml").write_text(config)
     head = ["--resume", name] if resume else ["mesh.yaml", "--run-dir", name]
@@ -68,7 +68,7 @@ def params(path: Path) -> list[np.ndarray]:
         "leaves = [np.asarray(x) for x in jax.tree.leaves(tree['params'])]\n"
         "np.savez(sys.argv[2], *leaves)\n")
     out = path / "params.npz"
-    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=8")
+    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=xla_flags(8))
     result = subprocess.run([sys.executable, "-c", script, str(path / "checkpoints" / "10" / "state"),
                              str(out)], env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -95,11 +95,16 @@ def single(singles):
     return singles("adapter")
 
 
-@pytest.mark.parametrize("kind", ["adapter", "lm"])
-@pytest.mark.parametrize("mesh", [  # d2f2t2 shards over all three axes at once: the default run
-    pytest.param({"data": 8, "fsdp": 1, "tensor": 1}, id="data8", marks=pytest.mark.slow),
-    pytest.param({"data": 1, "fsdp": 8, "tensor": 1}, id="fsdp8", marks=pytest.mark.slow),
-    pytest.param({"data": 2, "fsdp": 2, "tensor": 2}, id="d2f2t2")])
+MESHES = {"data8": {"data": 8, "fsdp": 1, "tensor": 1}, "fsdp8": {"data": 1, "fsdp": 8, "tensor": 1},
+          "d2f2t2": {"data": 2, "fsdp": 2, "tensor": 2}}  # d2f2t2: all three axes at once
+
+
+# The default run has d2f2t2 for the LM trainer; the adapter trainer trains on data8 and then on
+# d2f2t2 in test_checkpoint_restores_onto_another_mesh.
+@pytest.mark.parametrize("mesh, kind", [
+    pytest.param(mesh, kind, id=f"{name}-{kind}",
+                 marks=() if (name, kind) == ("d2f2t2", "lm") else pytest.mark.slow)
+    for name, mesh in MESHES.items() for kind in ("adapter", "lm")])
 def test_mesh_matches_single_device(tmp_path, singles, mesh, kind):
     sharded = run(tmp_path, "run", 8, mesh, config=CONFIGS[kind])
     reference = singles(kind)
@@ -111,10 +116,10 @@ def test_mesh_matches_single_device(tmp_path, singles, mesh, kind):
 def test_checkpoint_restores_onto_another_mesh(tmp_path, single):
     import shutil
 
-    first = run(tmp_path, "run", 8, {"data": 8, "fsdp": 1, "tensor": 1}, "checkpoint.every=5")
+    first = run(tmp_path, "run", 8, MESHES["data8"], "checkpoint.every=5")
     shutil.rmtree(first / "checkpoints" / "10")  # as if preempted right after step 5's checkpoint
     (first / "summary.json").unlink()
-    resumed = run(tmp_path, "run", 8, {"data": 2, "fsdp": 2, "tensor": 2}, resume=True)
+    resumed = run(tmp_path, "run", 8, MESHES["d2f2t2"], resume=True)
     np.testing.assert_allclose(losses(resumed), losses(single), atol=1e-5)
     for a, b in zip(params(resumed), params(single)):
         np.testing.assert_allclose(a, b, atol=1e-5)
@@ -141,7 +146,7 @@ def test_fsdp_shards_the_frozen_backbone():
             assert held <= total / 8 + small, (device, held, total)
         print("OK", total, small)
     """)
-    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=8")
+    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=xla_flags(8))
     result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
 
@@ -181,7 +186,7 @@ def test_block_boundaries_carry_activation_sharding_constraints():
             assert len(constraints) == 4 and all(pinned in line for line in constraints), constraints
         print("OK")
     """)
-    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=8")
+    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=xla_flags(8))
     result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
 
@@ -195,7 +200,7 @@ def test_two_processes_match_one_process(tmp_path):
         sock.bind(("localhost", 0))
         port = sock.getsockname()[1]
     (tmp_path / "mesh.yaml").write_text(CONFIGS["lm"])
-    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=xla_flags(2))
     command = [sys.executable, "-m", "jaxcult.cli", "train", "mesh.yaml", "--run-dir", "multi",
                "mesh.data=4", "mesh.distributed=true", f"mesh.coordinator_address=localhost:{port}",
                "mesh.num_processes=2", "trainer.steps=4"]
@@ -215,7 +220,7 @@ def test_two_processes_match_one_process(tmp_path):
 
 def test_dry_run_prints_mesh_group_shardings_and_memory(tmp_path):
     (tmp_path / "mesh.yaml").write_text(CONFIG)
-    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS="--xla_force_host_platform_device_count=8")
+    env = dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=xla_flags(8))
     result = subprocess.run([sys.executable, "-m", "jaxcult.cli", "train", "mesh.yaml", "--dry-run",
                              "mesh.data=2", "mesh.fsdp=2", "mesh.tensor=2"], cwd=tmp_path, env=env,
                             capture_output=True, text=True)

@@ -9,6 +9,7 @@ import sys
 import textwrap
 
 import pytest
+from conftest import xla_flags
 
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
@@ -49,7 +50,7 @@ SCRIPT = textwrap.dedent("""
 
 
 def test_load_places_each_tensor_with_its_sharding(tmp_path):
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
+    env = dict(os.environ, XLA_FLAGS=xla_flags(8),
                JAX_PLATFORMS="cpu")
     result = subprocess.run([sys.executable, "-c", SCRIPT.format(path=tmp_path / "bert")],
                             capture_output=True, text=True, env=env)
@@ -112,7 +113,7 @@ def test_train_loads_the_backbone_straight_into_its_shards(tmp_path):
     """`jaxcult train` on an fsdp=8 mesh: every large array created while loading holds at most
     1/8 of its bytes per device, and the frozen backbone never exceeds its share plus the small
     replicated leaves on any device."""
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",
+    env = dict(os.environ, XLA_FLAGS=xla_flags(8),
                JAX_PLATFORMS="cpu")
     script = TRAIN_SCRIPT.format(path=tmp_path / "bert", run=tmp_path / "run")
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env)
