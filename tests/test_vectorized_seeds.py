@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import needs_minilm
+from conftest import needs_minilm, xla_flags
 
 from jaxcult.cli import main
 
@@ -57,7 +57,7 @@ def test_vmapped_seeds_equal_separate_runs(tmp_path, monkeypatch, schedule):
                  "trainer.vectorize_seeds=false"]) == 0
     env = {k: v for k, v in os.environ.items() if k != "JAXCULT_TEST_SIGTERM_AT"}
     env.update(JAXCULT_TEST_SIGTERM_AT="", JAX_PLATFORMS="cpu", PYTHONPATH=str(PLUGINS),
-               XLA_FLAGS="--xla_force_host_platform_device_count=8")
+               XLA_FLAGS=xla_flags(8))
     sharded = subprocess.run([sys.executable, "-m", "jaxcult.cli", "train", "run.yaml", "--run-dir",
                               "sharded", f"schedule.name={schedule}", "trainer.vectorize_seeds=true",
                               "mesh.seed=-1"], cwd=tmp_path, env=env, capture_output=True, text=True)
@@ -101,7 +101,7 @@ model:
   max_length: 16
   overrides: {model_type: bert, vocab_size: 30522, hidden_size: 32, num_hidden_layers: 2,
               num_attention_heads: 2, intermediate_size: 37}
-data: {max_train_examples: 32, max_eval_examples: 64, target_languages: [de]}
+data: {max_train_examples: 32, max_eval_examples: 64, target_languages: [de], eval_split: validation}
 trainer: {batch_size: 8, eval_batch_size: 32, steps: 3, log_every: 1, eval_every: 2, seeds: [0, 1]}
 logging: {tensorboard: false, progress: "off"}
 checkpoint: {async_save: false}
@@ -109,14 +109,18 @@ checkpoint: {async_save: false}
 
 
 @needs_minilm
-def test_vmapped_seeds_with_their_own_random_backbones(tmp_path, monkeypatch):
+def test_vmapped_seeds_with_their_own_random_backbones(tmp_path, monkeypatch, capsys):
     """A `random` model gives each seed its own backbone: stacked once, vmapped beside the
-    parameters in training, validation and final scoring."""
+    parameters in training, validation and final scoring (where a language whose split is the
+    validation split takes each seed's best validation result)."""
     monkeypatch.chdir(tmp_path)
     (tmp_path / "run.yaml").write_text(RANDOM_BACKBONE)
     for folder, together in (("together", "true"), ("apart", "false")):
         assert main(["train", "run.yaml", "--run-dir", folder,
                      f"trainer.vectorize_seeds={together}"]) == 0
+        said = capsys.readouterr().err  # en's test split is its validation split: reused
+        assert ("evaluated en: its split is the validation split, scored at each seed's best step ("
+                if together == "true" else "evaluated en: its split is the validation split") in said
     for seed in (0, 1):
         runs = [tmp_path / folder / f"seed-{seed}" for folder in ("together", "apart")]
         losses = [[r["loss"] for r in _records(run / "metrics.jsonl", "train")] for run in runs]

@@ -320,17 +320,20 @@ def interrupted(run: RunDir, step: int, signum: int) -> Interrupted:
                        f"written. Continue with: jaxcult train --resume {run.root}", signum)
 
 
-def reused_validation(session: Session, per_language: dict, echo: bool = True) -> dict[str, dict]:
+def reused_validation(session: Session, per_language: dict) -> dict[str, dict]:
     """The languages whose split holds exactly the validation examples (a dataset without a
     separate test split): they take the best validation metrics, the same parameters on the
-    same examples, instead of being scored again (said on stderr when `echo`)."""
+    same examples, instead of being scored again (see `say_reused`)."""
     tests, best, validation = session.built.data.tests, session.best, session.built.data.validation
-    reused = {lang: best.metrics for lang, split in tests.items()
-              if best.metrics and lang not in per_language and same_examples(split, validation)}
-    for lang in reused if echo else ():
-        print(f"evaluated {lang}: its split is the validation split, scored at step {best.step}",
+    return {lang: best.metrics for lang, split in tests.items()
+            if best.metrics and lang not in per_language and same_examples(split, validation)}
+
+
+def say_reused(languages, scored_at: str) -> None:
+    """On stderr, for each language `reused_validation` took: why it was not scored again."""
+    for lang in languages:
+        print(f"evaluated {lang}: its split is the validation split, scored at {scored_at}",
               file=sys.stderr, flush=True)
-    return reused
 
 
 def final_scores(session: Session, per_language: dict,
@@ -340,6 +343,7 @@ def final_scores(session: Session, per_language: dict,
     predictions, if it keeps any, go to `predictions_dir`. See `reused_validation`."""
     tests, frozen = session.built.data.tests, session.loop.frozen
     reused = reused_validation(session, per_language)
+    say_reused(reused, f"step {session.best.step}")
     todo = {lang: split for lang, split in tests.items() if lang not in reused}
     scores = evaluate_languages(session.program.model, session.best.params,
                                 {lang: per_language.get(lang, frozen) for lang in todo}, todo,

@@ -19,7 +19,6 @@ rounding.
 from __future__ import annotations
 
 import dataclasses
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -38,6 +37,7 @@ from jaxcult.run.single import (
     interrupted,
     open_session,
     reused_validation,
+    say_reused,
     session_summary,
 )
 from jaxcult.rundir import RunDir, prepare, write_text_atomic
@@ -218,12 +218,9 @@ def final_scores_together(sessions: list[Session], per_language: list[dict], run
     """`single.final_scores` of every seed, each language scored for all seeds in one vmapped
     evaluation (the seeds validate at the same steps, so they reuse the same languages'
     validation metrics)."""
-    reused = [reused_validation(s, languages, echo=False)
-              for s, languages in zip(sessions, per_language)]
+    reused = [reused_validation(s, languages) for s, languages in zip(sessions, per_language)]
     steps = ", ".join(str(s.best.step) for s in sessions)
-    for lang in reused[0]:  # one line for all seeds (the same languages: same splits)
-        print(f"evaluated {lang}: its split is the validation split, scored at each seed's best "
-              f"step ({steps})", file=sys.stderr, flush=True)
+    say_reused(reused[0], f"each seed's best step ({steps})")  # the same languages for every seed
     first = sessions[0]
     tests = first.built.data.tests
     todo = {lang: split for lang, split in tests.items() if lang not in reused[0]}
