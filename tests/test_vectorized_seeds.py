@@ -133,3 +133,21 @@ def test_vmapped_seeds_with_their_own_random_backbones(tmp_path, monkeypatch, ca
     losses = [[r["loss"] for r in _records(tmp_path / "together" / f"seed-{s}" / "metrics.jsonl",
                                            "train")] for s in (0, 1)]
     assert not np.allclose(*losses)  # their own backbones (and data orders) kept apart
+
+
+@needs_minilm
+@pytest.mark.parametrize("together", ["true", "false"])
+def test_bad_input_leaves_the_old_multi_seed_run_intact(tmp_path, monkeypatch, capsys, together):
+    """A multi-seed run's folder is replaced only once its first seed has loaded data and
+    model: an --overwrite whose model cannot take the config exits 2, the old run untouched."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "run.yaml").write_text(RANDOM_BACKBONE)
+    old = tmp_path / "run"
+    (old / "seed-0").mkdir(parents=True)
+    (old / "config.yaml").write_text("old\n")
+    (old / "seed-0" / "summary.json").write_text("{}\n")
+    assert main(["train", "run.yaml", "--run-dir", "run", "--overwrite", "model.max_length=600",
+                 f"trainer.vectorize_seeds={together}"]) == 2
+    assert "do not fit the model's position table of 512 positions" in capsys.readouterr().err
+    assert (old / "config.yaml").read_text() == "old\n"
+    assert (old / "seed-0" / "summary.json").read_text() == "{}\n"

@@ -46,6 +46,14 @@ def _abstract_model(config) -> tuple[nnx.GraphDef, tuple]:
 _abstract_model_cached = functools.lru_cache(maxsize=4)(_abstract_model)
 
 
+def abstract_module(config) -> nnx.Module:
+    """A model of `config` whose parameters are shapes only (nothing allocated or read): the
+    structure PEFT modules and a head are added to when the weights come from elsewhere."""
+    graphdef, flat = abstract_model(config)
+    return nnx.merge(graphdef, nnx.from_flat_state([(path, variable.replace(value=variable.value))
+                                                    for path, variable in flat]))
+
+
 def convert_tensors(tensors: Mapping[str, np.ndarray], keymap: KeyMap, source: str
                     ) -> dict[str, np.ndarray]:
     """HF names -> NNX paths (transposing Linear weights); unknown names are errors."""

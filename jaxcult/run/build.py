@@ -31,6 +31,7 @@ from jaxcult.data.registry import DatasetInfo
 from jaxcult.data.splits import read_records, scored_languages
 from jaxcult.errors import UserError
 from jaxcult.eval import Evaluator, resolve_evaluator
+from jaxcult.hub.loading import abstract_module
 from jaxcult.hub.madx import read_language_adapters, stack_source_adapter
 from jaxcult.hub.pretrained import load_model, load_tokenizer
 from jaxcult.peft.bottleneck import PLACEMENTS, add_bottleneck_adapters
@@ -249,9 +250,12 @@ def _path(path) -> str:
     return ".".join(str(p) for p in path)
 
 
-def build_model(config: RunConfig, task: Task, tokenizer, mesh: Mesh | None = None) -> ModelParts:
-    """Backbone (on `mesh`), PEFT modules, the task's head, and the named parameter groups."""
-    backbone = _backbone(config, mesh)
+def build_model(config: RunConfig, task: Task, tokenizer, mesh: Mesh | None = None,
+                shared: ModelParts | None = None) -> ModelParts:
+    """Backbone (on `mesh`), PEFT modules, the task's head, and the named parameter groups.
+    With `shared` (another seed's parts), the frozen backbone is that one: no weights are read
+    here, only this config's trainable parts initialised."""
+    backbone = _backbone(config, mesh) if shared is None else abstract_module(shared.architecture)
     _check_backbone(backbone, tokenizer, task, config)
     saved, language_hubs = _add_peft(backbone, config)
     model = task.build_model(backbone, config)
@@ -276,8 +280,8 @@ def build_model(config: RunConfig, task: Task, tokenizer, mesh: Mesh | None = No
     # layer 0 (gradual unfreezing ends there)
     layer_groups = [g for g in groups if g in ("embeddings", "adapter/invertible")] + \
         [g for g in groups if layer_index(g) is not None]
-    return ModelParts(graphdef, params, states[-1], groups, layer_groups, counts, total,
-                      backbone.config, language_hubs)
+    return ModelParts(graphdef, params, states[-1] if shared is None else shared.frozen, groups,
+                      layer_groups, counts, total, backbone.config, language_hubs)
 
 
 @dataclass

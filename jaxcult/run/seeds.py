@@ -16,7 +16,6 @@ import numpy as np
 from jaxcult.config import RunConfig
 from jaxcult.config_loading import dump_config
 from jaxcult.eval import scalar_metrics
-from jaxcult.run.build import build_run
 from jaxcult.run.single import train_one
 from jaxcult.run.summary import format_cell
 from jaxcult.rundir import RunDir, prepare, write_text_atomic
@@ -75,30 +74,40 @@ def train_seeds(config: RunConfig, run: RunDir, *, resume: bool = False,
                 overwrite: bool = False) -> dict:
     """Train every seed of `trainer.seeds`; returns the aggregate (a signal raises
     `Interrupted` from the seed it stopped)."""
-    if not resume:  # bad input fails before anything is deleted
-        build_run(seed_config(config, config.trainer.seeds[0]))
-    prepare(run, overwrite=overwrite, resume=resume)
-    if not resume:
-        write_text_atomic(run.config, dump_config(config))
+    prepared = False
+
+    def start() -> None:
+        """The run's own folder and config.yaml (with `overwrite`, old outputs removed first),
+        made once the first seed to train has loaded its data and model: bad input fails before
+        anything is deleted, without a build of its own."""
+        nonlocal prepared
+        if not prepared:
+            prepare(run, overwrite=overwrite, resume=resume)
+            if not resume:
+                write_text_atomic(run.config, dump_config(config))
+            prepared = True
+
     summaries, todo = {}, {}
     for seed in config.trainer.seeds:
         sub = run.seed_run(seed)
-        if sub.summary.exists():
+        if resume and sub.summary.exists():
             summaries[seed] = json.loads(sub.summary.read_text(encoding="utf-8"))
             continue
-        started = sub.config.exists() and any(sub.checkpoints.glob("*"))
+        started = resume and sub.config.exists() and any(sub.checkpoints.glob("*"))
         if config.trainer.vectorize_seeds:
             todo[seed] = (sub, started)
         else:
-            summaries[seed] = train_one(seed_config(config, seed), sub, resume=resume and started,
-                                        overwrite=not started)
+            summaries[seed] = train_one(seed_config(config, seed), sub, resume=started,
+                                        overwrite=not started, before_writing=start)
     if todo:
         from jaxcult.run.vectorized import train_vectorized
 
         summaries.update(train_vectorized({seed: seed_config(config, seed) for seed in todo},
                                           {seed: sub for seed, (sub, _) in todo.items()},
                                           started={seed: s for seed, (_, s) in todo.items()},
-                                          resume=resume, seed_devices=config.mesh.seed))
+                                          resume=resume, seed_devices=config.mesh.seed,
+                                          before_writing=start))
+    start()  # every seed had finished before (a resumed run)
     summaries = {seed: summaries[seed] for seed in config.trainer.seeds}
     result = aggregate(summaries)
     run.write_summary(result)

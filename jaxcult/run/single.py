@@ -12,6 +12,7 @@ import json
 import math
 import signal
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -351,9 +352,10 @@ def final_scores(session: Session, per_language: dict,
     return {lang: reused[lang] if lang in reused else scores[lang] for lang in tests}
 
 
-def train_one(config: RunConfig, run: RunDir, *, resume: bool = False,
-              overwrite: bool = False) -> dict:
-    """Train one run; returns its summary (raises `Interrupted` when a signal stopped it)."""
+def train_one(config: RunConfig, run: RunDir, *, resume: bool = False, overwrite: bool = False,
+              before_writing: Callable[[], None] | None = None) -> dict:
+    """Train one run; returns its summary (raises `Interrupted` when a signal stopped it).
+    `before_writing` runs once data and model have loaded, before anything is written."""
     if config.mesh.distributed:
         start_distributed(config.mesh)
     mesh = make_mesh(config.mesh)
@@ -363,6 +365,8 @@ def train_one(config: RunConfig, run: RunDir, *, resume: bool = False,
         hubs = built.parts.language_hubs  # MAD-X: every language's adapter checked before training
         per_language = (language_states(session.loop.frozen, hubs, list(built.data.tests))
                         if hubs else {})
+        if before_writing is not None:
+            before_writing()
         main_process = jax.process_index() == 0  # only process 0 writes files but checkpoints
         if main_process:
             prepare(run, overwrite=overwrite, resume=resume)

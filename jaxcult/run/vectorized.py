@@ -18,7 +18,7 @@ rounding.
 
 from __future__ import annotations
 
-import dataclasses
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -56,9 +56,8 @@ def seed_builds(configs: list[RunConfig], mesh) -> list[Built]:
     first = build_run(configs[0], mesh)
     builts = [first]
     for config in configs[1:]:
-        parts = build_model(config, first.plugins.task, first.tokenizer, mesh)
-        if config.model.name != "random":
-            parts = dataclasses.replace(parts, frozen=first.parts.frozen)
+        shared = first.parts if config.model.name != "random" else None  # weights read once
+        parts = build_model(config, first.plugins.task, first.tokenizer, mesh, shared)
         builts.append(Built(first.plugins, first.data, parts, first.tokenizer))
     return builts
 
@@ -247,12 +246,13 @@ def final_scores_together(sessions: list[Session], per_language: list[dict], run
 
 
 def train_vectorized(configs: dict[int, RunConfig], runs: dict[int, RunDir],
-                     started: dict[int, bool], resume: bool, seed_devices: int = 1
-                     ) -> dict[int, dict]:
+                     started: dict[int, bool], resume: bool, seed_devices: int = 1,
+                     before_writing: Callable[[], None] | None = None) -> dict[int, dict]:
     """Train the seeds of `configs` (seed -> its single-seed config) together, each in its run
     directory (`started`: it holds checkpoints; `resume` continues those, as `train_one`
     would), the seed axis split over `seed_devices` devices (`seed_mesh`); returns each seed's
-    summary (a signal checkpoints every seed and raises `Interrupted`)."""
+    summary (a signal checkpoints every seed and raises `Interrupted`). `before_writing` runs
+    once data and models have loaded, before anything is written."""
     seeds = list(configs)
     resuming = {seed: resume and started[seed] for seed in seeds}
     first = configs[seeds[0]]
@@ -269,6 +269,8 @@ def train_vectorized(configs: dict[int, RunConfig], runs: dict[int, RunDir],
         hubs = builts[0].parts.language_hubs
         per_language = [language_states(s.loop.frozen, hubs, list(builts[0].data.tests))
                         if hubs else {} for s in sessions]
+        if before_writing is not None:
+            before_writing()
         for seed in seeds:
             prepare(runs[seed], overwrite=not started[seed], resume=resuming[seed])
             if not resuming[seed]:
