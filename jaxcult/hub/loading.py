@@ -49,9 +49,8 @@ _abstract_model_cached = functools.lru_cache(maxsize=4)(_abstract_model)
 def abstract_module(config) -> nnx.Module:
     """A model of `config` whose parameters are shapes only (nothing allocated or read): the
     structure PEFT modules and a head are added to when the weights come from elsewhere."""
-    graphdef, flat = abstract_model(config)
-    return nnx.merge(graphdef, nnx.from_flat_state([(path, variable.replace(value=variable.value))
-                                                    for path, variable in flat]))
+    graphdef, flat = abstract_model(config)  # merged as copies: `merge` keeps the cached Variables
+    return nnx.merge(graphdef, nnx.from_flat_state([(path, variable.replace()) for path, variable in flat]))
 
 
 def convert_tensors(tensors: Mapping[str, np.ndarray], keymap: KeyMap, source: str
