@@ -8,7 +8,7 @@ unreadable (for example a truncated file) is skipped with a warning and the prev
 
 from __future__ import annotations
 
-import sys
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,8 @@ import orbax.checkpoint as ocp
 
 from jaxcult.config import CheckpointConfig
 from jaxcult.errors import UserError
+
+log = logging.getLogger(__name__)
 
 
 def _to_savable(tree: Any) -> Any:
@@ -75,8 +77,8 @@ class Checkpointer:
                 raise
             except Exception as err:  # Orbax/tensorstore raise many types for broken files
                 failures.append(step)
-                print(f"warning: checkpoint {self.directory / str(step)} is unreadable "
-                      f"({type(err).__name__}); trying the previous one", file=sys.stderr)
+                log.warning(f"warning: checkpoint {self.directory / str(step)} is unreadable "
+                      f"({type(err).__name__}); trying the previous one")
                 continue
             device = {name: _from_savable(restored[name], tree) for name, tree in like.items()}
             if failures:

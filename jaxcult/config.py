@@ -1,16 +1,29 @@
 """Typed run configuration: the schema of every section and its validation.
 
-Loading (YAML inheritance, command-line overrides, readable errors) lives in
-`jaxcult.config_loading`; this module only says what a valid run looks like.
+Loading (YAML inheritance, command-line overrides, readable errors, each plug-in's own
+settings) lives in `jaxcult.config_loading`; this module only says what a valid run looks like.
+It names no plug-in: a plug-in family's section here holds what every member of the family
+reads, and each plug-in declares its own settings as a subclass of that section.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializeAsAny,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from jaxcult.errors import UserError
 
 DType = Literal["float32", "bfloat16"]
+S = TypeVar("S", bound="Section")
 
 
 class Section(BaseModel):
@@ -30,6 +43,36 @@ class Section(BaseModel):
             raise ValueError(f"{section}.{given[0]} has no effect here: it only applies {when}")
 
 
+class PluginSection(Section):
+    """A plug-in family's section: `name` chooses the plug-in, the other keys are settings.
+
+    The keys every member of the family reads are declared here (in the family's subclass);
+    a plug-in declares its own as a subclass of its family's section (its `Settings`), and
+    the loader validates the section with the class of the plug-in it names, so a key the
+    plug-in does not declare is an error naming the plug-in."""
+
+    name: str | None = Field(None, description="a registered plug-in or `pkg.mod:Class`; "
+                             "default: the family's default")
+
+    def own_settings(self, family: type[PluginSection]) -> dict:
+        """The settings the plug-in declares beyond its family's (JSON-compatible)."""
+        own = set(type(self).model_fields) - set(family.model_fields)
+        return self.model_dump(mode="json", include=own)
+
+
+def settings_as(section: PluginSection, settings: type[S], key: str) -> S:
+    """`section` as an instance of the plug-in's own settings class: itself when the loader
+    already typed it, else validated anew (defaults filled, unknown keys refused)."""
+    if isinstance(section, settings):
+        return section
+    try:
+        return settings.model_validate(section.model_dump(exclude_unset=True))
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = ".".join(str(p) for p in (key, *error["loc"]))
+        raise UserError(f"{where}: {error['msg']}") from None
+
+
 class ModelConfig(Section):
     """Which pretrained model to load and in which precision."""
 
@@ -39,7 +82,6 @@ class ModelConfig(Section):
         None, description="import path `pkg.mod:ARCH` of a user Architecture to register first "
         "(its model_types become loadable)")
     tokenizer: str | None = Field(None, description="asset or HF directory (default: the model's)")
-    pooling: Literal["cls", "mean"] = "cls"
     dtype: DType = Field("float32", description="parameter dtype")
     compute_dtype: DType = Field("float32", description="activation dtype")
     max_length: int = Field(128, gt=0, description="tokens per example after truncation")
@@ -111,11 +153,10 @@ class PeftConfig(Section):
         return self
 
 
-class DataConfig(Section):
-    """Which dataset, where it lives, and which languages to train and evaluate on."""
+class DataConfig(PluginSection):
+    """Which dataset, where it lives, and which languages to train and evaluate on (what
+    every dataset reads; a dataset's own settings are declared by its `Settings`)."""
 
-    name: str = Field("jaxcult_multilingual",
-                      description="registered dataset or `pkg.mod:Class` (a jaxcult Dataset)")
     source_language: str = "en"
     target_languages: list[str] = Field(default_factory=list, description="empty = all")
     source: Literal["auto", "files", "tfds", "stream"] = Field(
@@ -155,9 +196,6 @@ class DataConfig(Section):
         "processes) or a plain in-process iterator; both give the same batches in the same order")
     worker_count: int = Field(0, ge=0, description="grain worker processes (0 = threads only)")
     prefetch: int = Field(2, ge=0, description="batches prefetched by the grain pipeline")
-    options: dict[str, int | float | str | bool | list] = Field(
-        default_factory=dict, description="dataset-specific options (only those it declares)")
-
 
     @field_validator("length_buckets")
     @classmethod
@@ -176,57 +214,40 @@ class DataConfig(Section):
         return self
 
 
-class TaskConfig(Section):
-    """The task family: decides head, loss, metrics and collator."""
+class EvaluatorConfig(PluginSection):
+    """An evaluator of the run (what every evaluator reads; its own settings: its `Settings`)."""
 
-    name: str = Field("classification",
-                      description="registered task family or `pkg.mod:Class` (a jaxcult Task)")
-    evaluator: str | None = Field(
-        None, description="registered evaluator or `pkg.mod:Class`; default: the family's own")
-    options: dict[str, int | float | str | bool | list] = Field(
-        default_factory=dict, description="family-specific options (only those it declares)")
+    report_as: str | None = Field(
+        None, description="with several evaluators, the prefix of this one's metrics "
+        "(`<report_as>/<metric>`); default: its name")
+
+
+class TaskConfig(PluginSection):
+    """The task family: decides head, loss, metrics and collator (what every family reads;
+    a family's own settings are declared by its `Settings`)."""
+
+    evaluators: list[SerializeAsAny[EvaluatorConfig]] = Field(
+        default_factory=list, description="evaluators scoring every split, each a name or "
+        "{name, its settings}; the first chooses the best checkpoint; several report their "
+        "metrics as `<name>/<metric>`; default: the family's own evaluator")
     num_labels: int | None = Field(None, gt=1, description="default: from the dataset")
-    head: Literal["jaxcult", "hf"] = Field(
-        "jaxcult", description="jaxcult: pooled dense + tanh + linear; hf: transformers' head for "
-        "the architecture (BERT: pretrained pooler + linear, as the FUN code's AutoModelFor*)")
-    doc_stride: int = Field(128, gt=0)
-    max_answer_length: int = Field(30, gt=0)
-    n_best: int = Field(20, gt=0)
-    scoring: Literal["dataset", "squad", "mlqa", "fun_official"] = Field(
-        "dataset", description="QA answer normalisation: the dataset's (XQuAD: squad, MLQA: mlqa), "
-        "or fun_official: SQuAD v1.1 with Chinese scored per character (the FUN code)")
+
+    @field_validator("evaluators", mode="before")
+    @classmethod
+    def _named_evaluators(cls, value):
+        """An evaluator given by name alone is `{name: ...}`."""
+        if isinstance(value, list):
+            return [{"name": v} if isinstance(v, str) else v for v in value]
+        return value
 
 
-CHOICE_FAMILIES = ("classification", "pair_classification", "multiple_choice")
-FIXED_PRESETS = tuple(f"schedule-{i}" for i in range(10)) + ("schedule-rev",)
+class ScheduleConfig(PluginSection):
+    """Unfreezing schedule (what every schedule reads; its own settings: its `Settings`)."""
 
-
-class ScheduleConfig(Section):
-    """Unfreezing schedule: a registry name or `package.module:Class`."""
-
-    name: str = "fun"
     k: int = Field(50, gt=0, description="steps between schedule checks")
     official_offset: bool = Field(
         False, description="the official code's timing: checks before 0-based steps k-1, 2k-1, "
         "... (GU's first one a no-op); default: Algorithm 1's k, 2k, ...")
-    order: list[int] | Literal["top_down", "bottom_up"] | str | None = Field(
-        None, description="fixed: layer indices, top_down, bottom_up, or an official preset "
-        "schedule-0 ... schedule-9, schedule-rev (12-layer models; the top layer opens first)")
-    random_first: bool = Field(
-        False, description="random: the first layer is drawn too (default: head + top layer "
-        "first, as the official code)")
-    seed: int | None = Field(None, description="for `random`; default trainer.seed")
-    options: dict[str, int | float | str | bool | list[int]] = Field(
-        default_factory=dict, description="passed to a custom schedule"
-    )
-
-    @field_validator("order")
-    @classmethod
-    def _known_order(cls, value):
-        if isinstance(value, str) and value not in ("top_down", "bottom_up", *FIXED_PRESETS):
-            raise ValueError(f"schedule.order: {value!r} is not top_down, bottom_up or one of the "
-                             f"official presets {', '.join(FIXED_PRESETS)}")
-        return value
 
 
 class FisherConfig(Section):
@@ -427,16 +448,15 @@ class GenerationConfig(Section):
         return self
 
 
-class ProbeConfig(Section):
-    """A learning-dynamics probe (jaxcult.probes): a registry name or `package.module:Class`."""
+class ProbeConfig(PluginSection):
+    """A learning-dynamics probe (jaxcult.probes): a registry name or `package.module:Class`
+    (what every probe reads; its own settings: its `Settings`)."""
 
     name: str
     every: int = Field(100, gt=0, description="steps between measurements (and at the end)")
     batches: int = Field(1, gt=0, description="fresh training batches per measurement "
                          "(noise_scale: at least 2)")
     batch_size: int | None = Field(None, gt=0, description="default trainer.batch_size")
-    options: dict[str, int | float | str | bool] = Field(
-        default_factory=dict, description="probe-specific (hessian_top: iters)")
 
 
 class RunConfig(Section):
@@ -445,48 +465,26 @@ class RunConfig(Section):
     name: str = "run"
     model: ModelConfig = Field(default_factory=ModelConfig)
     peft: PeftConfig = Field(default_factory=PeftConfig)
-    data: DataConfig = Field(default_factory=DataConfig)
-    task: TaskConfig = Field(default_factory=TaskConfig)
-    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    data: SerializeAsAny[DataConfig] = Field(default_factory=DataConfig)
+    task: SerializeAsAny[TaskConfig] = Field(default_factory=TaskConfig)
+    schedule: SerializeAsAny[ScheduleConfig] = Field(default_factory=ScheduleConfig)
     fisher: FisherConfig = Field(default_factory=FisherConfig)
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
     mesh: MeshConfig = Field(default_factory=MeshConfig)
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
-    probes: list[ProbeConfig] = Field(default_factory=list, description="learning-dynamics "
+    probes: list[SerializeAsAny[ProbeConfig]] = Field(default_factory=list, description="learning-dynamics "
                                       "probes written to probes.jsonl (docs/probes.md)")
 
     @model_validator(mode="after")
-    def _fields_of_plugins(self) -> RunConfig:
-        """Settings of one built-in plug-in given to another (user plug-ins, named by import
-        path, may read any of them)."""
-        task, schedule = self.task.name, self.schedule.name
+    def _fields_that_depend_on_others(self) -> RunConfig:
+        """Settings that only take effect with another setting (those that depend on which
+        plug-in runs are the loader's: `config_loading`)."""
         self.mesh.refuse_unused("mesh", ("seed",), self.trainer.vectorize_seeds,
                                 "with trainer.vectorize_seeds=true")
         self.data.refuse_unused("data", ("subsample",), self.data.max_train_examples is not None,
                                 "with data.max_train_examples")
-        if ":" not in task:
-            self.task.refuse_unused("task", ("doc_stride", "max_answer_length", "n_best", "scoring"),
-                                    task == "extractive_qa", "to task.name=extractive_qa")
-            self.model.refuse_unused("model", ("pooling",), task not in ("causal_lm", "extractive_qa"),
-                                     "to tasks with a pooled head (classification, multiple_choice)")
-            self.task.refuse_unused("task", ("head",), task in CHOICE_FAMILIES,
-                                    "to classification and multiple_choice")
-        if ":" not in schedule:
-            self.schedule.refuse_unused("schedule", ("order",), schedule == "fixed",
-                                        "to schedule.name=fixed")
-            self.schedule.refuse_unused("schedule", ("official_offset",), schedule != "standard",
-                                        "to scheduled unfreezing (not schedule.name=standard)")
-            self.schedule.refuse_unused("schedule", ("seed", "random_first"), schedule == "random",
-                                        "to schedule.name=random")
-            self.schedule.refuse_unused("schedule", ("options",), False,
-                                        "to user schedules (schedule.name=package.module:Class)")
-            uses_fisher = schedule == "fun" or self.fisher.track_every > 0
-            self.fisher.refuse_unused("fisher", ("estimator", "num_batches", "batch_size",
-                                                 "one_pass"),
-                                      uses_fisher, "when tr(F) is computed (schedule.name=fun or "
-                                      "fisher.track_every > 0)")
         in_step_ema = self.fisher.estimator == "in_step_ema"
         self.fisher.refuse_unused("fisher", ("ema",), self.fisher.track_every > 0 or in_step_ema,
                                   "with fisher.track_every > 0 (it smooths the logged trace) or "

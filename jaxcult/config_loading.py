@@ -1,14 +1,16 @@
 """Build a `RunConfig` from YAML files (with `base:` inheritance) and dotted overrides.
 
 Every value remembers where it came from (a file or the command line) so that a validation
-error can name the file and key path, what was expected and what was found.
+error can name the file and key path, what was expected and what was found. Keys of earlier
+schemas are rewritten first (`config_aliases`); each plug-in section is validated by the
+settings class of the plug-in it names (`config_plugins`), then the run config as a whole.
 """
 
 from __future__ import annotations
 
 import difflib
+import logging
 import re
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +18,11 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from jaxcult.config import RunConfig
+from jaxcult.config_aliases import rewrite
+from jaxcult.config_plugins import plugin_checks, typed_tree
 from jaxcult.errors import UserError
+
+log = logging.getLogger(__name__)
 
 COMMAND_LINE = "command line"
 _EXPECTED = {
@@ -74,17 +80,39 @@ def read_yaml(path: Path) -> dict[str, Any]:
 
 
 def _merge(base: dict, update: dict, sources: dict, source: str, prefix: str = "") -> dict:
-    """Deep-merge `update` into a copy of `base`; mappings merge, everything else replaces."""
+    """Deep-merge `update` into a copy of `base`; mappings merge, everything else replaces,
+    except that `{"0": {...}}` (an override `section.0.key=value`) merges into entry 0 of a
+    list of sections."""
     merged = dict(base)
     for key, value in update.items():
         path = f"{prefix}{key}"
-        if isinstance(value, dict):  # merged key by key, so that each leaf knows its source
+        if isinstance(value, dict) and isinstance(merged.get(key, []), list) and value and \
+                all(str(k).isdigit() for k in value):
+            merged[key] = _merge_entries(merged.get(key, []), value, sources, source, path)
+        elif isinstance(value, dict):  # merged key by key, so that each leaf knows its source
             inner = merged[key] if isinstance(merged.get(key), dict) else {}
             merged[key] = _merge(inner, value, sources, source, path + ".")
         else:
             merged[key] = value
         sources[path] = source
     return merged
+
+
+def _merge_entries(entries: list, update: dict, sources: dict, source: str, path: str) -> list:
+    """Entries of a list of sections with `update` ({index: mapping}) merged into them."""
+    entries = list(entries)
+    for index, value in update.items():
+        position = int(index)
+        if position > len(entries) or not isinstance(value, dict):
+            raise UserError(f"{source}: {path}.{index}: {path} has {len(entries)} entries; set "
+                            f"a key of one of them, or of entry {len(entries)} to add one")
+        if position == len(entries):
+            entries.append({})
+        entry = entries[position]
+        entry = {"name": entry} if isinstance(entry, str) else entry
+        entries[position] = _merge(entry if isinstance(entry, dict) else {}, value, sources,
+                                   source, f"{path}.{index}.")
+    return entries
 
 
 def _load_tree(path: Path, sources: dict, chain: tuple[Path, ...] = ()) -> dict:
@@ -157,19 +185,23 @@ def describe_error(err: dict, sources: dict, schema: type[BaseModel] = RunConfig
     where = _source_of(loc, sources)
     kind = err["type"]
     if kind == "extra_forbidden":
-        valid = _fields_at(loc, schema)
+        valid = err["fields"] if "fields" in err else _fields_at(loc, schema)
         close = difflib.get_close_matches(str(loc[-1]), valid, n=3, cutoff=0.6)
-        hint = f"did you mean {' or '.join(repr(c) for c in close)}?" if close else (
-            f"valid keys: {', '.join(valid)}"
-        )
-        return f"{where}: unknown key {key!r} ({hint})"
+        if close:
+            hint = f"did you mean {' or '.join(repr(c) for c in close)}?"
+        elif "own" in err:
+            hint = f"its own keys: {', '.join(err['own']) or 'none'}"
+        else:
+            hint = f"valid keys: {', '.join(valid)}"
+        owner = f" of {err['plugin']}" if "plugin" in err else ""
+        return f"{where}: unknown key {key!r}{owner} ({hint})"
     found = err.get("input")
     found_text = f"found {found!r} ({type(found).__name__})"
     if kind in _EXPECTED:
         return f"{where}: {key}: expected {_EXPECTED[kind]}, {found_text}"
     if kind == "value_error":
         message = str(err.get("ctx", {}).get("error", err["msg"]))
-        named = re.match(r"([a-z_]+\.[a-z_]+) ", message)  # a validator naming the key at fault
+        named = re.match(r"([a-z_]+\.[a-z_]+)[. :]", message)  # a validator naming the key
         if named and where == "config":
             where = _source_of(tuple(named.group(1).split(".")), sources)
         return f"{where}: {message}"
@@ -188,45 +220,83 @@ def first_error(errors: list, sources: dict, schema: type[BaseModel]) -> str:
 _NO_EFFECT = re.compile(r"([a-z_]+)\.([a-z_]+) has no effect here: it only applies (.*)")
 
 
-def _dormant_file_setting(err: dict, tree: dict, sources: dict) -> str | None:
-    """The key of a file setting that a command-line override of the keys it depends on made
-    ineffective (a FUN experiment run with `schedule.name=gu`), removed from `tree`; None for
-    any other error."""
+def _delete(tree: dict, loc: tuple) -> bool:
+    """Remove the value at `loc` from `tree`; whether it was there."""
+    node: Any = tree
+    for part in loc[:-1]:
+        try:
+            node = node[part]
+        except (KeyError, IndexError, TypeError):
+            return False
+    if not isinstance(node, dict) or loc[-1] not in node:
+        return False
+    del node[loc[-1]]
+    return True
+
+
+def _from_command_line(key: str, sources: dict) -> bool:
+    return _source_of(tuple(key.split(".")), sources).startswith(COMMAND_LINE)
+
+
+def _dormant_file_setting(err: dict, tree: dict, sources: dict) -> tuple[str, str] | None:
+    """(key, why) of a file setting that a command-line override made ineffective, removed
+    from `tree`: a setting of one plug-in when the override chose another (a fixed order
+    under `schedule.name=gu`), or a setting that only applies with keys the override changed
+    (the Fisher settings of a FUN experiment under `schedule.name=gu`); None for any other
+    error."""
+    loc = tuple(err["loc"])
+    if err["type"] == "extra_forbidden" and "plugin" in err:
+        key = ".".join(map(str, loc))
+        chooser = ".".join(map(str, (*loc[:-1], "name")))
+        if chooser in sources and sources[chooser].startswith(COMMAND_LINE) and \
+                not _from_command_line(key, sources) and _delete(tree, loc):
+            return key, f"it is not a setting of the {err['plugin']} chosen there"
+        return None
     found = _NO_EFFECT.search(str(err.get("ctx", {}).get("error", ""))) \
         if err["type"] == "value_error" else None
     if found is None:
         return None
     section, key, when = found.groups()
-    source = _source_of((section, key), sources)
-    context = [_source_of(tuple(k.split(".")), sources)
-               for k in re.findall(r"\b([a-z_]+\.[a-z_]+)\b", when)]
-    if source.startswith(COMMAND_LINE) or key not in tree.get(section, {}) or \
-            not any(c.startswith(COMMAND_LINE) for c in context):
+    context = re.findall(r"\b([a-z_]+\.[a-z_]+)\b", when)
+    if _from_command_line(f"{section}.{key}", sources) or \
+            not any(_from_command_line(k, sources) for k in context) or \
+            not _delete(tree, (section, key)):
         return None
-    del tree[section][key]
-    return f"{section}.{key}"
+    return f"{section}.{key}", f"it only applies {when}"
+
+
+def _validated(tree: dict) -> tuple[RunConfig | None, list[dict]]:
+    """(the config, []) or (None, its errors): plug-in sections first, then the whole."""
+    typed, errors, plugins = typed_tree(tree)
+    if errors:
+        return None, errors
+    try:
+        config = RunConfig.model_validate(typed)
+    except ValidationError as exc:
+        return None, exc.errors()
+    errors = plugin_checks(config, plugins)
+    return (None, errors) if errors else (config, [])
 
 
 def validate(tree: dict, sources: dict, overridden: bool = False) -> RunConfig:
     """Validate a merged tree; the first problem becomes a `UserError` (count of others noted).
 
-    With command-line overrides (`overridden`), a file setting that an override of the keys it
-    depends on made ineffective (the Fisher settings of a FUN experiment compared under
-    `schedule.name=gu`) is dropped with a note on stderr instead of refusing the run; the same
-    setting given on the command line, or contradicted within the files, stays an error."""
+    With command-line overrides (`overridden`), a file setting that an override made
+    ineffective (the Fisher settings of a FUN experiment compared under `schedule.name=gu`,
+    a dataset's settings under another `data.name`) is dropped with a note instead of
+    refusing the run; the same setting given on the command line, or contradicted within the
+    files, stays an error."""
+    tree = rewrite(tree, sources)
     while True:
-        try:
-            return RunConfig.model_validate(tree)
-        except ValidationError as exc:
-            errors = exc.errors()
-            dropped = _dormant_file_setting(errors[0], tree, sources) if overridden else None
-            if dropped is not None:
-                where = _source_of(tuple(dropped.split(".")), sources)
-                when = describe_error(errors[0], sources).split("only applies ")[-1]
-                print(f"note: {where}: {dropped} has no effect with the command-line overrides "
-                      f"(it only applies {when}); ignored", file=sys.stderr)
-                continue
-            raise UserError(first_error(errors, sources, RunConfig)) from None
+        config, errors = _validated(tree)
+        if config is not None:
+            return config
+        dropped = _dormant_file_setting(errors[0], tree, sources) if overridden else None
+        if dropped is None:
+            raise UserError(first_error(errors, sources, RunConfig))
+        key, why = dropped
+        log.warning("note: %s: %s has no effect with the command-line overrides (%s); "
+                    "ignored", _source_of(tuple(key.split(".")), sources), key, why)
 
 
 def load_config(path: str | Path | None, overrides: list[str] = ()) -> RunConfig:
@@ -249,8 +319,8 @@ def same_config(saved: Path, config: RunConfig) -> bool:
     at its default (the behaviour of the version that wrote it), any value written differently
     is a change, and a file that no longer validates is one too."""
     try:
-        earlier = RunConfig.model_validate(read_yaml(saved))
-    except (UserError, ValidationError):
+        earlier = validate(read_yaml(saved), {})
+    except UserError:
         return False
     return earlier.to_dict() == config.to_dict()
 

@@ -1,8 +1,10 @@
-"""Named registries of plug-ins (task families, datasets, evaluators, architectures, schedules).
+"""Named registries of plug-ins (task families, datasets, evaluators, architectures, schedules,
+probes, recipes).
 
 Every family of plug-ins has one `Registry`: built-ins register themselves with a decorator at
 import time, and a user entry is named by import path (`mypkg.module:Thing`) in a config, so a
-new plug-in is new files plus one registration, never an edit of jaxcult.
+new plug-in is new files plus one registration, never an edit of jaxcult. One entry of a family
+may be its default: the plug-in a config that names none gets (`name` left out).
 """
 
 from __future__ import annotations
@@ -45,26 +47,39 @@ class Registry(Generic[T]):
         self.kind = kind
         self._check = check
         self._entries: dict[str, T] = {}
+        self.default: str | None = None
 
-    def register(self, name: str) -> Callable[[T], T]:
+    def register(self, name: str, *, default: bool = False) -> Callable[[T], T]:
         """Decorator: `@REGISTRY.register("name")` on a class or factory."""
         def add(entry: T) -> T:
-            self.add(name, entry)
+            self.add(name, entry, default=default)
             return entry
         return add
 
-    def named_class(self, name: str) -> Callable[[T], T]:
+    def named_class(self, name: str, *, default: bool = False) -> Callable[[T], T]:
         """Class decorator: register the class under `name` and set its `name` attribute."""
         def add(cls: T) -> T:
             cls.name = name  # type: ignore[attr-defined]
-            self.add(name, cls)
+            self.add(name, cls, default=default)
             return cls
         return add
 
-    def add(self, name: str, entry: T) -> None:
+    def add(self, name: str, entry: T, *, default: bool = False) -> None:
         if name in self._entries and self._entries[name] is not entry:
             raise ValueError(f"{self.kind} {name!r} is registered twice")
+        if default and self.default not in (None, name):
+            raise ValueError(f"{self.kind}: {name!r} and {self.default!r} are both the default")
         self._entries[name] = entry
+        if default:
+            self.default = name
+
+    def name_or_default(self, name: str | None, key: str) -> str:
+        """`name`, or the family's default when a config names none."""
+        if name is not None:
+            return name
+        if self.default is None:
+            raise UserError(f"{key}: no {self.kind} named (this family has no default)")
+        return self.default
 
     def names(self) -> list[str]:
         return sorted(self._entries)
@@ -75,9 +90,10 @@ class Registry(Generic[T]):
     def __iter__(self) -> Iterator[tuple[str, T]]:
         return iter(sorted(self._entries.items()))
 
-    def get(self, name: str, key: str) -> T:
-        """The entry called `name` (or imported from `pkg.mod:Name`); `key` is the config key
-        that named it, for the error message."""
+    def get(self, name: str | None, key: str) -> T:
+        """The entry called `name` (or imported from `pkg.mod:Name`; None: the default); `key`
+        is the config key that named it, for the error message."""
+        name = self.name_or_default(name, key)
         if ":" in name:
             entry = import_path(name, key)
             if self._check is not None and not self._check(entry):

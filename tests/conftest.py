@@ -31,6 +31,17 @@ if _FAST_COMPILE not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_FAST_COMPILE}".strip()
 
 
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _console_logging():
+    """Library messages reach stderr as they do under the `jaxcult` command (tests read them
+    with capsys)."""
+    from jaxcult.cli import configure_logging
+
+    configure_logging()
+
+
 def xla_flags(devices: int) -> str:
     """XLA_FLAGS for a test process with `devices` simulated CPU devices."""
     return f"{os.environ['XLA_FLAGS']} --xla_force_host_platform_device_count={devices}"

@@ -42,9 +42,10 @@ def test_names_and_compatibility_are_checked_before_any_loading():
         return str(info.value)
 
     assert "cannot read xcopa's 'multiple_choice' records" in error("data.name=xcopa")
-    assert "unknown evaluator 'f1'" in error("task.evaluator=f1")
+    assert "unknown evaluator 'f1'" in error("task.evaluators=[f1]")
     assert "has 8 labels, config says 3" in error("task.num_labels=3")
-    assert "task.options: Classification has no option 'pooling'" in error("task.options.pooling=1")
+    assert "unknown key 'task.pool' of task family 'classification' (did you mean 'pooling'?)" \
+        in error("task.pool=mean")
     assert "data.target_languages: jaxcult_multilingual has no language 'xx'" in error(
         "data.target_languages=[de, xx]")
 

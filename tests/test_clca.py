@@ -11,19 +11,18 @@ from pathlib import Path
 import pytest
 import yaml
 
-from jaxcult.clca import prompts
-from jaxcult.clca.chat_model import EngineChatModel, Reply
-from jaxcult.clca.intents import annotate, culture_mention_share, mentions
-from jaxcult.clca.judge import discarded
-from jaxcult.clca.parsing import Verdict, parse_action, parse_intent, parse_verdict
-from jaxcult.clca.roleplay import Behaviour, Dialogue, simulate
-from jaxcult.clca.views import build_views
 from jaxcult.config import GenerationConfig
-from jaxcult.config_clca import ClcaJudgeConfig
 from jaxcult.data.cultures import find_culture, load_cultures, verbalise
 from jaxcult.data.scenarios import read_scenarios
 from jaxcult.errors import UserError
-from jaxcult.run.clca import run_stages
+from jaxcult.recipes.clca import prompts, run_stages
+from jaxcult.recipes.clca.chat_model import EngineChatModel, Reply
+from jaxcult.recipes.clca.config import ClcaJudgeConfig
+from jaxcult.recipes.clca.intents import annotate, culture_mention_share, mentions
+from jaxcult.recipes.clca.judge import discarded
+from jaxcult.recipes.clca.parsing import Verdict, parse_action, parse_intent, parse_verdict
+from jaxcult.recipes.clca.roleplay import Behaviour, Dialogue, simulate
+from jaxcult.recipes.clca.views import build_views
 
 SCENARIOS = Path(__file__).resolve().parent.parent / "experiments" / "clca" / "scenarios"
 CULTURES = load_cultures()

@@ -12,7 +12,7 @@ import yaml
 from test_clca import SCENARIOS, Scripted, scripted_everything
 
 from jaxcult.data.survey_synthetic import write_synthetic_worldvaluesbench
-from jaxcult.run.clca import run_stages
+from jaxcult.recipes.clca import run_stages
 from jaxcult.run.survey import survey_command
 
 pytest.importorskip("transformers")

@@ -112,9 +112,9 @@ def test_dump_round_trips(tmp_path):
 
 
 def test_every_experiment_config_validates(repo):
-    from jaxcult.config_clca import ClcaConfig
     from jaxcult.config_loading import load_section
-    from jaxcult.config_narratives import NarrativesConfig
+    from jaxcult.recipes.clca.config import ClcaConfig
+    from jaxcult.recipes.narratives.config import NarrativesConfig
     from jaxcult.run.sweep import cell_configs, grid_cells, override_text, read_sweep_file
 
     pipelines = {path: schema for folder, schema in (("clca", ClcaConfig),

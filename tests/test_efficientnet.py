@@ -77,17 +77,19 @@ def test_grid_features_are_computed_once_and_read_back(tmp_path, monkeypatch):
     """easy-VQA records carry pixels; the vqa task turns them into cached grid tokens."""
     import jaxcult.hub.vision as vision
     import jaxcult.tasks.image_features as image_features
-    from jaxcult.config import DataConfig, TaskConfig
+    from jaxcult.config import DataConfig
     from jaxcult.data.vqa import EasyVqa
     from jaxcult.hub.pretrained import load_tokenizer
+    from jaxcult.tasks import Loaders
     from jaxcult.tasks.vqa import VisualQuestionAnswering
 
     monkeypatch.setattr(vision, "CACHE_DIR", tmp_path / "weights")
     dataset = EasyVqa()
     config = DataConfig(name="easy_vqa")
     records = dataset.read_eval(config, "zh", "test")[:6]
-    task = VisualQuestionAnswering(TaskConfig(name="vqa", options={
-        "image_size": 64, "feature_cache": str(tmp_path / "features")}), dataset.info(config).labels)
+    task = VisualQuestionAnswering(
+        VisualQuestionAnswering.Settings(image_size=64, feature_cache=str(tmp_path / "features")),
+        dataset.info(config).labels, Loaders(image_backbone=vision.load_backbone))
     tokenizer = load_tokenizer("multilingual-e5-small") if assets.get_asset(
         "multilingual-e5-small").installed() else load_tokenizer("minilm-l6")
     first = task.tokenize(records, tokenizer, 32, "easy_vqa/zh/test")

@@ -29,8 +29,8 @@ def test_copa_official_input_puts_the_question_in_the_first_segment():
     ours = copa.as_choices(RECORD)
     assert ours["context"] == "The man broke his toe."
     assert ours["choices"][0] == "What was the cause? He dropped a hammer on his foot."
-    with pytest.raises(UserError, match="copa_format: expected jaxcult or official"):
-        copa.XCOPA().info(load_config(None, ["data.name=xcopa", "data.options={copa_format: x}"]).data)
+    with pytest.raises(UserError, match="copa_format: expected 'jaxcult' or 'official'"):
+        copa.XCOPA().info(load_config(None, ["data.name=xcopa", "data.copa_format=x"]).data)
 
 
 def test_partial_batches_and_one_pass_fisher_match_hf_epochs():
@@ -138,10 +138,10 @@ def test_both_config_families_validate_and_differ_in_the_switches():
         if config.task.name in ("pair_classification", "multiple_choice"):
             assert config.task.head == "hf"
         if config.data.name == "xcopa":
-            assert config.data.options == {"copa_format": "official"}
+            assert config.data.copa_format == "official"
             assert not config.data.drop_remainder
         if config.data.name in ("xquad", "mlqa"):
-            assert config.task.scoring == "fun_official"
+            assert config.task.evaluators[0].scoring == "fun_official"
     for path in plain + official:
         config = load_config(path)
         targets = {"xnli": ["ar", "de", "el", "es", "hi", "ru", "sw", "th", "tr", "vi", "zh"],

@@ -96,7 +96,7 @@ def case_files(root: Path) -> dict[str, list[str]]:
     duplicate.write_text(TINY + "trainer: {steps: 3}\n")
     mean_run = root / "meanrun"
     mean_run.mkdir()
-    (mean_run / "config.yaml").write_text(TINY.replace("model:\n", "model:\n  pooling: mean\n", 1))
+    (mean_run / "config.yaml").write_text(TINY + "task: {pooling: mean}\n")
     t = ["train", "tiny.yaml"]
     return {
         "yaml syntax": ["train", str(bad_yaml)],

@@ -166,7 +166,7 @@ def _pipeline_files(tmp_path, root):
 
 
 def test_pipeline_builds_trains_and_writes_the_cross_culture_matrix(tiny_chat_model, tmp_path):
-    from jaxcult.run.narratives import run_stages
+    from jaxcult.recipes.narratives import run_stages
 
     config = _pipeline_files(tmp_path, tiny_chat_model[0])
     out = tmp_path / "out"

@@ -86,14 +86,14 @@ def test_linear_cka_equals_the_kernel_formula_and_its_invariances():
 def test_cka_probe_equals_the_formula_on_the_encoders_own_outputs(tiny):
     from flax import nnx
 
-    from jaxcult.config import ProbeConfig
     from jaxcult.probes import ProbeInput, resolve_probe
     from jaxcult.trainers.probe_runner import encoder_representations
 
     parts, _, batch = tiny
     program = layered("pfeiffer", "peft.reduction_factor=2")[1]
     other = {**batch, "input_ids": (batch["input_ids"] * 7 + 3) % 59 + 5}  # the "target language"
-    probe = resolve_probe("cka")(ProbeConfig(name="cka", options={"examples": 6}), parts.groups)
+    cka = resolve_probe("cka")
+    probe = cka(cka.Settings(name="cka", examples=6), parts.groups)
     represent = encoder_representations(program, parts.frozen)
     values = probe.measure(ProbeInput(0, parts.params, None, [], jax.random.key(0), represent,
                                       {"en": [batch], "xx": [other]}, "en"))
@@ -156,7 +156,8 @@ def test_probes_in_a_run_write_probes_jsonl_and_bad_settings_exit_2(tmp_path, mo
     ratio = next(r for r in records if r["probe"] == "update_ratio")["value"]
     assert ratio["head"] > 0                                   # gu trains the head from step 0
     for bad, message in (("probes=[{name: nope}]", "unknown probe 'nope'"),
-                         ("probes=[{name: hessian_top, options: {depth: 2}}]", "no option 'depth'"),
+                         ("probes=[{name: hessian_top, depth: 2}]",
+                          "unknown key 'probes.0.depth' of probe 'hessian_top' (its own keys: iters)"),
                          ("probes=[{name: noise_scale, batches: 1}]", "needs batches >= 2"),
                          ("probes=[{name: cka, options: {targets: 'de,fr'}}]", "cka target 'fr'")):
         assert main(["train", "probes.yaml", "--run-dir", "bad", bad]) == 2

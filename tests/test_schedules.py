@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from jaxcult.config import ScheduleConfig
 from jaxcult.errors import UserError
 from jaxcult.schedules import Schedule, resolve
 
@@ -15,7 +14,7 @@ GROUPS = ["head", *LAYERS]
 
 
 def run(name, steps=40, fisher=None, **cfg):
-    config = ScheduleConfig(name=name, k=5, **cfg)
+    config = resolve(name).Settings(name=name, k=5, **cfg)
     schedule = resolve(name)(GROUPS, LAYERS, config, seed=3)
     start = schedule.start()
     mask, events = start.mask, list(start.events)
@@ -102,11 +101,11 @@ def test_fixed_order_without_the_top_layer_opens_it_first():
 
 def test_random_opens_the_top_layer_first_like_the_official_code():
     for seed in range(5):
-        config = ScheduleConfig(name="random", k=5, seed=seed)
+        config = resolve("random").Settings(name="random", k=5, seed=seed)
         start = resolve("random")(GROUPS, LAYERS, config).start()
         assert start.events[0]["groups"] == ["head", LAYERS[3]]
-    drawn = {resolve("random")(GROUPS, LAYERS, ScheduleConfig(name="random", k=5, seed=seed,
-                                                               random_first=True)
+    drawn = {resolve("random")(GROUPS, LAYERS, resolve("random").Settings(
+                                   name="random", k=5, seed=seed, random_first=True)
                                ).start().events[0]["groups"][1] for seed in range(12)}
     assert len(drawn) > 1  # the option: a random first layer
 
@@ -151,7 +150,7 @@ def official_first_steps(style: str, k: int, traces=None, picks=None, order=None
 
 
 def jaxcult_first_steps(name: str, k: int, fisher_at=None, **cfg) -> tuple[dict, list[int]]:
-    config = ScheduleConfig(name=name, k=k, official_offset=True, **cfg)
+    config = resolve(name).Settings(name=name, k=k, official_offset=True, **cfg)
     schedule = resolve(name)(OFFICIAL_GROUPS, OFFICIAL_LAYERS, config, seed=7)
     start = schedule.start()
     mask, first, opened = start.mask, {}, []

@@ -8,7 +8,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxcult.config import ScheduleConfig
 from jaxcult.config_loading import load_config
 from jaxcult.data.batching import BatchIterator, EpochBatches, LengthBuckets, Split, eval_batches
 from jaxcult.errors import UserError
@@ -48,7 +47,7 @@ def schedule_masks(groups: list[str], layer_groups: list[str]) -> list[np.ndarra
     fisher = {g: float(-abs(i - LAYERS // 2)) for i, g in enumerate(layer_groups)}
     for name, options in [("standard", {}), ("gu", {}), ("lpft", {}), ("fun", {}),
                           ("random", {}), ("fixed", {"order": "bottom_up"})]:
-        schedule = resolve(name)(groups, layer_groups, ScheduleConfig(name=name, k=1, **options),
+        schedule = resolve(name)(groups, layer_groups, resolve(name).Settings(name=name, k=1, **options),
                                  seed=4)
         mask = schedule.start().mask
         masks.append(mask)

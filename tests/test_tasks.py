@@ -84,12 +84,13 @@ def test_decoding_gold_logits_gives_perfect_scores(tmp_path, tokenizer):
         if start:
             logits[w, 0, start], logits[w, 1, end] = 5.0, 5.0
     info = DatasetInfo("squad", ("en",))
-    task = SpanQAScores(load_config(None, ["task.name=extractive_qa"]).task, info)
+    task = SpanQAScores(load_config(None, ["task.name=extractive_qa"]).task.evaluators[0], info)
     assert task.predictions(logits, split.meta) == {"0-0": "1889", "0-1": "Paris",
                                                     "1-0": "one hundred degrees"}
     assert task.metrics({"logits": logits}, split) == {"f1": 1.0, "exact_match": 1.0}
     short = SpanQAScores(load_config(None, ["task.name=extractive_qa",
-                                            "task.max_answer_length=2"]).task, info)
+                                            "task.evaluators.0.max_answer_length=2"]
+                                     ).task.evaluators[0], info)
     assert short.predictions(logits, split.meta)["1-0"] != "one hundred degrees"
 
 

@@ -122,7 +122,11 @@ def test_export_peft_from_a_lora_run(tmp_path, capsys):
 
     run, _ = train(tmp_path, "peft.kind=lora", "peft.lora_r=2", "schedule.name=standard",
                    "trainer.steps=3")
-    assert main(["export", str(run.root), "--format", "peft", "--out", str(tmp_path / "peft")]) == 0
+    assert main(["export", str(run.root), "--format", "peft", "--out", str(tmp_path / "refused")]) == 2
+    assert "pass --no-head" in capsys.readouterr().err and not (tmp_path / "refused").exists()
+    assert main(["export", str(run.root), "--format", "peft", "--out", str(tmp_path / "peft"),
+                 "--no-head"]) == 0
+    assert load_file(str(tmp_path / "peft" / "jaxcult_head.safetensors"))  # the head, beside
     config = json.loads((tmp_path / "peft" / "adapter_config.json").read_text())
     assert config["peft_type"] == "LORA" and config["target_modules"] == ["query", "value"]
     tensors = load_file(str(tmp_path / "peft" / "adapter_model.safetensors"))

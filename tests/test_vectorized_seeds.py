@@ -62,7 +62,7 @@ def test_vmapped_seeds_equal_separate_runs(tmp_path, monkeypatch, schedule):
                               "sharded", f"schedule.name={schedule}", "trainer.vectorize_seeds=true",
                               "mesh.seed=-1"], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert sharded.returncode == 0, sharded.stderr[-3000:]
-    assert "split over 3 of the 8 devices" in sharded.stdout
+    assert "split over 3 of the 8 devices" in sharded.stderr
     for seed, other in [(s, o) for s in (0, 1, 2) for o in ("together", "sharded")]:
         together, apart = tmp_path / other / f"seed-{seed}", tmp_path / "apart" / f"seed-{seed}"
         losses = [[r["loss"] for r in _records(run / "metrics.jsonl", "train")]

@@ -324,10 +324,9 @@ def test_type_tokens_and_the_honest_type_predictor():
 
 
 def test_soft_answer_scores_are_the_bce_targets():
-    from jaxcult.config import TaskConfig
     from jaxcult.tasks.vqa import VisualQuestionAnswering
 
-    task = VisualQuestionAnswering(TaskConfig(name="vqa", options={"type_token": "predicted"}),
+    task = VisualQuestionAnswering(VisualQuestionAnswering.Settings(type_token="predicted"),
                                    labels=("yes", "no", "red"))
     logits = np.asarray([[0.5, -1.0, 2.0], [0.1, 0.2, -0.3]], np.float32)
     types = np.asarray([[2.0, -1.0], [0.0, 1.0]], np.float32)

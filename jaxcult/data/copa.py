@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
 
 from jaxcult.config import DataConfig
 from jaxcult.data.registry import Dataset, DatasetInfo, decoded, register_dataset
@@ -106,21 +109,23 @@ def as_choices(record: dict, layout: str = "jaxcult") -> dict:
             "choices": [f"{question} {record['choice1']}", f"{question} {record['choice2']}"]}
 
 
+class CopaSettings(DataConfig):
+    copa_format: Literal["jaxcult", "official"] = Field(
+        "jaxcult", description="how a premise and its question become choices (see "
+        "jaxcult.data.copa.as_choices)")
+
+
 @register_dataset(NAME)
 class XCOPA(Dataset):
     """COPA (English train/validation/test) and XCOPA (11 languages) from `data.manual_dir`;
-    `data.train_file` is COPA-format JSONL. Option `copa_format`: `jaxcult` or `official`
+    `data.train_file` is COPA-format JSONL. Setting `copa_format`: `jaxcult` or `official`
     (see `as_choices`)."""
 
-    option_names = ("copa_format",)
+    Settings = CopaSettings
     prepared = "jaxcult:xcopa"
 
-    def _layout(self, config: DataConfig) -> str:
-        layout = config.options.get("copa_format", "jaxcult")
-        if layout not in ("jaxcult", "official"):
-            raise UserError(f"data.options.copa_format: expected jaxcult or official, found "
-                            f"{layout!r}")
-        return layout
+    def _layout(self, config: CopaSettings) -> str:
+        return config.copa_format
 
     def info(self, config: DataConfig) -> DatasetInfo:
         self._layout(config)

@@ -93,7 +93,7 @@ def _sample(language: str, split: str, size: int, seed: str) -> list[dict]:
     return chosen
 
 
-@register_dataset(NAME)
+@register_dataset(NAME, default=True)
 class BuiltinMultilingual(Dataset):
     """The built-in topic dataset: `text_label` records, generated (no files)."""
 

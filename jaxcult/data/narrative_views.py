@@ -10,7 +10,7 @@
   Context / ### Culture / ### Country / ### Background / ### Rule-of-Thumb / ### Story /
   ### Explanation".
 
-A scenario is a mix of views (`config_narratives.SCENARIOS`), named as in the paper.
+A scenario is a mix of views (`SCENARIOS`), named as in the paper.
 """
 
 from __future__ import annotations
@@ -18,9 +18,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Literal
 
-from jaxcult.config_narratives import SCENARIOS
 from jaxcult.data.narrative_sources import NormAdStory
 from jaxcult.data.survey import Question, Respondent
+
+# Surveys→Narratives' training mixes: scenario -> the views it holds (data.narrative_views).
+SCENARIOS: dict[str, tuple[str, ...]] = {
+    "normal": ("survey",),
+    "cultural_context": ("survey", "culture_text"),
+    "normad_context": ("survey", "normad"),
+    "wiki_only": ("culture_text",),
+    "normad_only": ("normad",),
+    "all_combined": ("survey", "culture_text", "normad"),
+}
 
 NegativeCodes = Literal["flip", "drop"]
 

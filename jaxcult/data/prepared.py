@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,6 +37,8 @@ from jaxcult.data.batching import (
 from jaxcult.data.registry import Dataset, Record
 from jaxcult.errors import UserError
 
+log = logging.getLogger(__name__)
+
 INDEX_CHUNK = 4096  # examples tokenised at a time by the length pass
 INDEX_FORMAT = "2"  # part of the index key: indexes of another layout are rebuilt
 PROGRESS_SECONDS = 10.0
@@ -54,8 +56,8 @@ class IndexProgress:
         now = time.perf_counter()
         if now - self.last >= PROGRESS_SECONDS or examples == self.total:
             if examples < self.total or now - self.start >= PROGRESS_SECONDS:
-                print(f"indexing {self.where}: {examples:,}/{self.total:,} examples "
-                      f"({now - self.start:.0f} s)", file=sys.stderr, flush=True)
+                log.info(f"indexing {self.where}: {examples:,}/{self.total:,} examples "
+                      f"({now - self.start:.0f} s)")
             self.last = now
 
 
@@ -288,8 +290,9 @@ class StreamedSplit:
         backend = getattr(self.tokenizer, "backend_tokenizer", None)
         vocabulary = backend.to_str() if backend is not None else str(len(self.tokenizer))
         parts = [INDEX_FORMAT, self.source.fingerprint,
-                 json.dumps(self.source.config.options, sort_keys=True),
-                 json.dumps(self.task.config.model_dump(), sort_keys=True, default=str),
+                 json.dumps(self.source.config.own_settings(DataConfig), sort_keys=True),
+                 json.dumps(self.task.settings.model_dump(exclude={"evaluators"}),
+                            sort_keys=True, default=str),
                  str(self.max_length), hashlib.sha1(vocabulary.encode()).hexdigest(),
                  hashlib.sha1(self.rows.tobytes()).hexdigest()]
         return hashlib.sha1("\n".join(parts).encode()).hexdigest()[:20]

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from jaxcult.config import DataConfig
+from jaxcult.config import DataConfig, settings_as
 from jaxcult.errors import UserError
 from jaxcult.registry import Registry, subclasses_of
 
@@ -112,17 +112,13 @@ def decoded(value: Any) -> str:
 
 
 class Dataset:
-    """Base class of datasets: override `info` and `read` (or `read_train` / `read_eval`)."""
+    """Base class of datasets: override `info` and `read` (or `read_train` / `read_eval`). Its
+    own settings are its `Settings` (a subclass of `DataConfig`: keys of the `data` section);
+    every method receives the run's `data` section as an instance of it."""
 
     name = "dataset"
-    option_names: tuple[str, ...] = ()  # keys it reads from `data.options`
+    Settings: type[DataConfig] = DataConfig
     prepared: str | None = None  # its jaxcult TFDS builder (`data.source: tfds`), if any
-
-    def check_options(self, config: DataConfig) -> None:
-        unknown = sorted(set(config.options) - set(self.option_names))
-        if unknown:
-            raise UserError(f"data.options: {self.name} has no option {unknown[0]!r} "
-                            f"(its options: {', '.join(self.option_names) or 'none'})")
 
     def info(self, config: DataConfig) -> DatasetInfo:
         raise NotImplementedError
@@ -169,15 +165,16 @@ class Dataset:
 DATASETS: Registry[type[Dataset]] = Registry("dataset", check=subclasses_of(Dataset))
 
 
-def register_dataset(name: str):
+def register_dataset(name: str, *, default: bool = False):
     """Class decorator: register a `Dataset` subclass under `name` (sets its `name`)."""
-    return DATASETS.named_class(name)
+    return DATASETS.named_class(name, default=default)
 
 
 def resolve_dataset(config: DataConfig) -> Dataset:
-    """The dataset of `data.name` (a registered name or `pkg.mod:Class`), options checked."""
+    """The dataset of `data.name` (a registered name or `pkg.mod:Class`); its methods expect
+    the `data` section as the dataset's own settings (what the config loader makes of it)."""
     dataset = DATASETS.get(config.name, "data.name")()
-    if ":" in config.name:
+    if config.name is not None and ":" in config.name:
         dataset.name = config.name
-    dataset.check_options(config)
+    settings_as(config, dataset.Settings, "data")  # the settings fit, whoever built them
     return dataset

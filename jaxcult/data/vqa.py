@@ -15,6 +15,7 @@ from functools import cache
 from pathlib import Path
 
 import numpy as np
+from pydantic import Field
 
 from jaxcult.config import DataConfig
 from jaxcult.data.region_features import RegionFeatures
@@ -111,6 +112,14 @@ def _easy_images(root: str, split: str) -> dict[str, np.ndarray]:
     return images
 
 
+class XgqaSettings(DataConfig):
+    features: str | None = Field(None, description="the region features: a folder of "
+                                 "<image_id>.npz, an .h5 file or an LMDB folder (docs/vqa.md)")
+    feature_dim: int = Field(2048, gt=0, description="their dimension (checked)")
+    few_shot: int | None = Field(None, gt=0, description="train on xGQA's few-shot file of "
+                                 "this many shots of the source language")
+
+
 @register_dataset("xgqa")
 class Xgqa(Dataset):
     """xGQA (Pfeiffer et al. 2022) over GQA, from `data.manual_dir` (layout of `../shared/data`):
@@ -118,13 +127,13 @@ class Xgqa(Dataset):
     format: `{question_id, img_id, sent, label: {answer: score}}`, optionally `types` from GQA's
     question files, which gold type tokens need); evaluation `validation` =
     `xgqa/data/few_shot/<l>/dev.json`, `test` = `xgqa/data/zero_shot/<l>/
-    testdev_balanced_questions.json` (xGQA's format). Region features: `data.options.features`
+    testdev_balanced_questions.json` (xGQA's format). Region features: `data.features`
     (`<image_id>.npz` folder, HDF5 file or LMDB folder: `data.region_features`), `feature_dim`
     (default 2048) is checked.
     `few_shot: N` trains on `xgqa/data/few_shot/<source>/train_N.json` of the source language
     instead, validated on its `dev.json` (xGQA's few-shot protocol)."""
 
-    option_names = ("features", "feature_dim", "few_shot")
+    Settings = XgqaSettings
 
     def info(self, config: DataConfig) -> DatasetInfo:
         root = self.local_root(config)
@@ -133,22 +142,21 @@ class Xgqa(Dataset):
         return DatasetInfo("vqa", XGQA_LANGUAGES, tuple(labels), {"visual": "regions"})
 
     def _visual(self, config: DataConfig, image_id: str) -> VisualTokens:
-        path = config.options.get("features")
-        if not path:
-            raise UserError("data.options.features: xgqa needs the region features (a folder of "
+        if not config.features:
+            raise UserError("data.features: xgqa needs the region features (a folder of "
                             "<image_id>.npz, an .h5 file or an LMDB folder; see docs/vqa.md)")
-        return _region_features(str(Path(str(path)).expanduser()), image_id,
-                                int(config.options.get("feature_dim", 2048)))
+        return _region_features(str(Path(config.features).expanduser()), image_id,
+                                config.feature_dim)
 
     def read_train(self, config: DataConfig, language: str, split: str) -> list[Record]:
-        shots = config.options.get("few_shot")
+        shots = config.few_shot
         if shots is not None:
-            name = f"train_{int(shots)}.json" if split == "train" else "dev.json"
+            name = f"train_{shots}.json" if split == "train" else "dev.json"
             return self._xgqa_file(config, self.local_root(config) / "xgqa" / "data" / "few_shot"
                                    / language / name)
         if language != "en":
             raise UserError(f"xgqa: GQA training questions are English only (found {language!r}; "
-                            f"set data.options.few_shot for xGQA's few-shot training files)")
+                            f"set data.few_shot for xGQA's few-shot training files)")
         name = "train" if split == "train" else "valid"
         path = self.local_root(config) / "gqa_iglue" / "datasets" / "gqa" / "annotations" / f"{name}.json"
         records = []

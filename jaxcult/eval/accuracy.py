@@ -9,7 +9,7 @@ from jaxcult.data.batching import Split
 from jaxcult.eval.base import Evaluator, Metrics, register_evaluator
 
 
-@register_evaluator("accuracy")
+@register_evaluator("accuracy", default=True)
 class Accuracy(Evaluator):
     """Fraction of examples whose argmax over the last output axis equals `labels`."""
 

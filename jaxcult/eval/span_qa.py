@@ -3,32 +3,45 @@
 For each question, every window's `n_best` highest start and end logits among context tokens
 are paired; spans with start <= end and at most `max_answer_length` tokens are kept; the answer
 is the best-scoring span (start + end logit) over all of its windows. Predictions are scored by
-`squad_scores` under `task.scoring`: `dataset` (SQuAD v1.1 for XQuAD, MLQA's per-language rules
+`squad_scores` under its `scoring` setting: `dataset` (SQuAD v1.1 for XQuAD, MLQA's per-language rules
 for MLQA), `squad`, `mlqa`, or `fun_official` (SQuAD v1.1, Chinese scored per character, as the
 FUN code); the split's language selects the per-language rules.
 """
 
 from __future__ import annotations
 
+from typing import Literal
+
 import jax
 import numpy as np
+from pydantic import Field
 
+from jaxcult.config import EvaluatorConfig
 from jaxcult.data.batching import Split
 from jaxcult.eval.base import Evaluator, Metrics, register_evaluator
 from jaxcult.eval.squad import squad_scores
 
 
+class SpanQASettings(EvaluatorConfig):
+    n_best: int = Field(20, gt=0, description="highest start and end logits paired per window")
+    max_answer_length: int = Field(30, gt=0, description="tokens of the longest answer span")
+    scoring: Literal["dataset", "squad", "mlqa", "fun_official"] = Field(
+        "dataset", description="answer normalisation: the dataset's (XQuAD: squad, MLQA: mlqa), "
+        "or fun_official: SQuAD v1.1 with Chinese scored per character (the FUN code)")
+
+
 @register_evaluator("squad")
 class SpanQAScores(Evaluator):
+    Settings = SpanQASettings
     primary_metric = "f1"
 
     @property
     def n_best(self) -> int:
-        return self.config.n_best
+        return self.settings.n_best
 
     @property
     def max_answer_length(self) -> int:
-        return self.config.max_answer_length
+        return self.settings.max_answer_length
 
     sequence_outputs = ("logits",)
 
@@ -75,7 +88,7 @@ class SpanQAScores(Evaluator):
     def metrics(self, results: dict[str, np.ndarray], split: Split) -> Metrics:
         meta = split.meta
         references = {r["id"]: r["answers"] for r in meta["records"]}
-        rules = self.config.scoring
+        rules = self.settings.scoring
         if rules == "dataset":
             rules = self.info.metadata.get("qa_scoring", "squad")
         scores = squad_scores(self.predictions(results["logits"], meta), references,

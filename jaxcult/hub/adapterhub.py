@@ -24,7 +24,7 @@ from flax import nnx
 from jaxcult import models
 from jaxcult.config import PeftConfig
 from jaxcult.errors import UserError
-from jaxcult.models.mlm import MaskedLMHead
+from jaxcult.hub.export import ExportedHead
 from jaxcult.peft.bottleneck import AdapterStack, BottleneckAdapter, make_adapters
 from jaxcult.peft.invertible import NICEAdapter
 
@@ -289,10 +289,9 @@ def hub_config(backbone: nnx.Module, which: str, slot: str | None = None) -> dic
 
 
 def export_adapterhub(model: nnx.Module, directory: str | Path, *, name: str, which: str = "task",
-                      labels: tuple[str, ...] | None = None, with_head: bool = True,
-                      slot: str | None = None) -> Path:
-    """Write `model`'s task (or language) adapters, plus its head when it has one (unless
-    `with_head` is false: a CLS-pooled classification head, or a masked-LM head), as an
+                      head: ExportedHead | None = None, slot: str | None = None) -> Path:
+    """Write `model`'s task (or language) adapters, plus `head` when given (the task family
+    decides whether and how its head goes into AdapterHub's files: `Task.export_head`), as an
     AdapterHub directory loadable with `model.load_adapter(dir)`; `slot` as in `hub_key`."""
     from safetensors.numpy import save_file
 
@@ -303,40 +302,48 @@ def export_adapterhub(model: nnx.Module, directory: str | Path, *, name: str, wh
         supported = sorted(t for _, arch in models.ARCHITECTURES for t in arch.adapterhub)
         raise UserError(f"export --format adapterhub: model type {model_type!r} is not supported "
                         f"(supported: {', '.join(supported)})")
-    if with_head and which == "task" and getattr(getattr(model, "head", None), "pooling",
-                                                 "cls") != "cls":
-        raise UserError(f"export --format adapterhub: the head pools by {model.head.pooling!r}, "
-                        f"but AdapterHub's classification head reads the first token (cls); "
-                        f"pass --no-head to export the adapters alone")
     prefix, model_class = names[model_type]
     meta = {"hidden_size": backbone.config.hidden_size, "model_class": model_class,
             "model_name": "", "model_type": model_type, "name": name, "version": VERSION}
-    adapters, head = {}, {}
+    adapters = {}
     for path, variable in _flat_params(model):
         found = hub_key(path, name, which, slot)
-        if found is None or (not with_head and found[0].startswith("heads.")):
+        if found is None or found[0].startswith("heads."):
             continue
         key, transpose = found
         value = np.asarray(variable[...], dtype=np.float32)
-        value = np.ascontiguousarray(value.T if transpose else value)
-        (head if key.startswith("heads.") else adapters)[key if key.startswith("heads.")
-                                                         else f"{prefix}.{key}"] = value
+        adapters[f"{prefix}.{key}"] = np.ascontiguousarray(value.T if transpose else value)
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     save_file(adapters, str(directory / "adapter.safetensors"))
     (directory / "adapter_config.json").write_text(
         json.dumps({"config": hub_config(backbone, which, slot), **meta}, indent=2) + "\n")
-    if with_head and isinstance(getattr(model, "head", None), MaskedLMHead):
-        _write_mlm_head(model, directory, name, meta)
-    elif head:
-        num_labels = head[f"heads.{name}.4.bias"].shape[0]
-        names = labels or tuple(f"LABEL_{i}" for i in range(num_labels))
-        config = {"head_type": "classification", "num_labels": num_labels, "layers": 2,
-                  "activation_function": "tanh", "label2id": {n: i for i, n in enumerate(names)},
-                  "use_pooler": False, "bias": True, "dropout_prob": None}
-        save_file(head, str(directory / "model_head.safetensors"))
-        (directory / "head_config.json").write_text(json.dumps({"config": config, **meta}, indent=2) + "\n")
+    if head is not None:
+        save_file(head.tensors, str(directory / "model_head.safetensors"))
+        (directory / "head_config.json").write_text(
+            json.dumps({"config": head.config, **meta}, indent=2) + "\n")
     return directory
+
+
+def _torch_layout(variable: nnx.Variable, transpose: bool) -> np.ndarray:
+    value = np.asarray(variable[...], dtype=np.float32)
+    return np.ascontiguousarray(value.T if transpose else value)
+
+
+def classification_head(model: nnx.Module, name: str, labels: tuple[str, ...] = ()
+                        ) -> ExportedHead:
+    """AdapterHub's `classification` head of a model whose `head` is dense + tanh + linear on
+    the first token (jaxcult's `ClassificationHead` with cls pooling)."""
+    tensors = {}
+    for path, variable in _flat_params(model.head):
+        key, transpose = hub_key(f"head.{path}", name, "task")
+        tensors[key] = _torch_layout(variable, transpose)
+    num_labels = tensors[f"heads.{name}.4.bias"].shape[0]
+    names = labels or tuple(f"LABEL_{i}" for i in range(num_labels))
+    return ExportedHead({"head_type": "classification", "num_labels": num_labels, "layers": 2,
+                         "activation_function": "tanh",
+                         "label2id": {n: i for i, n in enumerate(names)},
+                         "use_pooler": False, "bias": True, "dropout_prob": None}, tensors)
 
 
 # AdapterHub's `masked_lm` head: 0 dense, 1 activation, 2 LayerNorm, 3 output embeddings (tied to
@@ -346,18 +353,14 @@ _MLM_HEAD = {"dense.kernel": ("0.weight", True), "dense.bias": ("0.bias", False)
              "output_bias": ("3.bias", False)}
 
 
-def _write_mlm_head(model: nnx.Module, directory: Path, name: str, meta: dict) -> None:
-    from safetensors.numpy import save_file
-
+def masked_lm_head(model: nnx.Module, name: str) -> ExportedHead:
+    """AdapterHub's `masked_lm` head of a `MaskedLM` model (MAD-X language adapters ship it)."""
     config = model.encoder.config
     tensors = {}
     for path, variable in _flat_params(model.head):
         index, transpose = _MLM_HEAD[path]
-        value = np.asarray(variable[...], dtype=np.float32)
-        tensors[f"heads.{name}.{index}"] = np.ascontiguousarray(value.T if transpose else value)
-    head = {"head_type": "masked_lm", "vocab_size": config.vocab_size,
-            "embedding_size": config.hidden_size, "layers": 2,
-            "activation_function": config.hidden_act, "layer_norm": True, "bias": True,
-            "shift_labels": False, "label2id": None}
-    save_file(tensors, str(directory / "model_head.safetensors"))
-    (directory / "head_config.json").write_text(json.dumps({"config": head, **meta}, indent=2) + "\n")
+        tensors[f"heads.{name}.{index}"] = _torch_layout(variable, transpose)
+    return ExportedHead({"head_type": "masked_lm", "vocab_size": config.vocab_size,
+                         "embedding_size": config.hidden_size, "layers": 2,
+                         "activation_function": config.hidden_act, "layer_norm": True,
+                         "bias": True, "shift_labels": False, "label2id": None}, tensors)

@@ -1,11 +1,14 @@
 """`save_pretrained(model, dir)`: write an HF directory (config.json + model.safetensors) that
-transformers loads, using the same key tables as import."""
+transformers loads, using the same key tables as import; `ExportedHead`, a task head as a
+foreign format holds it."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from flax import nnx
@@ -13,6 +16,15 @@ from flax import nnx
 from jaxcult import models
 
 _JAXCULT_ONLY = {"dtype", "param_dtype", "add_pooler"}
+
+
+@dataclass(frozen=True)
+class ExportedHead:
+    """A task head in a foreign format (`Task.export_head`): the config the format describes
+    it with, and its tensors by the format's names (torch layout)."""
+
+    config: dict[str, Any]
+    tensors: dict[str, np.ndarray]
 
 
 def hf_config(config) -> dict:

@@ -53,15 +53,36 @@ def abstract_module(config) -> nnx.Module:
     return nnx.merge(graphdef, nnx.from_flat_state([(path, variable.replace()) for path, variable in flat]))
 
 
-def convert_tensors(tensors: Mapping[str, np.ndarray], keymap: KeyMap, source: str
-                    ) -> dict[str, np.ndarray]:
-    """HF names -> NNX paths (transposing Linear weights); unknown names are errors."""
+class Subset(Mapping[str, np.ndarray]):
+    """The named tensors of a (lazy) mapping, read only when asked for."""
+
+    def __init__(self, tensors: Mapping[str, np.ndarray], names: list[str]) -> None:
+        self._tensors, self._names = tensors, names
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name not in self._names:
+            raise KeyError(name)
+        return self._tensors[name]
+
+    def __iter__(self):
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+
+def convert_tensors(tensors: Mapping[str, np.ndarray], keymap: KeyMap, source: str,
+                    unused: list[str] | None = None) -> dict[str, np.ndarray]:
+    """HF names -> NNX paths (transposing Linear weights); unknown names are errors. The names
+    the architecture leaves to others (a task model's head) are appended to `unused`."""
     converted: dict[str, np.ndarray] = {}
     for name in tensors:
         canonical = keymap.canonical(name)
         found = keymap.to_nnx(canonical)
         if found is None:
             if keymap.is_ignored(canonical):
+                if unused is not None:
+                    unused.append(name)
                 continue
             raise UserError(f"{source}: unexpected tensor {name!r} (no parameter of this "
                             f"architecture corresponds to it)")
@@ -98,10 +119,12 @@ def assemble(config, arrays: Mapping[str, np.ndarray], source: str, *,
 
 
 def load_tensors(config, tensors: Mapping[str, np.ndarray], source: str, **kw
-                 ) -> nnx.Module:
-    """An HF-named tensor mapping (safetensors, GGUF after renaming, ...) -> model."""
+                 ) -> tuple[nnx.Module, Mapping[str, np.ndarray]]:
+    """An HF-named tensor mapping (safetensors, GGUF after renaming, ...) -> (model, the
+    tensors it left to others, by their checkpoint names, read lazily)."""
     keymap = models.architecture_of(config).keymap
-    arrays = convert_tensors(tensors, keymap, source)
+    unused: list[str] = []
+    arrays = convert_tensors(tensors, keymap, source, unused)
     if getattr(config, "tie_word_embeddings", False):
         arrays.pop("lm_head.kernel", None)
-    return assemble(config, arrays, source, **kw)
+    return assemble(config, arrays, source, **kw), Subset(tensors, unused)

@@ -4,7 +4,7 @@ HF directories, weight files and Hugging Face Hub ids."""
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -79,27 +79,32 @@ def load_tokenizer(source: str | Path):
                     f"an E5S1 .bin)")
 
 
-def checkpoint_tensors(source: str | Path) -> Mapping[str, np.ndarray]:
-    """The raw tensors of an HF-directory source by their checkpoint names (lazy), for heads
-    the backbone loader leaves out; empty for GGUF and E5S1 sources."""
-    path, _ = _resolve(source, _HUB_FILES)
-    return SafetensorsCheckpoint(path) if path.is_dir() else {}
-
-
 def load_model(source: str | Path, *, dtype: str | None = None, mesh: Mesh | None = None,
                rules: Rules | None = None, **overrides: Any) -> nnx.Module:
     """The model of a source, every tensor placed directly with its sharding when `mesh` is set."""
+    return load_backbone(source, dtype=dtype, mesh=mesh, rules=rules, **overrides)[0]
+
+
+def load_backbone(source: str | Path, *, dtype: str | None = None, mesh: Mesh | None = None,
+                  rules: Rules | None = None, checked: Collection[str] = (),
+                  dropout: float | None = None, **overrides: Any
+                  ) -> tuple[nnx.Module, Mapping[str, np.ndarray]]:
+    """(the model of a source, the checkpoint's tensors it left to a task model's head, e.g.
+    BERT's `cls.predictions.*`, read lazily by their checkpoint names). The `checked`
+    overrides (the user's `model.overrides`) must be settings of the source's architecture;
+    `dropout` sets each dropout rate the architecture has."""
     if dtype is not None:
         overrides.setdefault("param_dtype", dtype)
     path, _ = _resolve(source, _HUB_FILES)
     name = str(source)
     if path.is_dir():
         hf_config = read_config(path)
-        config = models.config_from_hf(hf_config, name, **overrides)  # the model type first
+        config = models.config_from_hf(hf_config, name, checked, dropout, **overrides)
         tensors = SafetensorsCheckpoint(path)
         if getattr(config, "add_pooler", False) and "add_pooler" not in overrides and not any(
                 k.endswith("pooler.dense.weight") for k in tensors):   # e.g. *ForMaskedLM
-            config = models.config_from_hf(hf_config, name, add_pooler=False, **overrides)
+            config = models.config_from_hf(hf_config, name, dropout=dropout, add_pooler=False,
+                                           **overrides)
         return load_tensors(config, tensors, name, mesh=mesh, rules=rules)
     if path.suffix == ".gguf":
         from jaxcult.hub.gguf_io import read_gguf
@@ -112,7 +117,7 @@ def load_model(source: str | Path, *, dtype: str | None = None, mesh: Mesh | Non
     else:
         raise UserError(f"{path}: unsupported weight file (expected an HF directory, a .gguf file "
                         f"or an E5S1 .bin)")
-    config = models.config_from_hf(hf_config, name, **overrides)
+    config = models.config_from_hf(hf_config, name, checked, dropout, **overrides)
     return load_tensors(config, tensors, name, mesh=mesh, rules=rules)
 
 

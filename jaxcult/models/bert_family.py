@@ -43,6 +43,8 @@ BERT_FAMILY = register_architecture(Architecture(
     ),
     hf_classes={"bert": "BertModel", "roberta": "RobertaModel", "xlm-roberta": "XLMRobertaModel"},
     peft_task_type=None,
+    dropout_settings=("hidden_dropout_prob", "attention_probs_dropout_prob"),
+    pooler_classifiers=("bert",),
     adapterhub={"bert": ("bert", "BertAdapterModel"), "roberta": ("roberta", "RobertaAdapterModel"),
                 "xlm-roberta": ("roberta", "XLMRobertaAdapterModel")},
 ))

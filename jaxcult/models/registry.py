@@ -10,7 +10,8 @@ module that builds its `Architecture` and calls `register_architecture` (or a us
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import dataclasses
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,6 +42,21 @@ class Architecture:
     peft_task_type: str | None = None           # PEFT `task_type` of exported LoRA adapters
     adapterhub: Mapping[str, tuple[str, str]] = field(default_factory=dict)
     # model_type -> (AdapterHub key prefix, AdapterHub model class)
+    dropout_settings: tuple[str, ...] = ()      # config fields `model.dropout` sets
+    pooler_classifiers: tuple[str, ...] = ()    # model types whose transformers sequence-
+    #   classification head reads the pretrained pooler (BERT); the others' is dense + tanh +
+    #   linear on the first token (RoBERTa, XLM-R)
+
+    def settings(self) -> list[str]:
+        """The architecture's own settings: its config fields (`model.overrides` keys)."""
+        return [f.name for f in dataclasses.fields(self.config_class)]
+
+    def check_settings(self, keys: Collection[str], key: str) -> None:
+        """Every key is a setting of this architecture, or a `UserError` naming it."""
+        unknown = sorted(set(keys) - set(self.settings()))
+        if unknown:
+            raise UserError(f"{key}.{unknown[0]}: not a setting of the {self.name} architecture "
+                            f"(its settings: {', '.join(self.settings())})")
 
     def config_from_hf(self, hf: dict[str, Any], **overrides: Any) -> Any:
         return self.config_class.from_hf(hf, **overrides)
@@ -88,9 +104,19 @@ def architecture_of(config: Any) -> Architecture:
     return architecture_for(getattr(config, "model_type", None))
 
 
-def config_from_hf(hf: dict[str, Any], source: str = "model", **overrides: Any) -> Any:
-    """Typed architecture config from an HF `config.json` dict."""
-    return architecture_for(hf.get("model_type"), source).config_from_hf(hf, **overrides)
+def config_from_hf(hf: dict[str, Any], source: str = "model", checked: Collection[str] = (),
+                   dropout: float | None = None, **overrides: Any) -> Any:
+    """Typed architecture config from an HF `config.json` dict; the `checked` overrides (the
+    user's `model.overrides`) must be settings of the architecture, and `dropout` (the user's
+    `model.dropout`) sets every dropout rate it has."""
+    architecture = architecture_for(hf.get("model_type"), source)
+    architecture.check_settings(checked, "model.overrides")
+    if dropout is not None:
+        if not architecture.dropout_settings:
+            raise UserError(f"model.dropout: the {architecture.name} architecture has no dropout "
+                            f"to set")
+        overrides.update(dict.fromkeys(architecture.dropout_settings, dropout))
+    return architecture.config_from_hf(hf, **overrides)
 
 
 def build(config: Any, seed: int = 0, *, mesh: Mesh | None = None,

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import jax
 
-from jaxcult.config import ProbeConfig
+from jaxcult.config import ProbeConfig, settings_as
 from jaxcult.errors import UserError
 from jaxcult.registry import Registry, subclasses_of
 
@@ -37,10 +37,11 @@ class ProbeInput:
 
 
 class Probe:
-    """Base class: override `measure`; `option_names` lists the keys of `options` it reads."""
+    """Base class: override `measure`; its own settings are its `Settings` (a subclass of
+    `ProbeConfig`: keys of its `probes[]` entry)."""
 
     name = "probe"
-    option_names: tuple[str, ...] = ()
+    Settings: type[ProbeConfig] = ProbeConfig
     min_batches = 1
     reads_languages = False  # needs `representations` and the evaluation languages' batches
 
@@ -52,15 +53,12 @@ class Probe:
         """How many first examples of each wanted language's evaluation split it reads."""
         return 0
 
-    def __init__(self, config: ProbeConfig, groups: list[str]) -> None:
-        unknown = sorted(set(config.options) - set(self.option_names))
-        if unknown:
-            raise UserError(f"probes: {self.name} has no option {unknown[0]!r} (its options: "
-                            f"{', '.join(self.option_names) or 'none'})")
-        if config.batches < self.min_batches:
+    def __init__(self, settings: ProbeConfig, groups: list[str]) -> None:
+        settings = settings_as(settings, self.Settings, "probes[]")
+        if settings.batches < self.min_batches:
             raise UserError(f"probes: {self.name} needs batches >= {self.min_batches}, "
-                            f"found {config.batches}")
-        self.config, self.groups = config, list(groups)
+                            f"found {settings.batches}")
+        self.settings, self.groups = settings, list(groups)
 
     def measure(self, probe_input: ProbeInput) -> dict[str, dict[str, float]]:
         raise NotImplementedError

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import jax
 import numpy as np
+from pydantic import Field
 
+from jaxcult.config import ProbeConfig
 from jaxcult.errors import UserError
 from jaxcult.probes import measures
 from jaxcult.probes.base import Probe, ProbeInput, register_probe
@@ -42,16 +44,20 @@ class UpdateRatio(Probe):
                                                                          self.groups))}
 
 
+class HessianSettings(ProbeConfig):
+    iters: int = Field(20, gt=0, description="power iterations per estimate")
+
+
 @register_probe("hessian_top")
 class HessianTop(Probe):
     """The top eigenvalue λ_max (`value`) and the spectral radius ρ (`radius`) of each group's
     Hessian block on the first probe batch, by power iteration on Hessian-vector products
     (`iters` per estimate, default 20; 2 x iters HVPs per group)."""
 
-    option_names = ("iters",)
+    Settings = HessianSettings
 
     def measure(self, probe_input: ProbeInput) -> dict[str, dict[str, float]]:
-        iters = int(self.config.options.get("iters", 20))
+        iters = self.settings.iters
         keys = jax.random.split(probe_input.key, len(self.groups))
         found = {g: measures.hessian_extremes(probe_input.loss, probe_input.params, g,
                                               probe_input.batches[0], iters=iters, key=k)
@@ -74,6 +80,13 @@ class NoiseScale(Probe):
         return {name: _per_group(self.groups, np.asarray(values)) for name, values in found.items()}
 
 
+class CkaSettings(ProbeConfig):
+    targets: str | list[str] | None = Field(
+        None, description="target languages (a list or comma-separated); default every "
+        "evaluation language but the source")
+    examples: int = Field(256, ge=2, description="the first N examples of each split")
+
+
 @register_probe("cka")
 class SourceTargetCka(Probe):
     """Linear CKA (Kornblith et al. 2019) between the source language's and each target
@@ -85,14 +98,16 @@ class SourceTargetCka(Probe):
     each split, default 256).
     Reads no training batch."""
 
-    option_names = ("targets", "examples")
+    Settings = CkaSettings
     min_batches = 0
     reads_languages = True
 
     def languages_wanted(self, available: list[str], source: str) -> list[str]:
-        targets = self.config.options.get("targets")
+        targets = self.settings.targets
+        if isinstance(targets, str):
+            targets = targets.split(",")
         targets = ([t for t in available if t != source] if targets is None else
-                   [t.strip() for t in str(targets).split(",") if t.strip()])
+                   [t.strip() for t in targets if t.strip()])
         unknown = [t for t in targets if t not in available or t == source]
         if unknown or not targets:
             raise UserError(f"probes: cka target {unknown[0] if unknown else '(none)'!r} is not an "
@@ -101,10 +116,7 @@ class SourceTargetCka(Probe):
         return [source, *targets]
 
     def examples_wanted(self) -> int:
-        examples = int(self.config.options.get("examples", 256))
-        if examples < 2:
-            raise UserError(f"probes: cka needs examples >= 2, found {examples}")
-        return examples
+        return self.settings.examples
 
     def measure(self, probe_input: ProbeInput) -> dict[str, dict[str, float]]:
         outputs = {lang: [np.concatenate(per_layer) for per_layer in zip(

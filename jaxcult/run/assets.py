@@ -9,23 +9,23 @@ from jaxcult.errors import UserError
 from jaxcult.report import write_report
 
 
-def asset_command(action: str, names: list[str]) -> None:
+def asset_command(action: str, names: list[str]) -> str:
+    """`list` every asset, show the `path`s of some, or `install` them; returns what to show."""
     if action == "list":
-        for asset in assets.ASSETS.values():
-            state = "installed" if asset.installed() else "missing"
-            print(f"{asset.name:24} {asset.kind:8} {state:9} {asset.description}")
-        return
+        return "\n".join(f"{a.name:24} {a.kind:8} {'installed' if a.installed() else 'missing':9} "
+                         f"{a.description}" for a in assets.ASSETS.values())
     if not names:
         raise UserError(f"assets {action}: name at least one asset ({', '.join(assets.ASSETS)})")
+    lines = []
     for name in names:
         if action == "path":
             asset = assets.get_asset(name)
-            for role in asset.files:
-                print(asset.path(role))
+            lines += [str(asset.path(role)) for role in asset.files]
         else:
             assets.install(name)
+    return "\n".join(lines)
 
 
-def plot_run(run_dir: Path) -> None:
-    for path in write_report(run_dir):
-        print(path)
+def plot_run(run_dir: Path) -> str:
+    """Rebuild a run's plots and report; returns the files written, one a line."""
+    return "\n".join(str(path) for path in write_report(run_dir))

@@ -30,17 +30,18 @@ from jaxcult.data.prepared import StreamedSplit, TrainRows
 from jaxcult.data.registry import DatasetInfo
 from jaxcult.data.splits import read_records, scored_languages
 from jaxcult.errors import UserError
-from jaxcult.eval import Evaluator, resolve_evaluator
+from jaxcult.eval import Evaluator, resolve_evaluators
 from jaxcult.hub.loading import abstract_module
 from jaxcult.hub.madx import read_language_adapters, stack_source_adapter
-from jaxcult.hub.pretrained import load_model, load_tokenizer
+from jaxcult.hub.pretrained import load_backbone, load_tokenizer
+from jaxcult.hub.vision import load_backbone as load_image_backbone
 from jaxcult.peft.bottleneck import PLACEMENTS, add_bottleneck_adapters
 from jaxcult.peft.groups import group_of, layer_index, ordered_groups, uncovered_peft_parameters
 from jaxcult.peft.invertible import NICEAdapter
 from jaxcult.peft.lora import add_lora, saved_modules
 from jaxcult.probes import resolve_probe
 from jaxcult.registry import import_path
-from jaxcult.tasks import Task, resolve_task
+from jaxcult.tasks import Loaders, ModelInputs, Task, resolve_task
 from jaxcult.trainers.program import ModelProgram
 
 
@@ -72,6 +73,8 @@ class ModelParts:
     total_params: int
     architecture: Any           # the backbone's config (hidden_size, num_hidden_layers, ...)
     language_hubs: dict = field(default_factory=dict)  # MAD-X: language -> HubAdapter
+    head_tensors: Any = field(default_factory=dict)  # the checkpoint's tensors the backbone
+    #   left to the head (`ModelInputs.tensors`), for other seeds sharing the backbone
 
 
 def resolve_plugins(config: RunConfig):
@@ -97,14 +100,14 @@ def resolve_plugins(config: RunConfig):
     if config.task.num_labels and info.labels and config.task.num_labels != len(info.labels):
         raise UserError(f"task.num_labels: {dataset.name} has {len(info.labels)} labels, config "
                         f"says {config.task.num_labels}")
-    task = resolve_task(config.task, info.labels)
+    task = resolve_task(config.task, info.labels, Loaders(image_backbone=load_image_backbone))
     if info.record_format not in task.record_formats:
         raise UserError(f"task.name: {task.name} cannot read {dataset.name}'s "
                         f"{info.record_format!r} records (it reads: "
                         f"{', '.join(task.record_formats) or 'nothing'})")
     if task.uses_labels and not task.num_labels:
         raise UserError(f"task.num_labels: {dataset.name} declares no labels; set task.num_labels")
-    evaluator = resolve_evaluator(config.task.evaluator or task.evaluator, config.task, info)
+    evaluator = resolve_evaluators(config.task.evaluators, info)
     for probe in config.probes:  # names, options and batch counts, before any model loads
         resolve_probe(probe.name)(probe, [])
     return Plugins(task, dataset.name, info, evaluator), dataset
@@ -169,21 +172,21 @@ def tokenizer_of(config: RunConfig):
     return tokenizer
 
 
-def _backbone(config: RunConfig, mesh: Mesh | None) -> nnx.Module:
-    """The pretrained (or random) encoder or causal LM, placed on `mesh` while it loads."""
+def _backbone(config: RunConfig, mesh: Mesh | None) -> tuple[nnx.Module, ModelInputs]:
+    """The pretrained (or random) encoder or causal LM, placed on `mesh` while it loads, and
+    what the task's head receives (the checkpoint's tensors the backbone left)."""
     overrides = {"dtype": config.model.compute_dtype, "param_dtype": config.model.dtype}
-    if config.model.dropout is not None:
-        overrides.update(hidden_dropout_prob=config.model.dropout,
-                         attention_probs_dropout_prob=config.model.dropout)
-    rules = config.mesh.rules
-    if config.model.name != "random":
-        return load_model(config.model.name, mesh=mesh, rules=rules,
-                          **{**dict(config.model.overrides), **overrides})
-    arch = dict(config.model.overrides)
-    if "model_type" not in arch or "vocab_size" not in arch:
+    rules, seed, source = config.mesh.rules, config.trainer.seed, config.model.name
+    settings = dict(config.model.overrides)
+    if source != "random":
+        backbone, rest = load_backbone(source, mesh=mesh, rules=rules, checked=list(settings),
+                                       dropout=config.model.dropout, **{**settings, **overrides})
+        return backbone, ModelInputs(seed, source, rest)
+    if "model_type" not in settings or "vocab_size" not in settings:
         raise UserError("model.overrides: a `random` model needs at least model_type and vocab_size")
-    architecture = models.config_from_hf({**arch, **overrides}, "model.overrides")
-    return models.build(architecture, seed=config.trainer.seed, mesh=mesh, rules=rules)
+    architecture = models.config_from_hf({**settings, **overrides}, "model.overrides",
+                                         list(settings), config.model.dropout)
+    return models.build(architecture, seed=seed, mesh=mesh, rules=rules), ModelInputs(seed, source)
 
 
 def kind_of(backbone: nnx.Module) -> str:
@@ -255,10 +258,14 @@ def build_model(config: RunConfig, task: Task, tokenizer, mesh: Mesh | None = No
     """Backbone (on `mesh`), PEFT modules, the task's head, and the named parameter groups.
     With `shared` (another seed's parts), the frozen backbone is that one: no weights are read
     here, only this config's trainable parts initialised."""
-    backbone = _backbone(config, mesh) if shared is None else abstract_module(shared.architecture)
+    if shared is None:
+        backbone, inputs = _backbone(config, mesh)
+    else:  # the other seed's head tensors were read already: the head starts from them there
+        backbone = abstract_module(shared.architecture)
+        inputs = ModelInputs(config.trainer.seed, config.model.name, shared.head_tensors)
     _check_backbone(backbone, tokenizer, task, config)
     saved, language_hubs = _add_peft(backbone, config)
-    model = task.build_model(backbone, config)
+    model = task.build_model(backbone, inputs)
     if model is not backbone:  # paths inside the task model are prefixed with `encoder.`
         saved = tuple(f"encoder.{p}" for p in saved)
     kind, split, inv = config.peft.kind, config.peft.lora_groups, config.peft.invertible
@@ -281,7 +288,7 @@ def build_model(config: RunConfig, task: Task, tokenizer, mesh: Mesh | None = No
     layer_groups = [g for g in groups if g in ("embeddings", "adapter/invertible")] + \
         [g for g in groups if layer_index(g) is not None]
     return ModelParts(graphdef, params, states[-1] if shared is None else shared.frozen, groups,
-                      layer_groups, counts, total, backbone.config, language_hubs)
+                      layer_groups, counts, total, backbone.config, language_hubs, inputs.tensors)
 
 
 @dataclass

@@ -10,12 +10,14 @@ a second are not stored. `JAXCULT_COMPILATION_CACHE` sets the folder (`off` disa
 
 from __future__ import annotations
 
+import logging
 import os
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 
 from jaxcult.errors import UserError
+
+log = logging.getLogger(__name__)
 
 ENV = "JAXCULT_COMPILATION_CACHE"
 MAX_BYTES = 4 << 30  # least recently used programs are deleted beyond this size
@@ -49,8 +51,8 @@ def enable_compilation_cache(env: Mapping[str, str] = os.environ) -> Path | None
             raise UserError(f"{ENV}={env[ENV]}: cannot create the compilation cache folder "
                             f"({err.strerror or err}); name a writable folder or set it to "
                             f"`off`") from None
-        print(f"note: compiled programs are not cached ({folder}: {err.strerror or err}); set "
-              f"{ENV} to a writable folder", file=sys.stderr)
+        log.warning(f"note: compiled programs are not cached ({folder}: {err.strerror or err}); set "
+              f"{ENV} to a writable folder")
         return None
     jax.config.update("jax_compilation_cache_dir", str(folder))
     jax.config.update("jax_compilation_cache_max_size", MAX_BYTES)

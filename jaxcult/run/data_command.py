@@ -22,24 +22,27 @@ def _shown(value, width: int = 100) -> str:
     return text if len(text) <= width else text[:width - 1] + "…"
 
 
-def prepare_command(name: str, manual_dir: Path | None, data_dir: Path | None) -> None:
+def prepare_command(name: str, manual_dir: Path | None, data_dir: Path | None) -> str:
+    """Prepare a dataset; returns where it went and each split's count."""
     from jaxcult.data import tfds as jt
 
     dataset = jt.prepare(name, data_dir=data_dir, manual_dir=manual_dir)
-    print(f"{name}: prepared under {dataset.data_dir}")
-    for split, info in sorted(dataset.info.splits.items()):
-        print(f"  {split:28} {info.num_examples:>10,} examples")
+    return "\n".join([f"{name}: prepared under {dataset.data_dir}"] + [
+        f"  {split:28} {info.num_examples:>10,} examples"
+        for split, info in sorted(dataset.info.splits.items())])
 
 
-def inspect_command(name: str, data_dir: Path | None, examples: int) -> None:
+def inspect_command(name: str, data_dir: Path | None, examples: int) -> str:
     """Splits, counts and the first `examples` examples of each split, decoded."""
     from jaxcult.data import tfds as jt
 
     if examples < 0:
         raise UserError(f"data inspect --examples: expected a count >= 0, found {examples}")
     sources = jt.load(name, data_dir=data_dir)
+    lines = []
     for split, source in sorted(sources.items()):
-        print(f"{split}: {len(source):,} examples")
+        lines.append(f"{split}: {len(source):,} examples")
         for index in range(min(examples, len(source))):
             fields = ", ".join(f"{k}={_shown(v)}" for k, v in sorted(source[index].items()))
-            print(f"  [{index}] {fields}")
+            lines.append(f"  [{index}] {fields}")
+    return "\n".join(lines)

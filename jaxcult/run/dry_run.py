@@ -15,24 +15,26 @@ from jaxcult.run.single import total_steps
 from jaxcult.sharding import axes_of, logical_to_spec, make_mesh
 
 
-def dry_run(config: RunConfig) -> None:
-    """Print the mesh, each group's sharding and a per-device memory estimate; train nothing."""
+def dry_run(config: RunConfig) -> str:
+    """The mesh, each group's sharding and a per-device memory estimate, as a report; trains
+    nothing."""
     mesh = make_mesh(config.mesh)
     built = build_run(config)
     parts, data = built.parts, built.data
     steps = total_steps(config, len(data.train) // config.trainer.batch_size)
-    print(f"mesh: {dict(mesh.shape)} over {mesh.devices.size} {jax.default_backend()} device(s)")
-    print(format_group_table(parts.counts, parts.total_params))
+    lines = [f"mesh: {dict(mesh.shape)} over {mesh.devices.size} {jax.default_backend()} "
+             f"device(s)", format_group_table(parts.counts, parts.total_params)]
     estimate = memory_estimate(config, parts, mesh)
-    print("per-device memory estimate:")
-    for name, value in estimate["per_device_bytes"].items():
-        print(f"  {name:<22} {value / 2**20:10.1f} MiB")
-    print("parameter shardings per group (logical axes -> mesh axes, tensor count):")
+    lines.append("per-device memory estimate:")
+    lines += [f"  {name:<22} {value / 2**20:10.1f} MiB"
+              for name, value in estimate["per_device_bytes"].items()]
+    lines.append("parameter shardings per group (logical axes -> mesh axes, tensor count):")
     for group, specs in estimate["specs"].items():
-        print(f"  {group}:")
-        for spec, count in specs.items():
-            print(f"    {spec:<44} x{count}")
-    print(f"train examples: {len(data.train)}, steps: {steps}, languages: {', '.join(data.tests)}")
+        lines.append(f"  {group}:")
+        lines += [f"    {spec:<44} x{count}" for spec, count in specs.items()]
+    lines.append(f"train examples: {len(data.train)}, steps: {steps}, languages: "
+                 f"{', '.join(data.tests)}")
+    return "\n".join(lines)
 
 
 def memory_estimate(config: RunConfig, parts: ModelParts, mesh) -> dict:

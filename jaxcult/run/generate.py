@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import sys
+import logging
 import time
 from pathlib import Path
 
-import yaml
 from pydantic import ValidationError
 
 from jaxcult.config import GenerationConfig
 from jaxcult.config_loading import COMMAND_LINE, describe_error, parse_override
 from jaxcult.errors import UserError
+
+log = logging.getLogger(__name__)
 
 
 def generation_config(overrides: list[str]) -> GenerationConfig:
@@ -59,8 +60,6 @@ def generate_command(model: str, prompts: Path, out: Path, overrides: list[str],
 
     def progress(done: int, total: int) -> None:
         rate = done / max(time.perf_counter() - started, 1e-9)
-        print(f"generate: {done}/{total} prompts ({rate:.2f}/s)", file=sys.stderr, flush=True)
+        log.info(f"generate: {done}/{total} prompts ({rate:.2f}/s)")
 
-    counts = generate_file(generator, prompts, out, chat=chat, system=system, on_progress=progress)
-    print(yaml.safe_dump({"out": str(out), **counts}, sort_keys=False), end="")
-    return counts
+    return generate_file(generator, prompts, out, chat=chat, system=system, on_progress=progress)

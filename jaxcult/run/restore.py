@@ -15,13 +15,14 @@ from jaxcult.config_loading import load_config
 from jaxcult.errors import UserError
 from jaxcult.hub.madx import language_states
 from jaxcult.run.build import ModelParts, build_run
-from jaxcult.run.summary import format_scores, make_summary
+from jaxcult.run.summary import make_summary
 from jaxcult.rundir import RunDir, write_text_atomic
 from jaxcult.trainers.evaluation import evaluate_languages
 from jaxcult.trainers.program import ModelProgram
 
 # what `jaxcult eval` may change: where and how to score, never the model
-EVAL_OVERRIDES = ("data.", "task.n_best", "task.max_answer_length", "task.doc_stride",
+EVAL_OVERRIDES = ("data.", "task.evaluators.", "task.doc_stride", "task.n_best",
+                  "task.max_answer_length", "task.scoring",
                   "trainer.eval_batch_size")
 
 
@@ -76,9 +77,10 @@ def load_run_model(run_dir: Path) -> tuple[RunConfig, nnx.Module]:
 
 
 def rescore_run(run_dir: Path, overrides: list[str] | None = None,
-                languages: list[str] | None = None) -> dict:
+                languages: list[str] | None = None) -> tuple[dict, Path]:
     """Score the run's best parameters on its test languages (or `languages`), optionally with
-    other data/decoding settings; writes `evaluations/<time>.json` and returns that summary."""
+    other data/decoding settings; writes `evaluations/<time>.json` and returns (that summary,
+    its path)."""
     run = RunDir(run_dir)
     bad = [o for o in overrides or [] if not o.startswith(EVAL_OVERRIDES)]
     if bad:
@@ -107,6 +109,4 @@ def rescore_run(run_dir: Path, overrides: list[str] | None = None,
     out = run.root / "evaluations" / f"{_dt.datetime.now():%Y%m%d-%H%M%S}.json"
     out.parent.mkdir(exist_ok=True)
     write_text_atomic(out, json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
-    print(format_scores(summary))
-    print(f"written: {out}")
-    return summary
+    return summary, out

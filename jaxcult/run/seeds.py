@@ -111,5 +111,4 @@ def train_seeds(config: RunConfig, run: RunDir, *, resume: bool = False,
     summaries = {seed: summaries[seed] for seed in config.trainer.seeds}
     result = aggregate(summaries)
     run.write_summary(result)
-    print(format_mean_std(result))
     return result

@@ -9,9 +9,9 @@ only once the model and data have loaded, so bad input never touches existing ou
 from __future__ import annotations
 
 import json
+import logging
 import math
 import signal
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,12 +28,11 @@ from jaxcult.data.batching import BatchIterator, same_examples
 from jaxcult.data.pipeline import GrainBatches
 from jaxcult.errors import Interrupted, UserError
 from jaxcult.hub.madx import language_states
-from jaxcult.logging import MetricLogger, Progress
 from jaxcult.peft.groups import format_group_table
 from jaxcult.report import read_jsonl, write_report
 from jaxcult.run.build import Built, build_run
 from jaxcult.run.restore import params_from_run
-from jaxcult.run.summary import format_scores, make_summary
+from jaxcult.run.summary import make_summary
 from jaxcult.rundir import RunDir, prepare, write_text_atomic
 from jaxcult.sharding import (
     activation_rules,
@@ -44,6 +43,7 @@ from jaxcult.sharding import (
     on_mesh,
     place_variables,
 )
+from jaxcult.tracking import MetricLogger, Progress
 from jaxcult.trainers import hooks
 from jaxcult.trainers.evaluation import BestKeeper, evaluate_languages
 from jaxcult.trainers.fisher_tracker import FisherTracker, InStepEstimate
@@ -57,6 +57,8 @@ from jaxcult.trainers.program import (
     init_state,
     step_shardings,
 )
+
+log = logging.getLogger(__name__)
 
 
 def total_steps(config: RunConfig, batches_per_epoch: int) -> int:
@@ -216,7 +218,7 @@ def resume_session(session: Session, checkpointer: Checkpointer, run: RunDir) ->
     session.best.load_state_dict(host["best"], device["best"])
     if jax.process_index() == 0:
         _truncate_logs(run, first)
-    print(f"resuming {run.root} from step {first}", file=sys.stderr)
+    log.info(f"resuming {run.root} from step {first}")
     return first
 
 
@@ -278,8 +280,7 @@ class SessionOutputs:
         self.checkpointer = Checkpointer(run.checkpoints, config.checkpoint)
         self.first = resume_session(session, self.checkpointer, run) if resume else 0
         if echo:
-            print(format_group_table(session.built.parts.counts, session.built.parts.total_params),
-                  file=sys.stderr)
+            log.info(format_group_table(session.built.parts.counts, session.built.parts.total_params))
         self.logger = MetricLogger(run, config.logging, run_config=config.to_dict(),
                                    is_main_process=jax.process_index() == 0)
         if not resume:
@@ -333,8 +334,7 @@ def reused_validation(session: Session, per_language: dict) -> dict[str, dict]:
 def say_reused(languages, scored_at: str) -> None:
     """On stderr, for each language `reused_validation` took: why it was not scored again."""
     for lang in languages:
-        print(f"evaluated {lang}: its split is the validation split, scored at {scored_at}",
-              file=sys.stderr, flush=True)
+        log.info(f"evaluated {lang}: its split is the validation split, scored at {scored_at}")
 
 
 def final_scores(session: Session, per_language: dict,
@@ -393,5 +393,4 @@ def session_summary(session: Session, per_language: dict, run: RunDir | None,
     if run is not None:
         run.write_summary(summary)
         write_report(run.root)
-        print(format_scores(summary))
     return summary

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import sys
+import logging
 import time
 from pathlib import Path
 
-import yaml
-
 from jaxcult.errors import UserError
 from jaxcult.run.generate import generation_config, load_generation_model
+
+log = logging.getLogger(__name__)
 
 
 def _check_choices(mode: str, baseline: str, cultures: list[str], survey, personas: int) -> None:
@@ -105,14 +105,14 @@ def survey_command(model: str, survey_path: Path, cultures: list[str], out: Path
             now = time.perf_counter()
             if now - last[0] >= 10 or done == total:  # a line every 10 s at most
                 last[0] = now
-                print(f"eval-survey: {culture}: {done}/{total} prompts "
-                      f"({done / max(now - started, 1e-9):.1f}/s)", file=sys.stderr, flush=True)
+                log.info(f"eval-survey: {culture}: {done}/{total} prompts "
+                      f"({done / max(now - started, 1e-9):.1f}/s)")
 
         result = evaluate_culture(loaded, tokenizer, survey, culture, personas=personas, seed=seed,
                                   mode=mode, baseline=baseline, texts=texts, config=config,
                                   progress=progress)
-        print(f"eval-survey: {culture}: {personas} personas x {len(survey.questions)} questions "
-              f"in {time.perf_counter() - started:.1f} s", file=sys.stderr, flush=True)
+        log.info(f"eval-survey: {culture}: {personas} personas x {len(survey.questions)} questions "
+              f"in {time.perf_counter() - started:.1f} s")
         results.append(result)
     summary = {
         "model": model, "adapter": adapter, "survey": str(survey_path), "mode": mode,
@@ -130,6 +130,4 @@ def survey_command(model: str, survey_path: Path, cultures: list[str], out: Path
                                                               encoding="utf-8")
     write_question_table(results, out / "survey-questions.tsv")
     plot_worst(results, out / "survey-worst.png")
-    print(yaml.safe_dump({"out": str(out), "cultures": summary["cultures"],
-                          "average": summary["average"]}, sort_keys=False), end="")
     return summary

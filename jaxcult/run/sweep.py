@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import re
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,8 @@ from jaxcult.config_loading import load_config, load_section, read_yaml, same_co
 from jaxcult.config_sweep import SweepConfig, SweepFile
 from jaxcult.errors import UserError
 from jaxcult.rundir import RunDir
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -136,9 +138,9 @@ def train_cell(config: RunConfig, run: RunDir, cell: Cell) -> dict:
         raise UserError(f"{run.config}: cell {cell.name!r} was run with another config; delete "
                         f"{run.root} or sweep into another --out")
     if run.summary.exists():
-        print(f"sweep: {cell.name}: finished, read back", file=sys.stderr, flush=True)
+        log.info(f"sweep: {cell.name}: finished, read back")
         return json.loads(run.summary.read_text(encoding="utf-8"))
-    print(f"sweep: {cell.name} -> {run.root}", file=sys.stderr, flush=True)
+    log.info(f"sweep: {cell.name} -> {run.root}")
     return train_seeds(config, run, resume=run.config.exists())
 
 

@@ -139,5 +139,4 @@ def write_report(out: Path, config_path: Path, summaries: dict, base, seeds: lis
     plot_scores(record, plots / "sweep-scores.png")
     for cell in summaries:
         plot_cell_fisher(out / "cells" / cell.folder, seeds, plots / f"fisher-{cell.folder}.png")
-    print(results_markdown(record), end="")
     return record

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-import sys
+import logging
 from pathlib import Path
 
 from jaxcult import rundir
 from jaxcult.config import RunConfig
 from jaxcult.config_loading import dump_config, load_config
 from jaxcult.errors import UserError
+from jaxcult.run.summary import format_scores
 from jaxcult.rundir import RunDir
+
+log = logging.getLogger(__name__)
 
 
 def train(config: RunConfig, run: RunDir, *, resume: bool = False,
@@ -41,9 +44,10 @@ def default_config_path() -> Path:
 
 def train_command(config_path: Path | None, overrides: list[str], *, run_dir: str | None = None,
                   resume: str | None = None, overwrite: bool = False, print_config: bool = False,
-                  dry: bool = False) -> None:
-    """`jaxcult train`: resolve the config and the run directory, then train (or only print
-    the config, or dry-run)."""
+                  dry: bool = False) -> str:
+    """`jaxcult train`: resolve the config and the run directory, then train (or only show
+    the config, or dry-run); returns what the command shows: the per-language scores (mean
+    and std over seeds for several), the resolved config, or the dry run's report."""
     if resume:
         moved = [o for o in overrides if not o.startswith("mesh.")]
         if config_path is not None or moved:
@@ -57,13 +61,19 @@ def train_command(config_path: Path | None, overrides: list[str], *, run_dir: st
         root = Path(run_dir) if run_dir else rundir.default_run_root(config.name)
         run = rundir.check_writable(root, overwrite=overwrite, resume=False)
     if print_config:
-        print(dump_config(config), end="")
-        return
+        return dump_config(config)
     if dry:
         from jaxcult.run.dry_run import dry_run
 
-        dry_run(config)
-        return
-    print(f"run directory: {run.root} (written once the model and data have loaded)",
-          file=sys.stderr, flush=True)
-    train(config, run, resume=bool(resume), overwrite=overwrite)
+        return dry_run(config)
+    log.info(f"run directory: {run.root} (written once the model and data have loaded)")
+    summary = train(config, run, resume=bool(resume), overwrite=overwrite)
+    import jax
+
+    if jax.process_index() != 0:  # one table per run, from the process that writes it
+        return ""
+    if config.trainer.seeds:
+        from jaxcult.run.seeds import format_mean_std
+
+        return format_mean_std(summary)
+    return format_scores(summary)

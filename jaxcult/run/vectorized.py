@@ -18,6 +18,7 @@ rounding.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 import jax
@@ -47,6 +48,8 @@ from jaxcult.trainers.fisher_tracker import FisherTracker
 from jaxcult.trainers.hooks import Scorer, Traces
 from jaxcult.trainers.loop import StopSignal, TrainLoop
 from jaxcult.trainers.program import stack_trees
+
+log = logging.getLogger(__name__)
 
 
 def seed_builds(configs: list[RunConfig], mesh) -> list[Built]:
@@ -79,11 +82,11 @@ def seed_mesh(requested: int, seeds: int) -> Mesh | None:
         raise UserError(f"mesh.seed={requested}: only {len(devices)} devices are available")
     size = max(d for d in range(1, min(wanted, seeds) + 1) if seeds % d == 0)
     if size < wanted:
-        print(f"note: mesh.seed: the {seeds} seeds are split over {size} of the {wanted} devices "
-              f"(a count that divides them)", flush=True)
+        log.warning(f"note: mesh.seed: the {seeds} seeds are split over {size} of the {wanted} "
+                    f"devices (a count that divides them)")
     elif wanted == 1 and len(devices) > 1:
-        print(f"note: trainer.vectorize_seeds runs every seed on one device; mesh.seed=-1 splits "
-              f"them over the {len(devices)} available", flush=True)
+        log.warning(f"note: trainer.vectorize_seeds runs every seed on one device; mesh.seed=-1 "
+                    f"splits them over the {len(devices)} available")
     if size == 1:
         return None
     return jax.make_mesh((size,), ("seed",), axis_types=(AxisType.Auto,), devices=devices[:size])

@@ -101,7 +101,6 @@ def format_scores(scores: dict) -> str:
 def score_command(folder: Path, data: Path, split: str, out: Path | None,
                   plot: Path | None = None) -> dict:
     scores = score_folder(folder, data, split)
-    print(format_scores(scores))
     if out is not None:
         out.write_text(json.dumps(scores, indent=1))
     if plot is not None:

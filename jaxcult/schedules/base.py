@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from jaxcult.config import ScheduleConfig
+from jaxcult.config import ScheduleConfig, settings_as
 from jaxcult.registry import Registry
 
 FisherFn = Callable[[], dict[str, float]]
@@ -30,16 +30,21 @@ class Decision:
 
 
 class Schedule:
-    """Base class: subclasses implement `initial_groups` and `select`."""
+    """Base class: subclasses implement `initial_groups` and `select`; their own settings are
+    their `Settings` (a subclass of `ScheduleConfig`); `reads_fisher` says whether `select`
+    calls `fisher()` (the Fisher settings only take effect then)."""
 
-    def __init__(self, groups: list[str], layer_groups: list[str], config: ScheduleConfig,
+    Settings: type[ScheduleConfig] = ScheduleConfig
+    reads_fisher = False
+
+    def __init__(self, groups: list[str], layer_groups: list[str], settings: ScheduleConfig,
                  seed: int = 0) -> None:
         self.groups = list(groups)
         self.layer_groups = list(layer_groups)  # bottom-up: index 0 = lowest layer
-        self.config = config
-        self.k = config.k
-        self.official = config.official_offset
-        self.seed = config.seed if config.seed is not None else seed
+        self.settings = settings_as(settings, self.Settings, "schedule")
+        self.k = self.settings.k
+        self.official = self.settings.official_offset
+        self.seed = seed  # the run's (trainer.seed)
 
     # -- to override -------------------------------------------------------------------------
     def initial_groups(self) -> list[str]:
@@ -97,15 +102,15 @@ SCHEDULES: Registry[type[Schedule]] = Registry(
     "schedule", check=lambda entry: isinstance(entry, type) and issubclass(entry, Schedule))
 
 
-def register(name: str) -> Callable[[type[Schedule]], type[Schedule]]:
+def register(name: str, *, default: bool = False) -> Callable[[type[Schedule]], type[Schedule]]:
     """Class decorator: register a `Schedule` subclass under `name`."""
-    return SCHEDULES.register(name)
+    return SCHEDULES.register(name, default=default)
 
 
 def registered() -> list[str]:
     return SCHEDULES.names()
 
 
-def resolve(name: str) -> type[Schedule]:
+def resolve(name: str | None) -> type[Schedule]:
     """A registry name, or `package.module:ClassName` for a user schedule."""
     return SCHEDULES.get(name, "schedule.name")

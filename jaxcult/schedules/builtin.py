@@ -9,8 +9,12 @@ unfreezing block at the start of a step when `(global_step + 1) % k == 0`).
 
 from __future__ import annotations
 
-import numpy as np
+from typing import Literal
 
+import numpy as np
+from pydantic import Field, model_validator
+
+from jaxcult.config import ScheduleConfig
 from jaxcult.errors import UserError
 from jaxcult.schedules.base import FisherFn, Schedule, register
 
@@ -31,9 +35,22 @@ OFFICIAL_ORDERS: dict[str, list[int]] = {
 }
 
 
+FIXED_PRESETS = tuple(OFFICIAL_ORDERS)
+
+
+class StandardSettings(ScheduleConfig):
+    @model_validator(mode="after")
+    def _no_checks(self) -> StandardSettings:
+        self.refuse_unused("schedule", ("official_offset",), False,
+                           "to scheduled unfreezing (not schedule.name=standard)")
+        return self
+
+
 @register("standard")
 class Standard(Schedule):
     """Everything trainable from step 0."""
+
+    Settings = StandardSettings
 
     def initial_groups(self) -> list[str]:
         return list(self.groups)
@@ -75,9 +92,11 @@ class LinearProbeThenFinetune(Schedule):
         return list(frozen), "linear probing finished", {}
 
 
-@register("fun")
+@register("fun", default=True)
 class FisherUnfreezing(_TopFirst):
     """Head + top adapter at step 0; each check unfreezes the frozen group with the largest tr(F)."""
+
+    reads_fisher = True
 
     def select(self, step, frozen, fisher: FisherFn):
         traces = fisher()
@@ -85,17 +104,31 @@ class FisherUnfreezing(_TopFirst):
         return [best], "largest tr(F) among frozen groups", {g: traces[g] for g in self.layer_groups}
 
 
+class RandomSettings(ScheduleConfig):
+    random_first: bool = Field(
+        False, description="the first layer is drawn too (default: head + top layer first, as "
+        "the official code)")
+    seed: int | None = Field(None, description="seed of the draws; default trainer.seed")
+
+
 @register("random")
 class RandomUnfreezing(Schedule):
     """Head + top adapter at step 0 (as the official `rand`; `random_first`: a random layer),
     then one uniformly random frozen group per check (seeded by seed and step: resumable)."""
+
+    Settings = RandomSettings
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if self.settings.seed is not None:
+            self.seed = self.settings.seed
 
     def _pick(self, step: int, candidates: list[str]) -> str:
         rng = np.random.default_rng([self.seed, step])
         return candidates[int(rng.integers(len(candidates)))]
 
     def initial_groups(self) -> list[str]:
-        first = (self._pick(0, self.layer_groups) if self.config.random_first
+        first = (self._pick(0, self.layer_groups) if self.settings.random_first
                  else self.layer_groups[-1])
         return super().initial_groups() + [first]
 
@@ -127,14 +160,24 @@ def fixed_order(order, n: int) -> list[int]:
     return list(order)
 
 
+class FixedSettings(ScheduleConfig):
+    order: list[int] | Literal[("top_down", "bottom_up", *FIXED_PRESETS)] | None = Field(
+        None, description="layer indices, top_down (the default), bottom_up, or an official "
+        "preset schedule-0 ... schedule-9, schedule-rev (12-layer models; the top layer opens "
+        "first)")
+
+
 @register("fixed")
 class FixedOrder(Schedule):
     """An explicit order of layer indices (`order: [10, 2, ...]`, `top_down`, `bottom_up`,
     or an official preset `schedule-0` ... `schedule-rev`)."""
 
-    def __init__(self, groups, layer_groups, config, seed=0) -> None:
-        super().__init__(groups, layer_groups, config, seed)
-        self.order = [self.layer_groups[i] for i in fixed_order(config.order, len(self.layer_groups))]
+    Settings = FixedSettings
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.order = [self.layer_groups[i]
+                      for i in fixed_order(self.settings.order, len(self.layer_groups))]
 
     def initial_groups(self) -> list[str]:
         return super().initial_groups() + self.order[:1]

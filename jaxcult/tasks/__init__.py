@@ -11,6 +11,15 @@ from jaxcult.tasks import choice as _choice  # noqa: F401  (registers)
 from jaxcult.tasks import masked_lm as _masked_lm  # noqa: F401  (registers)
 from jaxcult.tasks import span_qa as _span_qa  # noqa: F401  (registers)
 from jaxcult.tasks import vqa as _vqa  # noqa: F401  (registers)
-from jaxcult.tasks.base import TASKS, Task, register_task, resolve_task
+from jaxcult.tasks.base import (
+    TASKS,
+    ExportedHead,
+    Loaders,
+    ModelInputs,
+    Task,
+    register_task,
+    resolve_task,
+)
 
-__all__ = ["TASKS", "Task", "register_task", "resolve_task"]
+__all__ = ["TASKS", "ExportedHead", "Loaders", "ModelInputs", "Task", "register_task",
+           "resolve_task"]

@@ -1,26 +1,52 @@
 """What a task family tells the rest of jaxcult, and the registry of families.
 
-A family knows: which dataset record formats it reads and how to tokenise them into batch
-arrays (`tokenize`, `batch_keys`), which backbone kind it needs and the head it puts on it
-(`build_model`), how to run the model on a batch, its loss, its Fisher output distribution
-(`log_probs`), and its default evaluator. The trainer's jitted steps are written once against
-this interface; a new family is a subclass plus `@register_task("name")` (or, unregistered,
-`task.name: mypkg.module:MyTask` in a config).
+A family knows: its own settings (`Settings`, a subclass of `TaskConfig` whose fields are keys
+of the `task` section), which dataset record formats it reads and how to tokenise them into
+batch arrays (`tokenize`, `batch_keys`), which backbone kind it needs and the head it puts on
+it (`build_model`), how to run the model on a batch, its loss, its Fisher output distribution
+(`log_probs`), its default evaluator, and which export formats hold its head (`head_formats`,
+`export_head`). The trainer's jitted steps are written once against this interface; a new
+family is a subclass plus `@register_task("name")` (or, unregistered, `task.name:
+mypkg.module:MyTask` in a config).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import nnx
 
-from jaxcult.config import RunConfig, TaskConfig
+from jaxcult.config import TaskConfig, settings_as
 from jaxcult.data.batching import Split
-from jaxcult.errors import UserError
+from jaxcult.hub.export import ExportedHead
 from jaxcult.registry import Registry, subclasses_of
+
+
+@dataclass(frozen=True)
+class Loaders:
+    """Pretrained parts a family may need besides the backbone, loaded by the builder on
+    request (a task never opens weight files itself): `image_backbone(name)` is an image
+    model whose call maps preprocessed pixels to a feature map (VQA on raw images)."""
+
+    image_backbone: Callable[[str], nnx.Module] | None = None
+
+
+@dataclass(frozen=True)
+class ModelInputs:
+    """What the builder hands `build_model` besides the backbone: the run's seed, where the
+    backbone came from (for messages), and the checkpoint's tensors the backbone did not take,
+    by their checkpoint names (a pretrained head, e.g. BERT's `cls.predictions.*`; empty for
+    random models and headless sources)."""
+
+    seed: int = 0
+    source: str = "random"
+    tensors: Mapping[str, np.ndarray] = field(default_factory=dict)
 
 
 class Task:
@@ -38,24 +64,38 @@ class Task:
     backbone = "encoder"                  # architecture kind it needs: "encoder" or "decoder"
     evaluator = "accuracy"                # default evaluator (registry name or import path)
     uses_labels = True                    # whether the dataset's label names size the head
-    option_names: tuple[str, ...] = ()    # keys it reads from `task.options`
+    adds_head = True                      # `build_model` puts a head on the backbone
+    exported_adapters = "task"            # what its bottleneck adapters are in AdapterHub's
+    #   terms: `task` adapters, or a MAD-X `language` adapter (with its invertible adapter)
+    Settings: type[TaskConfig] = TaskConfig  # its own settings (a subclass adds fields)
 
-    def __init__(self, config: TaskConfig, labels: tuple[str, ...] = ()) -> None:
-        unknown = sorted(set(config.options) - set(self.option_names))
-        if unknown:
-            raise UserError(f"task.options: {type(self).__name__} has no option {unknown[0]!r} "
-                            f"(its options: {', '.join(self.option_names) or 'none'})")
-        self.config = config
+    def __init__(self, settings: TaskConfig, labels: tuple[str, ...] = (),
+                 loaders: Loaders = Loaders()) -> None:
+        self.settings = settings_as(settings, self.Settings, "task")
         self.labels = labels
-        self.num_labels = config.num_labels or len(labels)
+        self.num_labels = self.settings.num_labels or len(labels)
+        self.loaders = loaders
 
     def tokenize(self, records: list[dict], tokenizer: Any, max_length: int, name: str) -> Split:
         """Records of one split -> a `Split` holding (at least) `batch_keys`."""
         raise NotImplementedError
 
-    def build_model(self, backbone: nnx.Module, config: RunConfig) -> nnx.Module:
-        """The trained model: the backbone with this family's head (its parameters under `head`)."""
+    def build_model(self, backbone: nnx.Module, inputs: ModelInputs) -> nnx.Module:
+        """The trained model: the backbone with this family's head (its parameters under
+        `head`), or the backbone itself when the family adds none."""
         raise NotImplementedError
+
+    def head_formats(self) -> tuple[str, ...]:
+        """Export formats (`jaxcult export --format`) that hold this task's head as configured;
+        a format that cannot hold it is refused before anything is written (`--no-head`
+        writes the head beside the adapters in jaxcult's own format instead)."""
+        return ()
+
+    def export_head(self, model: nnx.Module, fmt: str, name: str) -> ExportedHead:
+        """The head of the trained `model` in `fmt` (one of `head_formats()`); `name` is the
+        adapter's name inside the files."""
+        raise NotImplementedError(f"{type(self).__name__} lists {fmt!r} in head_formats but "
+                                  f"does not implement export_head")
 
     def forward(self, model: nnx.Module, batch: dict, dropout_key: jax.Array | None) -> jax.Array:
         """The model's raw outputs for a batch (logits)."""
@@ -78,17 +118,19 @@ class Task:
 TASKS: Registry[type[Task]] = Registry("task family", check=subclasses_of(Task))
 
 
-def register_task(name: str):
+def register_task(name: str, *, default: bool = False):
     """Class decorator: register a `Task` subclass under `name` (sets its `name`)."""
-    return TASKS.named_class(name)
+    return TASKS.named_class(name, default=default)
 
 
-def resolve_task(config: TaskConfig, labels: tuple[str, ...] = ()) -> Task:
+def resolve_task(settings: TaskConfig, labels: tuple[str, ...] = (),
+                 loaders: Loaders = Loaders()) -> Task:
     """The task family of `task.name` (a registered name or `pkg.mod:Class`), for a dataset
     whose records are labelled with `labels`."""
-    task = TASKS.get(config.name, "task.name")(config, labels)
-    if ":" in config.name:
-        task.name = config.name
+    cls = TASKS.get(settings.name, "task.name")
+    task = cls(settings, labels, loaders)
+    if settings.name is not None and ":" in settings.name:
+        task.name = settings.name
     return task
 
 

@@ -3,7 +3,7 @@
 Batches hold `labels` [batch, len] = the next token of each position and `loss_mask` = 1 where
 that prediction is trained (real text; for chat records only assistant turns). It reads plain
 text (`text` and `text_label` records: their `text`) and `chat` records; the model is the causal LM
-itself (its `lm_head` is the `head` group under full fine-tuning). `task.options.pack: true`
+itself (its `lm_head` is the `head` group under full fine-tuning). `pack: true`
 packs the texts or conversations into full rows (jaxcult.data.packing).
 """
 
@@ -11,26 +11,33 @@ from __future__ import annotations
 
 import jax
 from flax import nnx
+from pydantic import Field
 
-from jaxcult.config import RunConfig
+from jaxcult.config import TaskConfig
 from jaxcult.data import lm
 from jaxcult.data.batching import Split, pad_token_id
 from jaxcult.data.packing import pack_rows
-from jaxcult.tasks.base import Task, register_task, token_log_probs, token_loss
+from jaxcult.tasks.base import ModelInputs, Task, register_task, token_log_probs, token_loss
+
+
+class PackedSettings(TaskConfig):
+    pack: bool = Field(False, description="pack texts (or conversations) into full rows, each "
+                       "attending only to itself (jaxcult.data.packing)")
 
 
 @register_task("causal_lm")
 class CausalLM(Task):
+    Settings = PackedSettings
     record_formats = ("text_label", "text", "chat")
     batch_keys = ("input_ids", "attention_mask", "labels", "loss_mask")
     backbone = "decoder"
     evaluator = "perplexity"
     uses_labels = False
-    option_names = ("pack",)
+    adds_head = False  # the causal LM is its own model (its lm_head is the backbone's)
 
-    def __init__(self, config, labels=()) -> None:
-        super().__init__(config, labels)
-        self.pack = bool(config.options.get("pack", False))
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.pack = self.settings.pack
         if self.pack:  # packed rows carry document ids, and packing spans the split
             self.batch_keys = (*self.batch_keys, "segment_ids")
             self.streamable = False
@@ -44,7 +51,7 @@ class CausalLM(Task):
             split = Split(pack_rows(split.arrays, max_length, pad_token_id(tokenizer)), name)
         return split
 
-    def build_model(self, backbone: nnx.Module, config: RunConfig) -> nnx.Module:
+    def build_model(self, backbone: nnx.Module, inputs: ModelInputs) -> nnx.Module:
         return backbone
 
     def forward(self, model, batch: dict, dropout_key: jax.Array | None) -> jax.Array:

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import jax
 from flax import nnx
+from pydantic import Field
 
-from jaxcult.config import RunConfig
+from jaxcult import models
+from jaxcult.config import TaskConfig
 from jaxcult.data.batching import Split, tokenize_classification, tokenize_multiple_choice
 from jaxcult.errors import UserError
+from jaxcult.hub.adapterhub import classification_head
 from jaxcult.models.classifier import MultipleChoiceModel, SequenceClassifier
 from jaxcult.tasks.base import (
+    ExportedHead,
+    ModelInputs,
     Task,
     categorical,
     categorical_log_probs,
@@ -17,17 +24,31 @@ from jaxcult.tasks.base import (
     register_task,
 )
 
+ADAPTERHUB = "adapterhub"
 
-def head_style(config: RunConfig, backbone: nnx.Module, multiple_choice: bool) -> str:
+
+class PooledHeadSettings(TaskConfig):
+    """The pooled head of classification and multiple choice."""
+
+    pooling: Literal["cls", "mean"] = Field(
+        "cls", description="what the head reads: the first token, or the mean of the tokens")
+    head: Literal["jaxcult", "hf"] = Field(
+        "jaxcult", description="jaxcult: pooled dense + tanh + linear; hf: transformers' head for "
+        "the architecture (BERT: pretrained pooler + linear, as the FUN code's AutoModelFor*)")
+
+
+def head_style(settings: PooledHeadSettings, backbone: nnx.Module, multiple_choice: bool,
+               source: str) -> str:
     """`task.head`: `jaxcult` (pooled dense + tanh + linear); `hf`: transformers' head of the
     architecture: BERT's (and every multiple-choice) head reads the pretrained pooler, RoBERTa /
     XLM-R's classification head is dense + tanh + linear on the first token."""
-    if config.task.head == "jaxcult":
+    if settings.head == "jaxcult":
         return "jaxcult"
-    if multiple_choice or backbone.config.model_type == "bert":
+    architecture = models.architecture_of(backbone.config)
+    if multiple_choice or backbone.config.model_type in architecture.pooler_classifiers:
         if backbone.pooler is None:
-            raise UserError(f"task.head: hf needs the pretrained pooler of {config.model.name!r}, "
-                            f"whose checkpoint has none")
+            raise UserError(f"task.head: hf needs the pretrained pooler of {source!r}, whose "
+                            f"checkpoint has none")
         return "pooler"
     return "jaxcult"
 
@@ -36,6 +57,7 @@ class _Categorical(Task):
     """Logits [batch, classes] (classes = labels, or the choices of a multiple-choice item)."""
 
     batch_keys = ("input_ids", "attention_mask", "token_type_ids", "labels")
+    Settings = PooledHeadSettings
 
     def forward(self, model, batch, dropout_key):
         return encoder_forward(model, batch, dropout_key)
@@ -48,7 +70,7 @@ class _Categorical(Task):
         return loss, (logits.argmax(-1) == batch["labels"]).mean()
 
 
-@register_task("classification")
+@register_task("classification", default=True)
 class Classification(_Categorical):
     """A sentence (or sentence pair) -> one of the dataset's labels; pooled head."""
 
@@ -57,10 +79,19 @@ class Classification(_Categorical):
     def tokenize(self, records, tokenizer, max_length, name) -> Split:
         return tokenize_classification(records, tokenizer, max_length, name, self.num_labels)
 
-    def build_model(self, backbone: nnx.Module, config: RunConfig) -> nnx.Module:
-        return SequenceClassifier(backbone, self.num_labels, pooling=config.model.pooling,
-                                  seed=config.trainer.seed,
-                                  head=head_style(config, backbone, multiple_choice=False))
+    def build_model(self, backbone: nnx.Module, inputs: ModelInputs) -> nnx.Module:
+        return SequenceClassifier(backbone, self.num_labels, pooling=self.settings.pooling,
+                                  seed=inputs.seed, head=head_style(self.settings, backbone,
+                                                                    False, inputs.source))
+
+    def head_formats(self) -> tuple[str, ...]:
+        """AdapterHub's classification head reads the first token through dense + tanh +
+        linear: jaxcult's head with cls pooling (transformers' BERT head reads the pooler)."""
+        cls_head = self.settings.pooling == "cls" and self.settings.head == "jaxcult"
+        return (ADAPTERHUB,) if cls_head else ()
+
+    def export_head(self, model: nnx.Module, fmt: str, name: str) -> ExportedHead:
+        return classification_head(model, name, self.labels)
 
 
 @register_task("pair_classification")
@@ -70,7 +101,9 @@ class PairClassification(Classification):
 
 @register_task("multiple_choice")
 class MultipleChoice(_Categorical):
-    """Each (context, choice) pair scored by the encoder + a one-logit head; softmax over choices."""
+    """Each (context, choice) pair scored by the encoder + a one-logit head; softmax over
+    choices. (AdapterHub's multiple-choice head fixes the number of choices in its config,
+    which a run does not: its head is exported with `--no-head`, in jaxcult's format.)"""
 
     record_formats = ("multiple_choice",)
     uses_labels = False
@@ -78,6 +111,6 @@ class MultipleChoice(_Categorical):
     def tokenize(self, records, tokenizer, max_length, name) -> Split:
         return tokenize_multiple_choice(records, tokenizer, max_length, name)
 
-    def build_model(self, backbone: nnx.Module, config: RunConfig) -> nnx.Module:
-        return MultipleChoiceModel(backbone, pooling=config.model.pooling, seed=config.trainer.seed,
-                                   head=head_style(config, backbone, multiple_choice=True))
+    def build_model(self, backbone: nnx.Module, inputs: ModelInputs) -> nnx.Module:
+        return MultipleChoiceModel(backbone, pooling=self.settings.pooling, seed=inputs.seed,
+                                   head=head_style(self.settings, backbone, True, inputs.source))

@@ -4,7 +4,8 @@ Training on images must not rerun the CNN every epoch: `grid_features` runs Effi
 over every image once and stores each image's last feature map (float16) as one array_record
 record, with a JSON index (image ids in record order). Files are named by a fingerprint of the
 pixels, the backbone and the image size: a later run with the same images reads them, any
-change makes new ones.
+change makes new ones. The CNN itself comes from the builder (`Loaders.image_backbone`), only
+when the cache misses.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -37,13 +38,13 @@ def _encode(array: np.ndarray) -> bytes:
     return out.getvalue()
 
 
-def _compute(images: Mapping[str, np.ndarray], backbone: str, size: int) -> list[np.ndarray]:
+def _compute(images: Mapping[str, np.ndarray], load: Callable, backbone: str, size: int
+             ) -> list[np.ndarray]:
     import jax
 
-    from jaxcult.hub.vision import load_backbone
     from jaxcult.models.vision.efficientnet import preprocess
 
-    model = load_backbone(backbone)
+    model = load(backbone)
     run = jax.jit(lambda pixels: model(preprocess(pixels, size)))
     stacked = np.stack(list(images.values()))
     maps = []
@@ -55,10 +56,12 @@ def _compute(images: Mapping[str, np.ndarray], backbone: str, size: int) -> list
     return maps
 
 
-def grid_features(images: Mapping[str, np.ndarray], *, backbone: str = "efficientnet-lite0",
-                  image_size: int = 128, cache_dir: Path | None = None) -> dict[str, VisualTokens]:
+def grid_features(images: Mapping[str, np.ndarray], load: Callable, *,
+                  backbone: str = "efficientnet-lite0", image_size: int = 128,
+                  cache_dir: Path | None = None) -> dict[str, VisualTokens]:
     """Image id -> grid tokens of uint8 RGB `images` [h, w, 3], cached under
-    `cache_dir/<backbone>-<size>-<fingerprint>.array_record` (one file per image set)."""
+    `cache_dir/<backbone>-<size>-<fingerprint>.array_record` (one file per image set);
+    `load(backbone)` gives the image model on a cache miss."""
     from array_record.python.array_record_module import ArrayRecordReader, ArrayRecordWriter
 
     folder = Path(cache_dir or DEFAULT_CACHE).expanduser()
@@ -67,7 +70,7 @@ def grid_features(images: Mapping[str, np.ndarray], *, backbone: str = "efficien
     records, index = folder / f"{stem}.array_record", folder / f"{stem}.json"
     cached = json.loads(index.read_text()) if index.is_file() and records.is_file() else None
     if cached is None or cached.get("fingerprint") != fingerprint:
-        maps = _compute(images, backbone, image_size)
+        maps = _compute(images, load, backbone, image_size)
         folder.mkdir(parents=True, exist_ok=True)
         partial = records.with_suffix(".partial")
         writer = ArrayRecordWriter(str(partial), "group_size:1")

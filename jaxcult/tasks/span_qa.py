@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import jax
 from flax import nnx
+from pydantic import Field
 
-from jaxcult.config import RunConfig
+from jaxcult.config import TaskConfig
 from jaxcult.data import squad
 from jaxcult.data.batching import Split
 from jaxcult.models.classifier import SpanExtractor
 from jaxcult.tasks.base import (
+    ModelInputs,
     Task,
     categorical,
     categorical_log_probs,
@@ -23,18 +25,24 @@ from jaxcult.tasks.base import (
 )
 
 
+class ExtractiveQASettings(TaskConfig):
+    doc_stride: int = Field(128, gt=0, description="tokens between the starts of a long "
+                            "context's windows")
+
+
 @register_task("extractive_qa")
 class ExtractiveQA(Task):
+    Settings = ExtractiveQASettings
     record_formats = ("squad",)
     batch_keys = ("input_ids", "attention_mask", "token_type_ids", "labels")
     evaluator = "squad"
     uses_labels = False
 
     def tokenize(self, records, tokenizer, max_length, name) -> Split:
-        return squad.tokenize_windows(records, tokenizer, max_length, self.config.doc_stride, name)
+        return squad.tokenize_windows(records, tokenizer, max_length, self.settings.doc_stride, name)
 
-    def build_model(self, backbone: nnx.Module, config: RunConfig) -> nnx.Module:
-        return SpanExtractor(backbone, seed=config.trainer.seed)
+    def build_model(self, backbone: nnx.Module, inputs: ModelInputs) -> nnx.Module:
+        return SpanExtractor(backbone, seed=inputs.seed)
 
     def forward(self, model, batch, dropout_key):
         return encoder_forward(model, batch, dropout_key)

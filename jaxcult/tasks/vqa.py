@@ -2,7 +2,7 @@
 
 The dataset's records carry each image's `VisualTokens`; tokenisation stores every image of a
 split once (`VisualTable`) and gathers them per batch. The model is the encoder as a single-
-stream vision-language model (`models.vision_language`). Options (`task.options`):
+stream vision-language model (`models.vision_language`). Settings (keys of `task`):
 
 - `head`: `iglue` (pooled first token -> IGLUE's classifier) or `sequence` (one more
   Transformer layer over the multimodal output first);
@@ -25,68 +25,69 @@ stream vision-language model (`models.vision_language`). Options (`task.options`
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from pydantic import Field, field_validator
 
-from jaxcult.config import RunConfig
+from jaxcult.config import TaskConfig
 from jaxcult.data.batching import Split
 from jaxcult.data.visual import LOCATION_DIMS, ImageRows, VisualTable
 from jaxcult.errors import UserError
 from jaxcult.models.vision_language import HEADS, TYPE_SOURCES, VisionLanguageModel
-from jaxcult.tasks.base import Task, categorical_log_probs, register_task
+from jaxcult.tasks.base import ModelInputs, Task, categorical_log_probs, register_task
 
 VISUAL_KEYS = ("visual_features", "visual_locations", "visual_mask")
 PROBES = ("blind", "shuffled")
 
 
-def _choice(options: dict, key: str, default: str, allowed: tuple[str, ...]) -> str:
-    value = str(options.get(key, default))
-    if value not in allowed:
-        raise UserError(f"task.options.{key}: expected one of {', '.join(allowed)}, found {value!r}")
-    return value
+class VqaSettings(TaskConfig):
+    head: Literal[HEADS] = Field("iglue", description="iglue: pooled first token -> IGLUE's "
+                                 "classifier; sequence: one more Transformer layer first")
+    loss: Literal["bce", "ce"] = "bce"
+    max_regions: int = Field(36, ge=1)
+    location_dim: Literal[LOCATION_DIMS] = 5
+    global_token: bool = Field(False, description="prepend the mean visual feature")
+    type_token: Literal[("none", *TYPE_SOURCES)] = "none"
+    probes: list[Literal[PROBES]] = Field(default_factory=list, description="evaluation-only "
+                                          "modality-bias views: blind, shuffled")
+    shuffle_seed: int = 0
+    backbone: str = Field("efficientnet-lite0", description="image backbone for datasets "
+                          "that give pixels")
+    image_size: int = Field(128, ge=32, description="pixels images are resized to ((size/32)^2 "
+                            "grid tokens)")
+    feature_cache: str | None = Field(None, description="folder of the cached grid features")
+
+    @field_validator("probes", mode="before")
+    @classmethod
+    def _one_probe(cls, value):
+        return [value] if isinstance(value, str) else value
 
 
 @register_task("vqa")
 class VisualQuestionAnswering(Task):
+    Settings = VqaSettings
     record_formats = ("vqa",)
     sequence_keys = ("input_ids", "attention_mask")
     evaluator = "vqa"
-    option_names = ("head", "loss", "max_regions", "location_dim", "global_token", "type_token",
-                    "probes", "shuffle_seed", "backbone", "image_size", "feature_cache")
 
-    def __init__(self, config, labels=()) -> None:
-        super().__init__(config, labels)
-        options = config.options
-        self.head = _choice(options, "head", "iglue", HEADS)
-        self.loss_kind = _choice(options, "loss", "bce", ("bce", "ce"))
-        self.type_token = _choice(options, "type_token", "none", ("none", *TYPE_SOURCES))
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        settings = self.settings
+        self.head, self.loss_kind, self.type_token = settings.head, settings.loss, settings.type_token
         self.type_names: tuple[str, ...] = ()
-        self.max_regions = int(options.get("max_regions", 36))
-        self.location_dim = int(options.get("location_dim", 5))
-        if self.location_dim not in LOCATION_DIMS or self.max_regions < 1:
-            raise UserError(f"task.options: location_dim must be 5 or 7 and max_regions >= 1 "
-                            f"(found {self.location_dim}, {self.max_regions})")
-        self.global_token = bool(options.get("global_token", False))
-        probes = options.get("probes", [])
-        self.probes = tuple([probes] if isinstance(probes, str) else probes)
-        unknown = [p for p in self.probes if p not in PROBES]
-        if unknown:
-            raise UserError(f"task.options.probes: unknown probe {unknown[0]!r} (known: "
-                            f"{', '.join(PROBES)})")
-        self.shuffle_seed = int(options.get("shuffle_seed", 0))
+        self.max_regions, self.location_dim = settings.max_regions, settings.location_dim
+        self.global_token, self.probes = settings.global_token, tuple(settings.probes)
+        self.shuffle_seed = settings.shuffle_seed
         shuffled = tuple(f"shuffled_{k}" for k in VISUAL_KEYS) if "shuffled" in self.probes else ()
         extra = (("type_ids",) if self.type_token != "none" else ()) + (
             ("answer_ids", "answer_scores") if self.loss_kind == "bce" else ())
         self.batch_keys = ("input_ids", "attention_mask", *VISUAL_KEYS, *shuffled, "labels", *extra)
-        self.image_backbone = str(options.get("backbone", "efficientnet-lite0"))
-        self.image_size = int(options.get("image_size", 128))
-        if self.image_size < 32:
-            raise UserError(f"task.options.image_size: at least 32 pixels (one grid cell), found "
-                            f"{self.image_size}")
-        self.feature_cache = options.get("feature_cache")
+        self.image_backbone, self.image_size = settings.backbone, settings.image_size
+        self.feature_cache = settings.feature_cache
         self.feature_dim: int | None = None
 
     def _type_ids(self, records: list[dict], name: str) -> np.ndarray:
@@ -96,7 +97,7 @@ class VisualQuestionAnswering(Task):
         if not self.type_names:
             self.type_names = tuple(sorted({k for k in kinds if k}))
             if not self.type_names:
-                raise UserError(f"{name}: task.options.type_token={self.type_token} needs the "
+                raise UserError(f"{name}: task.type_token={self.type_token} needs the "
                                 f"training questions' structural types (types.structural), which "
                                 f"the dataset does not give")
         index = {kind: i for i, kind in enumerate(self.type_names)}
@@ -183,8 +184,11 @@ class VisualQuestionAnswering(Task):
         if len(sizes) > 1:
             raise UserError(f"{name}: images of different sizes {sorted(sizes)[:3]}; resize them "
                             f"to one size first")
-        grid = grid_features(pixels, backbone=self.image_backbone, image_size=self.image_size,
-                             cache_dir=Path(str(self.feature_cache)).expanduser()
+        if self.loaders.image_backbone is None:
+            raise UserError(f"{name}: the images need the image backbone {self.image_backbone!r}, "
+                            f"and this task was built without a way to load it")
+        grid = grid_features(pixels, self.loaders.image_backbone, backbone=self.image_backbone,
+                             image_size=self.image_size, cache_dir=Path(str(self.feature_cache)).expanduser()
                              if self.feature_cache else None)
         return {image_id: grid[image_id] for image_id in first}
 
@@ -195,12 +199,12 @@ class VisualQuestionAnswering(Task):
         draw = np.random.default_rng(self.shuffle_seed).integers(0, count - 1, len(rows))
         return np.where(draw >= rows, draw + 1, draw)
 
-    def build_model(self, backbone, config: RunConfig):
+    def build_model(self, backbone, inputs: ModelInputs):
         if self.feature_dim is None:
             raise UserError("vqa: the model is built after the training split is tokenised")
         return VisionLanguageModel(backbone, self.num_labels, feature_dim=self.feature_dim,
                                    location_dim=self.location_dim, head=self.head,
-                                   seed=config.trainer.seed, types=len(self.type_names),
+                                   seed=inputs.seed, types=len(self.type_names),
                                    type_source=self.type_token if self.type_names else "gold")
 
     def _run(self, model, batch: dict, prefix: str, dropout_key=None) -> dict[str, jax.Array]:

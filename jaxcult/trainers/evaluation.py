@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import sys
+import logging
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -17,6 +17,8 @@ from jaxcult.data.batching import Split, eval_batches
 from jaxcult.eval import Metrics
 from jaxcult.sharding import host_inputs
 from jaxcult.trainers.program import ModelProgram
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -89,8 +91,8 @@ def each_language(splits: dict[str, Split], score: Callable[[str, Split], T]) ->
     for number, (language, split) in enumerate(splits.items(), 1):
         start = time.perf_counter()
         scores[language] = score(language, split)
-        print(f"evaluated {language} ({number}/{len(splits)}, {len(split)} examples, "
-              f"{time.perf_counter() - start:.1f} s)", file=sys.stderr, flush=True)
+        log.info(f"evaluated {language} ({number}/{len(splits)}, {len(split)} examples, "
+              f"{time.perf_counter() - start:.1f} s)")
     return scores
 
 

@@ -18,8 +18,8 @@ from jaxcult.checkpoint import Checkpointer
 from jaxcult.data.batching import Split
 from jaxcult.errors import UserError
 from jaxcult.eval import Metrics
-from jaxcult.logging import MetricLogger, Progress
 from jaxcult.schedules import Schedule
+from jaxcult.tracking import MetricLogger, Progress
 from jaxcult.trainers.evaluation import BestKeeper, evaluate
 from jaxcult.trainers.fisher_tracker import FisherTracker, InStepEstimate
 from jaxcult.trainers.loop import TrainLoop

@@ -8,13 +8,15 @@ final checkpoint, so `--resume` continues bit-identically.
 
 from __future__ import annotations
 
+import logging
 import signal
-import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from jaxcult.trainers.program import TrainProgram, TrainState
+
+log = logging.getLogger(__name__)
 
 BeforeStep = Callable[["TrainLoop", int], None]   # (loop, index of the step about to run)
 
@@ -49,9 +51,8 @@ class StopSignal:
         if self.received is not None:
             raise KeyboardInterrupt
         self.received = signum
-        print(f"\n{signal.Signals(signum).name}: stopping after step {self.step + 1}; writing a "
-              f"checkpoint (signal again to stop at once, without one)", file=sys.stderr,
-              flush=True)
+        log.warning(f"{signal.Signals(signum).name}: stopping after step {self.step + 1}; writing a "
+              f"checkpoint (signal again to stop at once, without one)")
 
     def __exit__(self, *exc) -> None:
         for sig, handler in self._previous.items():

@@ -15,10 +15,10 @@ from flax import nnx
 from jaxcult.config import RunConfig
 from jaxcult.data.batching import BatchIterator, Split
 from jaxcult.errors import UserError
-from jaxcult.logging import MetricLogger
 from jaxcult.probes import ProbeInput, resolve_probe
 from jaxcult.probes.measures import masked_mean
 from jaxcult.sharding import host_inputs
+from jaxcult.tracking import MetricLogger
 from jaxcult.trainers.loop import TrainLoop
 from jaxcult.trainers.program import ModelProgram
 

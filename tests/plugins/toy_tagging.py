@@ -13,7 +13,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
+from pydantic import Field
 
+from jaxcult.config import DataConfig
 from jaxcult.data import Dataset, DatasetInfo
 from jaxcult.data.batching import Split
 from jaxcult.eval import Evaluator
@@ -26,10 +28,14 @@ WORDS = {"en": (["one", "two", "three", "four", "five", "six"],
                 ["katze", "haus", "rot", "läuft", "baum", "blau", "hund", "sonne"])}
 
 
+class NumberWordsSettings(DataConfig):
+    sentences: int = Field(64, gt=0, description="sentences generated per split")
+
+
 class NumberWords(Dataset):
     """`token_tags` records `{"tokens": [word, ...], "tags": [0/1, ...]}`, generated."""
 
-    option_names = ("sentences",)
+    Settings = NumberWordsSettings
 
     def info(self, config) -> DatasetInfo:
         return DatasetInfo("token_tags", ("en", "de"), ("other", "number"))
@@ -38,7 +44,7 @@ class NumberWords(Dataset):
         rng = np.random.default_rng(["train", "validation", "test"].index(split))
         numbers, others = WORDS[language]
         records = []
-        for _ in range(int(config.options.get("sentences", 64))):
+        for _ in range(config.sentences):
             tags = rng.integers(0, 2, size=int(rng.integers(3, 7)))
             tokens = [str(rng.choice(numbers if t else others)) for t in tags]
             records.append({"tokens": tokens, "tags": [int(t) for t in tags]})
@@ -77,8 +83,8 @@ class TokenTagging(Task):
         return Split({"input_ids": ids, "attention_mask": np.asarray(enc["attention_mask"], np.int32),
                       "labels": labels, "label_mask": mask}, name)
 
-    def build_model(self, backbone, config):
-        return Tagger(backbone, self.num_labels, config.trainer.seed)
+    def build_model(self, backbone, inputs):
+        return Tagger(backbone, self.num_labels, inputs.seed)
 
     def forward(self, model, batch, dropout_key):
         return model(batch["input_ids"], batch["attention_mask"], dropout_key=dropout_key)

@@ -15,11 +15,11 @@ culture description, as in the paper. `views: [dialogue, intent]` selects the vi
 
 from __future__ import annotations
 
-from jaxcult.clca import prompts
-from jaxcult.clca.intents import UNKNOWN
-from jaxcult.clca.roleplay import ROLES, utterances
 from jaxcult.data.cultures import Culture
 from jaxcult.data.scenarios import Scenario
+from jaxcult.recipes.clca import prompts
+from jaxcult.recipes.clca.intents import UNKNOWN
+from jaxcult.recipes.clca.roleplay import ROLES, utterances
 
 VIEWS = ("dialogue", "intent")
 

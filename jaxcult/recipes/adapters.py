@@ -9,14 +9,27 @@ provided its config is unchanged.
 from __future__ import annotations
 
 import json
-import sys
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
-from jaxcult.config import RunConfig
+from pydantic import Field
+
+from jaxcult.config import RunConfig, Section
 from jaxcult.config_loading import same_config
 from jaxcult.errors import UserError
 from jaxcult.rundir import RunDir, check_writable
+
+log = logging.getLogger(__name__)
+
+
+class AdapterTrainConfig(Section):
+    """One LoRA adapter per culture: `jaxcult train` on the culture's training data (CLCA and
+    Surveys→Narratives pipelines)."""
+
+    config: str = Field(..., description="the training run's YAML (a jaxcult train config)")
+    overrides: list[str] = Field(default_factory=list, description="dotted overrides for it")
+    export: bool = Field(True, description="also write the adapter in PEFT format")
 
 
 def check_lora_export(config: RunConfig, export: bool, where: Path) -> None:
@@ -42,7 +55,7 @@ def train_adapter(config: RunConfig, folder: Path, export: bool, label: str,
             raise UserError(f"{run.config}: an unfinished run with another config; delete "
                             f"{run.root} to train it again with the current one")
         check_writable(run.root, overwrite=False, resume=resume)
-        print(f"train: {label} -> {run.root}", file=sys.stderr, flush=True)
+        log.info(f"train: {label} -> {run.root}")
         train(config, run, resume=resume)
     facts = {"run": str(run.root), **_scores(run)}
     if export:

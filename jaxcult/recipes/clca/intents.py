@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import re
 
-from jaxcult.clca import prompts
-from jaxcult.clca.chat_model import ChatModel
-from jaxcult.clca.parsing import parse_intent
-from jaxcult.clca.roleplay import transcript, utterances
 from jaxcult.config import GenerationConfig
 from jaxcult.data.cultures import Culture
 from jaxcult.data.scenarios import Scenario
+from jaxcult.recipes.clca import prompts
+from jaxcult.recipes.clca.chat_model import ChatModel
+from jaxcult.recipes.clca.parsing import parse_intent
+from jaxcult.recipes.clca.roleplay import transcript, utterances
 
 UNKNOWN = "unknown"
 

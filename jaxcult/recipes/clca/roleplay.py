@@ -19,12 +19,12 @@ import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
-from jaxcult.clca import prompts
-from jaxcult.clca.chat_model import ChatModel
-from jaxcult.clca.parsing import Action, parse_action
 from jaxcult.config import GenerationConfig
 from jaxcult.data.cultures import Culture
 from jaxcult.data.scenarios import Person, Scenario
+from jaxcult.recipes.clca import prompts
+from jaxcult.recipes.clca.chat_model import ChatModel
+from jaxcult.recipes.clca.parsing import Action, parse_action
 
 ROLES = ("inquirer", "responder")
 

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import json
-import sys
+import logging
 from pathlib import Path
 
-import yaml
-
-from jaxcult.clca.chat_model import ChatModel, EngineChatModel
-from jaxcult.clca.stage_files import read_records
-from jaxcult.config_clca import ClcaConfig
 from jaxcult.data.cultures import Culture, find_culture, load_cultures
 from jaxcult.data.scenarios import Person, Scenario, read_scenarios
 from jaxcult.errors import UserError
+from jaxcult.recipes.clca.chat_model import ChatModel, EngineChatModel
+from jaxcult.recipes.clca.config import ClcaConfig
+from jaxcult.recipes.stage_files import read_records
+
+log = logging.getLogger(__name__)
 
 
 class Pipeline:
@@ -28,7 +27,6 @@ class Pipeline:
                                             for name in config.cultures)}
         self.scenarios = self._scenarios()
         self.models: dict[str, ChatModel] = dict(models or {})
-        self.summary_path = out / "summary.json"
 
     def path(self, relative: str) -> Path:
         path = Path(relative)
@@ -52,7 +50,7 @@ class Pipeline:
         if name not in self.models:
             from jaxcult.run.generate import load_generation_model
 
-            print(f"clca: loading {name}", file=sys.stderr, flush=True)
+            log.info(f"clca: loading {name}")
             loaded, tokenizer = load_generation_model(name, None, merge=False)
             self.models[name] = EngineChatModel(name, loaded, tokenizer)
         return self.models[name]
@@ -62,13 +60,6 @@ class Pipeline:
         people = [Person(**scenario[k]) for k in ("person1", "person2")]
         return (Scenario(scenario["id"], scenario["culture"], scenario["setting"], *people),
                 self.cultures[record["culture"]])
-
-    def note(self, stage: str, facts: dict) -> None:
-        summary = json.loads(self.summary_path.read_text()) if self.summary_path.exists() else {}
-        summary[stage] = facts
-        self.out.mkdir(parents=True, exist_ok=True)
-        self.summary_path.write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
-        print(yaml.safe_dump({stage: facts}, sort_keys=False, allow_unicode=True), end="")
 
 
 def stage_input(pipeline: Pipeline, name: str, made_by: str) -> list[dict]:

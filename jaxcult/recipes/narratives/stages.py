@@ -1,14 +1,6 @@
-"""`jaxcult narratives STAGE CONFIG [KEY=VALUE ...]`: the Surveys→Narratives pipeline (EMNLP
-2025) — per-culture LoRA adapters trained on survey answers plus narrative culture text, then
-the cross-culture offensive-language matrix.
-
-Stages (`run` does all three), everything under `--out` and the scenario's name:
-build -> `data/<scenario>/<culture>/{train,validation}.jsonl` (plain-text records);
-train -> `adapters/<scenario>/<culture>/{run,peft}` (a jaxcult run and its PEFT adapter;
-finished runs are skipped, interrupted ones resume);
-evaluate -> `evaluations/<scenario>/<row>.json` per model row (reused when its settings are
-unchanged), `matrix-<scenario>.{json,tsv,png}`. `summary.json` collects each stage's facts.
-"""
+"""The three Surveys→Narratives stages over a `Narratives` context; each returns its facts (the
+runner writes them to `summary.json` under the scenario). See `jaxcult.recipes.narratives`
+for the files they read and write, and what each one's provenance covers."""
 
 from __future__ import annotations
 
@@ -17,17 +9,13 @@ import random
 from collections import Counter
 from pathlib import Path
 
-import yaml
-
 from jaxcult.config_loading import load_config
-from jaxcult.config_narratives import SCENARIOS, NarrativeCulture, NarrativesConfig
 from jaxcult.data.narrative_sources import read_culture_text, read_normad, same_country
 from jaxcult.data.narrative_views import build_records
 from jaxcult.errors import UserError
-from jaxcult.run.stages import open_pipeline, run_in_order, write_settings
+from jaxcult.recipes.narratives.config import SCENARIOS, NarrativeCulture, NarrativesConfig
 from jaxcult.rundir import write_text_atomic
 
-STAGES = ("build", "train", "evaluate")
 _SOURCES = {"survey": "survey", "culture_text": "culture_texts", "normad": "normad"}
 
 
@@ -49,7 +37,7 @@ class Narratives:
         return self.out / "adapters" / self.scenario / culture.name
 
     def training_config(self, culture: NarrativeCulture):
-        from jaxcult.run.adapter_training import check_lora_export
+        from jaxcult.recipes.adapters import check_lora_export
 
         settings = self.config.train
         if settings is None:
@@ -61,13 +49,6 @@ class Narratives:
             f"name={self.config.name}-{self.scenario}-{culture.name}"])
         check_lora_export(config, settings.export, self.path(settings.config))
         return config
-
-    def note(self, stage: str, facts: dict) -> None:
-        path = self.out / "summary.json"
-        summary = json.loads(path.read_text()) if path.exists() else {}
-        summary.setdefault(self.scenario, {})[stage] = facts
-        write_text_atomic(path, json.dumps(summary, indent=1, ensure_ascii=False) + "\n")
-        print(yaml.safe_dump({stage: facts}, sort_keys=False, allow_unicode=True), end="")
 
 
 def _sources(run: Narratives) -> dict:
@@ -124,12 +105,11 @@ def build(run: Narratives) -> dict:
                 json.dumps(r, ensure_ascii=False) + "\n" for r in part))
         summary[culture.name] = {"train": dict(Counter(r["view"] for r in records[held:])),
                                  "validation": held}
-    run.note("build", summary)
     return summary
 
 
 def train(run: Narratives) -> dict:
-    from jaxcult.run.adapter_training import train_adapter
+    from jaxcult.recipes.adapters import train_adapter
 
     settings = run.config.train
     summary = {}
@@ -140,22 +120,27 @@ def train(run: Narratives) -> dict:
         config = run.training_config(culture)
         summary[culture.name] = train_adapter(config, run.adapter_dir(culture), settings.export,
                                               f"narratives {run.scenario} {culture.name}")
-    run.note("train", summary)
     return summary
 
 
 def evaluate(run: Narratives) -> dict:
-    from jaxcult.run.narratives_eval import evaluate_matrix
+    from jaxcult.recipes.narratives.evaluate import evaluate_matrix
 
     summary = evaluate_matrix(run)
-    run.note("evaluate", summary)
     return summary
 
 
-def run_stages(config_path: Path, overrides: list[str], stage: str, out: Path | None = None) -> dict:
-    """Run `stage` (or all of them for `run`); returns each stage's summary."""
-    config, out = open_pipeline("narratives", NarrativesConfig, config_path, overrides, stage,
-                                STAGES, out)
-    run = Narratives(config, config_path.resolve().parent, out)
-    write_settings(config, out / f"narratives-{run.scenario}.yaml")
-    return run_in_order("narratives", stage, STAGES, lambda name: globals()[name](run))
+def build_provenance(run: Narratives) -> dict:
+    """What the built data depend on: the cultures, their sources and the build settings."""
+    config = run.config
+    return {"cultures": [c.model_dump(mode="json") for c in config.cultures],
+            "sources": {name: getattr(config, name) for name in
+                        ("survey", "survey_split", "culture_texts", "normad")},
+            "build": config.build.model_dump(mode="json")}
+
+
+def train_provenance(run: Narratives) -> dict:
+    """What the adapters depend on: the built data, and each culture's resolved training run
+    (a changed training YAML counts, not only its path)."""
+    return {"data": build_provenance(run),
+            "runs": {c.name: run.training_config(c).to_dict() for c in run.config.cultures}}

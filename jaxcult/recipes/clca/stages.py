@@ -1,25 +1,27 @@
-"""The five CLCA stages over a `Pipeline`; each returns its summary facts (also written to
-`summary.json`). See `jaxcult.run.clca` for the files they read and write."""
+"""The five CLCA stages over a `Pipeline`; each returns its summary facts (the runner writes
+them to `summary.json`). See `jaxcult.recipes.clca` for the files they read and write."""
 
 from __future__ import annotations
 
 import json
+import logging
 import random
-import sys
 from collections import Counter
 from pathlib import Path
 
-from jaxcult.clca.intents import UNKNOWN, culture_mention_share
-from jaxcult.clca.intents import annotate as annotate_records
-from jaxcult.clca.judge import judge as judge_records
-from jaxcult.clca.prompts import prompts_hash
-from jaxcult.clca.roleplay import Behaviour, Dialogue
-from jaxcult.clca.roleplay import simulate as simulate_dialogues
-from jaxcult.clca.stage_files import append_records, check_provenance, read_records
-from jaxcult.clca.views import build_views
 from jaxcult.errors import UserError
-from jaxcult.run.clca_pipeline import Pipeline, stage_input
+from jaxcult.recipes.clca.intents import UNKNOWN, culture_mention_share
+from jaxcult.recipes.clca.intents import annotate as annotate_records
+from jaxcult.recipes.clca.judge import judge as judge_records
+from jaxcult.recipes.clca.pipeline import Pipeline, stage_input
+from jaxcult.recipes.clca.prompts import prompts_hash
+from jaxcult.recipes.clca.roleplay import Behaviour, Dialogue
+from jaxcult.recipes.clca.roleplay import simulate as simulate_dialogues
+from jaxcult.recipes.clca.views import build_views
+from jaxcult.recipes.stage_files import append_records, check_provenance, read_records
 from jaxcult.rundir import write_text_atomic
+
+log = logging.getLogger(__name__)
 
 CHUNK = 64  # records judged or annotated between saves
 
@@ -35,7 +37,7 @@ def _per_culture(records: list[dict], facts) -> dict:
 
 
 def _progress(stage: str, done: int, total: int) -> None:
-    print(f"clca {stage}: {done}/{total}", file=sys.stderr, flush=True)
+    log.info(f"clca {stage}: {done}/{total}")
 
 
 def simulate(pipeline: Pipeline) -> dict:
@@ -63,9 +65,9 @@ def simulate(pipeline: Pipeline) -> dict:
         dialogues = [Dialogue(s, c, k) for s, c, k in batch if f"{s.id}#{k}" not in written]
         append_records(path, simulate_dialogues(
             dialogues, inquirer, responder, max_turns=settings.max_turns, how=how,
-            stream=number * stride, on_turn=lambda turn, role, active: print(
+            stream=number * stride, on_turn=lambda turn, role, active: log.info(
                 f"clca simulate: batch {number + 1}/{len(batches)}, turn {turn}, {role}: "
-                f"{active} dialogues", file=sys.stderr, flush=True)))
+                f"{active} dialogues")))
         _progress("simulate", sum(len(b) for n, b in enumerate(batches) if n <= number), len(plan))
     records = [r for r in read_records(path) if r["culture"] in pipeline.cultures]
     facts = _per_culture(records, lambda rs: {
@@ -73,7 +75,6 @@ def simulate(pipeline: Pipeline) -> dict:
         "stop_reasons": dict(Counter(r["stop_reason"] for r in rs)),
         "parse_failures": sum(len(r["parse_failures"]) for r in rs),
         "repaired": sum(r["repairs"] for r in rs)})
-    pipeline.note("simulate", facts)
     return facts
 
 
@@ -116,7 +117,6 @@ def judge(pipeline: Pipeline) -> dict:
         return {"conversations": len(rs), "kept": kept, "discarded": len(rs) - kept,
                 "verdicts": verdicts}
     summary = _per_culture(judged, facts)
-    pipeline.note("judge", summary)
     return summary
 
 
@@ -151,7 +151,6 @@ def annotate(pipeline: Pipeline) -> dict:
                 "unknown": sum(i == UNKNOWN for i in intents),
                 "mention_culture": round(culture_mention_share(rs, [culture] * len(rs)), 4)}
     summary = _per_culture(annotated, facts)
-    pipeline.note("annotate", summary)
     return summary
 
 
@@ -198,17 +197,15 @@ def build(pipeline: Pipeline) -> dict:
                         "validation_examples": len(held or train)}
         if train_ids & held_ids:
             summary[key]["note"] = "too few conversations: validation repeats the training ones"
-    pipeline.note("build", summary)
     return summary
 
 
 def train(pipeline: Pipeline) -> dict:
-    from jaxcult.run.clca_training import train_culture
+    from jaxcult.recipes.clca.training import train_culture
 
     settings = pipeline.config.train
     if settings is None:
         raise UserError("clca train: the config has no `train` section (train.config: the YAML "
                         "of the training run)")
     summary = {key: train_culture(pipeline, key, settings) for key in pipeline.cultures}
-    pipeline.note("train", summary)
     return summary

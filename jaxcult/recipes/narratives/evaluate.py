@@ -10,7 +10,7 @@ settings they were made with) and reused by a later call with the same settings.
 from __future__ import annotations
 
 import json
-import sys
+import logging
 import time
 from pathlib import Path
 
@@ -21,6 +21,8 @@ from jaxcult.errors import UserError
 from jaxcult.eval.offensive import PROMPT, predict, sample_examples, score_task
 from jaxcult.eval.survey import cultural_distinctiveness
 from jaxcult.rundir import write_text_atomic
+
+log = logging.getLogger(__name__)
 
 BASE = "base"
 
@@ -79,9 +81,9 @@ def _evaluate_row(model, tokenizer, tasks: dict, settings: dict, label: str) -> 
                                 prompt=settings["prompt"], config=config)
             result = score_task(name, examples, predicted)
             scores.setdefault(culture, []).append(vars(result))
-            print(f"narratives evaluate: {label} on {culture}/{name}: macro-F1 "
+            log.info(f"narratives evaluate: {label} on {culture}/{name}: macro-F1 "
                   f"{result.macro_f1:.3f} ({len(examples)} examples, "
-                  f"{time.perf_counter() - started:.1f} s)", file=sys.stderr, flush=True)
+                  f"{time.perf_counter() - started:.1f} s)")
     return scores
 
 

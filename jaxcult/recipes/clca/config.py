@@ -1,4 +1,4 @@
-"""Schema of a CLCA pipeline config (`jaxcult clca STAGE CONFIG`): the cultures and scenarios,
+"""Schema of a CLCA recipe config (`jaxcult clca STAGE CONFIG`): the cultures and scenarios,
 then one section per stage. Paths in the file are relative to the file.
 
 Each stage's `generation` section starts from that stage's defaults (role-play samples with
@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from jaxcult.config import GenerationConfig, Section
+from jaxcult.recipes.adapters import AdapterTrainConfig
 
 CONFIDENCE_LEVELS = ("very confident", "confident", "somewhat confident", "not confident")
 JUDGE_LABELS = {"quality": ("good", "bad"), "culture": ("aligned", "not aligned"),
@@ -100,15 +101,6 @@ class ClcaBuildConfig(Section):
     validation_fraction: float = Field(0.1, ge=0.0, lt=1.0,
                                        description="share of conversations held out")
     seed: int = 0
-
-
-class AdapterTrainConfig(Section):
-    """One LoRA adapter per culture: `jaxcult train` on the culture's training data (CLCA and
-    Surveys→Narratives pipelines)."""
-
-    config: str = Field(..., description="the training run's YAML (a jaxcult train config)")
-    overrides: list[str] = Field(default_factory=list, description="dotted overrides for it")
-    export: bool = Field(True, description="also write the adapter in PEFT format")
 
 
 class ClcaConfig(Section):

@@ -3,18 +3,18 @@
 The training config is the user's run YAML with the data pointed at the culture's views
 (`data.name=chat_jsonl`, `data.manual_dir=<out>/data/<culture>`); its outputs go to
 `<out>/adapters/<training config's file stem>/<culture>/{run,peft}`, so one set of
-conversations can train several base models (`run.adapter_training` trains and resumes).
+conversations can train several base models (`recipes.adapters` trains and resumes).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from jaxcult.config_clca import AdapterTrainConfig
 from jaxcult.config_loading import load_config
 from jaxcult.errors import UserError
-from jaxcult.run.adapter_training import check_lora_export, train_adapter
-from jaxcult.run.clca_pipeline import Pipeline
+from jaxcult.recipes.adapters import check_lora_export, train_adapter
+from jaxcult.recipes.clca.config import AdapterTrainConfig
+from jaxcult.recipes.clca.pipeline import Pipeline
 
 
 def training_config(pipeline: Pipeline, culture: str, settings: AdapterTrainConfig):

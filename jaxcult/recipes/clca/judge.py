@@ -13,14 +13,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from jaxcult.clca import prompts
-from jaxcult.clca.chat_model import ChatModel
-from jaxcult.clca.parsing import Verdict, parse_verdict
-from jaxcult.clca.roleplay import transcript
 from jaxcult.config import GenerationConfig
-from jaxcult.config_clca import JUDGE_LABELS, ClcaJudgeConfig
 from jaxcult.data.cultures import Culture
 from jaxcult.data.scenarios import Scenario
+from jaxcult.recipes.clca import prompts
+from jaxcult.recipes.clca.chat_model import ChatModel
+from jaxcult.recipes.clca.config import JUDGE_LABELS, ClcaJudgeConfig
+from jaxcult.recipes.clca.parsing import Verdict, parse_verdict
+from jaxcult.recipes.clca.roleplay import transcript
 
 
 def holds(condition: dict, verdicts: dict[str, Verdict]) -> bool:

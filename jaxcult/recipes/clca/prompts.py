@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import hashlib
 
-from jaxcult.config_clca import CONFIDENCE_LEVELS
 from jaxcult.data.cultures import Culture
 from jaxcult.data.scenarios import Person, Scenario
 from jaxcult.generation.prompts import Chat
+from jaxcult.recipes.clca.config import CONFIDENCE_LEVELS
 
 ACTIONS = ("none", "non-verbal communication", "speak", "leave")
 

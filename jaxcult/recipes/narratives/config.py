@@ -9,17 +9,8 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from jaxcult.config import GenerationConfig, Section
-from jaxcult.config_clca import AdapterTrainConfig
-
-# Surveys→Narratives' training mixes: scenario -> the views it holds (data.narrative_views).
-SCENARIOS: dict[str, tuple[str, ...]] = {
-    "normal": ("survey",),
-    "cultural_context": ("survey", "culture_text"),
-    "normad_context": ("survey", "normad"),
-    "wiki_only": ("culture_text",),
-    "normad_only": ("normad",),
-    "all_combined": ("survey", "culture_text", "normad"),
-}
+from jaxcult.data.narrative_views import SCENARIOS
+from jaxcult.recipes.adapters import AdapterTrainConfig
 
 
 class NarrativeCulture(Section):

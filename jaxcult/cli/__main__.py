@@ -1,0 +1,7 @@
+"""`python -m jaxcult.cli`: the `jaxcult` command."""
+
+import sys
+
+from jaxcult.cli import main
+
+sys.exit(main())
