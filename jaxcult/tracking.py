@@ -7,6 +7,7 @@ training loop never branches on the process index itself.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import sys
 import time
@@ -15,6 +16,8 @@ from typing import IO, Any
 
 from jaxcult.config import LoggingConfig
 from jaxcult.rundir import RunDir
+
+log = logging.getLogger(__name__)
 
 
 def _jsonable(value: Any) -> Any:
@@ -124,13 +127,14 @@ class MetricLogger:
 
 
 class Progress:
-    """A tqdm bar on a terminal, plain periodic lines otherwise (CI logs stay readable)."""
+    """A tqdm bar on a terminal, plain periodic lines otherwise (CI logs stay readable): the
+    lines go through the `jaxcult` logger, or to `stream` when one is given."""
 
     def __init__(self, total: int, mode: str = "auto", *, initial: int = 0,
-                 stream: IO[str] = sys.stderr, every_seconds: float = 10.0) -> None:
+                 stream: IO[str] | None = None, every_seconds: float = 10.0) -> None:
         self.total, self.mode, self.stream = total, mode, stream
         if mode == "auto":
-            self.mode = "bar" if stream.isatty() else "lines"
+            self.mode = "bar" if (stream or sys.stderr).isatty() else "lines"
         self._bar = None
         self._start, self._last_line = time.monotonic(), 0.0
         self._start_step, self._step = initial, initial
@@ -139,7 +143,8 @@ class Progress:
         if self.mode == "bar":
             from tqdm import tqdm
 
-            self._bar = tqdm(total=total, initial=initial, file=stream, unit="step", dynamic_ncols=True)
+            self._bar = tqdm(total=total, initial=initial, file=stream or sys.stderr, unit="step",
+                             dynamic_ncols=True)
 
     @property
     def timing(self) -> bool:
@@ -168,8 +173,12 @@ class Progress:
                 timing = f" {rate:.2f} step/s eta {(self.total - step) / rate:.0f}s"
             else:
                 timing = " (compiling)"
-            self.stream.write(f"step {step}/{self.total}{loss_text}{timing}\n")
-            self.stream.flush()
+            line = f"step {step}/{self.total}{loss_text}{timing}"
+            if self.stream is None:
+                log.info(line)
+            else:
+                self.stream.write(line + "\n")
+                self.stream.flush()
 
     def close(self) -> None:
         if self._bar is not None:
