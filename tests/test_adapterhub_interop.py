@@ -100,7 +100,8 @@ def test_jaxcult_exports_load_in_adapters_with_the_same_logits(work):
         add_bottleneck_adapters(model.encoder, config, seed=seed)
         randomise(model, seed)
         expected[name] = run(model, inputs)
-        adapterhub.export_adapterhub(model, work / "exported" / name, name=name)
+        adapterhub.export_adapterhub(model, work / "exported" / name, name=name,
+                                     head=adapterhub.classification_head(model, name))
         if name == "pf":  # MAD-X: a language adapter (with NICE) under this task adapter
             lang = classifier(work)
             add_bottleneck_adapters(lang.encoder, PeftConfig(kind="pfeiffer", reduction_factor=2))
