@@ -29,7 +29,8 @@ class ExportedHead:
 
 def hf_config(config) -> dict:
     """The `config.json` transformers reads for a jaxcult architecture config."""
-    fields = {k: v for k, v in dataclasses.asdict(config).items() if k not in _JAXCULT_ONLY}
+    every = config.to_hf() if hasattr(config, "to_hf") else dataclasses.asdict(config)
+    fields = {k: v for k, v in every.items() if k not in _JAXCULT_ONLY}
     fields["architectures"] = [models.architecture_of(config).hf_classes[config.model_type]]
     fields["torch_dtype"] = config.param_dtype
     return {k: v for k, v in fields.items() if v is not None}

@@ -79,3 +79,26 @@ class KeyMap:
             if name is not None:
                 return name, rule.transpose
         return None
+
+
+def decoder_rules(norms: dict[str, str], *, fused: bool = False, qk_norm: bool = False
+                  ) -> list[Rule]:
+    """The key table of a decoder family saved as `*ForCausalLM` (names under `model.`):
+    embeddings, the final norm, the LM head, and per layer the attention and MLP projections
+    (`fused`: Phi-3's `qkv_proj` and `gate_up_proj`), per-head `q_norm` / `k_norm`
+    (`qk_norm`), and the layer's norms, `norms` mapping each HF norm module to ours."""
+    layer, ours = "layers.{i}", "layers.{i}"
+    rules = [Rule("embed_tokens.weight", "embed_tokens.embedding"), *norm("norm", "norm", bias=False),
+             Rule("lm_head.weight", "lm_head.kernel", transpose=True)]
+    for hf, nnx in norms.items():
+        rules += norm(f"{layer}.{hf}", f"{ours}.{nnx}", bias=False)
+    attention = ["qkv_proj"] if fused else ["q_proj", "k_proj", "v_proj"]
+    for name in [*attention, "o_proj"]:
+        rules += dense(f"{layer}.self_attn.{name}", f"{ours}.{name}")
+    if qk_norm:
+        rules += [*norm(f"{layer}.self_attn.q_norm", f"{ours}.q_norm", bias=False),
+                  *norm(f"{layer}.self_attn.k_norm", f"{ours}.k_norm", bias=False)]
+    for name in ["gate_up_proj" if fused else "gate_proj", *([] if fused else ["up_proj"]),
+                 "down_proj"]:
+        rules += dense(f"{layer}.mlp.{name}", f"{ours}.{name}", bias=False)
+    return rules

@@ -79,20 +79,27 @@ class Embed(nnx.Module):
 
 
 class LayerNorm(nnx.Module):
-    """LayerNorm computed in float32 (as PyTorch does for fp32 and autocast)."""
+    """LayerNorm computed in float32 (as PyTorch does for fp32 and autocast), over the last
+    axis. Cohere's has no bias (`use_bias=False`), and its per-head QK-norm a scale per head
+    (`features=(heads, head_dim)`, axes `("heads", "head_dim")`)."""
 
-    def __init__(self, features: int, *, eps: float, param_dtype=jnp.float32, dtype=jnp.float32,
+    def __init__(self, features: int | tuple[int, ...], *, eps: float, param_dtype=jnp.float32,
+                 dtype=jnp.float32, use_bias: bool = True, axes: Axes = ("norm",),
                  rngs: nnx.Rngs) -> None:
-        self.scale = param(rngs, jax.nn.initializers.ones, (features,), param_dtype, ("norm",))
-        self.bias = param(rngs, jax.nn.initializers.zeros, (features,), param_dtype, ("norm",))
+        shape = (features,) if isinstance(features, int) else tuple(features)
+        self.scale = param(rngs, jax.nn.initializers.ones, shape, param_dtype, axes)
+        self.bias = (param(rngs, jax.nn.initializers.zeros, shape, param_dtype, axes)
+                     if use_bias else None)
         self.eps, self.dtype = eps, dtype
 
     def __call__(self, x: jax.Array) -> jax.Array:
         x32 = x.astype(jnp.float32)
         mean = x32.mean(-1, keepdims=True)
         var = jnp.square(x32 - mean).mean(-1, keepdims=True)
-        y = (x32 - mean) * jax.lax.rsqrt(var + self.eps)
-        return (y * self.scale[...] + self.bias[...]).astype(self.dtype)
+        y = (x32 - mean) * jax.lax.rsqrt(var + self.eps) * self.scale[...].astype(jnp.float32)
+        if self.bias is not None:
+            y = y + self.bias[...]
+        return y.astype(self.dtype)
 
 
 class RMSNorm(nnx.Module):
@@ -107,6 +114,21 @@ class RMSNorm(nnx.Module):
         x32 = x.astype(jnp.float32)
         y = x32 * jax.lax.rsqrt(jnp.square(x32).mean(-1, keepdims=True) + self.eps)
         return (self.scale[...].astype(self.dtype) * y.astype(self.dtype)).astype(self.dtype)
+
+
+class OffsetRMSNorm(nnx.Module):
+    """Gemma's RMSNorm: the scale is stored as an offset from one (x̂ · (1 + w)), and the
+    product is taken in float32 before casting back (HF's order for Gemma)."""
+
+    def __init__(self, features: int, *, eps: float, param_dtype=jnp.float32, dtype=jnp.float32,
+                 rngs: nnx.Rngs) -> None:
+        self.scale = param(rngs, jax.nn.initializers.zeros, (features,), param_dtype, ("norm",))
+        self.eps, self.dtype = eps, dtype
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x32 = x.astype(jnp.float32)
+        y = x32 * jax.lax.rsqrt(jnp.square(x32).mean(-1, keepdims=True) + self.eps)
+        return (y * (1.0 + self.scale[...].astype(jnp.float32))).astype(self.dtype)
 
 
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
@@ -159,11 +181,19 @@ class KeySplitter:
         self._count = other._count
 
 
+def _scores(scores: jax.Array, scale: float, softcap: float | None) -> jax.Array:
+    """Scaled attention logits, squashed into (-softcap, softcap) when set (Gemma 2)."""
+    scores = scores * scale
+    return scores if softcap is None else jnp.tanh(scores / softcap) * softcap
+
+
 def attention(q: jax.Array, k: jax.Array, v: jax.Array, bias: jax.Array | None, *,
-              dropout_rate: float = 0.0, dropout_key: jax.Array | None = None) -> jax.Array:
+              dropout_rate: float = 0.0, dropout_key: jax.Array | None = None,
+              scale: float | None = None, softcap: float | None = None) -> jax.Array:
     """Softmax attention over [batch, len, heads, head_dim]; k/v heads may be fewer (GQA).
 
     `bias` is additive, broadcastable to [batch, heads, q_len, k_len]; softmax runs in float32.
+    `scale` defaults to head_dim^-1/2; `softcap` bounds the logits before the bias (Gemma 2).
     Heads are moved in front before the batched matmuls: XLA's CPU backend runs these several
     times faster than the equivalent einsum over the [b, len, h, d] layout.
     """
@@ -171,16 +201,16 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, bias: jax.Array | None, 
     if groups > 1:
         k = jnp.repeat(k, groups, axis=2)
         v = jnp.repeat(v, groups, axis=2)
-    scale = q.shape[-1] ** -0.5
     scores = jnp.matmul(q.transpose(0, 2, 1, 3), k.transpose(0, 2, 3, 1)).astype(jnp.float32)
-    scores = scores * scale
+    scores = _scores(scores, q.shape[-1] ** -0.5 if scale is None else scale, softcap)
     if bias is not None:
         scores = scores + bias
     weights = dropout(jax.nn.softmax(scores, axis=-1), dropout_rate, dropout_key).astype(v.dtype)
     return jnp.matmul(weights, v.transpose(0, 2, 1, 3)).transpose(0, 2, 1, 3)
 
 
-def cached_attention(q: jax.Array, k: jax.Array, v: jax.Array, bias: jax.Array) -> jax.Array:
+def cached_attention(q: jax.Array, k: jax.Array, v: jax.Array, bias: jax.Array, *,
+                     scale: float | None = None, softcap: float | None = None) -> jax.Array:
     """`attention` (no dropout) with keys and values in a KV cache's layout [batch, kv_heads,
     k_len, head_dim]. The query heads sharing a key/value head are stacked along the query
     axis, so each product is one batched matmul over (batch, kv_heads) reading the cache as it
@@ -190,7 +220,8 @@ def cached_attention(q: jax.Array, k: jax.Array, v: jax.Array, bias: jax.Array) 
     groups = heads // kv_heads
     q = q.reshape(batch, length, kv_heads, groups, dim).transpose(0, 2, 3, 1, 4)
     q = q.reshape(batch, kv_heads, groups * length, dim)
-    scores = jnp.matmul(q, k.transpose(0, 1, 3, 2)).astype(jnp.float32) * dim ** -0.5
+    scores = _scores(jnp.matmul(q, k.transpose(0, 1, 3, 2)).astype(jnp.float32),
+                     dim ** -0.5 if scale is None else scale, softcap)
     scores = scores.reshape(batch, kv_heads, groups, length, -1) + bias[:, :, None]
     weights = jax.nn.softmax(scores.reshape(batch, kv_heads, groups * length, -1), axis=-1)
     context = jnp.matmul(weights.astype(v.dtype), v).reshape(batch, kv_heads, groups, length, dim)

@@ -6,27 +6,13 @@ names, the class names written on export and PEFT's task type.
 
 from __future__ import annotations
 
-from jaxcult.models.decoder import DECODER_TYPES, CausalLM, DecoderConfig
-from jaxcult.models.keytable import KeyMap, Rule, dense, norm
+from jaxcult.models.decoder import DECODER_TYPES, CausalLM
+from jaxcult.models.decoder_config import DecoderConfig
+from jaxcult.models.keytable import KeyMap, decoder_rules
 from jaxcult.models.registry import Architecture, register_architecture
 
-
-def _rules() -> list[Rule]:
-    layer = "layers.{i}"
-    return [
-        Rule("embed_tokens.weight", "embed_tokens.embedding"),
-        *norm(f"{layer}.input_layernorm", "layers.{i}.input_layernorm", bias=False),
-        *dense(f"{layer}.self_attn.q_proj", "layers.{i}.q_proj"),
-        *dense(f"{layer}.self_attn.k_proj", "layers.{i}.k_proj"),
-        *dense(f"{layer}.self_attn.v_proj", "layers.{i}.v_proj"),
-        *dense(f"{layer}.self_attn.o_proj", "layers.{i}.o_proj"),
-        *norm(f"{layer}.post_attention_layernorm", "layers.{i}.post_attention_layernorm", bias=False),
-        *dense(f"{layer}.mlp.gate_proj", "layers.{i}.gate_proj", bias=False),
-        *dense(f"{layer}.mlp.up_proj", "layers.{i}.up_proj", bias=False),
-        *dense(f"{layer}.mlp.down_proj", "layers.{i}.down_proj", bias=False),
-        *norm("norm", "norm", bias=False),
-        Rule("lm_head.weight", "lm_head.kernel", transpose=True),
-    ]
+LLAMA_NORMS = {"input_layernorm": "input_layernorm",
+               "post_attention_layernorm": "post_attention_layernorm"}
 
 
 GGUF_NAMES = (  # llama.cpp tensor name -> HF name ({i} = block index)
@@ -53,7 +39,8 @@ LLAMA_FAMILY = register_architecture(Architecture(
     model_types=DECODER_TYPES,
     config_class=DecoderConfig,
     module_class=CausalLM,
-    keymap=KeyMap(rules=_rules(), prefixes=("model.",), ignored=(r"rotary_emb\.inv_freq$",)),
+    keymap=KeyMap(rules=decoder_rules(LLAMA_NORMS), prefixes=("model.",),
+                  ignored=(r"rotary_emb\.inv_freq$",)),
     hf_classes={"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM",
                 "mistral": "MistralForCausalLM"},
     export_prefix="model.",
