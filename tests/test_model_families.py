@@ -151,3 +151,79 @@ def test_models_written_back_load_in_transformers(family, tmp_path):
     again = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "out").eval()
     real = MASK.astype(bool)
     assert np.abs(hf_logits(again) - hf_logits(hf))[real].max() <= 1e-5
+
+
+def gguf_file(family: str, hf, path):
+    """`hf` written as llama.cpp's converter writes the family: its architecture's metadata,
+    tensor names (the `gguf` package's map), Gemma's norms plus one, no q/k permutation."""
+    gguf = pytest.importorskip("gguf")
+    c = hf.config
+    arch = {"gemma2": gguf.MODEL_ARCH.GEMMA2, "gemma3": gguf.MODEL_ARCH.GEMMA3,
+            "qwen3": gguf.MODEL_ARCH.QWEN3, "cohere": gguf.MODEL_ARCH.COMMAND_R,
+            "phi3": gguf.MODEL_ARCH.PHI3}[family]
+    writer = gguf.GGUFWriter(str(path), gguf.MODEL_ARCH_NAMES[arch])
+    writer.add_block_count(c.num_hidden_layers)
+    writer.add_context_length(c.max_position_embeddings)
+    writer.add_embedding_length(c.hidden_size)
+    writer.add_feed_forward_length(c.intermediate_size)
+    writer.add_head_count(c.num_attention_heads)
+    writer.add_head_count_kv(c.num_key_value_heads)
+    if family == "cohere":
+        writer.add_layer_norm_eps(c.layer_norm_eps)
+        writer.add_logit_scale(c.logit_scale)
+    else:
+        writer.add_layer_norm_rms_eps(c.rms_norm_eps)
+    if family in ("gemma2", "gemma3", "qwen3"):
+        writer.add_key_length(c.head_dim)
+        writer.add_value_length(c.head_dim)
+    if family == "gemma2":
+        writer.add_attn_logit_softcapping(c.attn_logit_softcapping)
+        writer.add_final_logit_softcapping(c.final_logit_softcapping)
+    if family in ("gemma2", "gemma3", "phi3"):
+        writer.add_sliding_window(c.sliding_window)
+    rope = c.rope_parameters.get(FULL, c.rope_parameters)
+    if family != "gemma2":
+        writer.add_rope_freq_base(rope["rope_theta"])
+    if family == "gemma3":
+        writer.add_rope_freq_base_swa(c.rope_parameters[SLIDING]["rope_theta"])
+        writer.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
+        writer.add_rope_scaling_factor(rope["factor"])
+    if family == "phi3":
+        head_dim = c.hidden_size // c.num_attention_heads
+        writer.add_rope_dimension_count(int(head_dim * rope["partial_rotary_factor"]))
+    names = gguf.get_tensor_name_map(arch, c.num_hidden_layers)
+    for name, tensor in hf.state_dict().items():
+        if name == "lm_head.weight" and c.tie_word_embeddings:
+            continue
+        data = tensor.numpy().astype(np.float32)
+        if family.startswith("gemma") and name.endswith("norm.weight"):
+            data = data + 1.0
+        writer.add_tensor(names.get_name(name, try_suffixes=(".weight", ".bias")), data)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+def test_gguf_as_llama_cpp_writes_it_loads_with_the_safetensors_logits(family, tmp_path):
+    """llama.cpp keeps no `query_pre_attn_scalar` (Gemma: head_dim), Gemma 3's pattern of
+    five sliding layers per global one, and no sliding layers for Qwen3: this copy of the
+    family's config follows those rules."""
+    name, _, _ = family
+    settings = {"gemma2": {"query_pre_attn_scalar": 8}, "gemma3": {"query_pre_attn_scalar": 8},
+                "qwen3": {"use_sliding_window": False}}.get(name, {})
+    config = hf_config(name)
+    for key, value in settings.items():
+        setattr(config, key, value)
+    if name == "qwen3":
+        config.sliding_window, config.layer_types = None, [FULL] * config.num_hidden_layers
+    if name == "gemma3":
+        config.num_hidden_layers, config.layer_types = 6, [SLIDING] * 5 + [FULL]
+    hf = perturbed(config, seed=1)
+    hf.save_pretrained(tmp_path / "hf")
+    from_gguf = load_model(gguf_file(name, hf, tmp_path / "tiny.gguf"))
+    real = MASK.astype(bool)
+    assert np.abs(our_logits(from_gguf) - hf_logits(hf))[real].max() <= 1e-4
+    assert np.abs(our_logits(from_gguf) - our_logits(load_model(tmp_path / "hf")))[real].max() \
+        <= 1e-5

@@ -100,7 +100,8 @@ def _read_gguf(path: Path) -> tuple[dict, dict[str, np.ndarray]]:
     if arch not in families:
         raise UserError(f"{path}: GGUF architecture {arch!r} is not supported "
                         f"(supported: {', '.join(sorted(families))})")
-    patterns = _patterns(families[arch])
+    family = families[arch]
+    patterns = _patterns(family)
     heads = int(_field(reader, f"{arch}.attention.head_count", path))
     kv_heads = int(_field(reader, f"{arch}.attention.head_count_kv", path, heads))
     tensors: dict[str, np.ndarray] = {}
@@ -115,28 +116,50 @@ def _read_gguf(path: Path) -> tuple[dict, dict[str, np.ndarray]]:
         shape = tuple(int(d) for d in reversed(tensor.shape))
         values = gguf.quants.dequantize(tensor.data, tensor.tensor_type)
         values = np.asarray(values, dtype=np.float32).reshape(shape)
-        if ".self_attn.q_proj." in name:
+        if arch in family.gguf_permuted and ".self_attn.q_proj." in name:
             values = unpermute_rows(values, heads)
-        elif ".self_attn.k_proj." in name:
+        elif arch in family.gguf_permuted and ".self_attn.k_proj." in name:
             values = unpermute_rows(values, kv_heads)
+        elif family.gguf_norm_offset and name.endswith("norm.weight"):
+            values = values - np.float32(family.gguf_norm_offset)
         tensors[name] = values
+    return _config(reader, path, arch, family, tensors, heads, kv_heads), tensors
+
+
+def _config(reader, path: Path, arch: str, family: models.Architecture,
+            tensors: dict[str, np.ndarray], heads: int, kv_heads: int) -> dict:
+    """The config.json fields the GGUF metadata and tensors give."""
     vocab = len(_field(reader, "tokenizer.ggml.tokens", path, [])) or tensors[
         "model.embed_tokens.weight"].shape[0]
     hidden = int(_field(reader, f"{arch}.embedding_length", path))
-    head_dim = int(_field(reader, f"{arch}.rope.dimension_count", path, hidden // heads))
+    head_dim = int(_field(reader, f"{arch}.attention.key_length", path, hidden // heads))
+    rotary = int(_field(reader, f"{arch}.rope.dimension_count", path, head_dim))
     config = {
-        "model_type": families[arch].gguf_architectures[arch], "vocab_size": vocab, "hidden_size": hidden,
+        "model_type": family.gguf_architectures[arch], "vocab_size": vocab, "hidden_size": hidden,
         "intermediate_size": int(_field(reader, f"{arch}.feed_forward_length", path)),
         "num_hidden_layers": int(_field(reader, f"{arch}.block_count", path)),
         "num_attention_heads": heads, "num_key_value_heads": kv_heads, "head_dim": head_dim,
-        "rms_norm_eps": float(_field(reader, f"{arch}.attention.layer_norm_rms_epsilon", path)),
-        "rope_theta": float(_field(reader, f"{arch}.rope.freq_base", path, 10000.0)),
+        "partial_rotary_factor": rotary / head_dim,
         "max_position_embeddings": int(_field(reader, f"{arch}.context_length", path, 4096)),
         "tie_word_embeddings": "lm_head.weight" not in tensors,
+        "use_qk_norm": any(".self_attn.q_norm." in name for name in tensors),
     }
+    for key, hf_key in (("rope.freq_base", "rope_theta"),
+                        ("attention.layer_norm_rms_epsilon", "rms_norm_eps"),
+                        ("attention.layer_norm_epsilon", "layer_norm_eps"),
+                        *family.gguf_fields.items()):
+        if f"{arch}.{key}" in reader.fields:
+            config[hf_key] = _field(reader, f"{arch}.{key}", path)
+    if "rms_norm_eps" not in config and "layer_norm_eps" not in config:
+        raise UserError(f"{path}: GGUF metadata lacks {arch}.attention.layer_norm_rms_epsilon")
+    scaling = _field(reader, f"{arch}.rope.scaling.type", path, "none")
+    if scaling == "linear":
+        config["rope_scaling"] = {"rope_type": "linear",
+                                  "factor": float(_field(reader, f"{arch}.rope.scaling.factor",
+                                                         path))}
     if arch == "qwen2":
         config["attention_bias"] = True
-    return config, tensors
+    return config
 
 
 def gguf_tokenizer(path: Path):

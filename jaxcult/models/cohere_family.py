@@ -14,7 +14,7 @@ from typing import ClassVar
 
 from jaxcult.models.decoder import CausalLM
 from jaxcult.models.decoder_config import DecoderConfig
-from jaxcult.models.keytable import KeyMap, decoder_rules
+from jaxcult.models.keytable import KeyMap, decoder_rules, gguf_names
 from jaxcult.models.registry import Architecture, register_architecture
 
 
@@ -50,4 +50,7 @@ COHERE_FAMILY = register_architecture(Architecture(
     hf_classes={"cohere": "CohereForCausalLM"},
     export_prefix="model.",
     peft_task_type="CAUSAL_LM",
+    gguf_architectures={"command-r": "cohere"},
+    gguf_names=gguf_names({"attn_norm": "input_layernorm"}, qk_norm=True),
+    gguf_fields={"logit_scale": "logit_scale"},
 ))

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 
 from jaxcult.models.decoder import CausalLM
 from jaxcult.models.decoder_config import FULL, SLIDING, DecoderConfig
-from jaxcult.models.keytable import KeyMap, decoder_rules
+from jaxcult.models.keytable import KeyMap, decoder_rules, gguf_names
 from jaxcult.models.registry import Architecture, register_architecture
 
 
@@ -38,6 +38,7 @@ class Gemma2Config(DecoderConfig):
     scale_embeddings: ClassVar[bool] = True
     hf_names: ClassVar[dict[str, str]] = {"hidden_act": "hidden_activation"}
     sliding_every: ClassVar[int] = 2  # one global layer per this many (the last of each run)
+    large_layers: ClassVar[int] = 46  # the 27B model's depth (see `from_hf`)
 
     @property
     def query_scale(self) -> float:
@@ -54,6 +55,11 @@ class Gemma2Config(DecoderConfig):
     @classmethod
     def from_hf(cls, hf: dict[str, Any], **overrides: Any) -> DecoderConfig:
         merged = {**hf, **overrides}
+        if "query_pre_attn_scalar" not in merged:  # GGUF files lack it: llama.cpp's rule, the
+            heads = merged.get("num_attention_heads", 8)  # 27B's hidden/heads, else head_dim
+            merged["query_pre_attn_scalar"] = (
+                merged["hidden_size"] // heads if merged.get("num_hidden_layers") == cls.large_layers
+                else merged.get("head_dim") or merged["hidden_size"] // heads)
         if merged.get("layer_types") is None:
             every = merged.get("sliding_window_pattern", cls.sliding_every)
             merged["layer_types"] = [SLIDING if (i + 1) % every else FULL
@@ -73,6 +79,7 @@ class Gemma3Config(Gemma2Config):
     hf_names: ClassVar[dict[str, str]] = {"hidden_act": "hidden_activation",
                                           "local_rope_theta": "rope_local_base_freq"}
     sliding_every: ClassVar[int] = 6
+    large_layers: ClassVar[int] = 62
 
     def rope(self, layer: int) -> tuple[float, dict | None]:
         if self.layer_types is not None and self.layer_types[layer] == SLIDING:
@@ -102,6 +109,8 @@ class Gemma3Config(Gemma2Config):
         super().read_rope(merged)
 
 
+GGUF_NORMS = {"attn_norm": "input_layernorm", "post_attention_norm": "post_attention_layernorm",
+              "ffn_norm": "pre_feedforward_layernorm", "post_ffw_norm": "post_feedforward_layernorm"}
 GEMMA_NORMS = {"input_layernorm": "input_layernorm",
                "post_attention_layernorm": "attention_out_norm",
                "pre_feedforward_layernorm": "post_attention_layernorm",
@@ -119,6 +128,12 @@ GEMMA2_FAMILY = register_architecture(Architecture(
     hf_classes={"gemma2": "Gemma2ForCausalLM"},
     export_prefix="model.",
     peft_task_type="CAUSAL_LM",
+    gguf_architectures={"gemma2": "gemma2"},
+    gguf_names=gguf_names(GGUF_NORMS),
+    gguf_fields={"attn_logit_softcapping": "attn_logit_softcapping",
+                 "final_logit_softcapping": "final_logit_softcapping",
+                 "attention.sliding_window": "sliding_window"},
+    gguf_norm_offset=1.0,
 ))
 
 GEMMA3_FAMILY = register_architecture(Architecture(
@@ -133,4 +148,10 @@ GEMMA3_FAMILY = register_architecture(Architecture(
     hf_classes={"gemma3_text": "Gemma3ForCausalLM", "gemma3": "Gemma3ForCausalLM"},
     export_prefix="model.",
     peft_task_type="CAUSAL_LM",
+    gguf_architectures={"gemma3": "gemma3_text"},
+    gguf_names=gguf_names(GGUF_NORMS, qk_norm=True),
+    gguf_fields={"final_logit_softcapping": "final_logit_softcapping",
+                 "attention.sliding_window": "sliding_window",
+                 "rope.freq_base_swa": "rope_local_base_freq"},
+    gguf_norm_offset=1.0,
 ))

@@ -81,6 +81,28 @@ class KeyMap:
         return None
 
 
+def gguf_names(norms: dict[str, str], *, fused: bool = False, qk_norm: bool = False
+               ) -> tuple[tuple[str, str], ...]:
+    """llama.cpp's tensor names -> HF names of a decoder family (`norms`: GGUF norm name in
+    a block -> HF norm module), as its converter writes them; `fused`: Phi-3's attn_qkv and
+    ffn_up (gate and up together)."""
+    block, hf = "blk.{i}", "model.layers.{i}"
+    names = [("token_embd.weight", "model.embed_tokens.weight"),
+             ("output_norm.weight", "model.norm.weight"), ("output.weight", "lm_head.weight")]
+    names += [(f"{block}.{g}.weight", f"{hf}.{h}.weight") for g, h in norms.items()]
+    attention = {"attn_qkv": "qkv_proj"} if fused else {"attn_q": "q_proj", "attn_k": "k_proj",
+                                                         "attn_v": "v_proj"}
+    for g, h in {**attention, "attn_output": "o_proj"}.items():
+        names += [(f"{block}.{g}.{kind}", f"{hf}.self_attn.{h}.{kind}") for kind in ("weight", "bias")]
+    if qk_norm:
+        names += [(f"{block}.attn_q_norm.weight", f"{hf}.self_attn.q_norm.weight"),
+                  (f"{block}.attn_k_norm.weight", f"{hf}.self_attn.k_norm.weight")]
+    mlp = {"ffn_up": "gate_up_proj"} if fused else {"ffn_gate": "gate_proj", "ffn_up": "up_proj"}
+    names += [(f"{block}.{g}.weight", f"{hf}.mlp.{h}.weight")
+              for g, h in {**mlp, "ffn_down": "down_proj"}.items()]
+    return tuple(names)
+
+
 def decoder_rules(norms: dict[str, str], *, fused: bool = False, qk_norm: bool = False
                   ) -> list[Rule]:
     """The key table of a decoder family saved as `*ForCausalLM` (names under `model.`):

@@ -14,8 +14,8 @@ from typing import ClassVar
 
 from jaxcult.models.decoder import CausalLM
 from jaxcult.models.decoder_config import DecoderConfig
-from jaxcult.models.keytable import KeyMap, decoder_rules
-from jaxcult.models.llama_family import LLAMA_NORMS
+from jaxcult.models.keytable import KeyMap, decoder_rules, gguf_names
+from jaxcult.models.llama_family import GGUF_NORMS, LLAMA_NORMS
 from jaxcult.models.registry import Architecture, register_architecture
 
 
@@ -38,4 +38,7 @@ PHI3_FAMILY = register_architecture(Architecture(
     hf_classes={"phi3": "Phi3ForCausalLM"},
     export_prefix="model.",
     peft_task_type="CAUSAL_LM",
+    gguf_architectures={"phi3": "phi3"},
+    gguf_names=gguf_names(GGUF_NORMS, fused=True),
+    gguf_fields={"attention.sliding_window": "sliding_window"},
 ))

@@ -13,8 +13,8 @@ from typing import ClassVar
 
 from jaxcult.models.decoder import CausalLM
 from jaxcult.models.decoder_config import DecoderConfig
-from jaxcult.models.keytable import KeyMap, decoder_rules
-from jaxcult.models.llama_family import LLAMA_NORMS
+from jaxcult.models.keytable import KeyMap, decoder_rules, gguf_names
+from jaxcult.models.llama_family import GGUF_NORMS, LLAMA_NORMS
 from jaxcult.models.registry import Architecture, register_architecture
 
 
@@ -37,4 +37,6 @@ QWEN3_FAMILY = register_architecture(Architecture(
     hf_classes={"qwen3": "Qwen3ForCausalLM"},
     export_prefix="model.",
     peft_task_type="CAUSAL_LM",
+    gguf_architectures={"qwen3": "qwen3"},
+    gguf_names=gguf_names(GGUF_NORMS, qk_norm=True),
 ))

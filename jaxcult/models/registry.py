@@ -39,6 +39,11 @@ class Architecture:
     export_prefix: str = ""                     # prefix of base-model tensors in exported files
     gguf_architectures: Mapping[str, str] = field(default_factory=dict)  # GGUF arch -> model_type
     gguf_names: tuple[tuple[str, str], ...] = ()  # GGUF tensor name -> HF name ({i} = block)
+    gguf_fields: Mapping[str, str] = field(default_factory=dict)  # GGUF key (after the
+    #   architecture's prefix) -> config.json key, beyond the keys every family has
+    gguf_permuted: tuple[str, ...] = ()         # GGUF architectures whose attn_q/attn_k rows
+    #   llama.cpp's converter permuted for its rotary layout (its LlamaModel)
+    gguf_norm_offset: float = 0.0               # llama.cpp stores norm weights plus this (Gemma)
     peft_task_type: str | None = None           # PEFT `task_type` of exported LoRA adapters
     adapterhub: Mapping[str, tuple[str, str]] = field(default_factory=dict)
     # model_type -> (AdapterHub key prefix, AdapterHub model class)
