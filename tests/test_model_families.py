@@ -227,3 +227,57 @@ def test_gguf_as_llama_cpp_writes_it_loads_with_the_safetensors_logits(family, t
     assert np.abs(our_logits(from_gguf) - hf_logits(hf))[real].max() <= 1e-4
     assert np.abs(our_logits(from_gguf) - our_logits(load_model(tmp_path / "hf")))[real].max() \
         <= 1e-5
+
+
+PAPER_SIZE = {  # the checkpoints the cultural papers train, by their published config.json
+    "gemma2": ("Gemma-2-9B", dict(vocab_size=256000, hidden_size=3584, intermediate_size=14336,
+                                  num_hidden_layers=42, num_attention_heads=16,
+                                  num_key_value_heads=8, head_dim=256, query_pre_attn_scalar=256,
+                                  sliding_window=4096)),
+    "gemma3": ("Gemma-3-12B (text)", dict(
+        vocab_size=262208, hidden_size=3840, intermediate_size=15360, num_hidden_layers=48,
+        num_attention_heads=16, num_key_value_heads=8, head_dim=256, query_pre_attn_scalar=256,
+        sliding_window=1024, rope_scaling={"rope_type": "linear", "factor": 8.0})),
+    "qwen3": ("Qwen3-8B", dict(vocab_size=151936, hidden_size=4096, intermediate_size=12288,
+                               num_hidden_layers=36, num_attention_heads=32, num_key_value_heads=8,
+                               head_dim=128, tie_word_embeddings=False)),
+    "cohere": ("aya-expanse-8b", dict(vocab_size=256000, hidden_size=4096,
+                                      intermediate_size=14336, num_hidden_layers=32,
+                                      num_attention_heads=32, num_key_value_heads=8,
+                                      logit_scale=0.125)),
+    "phi3": ("Phi-3-mini-4k", dict(vocab_size=32064, hidden_size=3072, intermediate_size=8192,
+                                   num_hidden_layers=32, num_attention_heads=32,
+                                   num_key_value_heads=32, sliding_window=2047,
+                                   pad_token_id=32000)),
+}
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_dry_run_plans_the_paper_size_model_from_its_config_json_alone(name, tmp_path, capsys):
+    """No weight file: the plan builds shapes only; its parameter count is transformers' count
+    of the same config (built on the meta device)."""
+    from jaxcult import assets
+    from jaxcult.cli import main
+
+    if not assets.get_asset("minilm-l6").installed():
+        pytest.skip("asset minilm-l6 not installed")
+    label, settings = PAPER_SIZE[name]
+    model_type = {"gemma3": "gemma3_text"}.get(name, name)
+    config = transformers.AutoConfig.for_model(model_type, **settings)
+    config.save_pretrained(tmp_path / "model")
+    assert sorted(p.name for p in (tmp_path / "model").iterdir()) == ["config.json"]
+    with torch.device("meta"):
+        expected = sum(p.numel() for p in
+                       transformers.AutoModelForCausalLM.from_config(config).parameters())
+    code = main(["train", "--dry-run", f"model.name={tmp_path / 'model'}",
+                 "model.tokenizer=minilm-l6", "model.dtype=bfloat16",
+                 "model.compute_dtype=bfloat16", "task.name=causal_lm", "peft.kind=lora",
+                 "data.name=jaxcult_multilingual_text", "trainer.batch_size=8",
+                 *(["peft.target_modules=[qkv_proj]"] if name == "phi3" else [])])
+    out = capsys.readouterr().out
+    assert code == 0, label
+    total = int(next(line for line in out.splitlines() if line.startswith("(model total)"))
+                .split()[-1].replace(",", ""))
+    lora_total = sum(int(line.split()[1].replace(",", "")) for line in out.splitlines()
+                     if line.startswith("lora/"))
+    assert total - lora_total == expected, label

@@ -85,6 +85,19 @@ def load_model(source: str | Path, *, dtype: str | None = None, mesh: Mesh | Non
     return load_backbone(source, dtype=dtype, mesh=mesh, rules=rules, **overrides)[0]
 
 
+def abstract_backbone(source: str | Path, *, checked: Collection[str] = (),
+                      dropout: float | None = None, **overrides: Any) -> nnx.Module | None:
+    """The model of an HF-directory source as shapes only, from its config.json alone (no
+    weight file read or needed: planning at full size); None for other sources."""
+    from jaxcult.hub.loading import abstract_module
+
+    path, _ = _resolve(source, _HUB_FILES)
+    if not path.is_dir():
+        return None
+    return abstract_module(models.config_from_hf(read_config(path), str(source), checked, dropout,
+                                                 **overrides))
+
+
 def load_backbone(source: str | Path, *, dtype: str | None = None, mesh: Mesh | None = None,
                   rules: Rules | None = None, checked: Collection[str] = (),
                   dropout: float | None = None, **overrides: Any

@@ -37,16 +37,18 @@ def lora_targets(model: nnx.Module, targets: list[str], leave_out: list[int] = (
                  ) -> list[tuple[str, Dense]]:
     """(path, Dense) of every layer projection a target selects, outside the `leave_out`
     layers; error if none is selected."""
-    found = []
+    found, names = [], set()
     for path, module in nnx.iter_modules(model):
         dotted = ".".join(str(p) for p in path)
         layer = re.search(r"(?:^|\.)layers\.(\d+)\.", dotted)
-        if (isinstance(module, Dense) and layer and int(layer.group(1)) not in leave_out
-                and _matches(dotted, targets)):
-            found.append((dotted, module))
+        if isinstance(module, Dense) and layer:
+            names.add(dotted.rsplit(".", 1)[-1])
+            if int(layer.group(1)) not in leave_out and _matches(dotted, targets):
+                found.append((dotted, module))
     if not found:
         raise UserError(f"peft.target_modules: {targets} match no projection of this model "
-                        f"(aliases: {', '.join(ALIASES)}; or attribute names / path regexes)")
+                        f"(its projections: {', '.join(sorted(names))}; aliases: "
+                        f"{', '.join(ALIASES)}; or path regexes)")
     return found
 
 

@@ -33,7 +33,7 @@ from jaxcult.errors import UserError
 from jaxcult.eval import Evaluator, resolve_evaluators
 from jaxcult.hub.loading import abstract_module
 from jaxcult.hub.madx import read_language_adapters, stack_source_adapter
-from jaxcult.hub.pretrained import load_backbone, load_tokenizer
+from jaxcult.hub.pretrained import abstract_backbone, load_backbone, load_tokenizer
 from jaxcult.hub.vision import load_backbone as load_image_backbone
 from jaxcult.peft.bottleneck import PLACEMENTS, add_bottleneck_adapters
 from jaxcult.peft.groups import group_of, layer_index, ordered_groups, uncovered_peft_parameters
@@ -172,12 +172,19 @@ def tokenizer_of(config: RunConfig):
     return tokenizer
 
 
-def _backbone(config: RunConfig, mesh: Mesh | None) -> tuple[nnx.Module, ModelInputs]:
+def _backbone(config: RunConfig, mesh: Mesh | None, shapes_only: bool = False
+              ) -> tuple[nnx.Module, ModelInputs]:
     """The pretrained (or random) encoder or causal LM, placed on `mesh` while it loads, and
-    what the task's head receives (the checkpoint's tensors the backbone left)."""
+    what the task's head receives (the checkpoint's tensors the backbone left). With
+    `shapes_only`, an HF directory's model is built from its config.json alone (a plan)."""
     overrides = {"dtype": config.model.compute_dtype, "param_dtype": config.model.dtype}
     rules, seed, source = config.mesh.rules, config.trainer.seed, config.model.name
     settings = dict(config.model.overrides)
+    if shapes_only and source != "random":
+        backbone = abstract_backbone(source, checked=list(settings), dropout=config.model.dropout,
+                                     **{**settings, **overrides})
+        if backbone is not None:
+            return backbone, ModelInputs(seed, source)
     if source != "random":
         backbone, rest = load_backbone(source, mesh=mesh, rules=rules, checked=list(settings),
                                        dropout=config.model.dropout, **{**settings, **overrides})
@@ -254,12 +261,13 @@ def _path(path) -> str:
 
 
 def build_model(config: RunConfig, task: Task, tokenizer, mesh: Mesh | None = None,
-                shared: ModelParts | None = None) -> ModelParts:
+                shared: ModelParts | None = None, shapes_only: bool = False) -> ModelParts:
     """Backbone (on `mesh`), PEFT modules, the task's head, and the named parameter groups.
     With `shared` (another seed's parts), the frozen backbone is that one: no weights are read
-    here, only this config's trainable parts initialised."""
+    here, only this config's trainable parts initialised. With `shapes_only`, an HF
+    directory's backbone has shapes but no values (its weights are never read)."""
     if shared is None:
-        backbone, inputs = _backbone(config, mesh)
+        backbone, inputs = _backbone(config, mesh, shapes_only)
     else:  # the other seed's head tensors were read already: the head starts from them there
         backbone = abstract_module(shared.architecture)
         inputs = ModelInputs(config.trainer.seed, config.model.name, shared.head_tensors)
@@ -304,10 +312,11 @@ class Built:
                             self.parts.groups)
 
 
-def build_run(config: RunConfig, mesh: Mesh | None = None) -> Built:
-    """Plug-ins, data, then the model: what a run, a dry run or a re-scoring needs."""
+def build_run(config: RunConfig, mesh: Mesh | None = None, shapes_only: bool = False) -> Built:
+    """Plug-ins, data, then the model: what a run, a dry run (`shapes_only`: no weights read)
+    or a re-scoring needs."""
     plugins, dataset = resolve_plugins(config)
     tokenizer = tokenizer_of(config)
     data = load_task_data(config, plugins.task, dataset, tokenizer)
-    parts = build_model(config, plugins.task, tokenizer, mesh)
+    parts = build_model(config, plugins.task, tokenizer, mesh, shapes_only=shapes_only)
     return Built(plugins, data, parts, tokenizer)

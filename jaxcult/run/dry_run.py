@@ -1,4 +1,7 @@
-"""`jaxcult train --dry-run`: the mesh, each group's sharding and a per-device memory estimate."""
+"""`jaxcult train --dry-run`: the mesh, each group's sharding and a per-device memory estimate.
+
+A model given as an HF directory is planned from its config.json alone: its shapes, never its
+weights (which need not be there), so a paper-size model is planned on any machine."""
 
 from __future__ import annotations
 
@@ -6,6 +9,7 @@ from collections import Counter
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from jaxcult.config import RunConfig
@@ -19,7 +23,7 @@ def dry_run(config: RunConfig) -> str:
     """The mesh, each group's sharding and a per-device memory estimate, as a report; trains
     nothing."""
     mesh = make_mesh(config.mesh)
-    built = build_run(config)
+    built = build_run(config, shapes_only=True)
     parts, data = built.parts, built.data
     steps = total_steps(config, len(data.train) // config.trainer.batch_size)
     lines = [f"mesh: {dict(mesh.shape)} over {mesh.devices.size} {jax.default_backend()} "
@@ -56,7 +60,7 @@ def memory_estimate(config: RunConfig, parts: ModelParts, mesh) -> dict:
             for axis in spec:
                 for name in ([axis] if isinstance(axis, str) else list(axis or [])):
                     split *= mesh.shape[name]
-            total += variable[...].nbytes // split
+            total += int(np.prod(variable.shape)) * jnp.dtype(variable.dtype).itemsize // split
         return total
 
     frozen = shard_bytes(parts.frozen, "frozen backbone")
