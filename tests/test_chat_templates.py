@@ -98,3 +98,34 @@ def test_mistral_conversations_keep_the_system_text_and_open_with_a_user_turn():
         adapted, text = lm._render_trainable(messages, tokenizer)
         assert SYSTEM in text and adapted[0]["role"] == "user"
         assert text.startswith("<s>[INST] " + SYSTEM)
+
+
+# Gemma 2's rules: turns between <start_of_turn> and <end_of_turn>, the assistant called
+# `model`, and no system role (the template refuses one).
+GEMMA2 = ("{{ bos_token }}{% for m in messages %}{% if m.role == 'system' %}"
+          "{{ raise_exception('System role not supported') }}{% endif %}<start_of_turn>"
+          "{{ 'model' if m.role == 'assistant' else m.role }}\n{{ m.content | trim }}"
+          "<end_of_turn>\n{% endfor %}{% if add_generation_prompt %}<start_of_turn>model\n"
+          "{% endif %}")
+
+
+def test_a_template_without_a_system_role_is_obeyed_as_its_stock_template_does():
+    """Gemma 2's template refuses a system turn: generation says so in one line (no
+    traceback); a conversation without one trains its model turns and their end marker."""
+    from jaxcult.errors import UserError
+    from jaxcult.generation.prompts import render_chat
+
+    FAMILIES["gemma2"] = (GEMMA2, ["<bos>", "<start_of_turn>", "<end_of_turn>"],
+                          {"bos_token": "<bos>", "eos_token": "<end_of_turn>"}, "<end_of_turn>")
+    try:
+        tokenizer = tiny_tokenizer("gemma2")
+    finally:
+        del FAMILIES["gemma2"]
+    with pytest.raises(UserError, match="refuses a conversation of roles system, user, "
+                                        "assistant: System role not supported"):
+        render_chat(PERSPECTIVE1, tokenizer)
+    chat = PERSPECTIVE1[1:]
+    assert render_chat(chat[:1], tokenizer).endswith("<start_of_turn>model\n")
+    trained = squeeze(trained_text(tokenizer, chat))
+    assert trained == squeeze("Ah, come in, you must be tired.<end_of_turn>"
+                              "You are too polite, sit down please.<end_of_turn>")

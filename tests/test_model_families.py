@@ -281,3 +281,15 @@ def test_dry_run_plans_the_paper_size_model_from_its_config_json_alone(name, tmp
     lora_total = sum(int(line.split()[1].replace(",", "")) for line in out.splitlines()
                      if line.startswith("lora/"))
     assert total - lora_total == expected, label
+
+
+def test_every_parameter_carries_logical_axes(family):
+    """Each family shards by the config's rule table like the others: every parameter names
+    one logical axis per dimension."""
+    from flax import nnx
+
+    from jaxcult.sharding import axes_of
+
+    _, _, path = family
+    for where, variable in nnx.to_flat_state(nnx.state(load_model(path), nnx.Param)):
+        assert len(axes_of(variable)) == len(variable.shape), where

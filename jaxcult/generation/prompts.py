@@ -11,12 +11,21 @@ Chat = list[dict[str, str]]
 
 
 def render_chat(messages: Chat, tokenizer, *, add_generation_prompt: bool = True) -> str:
-    """A conversation as the model's chat template writes it (ending with the assistant's cue)."""
+    """A conversation as the model's chat template writes it (ending with the assistant's cue).
+    A template that refuses a conversation (Gemma 2's refuses a system turn) is obeyed: one
+    line saying why, as the stock template says it."""
+    from jinja2 import TemplateError
+
     if not getattr(tokenizer, "chat_template", None):
         raise UserError("the tokenizer has no chat template (chat prompts need one; pass plain "
                         "prompts instead)")
-    return tokenizer.apply_chat_template(messages, tokenize=False,
-                                         add_generation_prompt=add_generation_prompt)
+    try:
+        return tokenizer.apply_chat_template(messages, tokenize=False,
+                                             add_generation_prompt=add_generation_prompt)
+    except TemplateError as error:
+        roles = ", ".join(dict.fromkeys(m.get("role", "?") for m in messages))
+        raise UserError(f"the model's chat template refuses a conversation of roles {roles}: "
+                        f"{error}") from None
 
 
 def as_chat(prompt: str | Chat, system: str | None = None) -> Chat:

@@ -121,7 +121,11 @@ def config_from_hf(hf: dict[str, Any], source: str = "model", checked: Collectio
             raise UserError(f"model.dropout: the {architecture.name} architecture has no dropout "
                             f"to set")
         overrides.update(dict.fromkeys(architecture.dropout_settings, dropout))
-    return architecture.config_from_hf(hf, **overrides)
+    try:
+        return architecture.config_from_hf(hf, **overrides)
+    except (ValueError, TypeError) as error:  # a config this family cannot be built from
+        raise UserError(f"{source}: the {architecture.name} config cannot be used ({error})") \
+            from None
 
 
 def build(config: Any, seed: int = 0, *, mesh: Mesh | None = None,
