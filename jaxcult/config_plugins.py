@@ -154,13 +154,21 @@ def plugin_checks(config: RunConfig, classes: dict[str, Any]) -> list[dict]:
     model_type = config.model.overrides.get("model_type")
     try:
         report_names(config.task.evaluators)
+        for task in classes.get("task", []):
+            task.check_run(config)
         if config.model.name == "random" and model_type in models.known_model_types():
             models.architecture_for(model_type).check_settings(config.model.overrides,
                                                                "model.overrides")
-    except UserError as error:
+    except (UserError, ValueError) as error:
         return [_value_error(str(error))]
     schedule = classes.get("schedule", [None])[0]
     reads = bool(getattr(schedule, "reads_fisher", False)) or config.fisher.track_every > 0
+    if reads and not all(task.has_fisher for task in classes.get("task", [])):
+        reader = (f"schedule.name={config.schedule.name}" if config.fisher.track_every == 0
+                  else f"fisher.track_every={config.fisher.track_every}")
+        return [_value_error(f"{reader} reads tr(F), and task.name={config.task.name} defines no "
+                             f"Fisher output distribution; set schedule.name=standard (or another "
+                             f"schedule that reads none) and fisher.track_every=0")]
     try:
         config.fisher.refuse_unused(
             "fisher", ("estimator", "num_batches", "batch_size", "one_pass"), reads,

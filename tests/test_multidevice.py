@@ -37,7 +37,24 @@ model:
 task: {name: causal_lm}
 peft: {kind: lora, target_modules: [q, v, down], modules_to_save: [lm_head]}
 """,
+    # preference optimisation: DPO with the adapter-off reference, both forwards sharded
+    "dpo": "name: mesh\n" + COMMON.replace("schedule: {name: gu, k: 3}", "schedule: {name: "
+                                            "standard}\nfisher: {track_every: 0}").replace(
+        "data: {max_train_examples: 128, max_eval_examples: 16, target_languages: [en, de]}",
+        "data: {name: preference_jsonl, manual_dir: pairs, eval_split: validation}") + """\
+model:
+  name: random
+  tokenizer: minilm-l6
+  max_length: 24
+  overrides: {model_type: llama, vocab_size: 30522, hidden_size: 32, num_hidden_layers: 2,
+              num_attention_heads: 4, num_key_value_heads: 2, intermediate_size: 64}
+task: {name: preference, objective: dpo, beta: 0.5}
+peft: {kind: lora, target_modules: [q, v, down]}
+optimizer: {lr: 0.02}
+""",
 }
+PAIRS = [{"prompt": f"question {i} about custom {i % 5}", "chosen": f" a kind answer {i}",
+          "rejected": f" no {i % 3}", "language": "en"} for i in range(40)]
 CONFIG = CONFIGS["adapter"]
 
 
@@ -48,6 +65,11 @@ def run(tmp: Path, name: str, devices: int, mesh: dict[str, int], *extra: str,
         env["XLA_FLAGS"] = xla_flags(devices)
     overrides = [f"mesh.{k}={v}" for k, v in mesh.items()]
     (tmp / "mesh.yaml").write_text(config)
+    if "preference_jsonl" in config:
+        (tmp / "pairs").mkdir(exist_ok=True)
+        for split in ("train", "validation"):
+            (tmp / "pairs" / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n"
+                                                                  for r in PAIRS))
     head = ["--resume", name] if resume else ["mesh.yaml", "--run-dir", name]
     result = subprocess.run([sys.executable, "-m", "jaxcult.cli", "train", *head, *overrides,
                              *extra], cwd=tmp, env=env, capture_output=True, text=True)
@@ -104,7 +126,7 @@ MESHES = {"data8": {"data": 8, "fsdp": 1, "tensor": 1}, "fsdp8": {"data": 1, "fs
 @pytest.mark.parametrize("mesh, kind", [
     pytest.param(mesh, kind, id=f"{name}-{kind}",
                  marks=() if (name, kind) == ("d2f2t2", "lm") else pytest.mark.slow)
-    for name, mesh in MESHES.items() for kind in ("adapter", "lm")])
+    for name, mesh in MESHES.items() for kind in ("adapter", "lm", "dpo")])
 def test_mesh_matches_single_device(tmp_path, singles, mesh, kind):
     sharded = run(tmp_path, "run", 8, mesh, config=CONFIGS[kind])
     reference = singles(kind)

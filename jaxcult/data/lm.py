@@ -159,7 +159,7 @@ def _check_text(record, where: str) -> dict:
     return record
 
 
-class _JsonlFolder(Dataset):
+class JsonlFolder(Dataset):
     """`data.manual_dir/{train,validation,test}.jsonl`; evaluation records are grouped by their
     `language` field (default: the source language). With `data.source: stream` the training
     split may be `train.jsonl` or shards `train-*.jsonl` of any size, read line by line."""
@@ -205,7 +205,7 @@ class _JsonlFolder(Dataset):
 
 
 @register_dataset(CHAT_NAME)
-class ChatJSONL(_JsonlFolder):
+class ChatJSONL(JsonlFolder):
     """Chat records (`read_chat_jsonl`) in `{train,validation,test}.jsonl`; assistant turns train."""
 
     record_format = "chat"
@@ -218,7 +218,7 @@ class ChatJSONL(_JsonlFolder):
 
 
 @register_dataset(TEXT_NAME)
-class TextJSONL(_JsonlFolder):
+class TextJSONL(JsonlFolder):
     """Plain-text records `{"text", "language"?}` in `{train,validation,test}.jsonl`; every
     token trains (full-sequence loss)."""
 

@@ -1,12 +1,13 @@
 """Evaluators (the registry and the built-ins) and metrics with official scoring definitions.
 
 Importing this package registers the built-in evaluators: `accuracy`, `macro_f1`, `perplexity`,
-`squad`, `vqa`.
+`preference`, `squad`, `vqa`.
 """
 
 from jaxcult.eval import accuracy as _accuracy  # noqa: F401  (registers)
 from jaxcult.eval import classes as _classes  # noqa: F401  (registers)
 from jaxcult.eval import perplexity as _perplexity  # noqa: F401  (registers)
+from jaxcult.eval import preference as _preference  # noqa: F401  (registers)
 from jaxcult.eval import span_qa as _span_qa  # noqa: F401  (registers)
 from jaxcult.eval import vqa as _vqa  # noqa: F401  (registers)
 from jaxcult.eval.base import (

@@ -40,6 +40,7 @@ class Dense(nnx.Module):
         self.lora_b: nnx.Param | None = nnx.data(None)
         self.lora_scaling = 1.0
         self.lora_dropout = 0.0
+        self.lora_off = False  # `jaxcult.peft.switch.adapters_off`: the base projection alone
 
     def __call__(self, x: jax.Array, keys: KeySplitter | None = None) -> jax.Array:
         """`keys` supplies the LoRA dropout key in training (drawn only when LoRA dropout is on)."""
@@ -48,7 +49,7 @@ class Dense(nnx.Module):
         lead = x.shape[:-1]
         flat = x.reshape(-1, x.shape[-1]).astype(self.dtype)
         y = jnp.dot(flat, self.kernel[...].astype(self.dtype))
-        if self.lora_a is not None:
+        if self.lora_a is not None and not self.lora_off:
             lora_in = flat
             if self.lora_dropout and keys is not None:
                 lora_in = dropout(flat, self.lora_dropout, keys.next())

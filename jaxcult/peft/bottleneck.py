@@ -57,6 +57,7 @@ class BottleneckAdapter(nnx.Module):
         self.residual_before_ln = residual_before_ln
         self.original_ln_before, self.original_ln_after = original_ln_before, original_ln_after
         self.parallel = parallel
+        self.off = False  # `jaxcult.peft.switch.adapters_off`: the hook as without an adapter
 
     def delta(self, x: jax.Array) -> jax.Array:
         return self.up(self.act(self.down(x))) * self.scaling
@@ -71,6 +72,8 @@ class BottleneckAdapter(nnx.Module):
 
     def __call__(self, hidden: jax.Array, residual: jax.Array, norm, keys: KeySplitter) -> jax.Array:
         norm = norm if norm is not None else _identity
+        if self.off:
+            return norm(hidden + residual)
         if self.parallel:
             return self.close(hidden + self.delta(residual), residual, norm)
         return self.close(self.transform(hidden, residual, norm), residual, norm)
@@ -84,8 +87,11 @@ class AdapterStack(nnx.Module):
             if part is not None and part.parallel:
                 raise UserError("peft: parallel adapters cannot be stacked with language adapters")
         self.language, self.task = nnx.data(language), nnx.data(task)
+        self.off = False
 
     def __call__(self, hidden: jax.Array, residual: jax.Array, norm, keys: KeySplitter) -> jax.Array:
+        if self.off:
+            return (norm if norm is not None else _identity)(hidden + residual)
         if self.language is None:
             return self.task(hidden, residual, norm, keys)
         if self.task is None:

@@ -43,13 +43,18 @@ class NICEAdapter(nnx.Module):
         self.F = CouplingNet(rest, self.split, reduction_factor, non_linearity, rngs)
         self.G = CouplingNet(self.split, rest, reduction_factor, non_linearity, rngs)
         self.non_linearity, self.reduction_factor = non_linearity, reduction_factor
+        self.off = False  # `jaxcult.peft.switch.adapters_off`: the identity both ways
 
     def __call__(self, x: jax.Array) -> jax.Array:
+        if self.off:
+            return x
         x1, x2 = x[..., :self.split], x[..., self.split:]
         y1 = x1 + self.F(x2)
         return jnp.concatenate([y1, x2 + self.G(y1)], axis=-1)
 
     def inverse(self, y: jax.Array) -> jax.Array:
+        if self.off:
+            return y
         y1, y2 = y[..., :self.split], y[..., self.split:]
         x2 = y2 - self.G(y1)
         return jnp.concatenate([y1 - self.F(x2), x2], axis=-1)

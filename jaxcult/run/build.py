@@ -319,4 +319,8 @@ def build_run(config: RunConfig, mesh: Mesh | None = None, shapes_only: bool = F
     tokenizer = tokenizer_of(config)
     data = load_task_data(config, plugins.task, dataset, tokenizer)
     parts = build_model(config, plugins.task, tokenizer, mesh, shapes_only=shapes_only)
+    if not shapes_only:
+        model = nnx.merge(parts.graphdef, *parts.params.values(), parts.frozen)
+        plugins.task.with_model(model, [data.train, data.validation, *data.tests.values()],
+                                config.trainer.eval_batch_size)
     return Built(plugins, data, parts, tokenizer)

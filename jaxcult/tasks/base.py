@@ -65,6 +65,7 @@ class Task:
     evaluator = "accuracy"                # default evaluator (registry name or import path)
     uses_labels = True                    # whether the dataset's label names size the head
     adds_head = True                      # `build_model` puts a head on the backbone
+    has_fisher = True                     # `log_probs` defines a Fisher output distribution
     exported_adapters = "task"            # what its bottleneck adapters are in AdapterHub's
     #   terms: `task` adapters, or a MAD-X `language` adapter (with its invertible adapter)
     Settings: type[TaskConfig] = TaskConfig  # its own settings (a subclass adds fields)
@@ -84,6 +85,15 @@ class Task:
         """The trained model: the backbone with this family's head (its parameters under
         `head`), or the backbone itself when the family adds none."""
         raise NotImplementedError
+
+    @classmethod
+    def check_run(cls, config) -> None:
+        """Refuse (ValueError, one line naming the keys) a run config this family cannot train
+        with; checked when the config loads."""
+
+    def with_model(self, model: nnx.Module, splits: list[Split], batch_size: int) -> None:
+        """Called once the model is built, before training: a family that needs the initial
+        model's outputs per example computes them here (preference: reference log-probs)."""
 
     def head_formats(self) -> tuple[str, ...]:
         """Export formats (`jaxcult export --format`) that hold this task's head as configured;
@@ -106,8 +116,9 @@ class Task:
         may add views of the same batch, e.g. VQA's blind and shuffled-image probes)."""
         return self.forward(model, batch, None)
 
-    def loss(self, outputs: jax.Array, batch: dict) -> tuple[jax.Array, jax.Array]:
-        """(mean training loss, a training metric in [0, 1] logged as `accuracy`)."""
+    def loss(self, outputs: jax.Array, batch: dict) -> tuple[jax.Array, jax.Array | dict]:
+        """(mean training loss, a training metric in [0, 1] logged as `accuracy`), or (loss,
+        {"accuracy": ..., more scalars}) to log more of the step's own numbers."""
         raise NotImplementedError
 
     def log_probs(self, outputs: jax.Array, batch: dict) -> tuple[jax.Array, jax.Array | None]:

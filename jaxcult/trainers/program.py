@@ -167,7 +167,8 @@ class TrainProgram:
                                              jax.random.fold_in(key, index))
                 return jax.tree.map(jnp.add, carry, ((loss, acc), grads)), None
 
-            zeros = ((jnp.zeros(()), jnp.zeros(())), jax.tree.map(jnp.zeros_like, free))
+            shapes = jax.eval_shape(grad_fn, free, frozen, jax.tree.map(lambda x: x[0], micro), key)
+            zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
             total, _ = jax.lax.scan(body, zeros, (micro, jnp.arange(accum)))
             result, grads = jax.tree.map(lambda x: x / accum, total)
         return result, {g: jax.tree.map(jnp.zeros_like, fixed[g]) if g in fixed else grads[g]
@@ -198,7 +199,8 @@ class TrainProgram:
             params = jax.tree.map(lambda n, o: jnp.where(finite, n, o), params, state.params)
             opt_state = jax.tree.map(lambda n, o: jnp.where(finite, n, o), opt_state, state.opt_state)
         new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state, rng=rng)
-        metrics = {"loss": loss, "accuracy": accuracy, "grad_norm": grad_norm,
+        extra = accuracy if isinstance(accuracy, dict) else {"accuracy": accuracy}  # a task's
+        metrics = {"loss": loss, **extra, "grad_norm": grad_norm,           # own metrics
                    "lr": self.lr(state.step), "finite": finite}
         if options.track_in_step:  # squared batch gradient per group / B, before masking
             size = batch[self.model.task.batch_keys[0]].shape[0]
