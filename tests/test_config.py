@@ -115,12 +115,14 @@ def test_every_experiment_config_validates(repo):
     from jaxcult.config_loading import load_section
     from jaxcult.recipes.clca.config import ClcaConfig
     from jaxcult.recipes.narratives.config import NarrativesConfig
+    from jaxcult.recipes.pairs.config import PairsConfig
     from jaxcult.run.sweep import cell_configs, grid_cells, override_text, read_sweep_file
 
     pipelines = {path: schema for folder, schema in (("clca", ClcaConfig),
-                                                     ("narratives", NarrativesConfig))
+                                                     ("narratives", NarrativesConfig),
+                                                     ("preference", PairsConfig))
                  for path in (repo / "experiments" / folder).glob("*.yaml")}
-    assert len(pipelines) == 4
+    assert len(pipelines) == 5
     sweeps = sorted((repo / "experiments" / "sweeps").glob("*.yaml"))
     assert len(sweeps) == 2
     for path in sorted((repo / "experiments").rglob("*.yaml")):

@@ -121,7 +121,8 @@ MESHES = {"data8": {"data": 8, "fsdp": 1, "tensor": 1}, "fsdp8": {"data": 1, "fs
           "d2f2t2": {"data": 2, "fsdp": 2, "tensor": 2}}  # d2f2t2: all three axes at once
 
 
-# The default run has d2f2t2 for the LM trainer; the adapter trainer trains on data8 and then on
+# The default run has d2f2t2 for the LM trainer (DPO, the same trainer with a second forward,
+# runs every mesh in the slow suite); the adapter trainer trains on data8 and then on
 # d2f2t2 in test_checkpoint_restores_onto_another_mesh.
 @pytest.mark.parametrize("mesh, kind", [
     pytest.param(mesh, kind, id=f"{name}-{kind}",

@@ -300,6 +300,7 @@ def test_bad_pairs_and_settings_are_one_line_exit_2(tiny_chat_model, tmp_path, c
     assert not (tmp_path / "run" / "checkpoints").exists()
 
 
+@pytest.mark.slow
 def test_a_resumed_run_ends_as_the_uninterrupted_one(tiny_chat_model, tmp_path):
     """With the precomputed reference, which a resumed run scores again from the model as built
     (before the checkpoint is restored): the same losses, step by step."""

@@ -118,6 +118,11 @@ def log1mexp(x: jax.Array) -> jax.Array:
     return jnp.where(x < -0.6931471805599453, jnp.log1p(-jnp.exp(x)), jnp.log(-jnp.expm1(x)))
 
 
+def smoothed_sigmoid_loss(delta: jax.Array, flipped: float) -> jax.Array:
+    """-log sigma(delta), with a share `flipped` of the pairs assumed mislabelled (cDPO)."""
+    return -(1 - flipped) * jax.nn.log_sigmoid(delta) - flipped * jax.nn.log_sigmoid(-delta)
+
+
 @register_task("preference")
 class Preference(Task):
     """Pairs (`preference` records) -> a policy that prefers the chosen replies."""
@@ -182,29 +187,26 @@ class Preference(Task):
 
     def pair_losses(self, outputs: dict) -> tuple[jax.Array, dict[str, jax.Array]]:
         """(each pair's loss, each pair's chosen and rejected reward) under the objective."""
-        s = self.settings
+        settings = self.settings
         logps, tokens = outputs["logps"], jnp.maximum(outputs["tokens"], 1.0)
-        if s.objective in ("dpo", "ipo"):
+        if settings.objective in ("dpo", "ipo"):
             ratios = logps - outputs["reference"]
-            rewards = s.beta * ratios
-            if s.objective == "dpo":
-                delta = s.beta * (ratios[:, 0] - ratios[:, 1])
-                loss = -(1 - s.label_smoothing) * jax.nn.log_sigmoid(delta) \
-                    - s.label_smoothing * jax.nn.log_sigmoid(-delta)
+            rewards = settings.beta * ratios
+            if settings.objective == "dpo":
+                delta = settings.beta * (ratios[:, 0] - ratios[:, 1])
+                loss = smoothed_sigmoid_loss(delta, settings.label_smoothing)
             else:
                 averaged = ratios / tokens
-                loss = (averaged[:, 0] - averaged[:, 1] - 1 / (2 * s.beta)) ** 2
+                loss = (averaged[:, 0] - averaged[:, 1] - 1 / (2 * settings.beta)) ** 2
             return loss, rewards
         mean = logps / tokens
-        rewards = s.beta * mean
-        if s.objective == "simpo":
-            delta = s.beta * (mean[:, 0] - mean[:, 1]) - s.simpo_gamma
-            loss = -(1 - s.label_smoothing) * jax.nn.log_sigmoid(delta) \
-                - s.label_smoothing * jax.nn.log_sigmoid(-delta)
-            return loss, rewards
+        rewards = settings.beta * mean
+        if settings.objective == "simpo":
+            delta = settings.beta * (mean[:, 0] - mean[:, 1]) - settings.simpo_gamma
+            return smoothed_sigmoid_loss(delta, settings.label_smoothing), rewards
         log_odds = (mean[:, 0] - mean[:, 1]) - (log1mexp(mean[:, 0]) - log1mexp(mean[:, 1]))
         nll = outputs["nll"][:, 0] / jnp.maximum(outputs["all_tokens"][:, 0], 1.0)
-        return nll - s.beta * jax.nn.log_sigmoid(log_odds), rewards
+        return nll - settings.beta * jax.nn.log_sigmoid(log_odds), rewards
 
     def loss(self, outputs: dict, batch: dict) -> tuple[jax.Array, dict[str, jax.Array]]:
         losses, rewards = self.pair_losses(outputs)
