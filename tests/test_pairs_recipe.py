@@ -123,3 +123,15 @@ def test_a_bad_prompt_file_names_the_line(pairs_config, tmp_path):
     (tmp_path / "prompts.jsonl").write_text('{"prompt": "ok"}\n{"messages": [{"role": "user"}]}\n')
     with pytest.raises(UserError, match=r"prompts\.jsonl:2: 'messages' must be a non-empty list"):
         run_recipe(RECIPE, "sample", pairs_config, [], tmp_path / "out")
+
+
+def test_a_killed_sample_stage_resumes_to_the_same_file(pairs_config, tmp_path):
+    """Killed after its first prompt batch, mid-write of the second: the rerun drops the torn
+    line and samples the rest with the same random streams."""
+    out = tmp_path / "out"
+    run_recipe(RECIPE, "sample", pairs_config, [], out)
+    whole = (out / "samples.jsonl").read_text()
+    lines = whole.splitlines(keepends=True)
+    (out / "samples.jsonl").write_text("".join(lines[:4]) + lines[4][:20])  # 4 prompts per batch
+    run_recipe(RECIPE, "sample", pairs_config, [], out)
+    assert (out / "samples.jsonl").read_text() == whole

@@ -278,11 +278,14 @@ def test_a_dpo_run_logs_trls_numbers_and_both_references_agree(tiny_chat_model, 
     ("full model, adapters-off reference", None, "peft.kind=full",
      r"command line 'peft\.kind=full': peft\.kind: full trains no adapter"),
     ("reference for orpo", None, "task.reference=precomputed", r"task\.reference"),
+    ("one reference, per-seed backbones", None,
+     "task.reference=precomputed trainer.seeds=[0,1] model.name=random",
+     r"trainer\.seeds: with model\.name=random every seed has its own backbone"),
 ])
 def test_bad_pairs_and_settings_are_one_line_exit_2(tiny_chat_model, tmp_path, capsys, case,
                                                      record, setting, message):
     records = [record, *PLAIN] if record else PLAIN
-    extra = [setting] if setting else []
+    extra = setting.split() if setting else []
     if case == "full model, adapters-off reference":
         extra = ["peft.kind=full"]
     objective = "orpo" if case == "reference for orpo" else "dpo"

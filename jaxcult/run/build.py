@@ -311,6 +311,15 @@ class Built:
         return ModelProgram(self.plugins.task, self.plugins.evaluator, self.parts.graphdef,
                             self.parts.groups)
 
+    def score_splits_with_model(self, batch_size: int) -> None:
+        """The task's per-example numbers from the model as built (preference: the precomputed
+        reference log-probs), added to every split; what training and evaluation read, not
+        what an export or a dry run needs."""
+        model = nnx.merge(self.parts.graphdef, *self.parts.params.values(), self.parts.frozen)
+        data = self.data
+        self.plugins.task.with_model(model, [data.train, data.validation, *data.tests.values()],
+                                     batch_size)
+
 
 def build_run(config: RunConfig, mesh: Mesh | None = None, shapes_only: bool = False) -> Built:
     """Plug-ins, data, then the model: what a run, a dry run (`shapes_only`: no weights read)
@@ -319,8 +328,4 @@ def build_run(config: RunConfig, mesh: Mesh | None = None, shapes_only: bool = F
     tokenizer = tokenizer_of(config)
     data = load_task_data(config, plugins.task, dataset, tokenizer)
     parts = build_model(config, plugins.task, tokenizer, mesh, shapes_only=shapes_only)
-    if not shapes_only:
-        model = nnx.merge(parts.graphdef, *parts.params.values(), parts.frozen)
-        plugins.task.with_model(model, [data.train, data.validation, *data.tests.values()],
-                                config.trainer.eval_batch_size)
     return Built(plugins, data, parts, tokenizer)

@@ -94,6 +94,7 @@ def rescore_run(run_dir: Path, overrides: list[str] | None = None,
         raise UserError(f"{run_dir}: a multi-seed run; evaluate one seed's directory "
                         f"({run_dir}/seed-<n>)")
     built = build_run(config)
+    built.score_splits_with_model(config.trainer.eval_batch_size)
     parts, plugins = built.parts, built.plugins
     best, host = restore_best(run, config, parts)
     program = ModelProgram(plugins.task, plugins.evaluator, parts.graphdef, parts.groups)

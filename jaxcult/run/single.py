@@ -361,6 +361,7 @@ def train_one(config: RunConfig, run: RunDir, *, resume: bool = False, overwrite
     mesh = make_mesh(config.mesh)
     with jax.set_mesh(mesh), activation_rules(config.mesh.rules):
         built = build_run(config, mesh)
+        built.score_splits_with_model(config.trainer.eval_batch_size)
         session = open_session(config, built, mesh)
         hubs = built.parts.language_hubs  # MAD-X: every language's adapter checked before training
         per_language = (language_states(session.loop.frozen, hubs, list(built.data.tests))

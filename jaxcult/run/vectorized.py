@@ -57,6 +57,7 @@ def seed_builds(configs: list[RunConfig], mesh) -> list[Built]:
     initialised trainable parameters, and one frozen backbone shared by every seed (a random
     backbone, seeded per run, is each seed's own)."""
     first = build_run(configs[0], mesh)
+    first.score_splits_with_model(configs[0].trainer.eval_batch_size)  # shared by the seeds
     builts = [first]
     for config in configs[1:]:
         shared = first.parts if config.model.name != "random" else None  # weights read once

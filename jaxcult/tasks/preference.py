@@ -233,9 +233,15 @@ class Preference(Task):
     @classmethod
     def check_run(cls, config) -> None:
         """The adapter-off reference is the base model only when every trained weight is an
-        adapter's."""
+        adapter's; a precomputed one is one model's, shared by vectorized seeds."""
         settings, peft = config.task, config.peft
-        if settings.objective not in ("dpo", "ipo") or settings.reference != "adapters_off":
+        if settings.objective not in ("dpo", "ipo"):
+            return
+        if settings.reference == "precomputed":
+            if config.trainer.seeds and config.model.name == "random":
+                raise ValueError("trainer.seeds: with model.name=random every seed has its own "
+                                 "backbone, but task.reference=precomputed scores the pairs with "
+                                 "one; train the seeds as separate runs")
             return
         fix = "; set task.reference=precomputed (scored once by the model as built)"
         if peft.kind not in ("lora", "pfeiffer", "houlsby", "parallel"):
