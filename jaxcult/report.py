@@ -2,26 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from jaxcult.errors import UserError
 from jaxcult.metrics import PERCENT_METRICS, scalar_metrics
+from jaxcult.own_files import read_json_object, read_jsonl
 from jaxcult.rundir import RunDir, write_text_atomic
 
-
-def read_jsonl(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    records = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            raise UserError(f"{path}:{number}: not a JSON line") from None
-    return records
+SUMMARY_KEYS = ("task", "source_language", "metrics", "average_excluding_source")
 
 
 def _metric(summary: dict) -> str:
@@ -177,9 +165,10 @@ def write_report(root: Path) -> list[Path]:
     run = RunDir(root)
     if not run.summary.exists():
         raise UserError(f"{root}: no summary.json (the run has not finished)")
-    summary = json.loads(run.summary.read_text(encoding="utf-8"))
-    fisher, events = read_jsonl(run.fisher), read_jsonl(run.events)
-    records = read_jsonl(run.metrics)
+    summary = read_json_object(run.summary, SUMMARY_KEYS)  # every input read before any output
+    fisher = read_jsonl(run.fisher, ("step", "trace"))
+    events = read_jsonl(run.events, ("step", "event", "groups", "reason"))
+    records = read_jsonl(run.metrics, ("step", "split"))
     validation = [r for r in records if r.get("split") == "validation"]
     train = [r for r in records if r.get("split") == "train"]
     run.plots.mkdir(exist_ok=True)

@@ -11,6 +11,7 @@ import logging
 import math
 import sys
 import time
+from collections import deque
 from pathlib import Path
 from typing import IO, Any
 
@@ -128,10 +129,12 @@ class MetricLogger:
 
 class Progress:
     """A tqdm bar on a terminal, plain periodic lines otherwise (CI logs stay readable): the
-    lines go through the `jaxcult` logger, or to `stream` when one is given."""
+    lines go through the `jaxcult` logger, or to `stream` when one is given. A line's rate and
+    ETA are over its last `window` lines (about a minute), so a machine that slows down shows."""
 
     def __init__(self, total: int, mode: str = "auto", *, initial: int = 0,
-                 stream: IO[str] | None = None, every_seconds: float = 10.0) -> None:
+                 stream: IO[str] | None = None, every_seconds: float = 10.0,
+                 window: int = 6) -> None:
         self.total, self.mode, self.stream = total, mode, stream
         if mode == "auto":
             self.mode = "bar" if (stream or sys.stderr).isatty() else "lines"
@@ -140,6 +143,7 @@ class Progress:
         self._start_step, self._step = initial, initial
         self._timing = False  # the rate is measured from the end of the first (compiling) step
         self._every = every_seconds
+        self._marks: deque[tuple[float, int]] = deque(maxlen=window)  # (time, step) of recent lines
         if self.mode == "bar":
             from tqdm import tqdm
 
@@ -155,6 +159,7 @@ class Progress:
         if not self._timing:
             self._timing = True
             self._start, self._start_step = time.monotonic(), step
+            self._marks.append((self._start, step))
 
     def update(self, step: int, loss: float | None = None) -> None:
         delta, self._step = step - self._step, step
@@ -169,8 +174,10 @@ class Progress:
             done = step - self._start_step
             loss_text = f" loss {loss:.4f}" if loss is not None else ""
             if done > 0:
-                rate = done / max(now - self._start, 1e-9)
-                timing = f" {rate:.2f} step/s eta {(self.total - step) / rate:.0f}s"
+                then, before = self._marks[0] if self._marks else (self._start, self._start_step)
+                rate = (step - before) / max(now - then, 1e-9)
+                timing = f" {rate:.2f} step/s eta {(self.total - step) / max(rate, 1e-9):.0f}s"
+                self._marks.append((now, step))
             else:
                 timing = " (compiling)"
             line = f"step {step}/{self.total}{loss_text}{timing}"

@@ -24,8 +24,8 @@ LAYERS = [  # top down; a module may import its own layer and the layers below i
     ["peft"],
     ["models"],
     ["data"],
-    ["sharding", "checkpoint", "tracking", "report", "rundir", "locks", "metrics", "registry",
-     "assets", "truncation"],
+    ["sharding", "checkpoint", "tracking", "report", "rundir", "locks", "own_files", "metrics",
+     "registry", "assets", "truncation"],
     ["config", "config_aliases", "config_sweep", "errors"],
 ]
 RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}

@@ -75,7 +75,7 @@ def test_sweep_trains_every_cell_over_seeds_reports_and_resumes(tmp_path, monkey
     for lang in ("en", "de", "ru"):
         values = [s["metrics"][lang]["accuracy"] for s in per_seed]
         assert np.isclose(fun["metrics"][lang]["accuracy"], np.mean(values))
-        assert np.isclose(fun["std"][lang]["accuracy"], np.std(values))
+        assert np.isclose(fun["std"][lang]["accuracy"], np.std(values, ddof=1))
     assert fun["per_seed_target"] == {str(s): per_seed[s]["average_excluding_source"]["accuracy"]
                                       for s in (0, 1)}
     standard = record["cells"]["schedule.name=standard"]["per_seed_target"]
@@ -92,7 +92,7 @@ def test_sweep_trains_every_cell_over_seeds_reports_and_resumes(tmp_path, monkey
         unfinished.unlink()
     before = (cell / "seed-0" / "metrics.jsonl").read_text()
     assert main(["train", "--resume", str(cell)]) == 0
-    assert "mean +- std over seeds 0, 1" in capsys.readouterr().out
+    assert "mean +- sample std over seeds 0, 1" in capsys.readouterr().out
     assert (cell / "seed-1" / "summary.json").exists()
     assert (cell / "seed-0" / "metrics.jsonl").read_text() == before
     assert main(["train", "sweep.yaml", "--run-dir", str(cell), "schedule.name=fun"]) == 2  # kept

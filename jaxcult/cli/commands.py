@@ -50,7 +50,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     languages = [x for x in args.languages or [] if "=" not in x]  # overrides typed after them
     overrides = args.overrides + [x for x in args.languages or [] if "=" in x]
-    summary, written = rescore_run(Path(args.run_dir), overrides, languages=languages or None)
+    summary, written = rescore_run(Path(args.run_dir), overrides, languages=languages or None,
+                                   latest=args.latest_checkpoint)
     return _show(f"{format_scores(summary)}\nwritten: {written}")
 
 
@@ -89,7 +90,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     from jaxcult.run.export import export_run
 
     return _show(str(export_run(Path(args.run_dir), args.format, Path(args.out), name=args.name,
-                                overwrite=args.overwrite, no_head=args.no_head)))
+                                overwrite=args.overwrite, no_head=args.no_head,
+                                latest=args.latest_checkpoint)))
 
 
 def cmd_generate(args: argparse.Namespace) -> int:

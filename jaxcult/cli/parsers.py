@@ -37,6 +37,12 @@ def _train(sub, common) -> None:
     train.set_defaults(command_parser=train, func=cmd_train)
 
 
+def _latest_checkpoint(parser) -> None:
+    parser.add_argument("--latest-checkpoint", action="store_true",
+                        help="a run still training: use the newest checkpoint saved so far "
+                             "(refused otherwise)")
+
+
 def _eval(sub, common) -> None:
     ev = sub.add_parser("eval", parents=[common],
                         help="re-score a run's best checkpoint on every (or some) language(s)")
@@ -44,6 +50,7 @@ def _eval(sub, common) -> None:
     ev.add_argument("--languages", nargs="*", help="languages to score (default: the run's)")
     ev.add_argument("overrides", nargs="*",
                     help="data.* / task decoding / trainer.eval_batch_size overrides")
+    _latest_checkpoint(ev)
     ev.set_defaults(command_parser=ev, func=cmd_eval)
 
 
@@ -57,6 +64,7 @@ def _export(sub, common) -> None:
     export.add_argument("--no-head", action="store_true",
                         help="AdapterHub: adapters only; the task head is saved beside them in "
                              "jaxcult's format (for heads AdapterHub cannot hold, e.g. mean pooling)")
+    _latest_checkpoint(export)
     export.set_defaults(command_parser=export, func=cmd_export)
 
 

@@ -82,6 +82,21 @@ def _record(qa: dict, context: str, where: str) -> dict:
             "answers": texts, "starts": starts}
 
 
+def check_context_room(records: list[dict], tokenizer, max_length: int, doc_stride: int,
+                       name: str) -> None:
+    """Each window repeats the question; the context's share must exceed the stride (the
+    tokenizer panics otherwise). The longest question decides."""
+    lengths = [len(ids) for ids in tokenizer([r["question"] for r in records],
+                                             add_special_tokens=False)["input_ids"]]
+    worst = int(np.argmax(lengths))
+    room = max_length - lengths[worst] - tokenizer.num_special_tokens_to_add(pair=True)
+    if room <= doc_stride:
+        raise UserError(f"{name}: question {records[worst]['id']!r} takes {lengths[worst]} tokens, "
+                        f"leaving {max(room, 0)} of model.max_length={max_length} for its context, "
+                        f"which must exceed task.doc_stride={doc_stride}; raise model.max_length "
+                        f"or lower task.doc_stride")
+
+
 def tokenize_windows(records: list[dict], tokenizer, max_length: int, doc_stride: int,
                      name: str) -> Split:
     """Doc-stride windows of (question, context) pairs with span labels and decoding metadata."""
@@ -90,6 +105,7 @@ def tokenize_windows(records: list[dict], tokenizer, max_length: int, doc_stride
     if doc_stride >= max_length // 2:
         raise UserError(f"task.doc_stride: {doc_stride} must be below half of model.max_length "
                         f"({max_length})")
+    check_context_room(records, tokenizer, max_length, doc_stride, name)
     enc = tokenizer([r["question"] for r in records], [r["context"] for r in records],
                     truncation="only_second", max_length=max_length, stride=doc_stride,
                     return_overflowing_tokens=True, return_offsets_mapping=True,

@@ -24,6 +24,7 @@ from jax.sharding import Mesh
 
 from jaxcult.config import GenerationConfig
 from jaxcult.errors import UserError
+from jaxcult.generation.limits import check_generation_fits
 from jaxcult.generation.sampling import Sampling, choose
 from jaxcult.models.decoder import CausalLM, KVCache
 from jaxcult.sharding import Rules, batch_sharding, check_batch_divisible, place_variables
@@ -132,6 +133,7 @@ class Generator:
         stops = {*config.stop_token_ids, *([eos] if eos is not None else [])}
         if not stops and config.max_new_tokens > 4096:
             raise UserError("generation: no EOS or stop token and max_new_tokens > 4096")
+        check_generation_fits(model.config, config, mesh.size if mesh is not None else 1)
         self.stop_ids = jnp.asarray(sorted(stops) or [-1], jnp.int32)
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
         self.pad_id = int(pad if pad is not None else 0)

@@ -77,7 +77,7 @@ class SpanHead(nnx.Module):
 class SpanExtractor(nnx.Module):
     """Extractive QA: start and end logits [batch, 2, len] over the tokens of each window."""
 
-    def __init__(self, encoder: Encoder, *, dropout_rate: float = 0.1, seed: int = 0) -> None:
+    def __init__(self, encoder: Encoder, *, dropout_rate: float = 0.0, seed: int = 0) -> None:
         self.encoder = encoder
         self.head = SpanHead(encoder.config.hidden_size, rngs=nnx.Rngs(seed))
         self.dropout_rate = dropout_rate

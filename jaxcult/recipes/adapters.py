@@ -8,7 +8,6 @@ provided its config is unchanged.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +17,8 @@ from pydantic import Field
 from jaxcult.config import RunConfig, Section
 from jaxcult.config_loading import same_config
 from jaxcult.errors import UserError
+from jaxcult.own_files import read_json_object
+from jaxcult.report import SUMMARY_KEYS
 from jaxcult.rundir import RunDir, check_writable
 
 log = logging.getLogger(__name__)
@@ -67,7 +68,7 @@ def train_adapter(config: RunConfig, folder: Path, export: bool, label: str,
 
 
 def _scores(run: RunDir) -> dict:
-    summary = json.loads(run.summary.read_text(encoding="utf-8"))
+    summary = read_json_object(run.summary, SUMMARY_KEYS)
     metrics = summary.get("metrics", {})
     return {"validation": {lang: {k: round(v, 4) for k, v in values.items()
                                   if isinstance(v, int | float)}

@@ -10,7 +10,7 @@ from flax import nnx
 
 from jaxcult.config import RunConfig, TaskConfig
 from jaxcult.errors import UserError
-from jaxcult.run.restore import load_run_model, run_config
+from jaxcult.run.restore import check_settled, load_run_model, run_config
 from jaxcult.rundir import RunDir, ensure_writable_dir
 from jaxcult.tasks import Task, resolve_task
 
@@ -68,10 +68,12 @@ def save_head(model, out: Path, task: Task) -> Path:
 
 
 def export_run(run_dir: Path, fmt: str, out: Path, *, name: str | None = None,
-               overwrite: bool = False, no_head: bool = False) -> Path:
+               overwrite: bool = False, no_head: bool = False, latest: bool = False) -> Path:
     """A run's best adapters as an AdapterHub directory (bottleneck; a masked-LM run's as a
     MAD-X language adapter with its invertible adapter and MLM head) or a PEFT one (LoRA), with
-    the task's head where the format holds it (`--no-head`: beside them in jaxcult's format)."""
+    the task's head where the format holds it (`--no-head`: beside them in jaxcult's format);
+    a run still training is refused unless `latest` (`--latest-checkpoint`)."""
+    check_settled(RunDir(run_dir), latest)
     _check_output(out, overwrite)
     task = _check_format(run_config(RunDir(run_dir)), run_dir, fmt, no_head)
     config, model = load_run_model(run_dir)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import logging
 from pathlib import Path
 
 from flax import nnx
@@ -14,6 +15,7 @@ from jaxcult.config import RunConfig
 from jaxcult.config_loading import load_config
 from jaxcult.errors import UserError
 from jaxcult.hub.madx import language_states
+from jaxcult.locks import held_by
 from jaxcult.run.build import ModelParts, build_run
 from jaxcult.run.summary import make_summary
 from jaxcult.rundir import RunDir, write_text_atomic
@@ -24,6 +26,24 @@ from jaxcult.trainers.program import ModelProgram
 EVAL_OVERRIDES = ("data.", "task.evaluators.", "task.doc_stride", "task.n_best",
                   "task.max_answer_length", "task.scoring",
                   "trainer.eval_batch_size")
+log = logging.getLogger(__name__)
+
+
+def check_settled(run: RunDir, latest: bool) -> None:
+    """A run still training (its folder, or a multi-seed or sweep parent, locked) has no final
+    checkpoint: refused, or with `latest` (`--latest-checkpoint`) used as saved so far."""
+    folders = [run.root, *([run.root.parent] if run.root.name.startswith("seed-") else [])]
+    for folder in folders:
+        holder = held_by(folder)
+        if holder is None:
+            continue
+        if not latest:
+            raise UserError(f"{run.root}: still being trained ({holder}); its checkpoints are "
+                            f"not final: wait for it to finish, or pass --latest-checkpoint to "
+                            f"use the newest one saved so far")
+        log.warning(f"{run.root}: still being trained ({holder}); using the newest checkpoint "
+                    f"saved so far")
+        return
 
 
 def run_config(run: RunDir, overrides: list[str] | None = None) -> RunConfig:
@@ -77,11 +97,12 @@ def load_run_model(run_dir: Path) -> tuple[RunConfig, nnx.Module]:
 
 
 def rescore_run(run_dir: Path, overrides: list[str] | None = None,
-                languages: list[str] | None = None) -> tuple[dict, Path]:
+                languages: list[str] | None = None, latest: bool = False) -> tuple[dict, Path]:
     """Score the run's best parameters on its test languages (or `languages`), optionally with
     other data/decoding settings; writes `evaluations/<time>.json` and returns (that summary,
-    its path)."""
+    its path). See `check_settled` for `latest`."""
     run = RunDir(run_dir)
+    check_settled(run, latest)
     bad = [o for o in overrides or [] if not o.startswith(EVAL_OVERRIDES)]
     if bad:
         raise UserError(f"eval: {bad[0]!r} cannot change at evaluation (allowed: "

@@ -1,7 +1,7 @@
 """Multi-seed runs (`trainer.seeds`): one full run per seed in `seed-<n>/`, then mean +- std.
 
 The top-level run directory holds config.yaml and summary.json with, per language and metric,
-the mean and the (population) standard deviation over seeds, plus every seed's own summary.
+the mean and the sample standard deviation (n - 1) over seeds, plus every seed's own summary.
 `--resume` skips finished seeds and continues an interrupted one from its checkpoints. With
 `trainer.vectorize_seeds` the unfinished seeds train together as one vmapped program
 (`run.vectorized`), each still writing its own `seed-<n>/`.
@@ -9,13 +9,13 @@ the mean and the (population) standard deviation over seeds, plus every seed's o
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 
 from jaxcult.config import RunConfig
 from jaxcult.config_loading import dump_config
 from jaxcult.eval import scalar_metrics
+from jaxcult.own_files import read_json_object
+from jaxcult.report import SUMMARY_KEYS
 from jaxcult.run.single import train_one
 from jaxcult.run.summary import format_cell
 from jaxcult.rundir import RunDir, prepare, write_text_atomic
@@ -29,6 +29,11 @@ def seed_config(config: RunConfig, seed: int) -> RunConfig:
     return config.model_copy(update={"trainer": trainer, "mesh": mesh})
 
 
+def sample_std(values: list[float]) -> float:
+    """The sample standard deviation (n - 1), what readers of mean ± std assume; 0 for one seed."""
+    return float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+
+
 def aggregate(summaries: dict[int, dict]) -> dict:
     """Mean and std over seeds of every per-language metric and of the target average."""
     first = next(iter(summaries.values()))
@@ -40,7 +45,7 @@ def aggregate(summaries: dict[int, dict]) -> dict:
         names = scalar_metrics(get(first))
         values = {m: [get(s)[m] for s in summaries.values()] for m in names}
         return ({m: float(np.mean(v)) for m, v in values.items()},
-                {m: float(np.std(v)) for m, v in values.items()})
+                {m: sample_std(v) for m, v in values.items()})
 
     out["metrics"], out["std"] = {}, {}
     for lang in first["metrics"]:
@@ -54,7 +59,7 @@ def aggregate(summaries: dict[int, dict]) -> dict:
 def format_mean_std(summary: dict) -> str:
     names = sorted({m for values in summary["metrics"].values() for m in values})
     seeds = ", ".join(map(str, summary["seeds"]))
-    lines = [f"mean +- std over seeds {seeds}",
+    lines = [f"mean +- sample std over seeds {seeds}",
              f"{'language':<20} " + " ".join(f"{n:>22}" for n in names)]
 
     def row(label: str, mean: dict, std: dict) -> str:
@@ -91,7 +96,7 @@ def train_seeds(config: RunConfig, run: RunDir, *, resume: bool = False,
     for seed in config.trainer.seeds:
         sub = run.seed_run(seed)
         if resume and sub.summary.exists():
-            summaries[seed] = json.loads(sub.summary.read_text(encoding="utf-8"))
+            summaries[seed] = read_json_object(sub.summary, SUMMARY_KEYS)
             continue
         started = resume and sub.config.exists() and any(sub.checkpoints.glob("*"))
         if config.trainer.vectorize_seeds:

@@ -28,8 +28,9 @@ from jaxcult.data.batching import BatchIterator, same_examples
 from jaxcult.data.pipeline import GrainBatches
 from jaxcult.errors import Interrupted, UserError
 from jaxcult.hub.madx import language_states
+from jaxcult.own_files import read_jsonl
 from jaxcult.peft.groups import format_group_table
-from jaxcult.report import read_jsonl, write_report
+from jaxcult.report import write_report
 from jaxcult.run.build import Built, build_run
 from jaxcult.run.restore import params_from_run
 from jaxcult.run.summary import make_summary
@@ -71,7 +72,10 @@ def total_steps(config: RunConfig, batches_per_epoch: int) -> int:
 def start_distributed(mesh_config) -> None:
     """Join the multi-controller runtime; unset fields are detected from the cluster (TPU pods,
     SLURM, Open MPI, Kubernetes) by `jax.distributed.initialize`. The CPU backend gets gloo
-    collectives (it has none by default), so multi-process runs work on CPU hosts too."""
+    collectives (it has none by default), so multi-process runs work on CPU hosts too. Joins
+    once per process."""
+    if jax.distributed.is_initialized():
+        return
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(coordinator_address=mesh_config.coordinator_address,
                                num_processes=mesh_config.num_processes,
@@ -307,7 +311,6 @@ def run_session(session: Session, run: RunDir, *, resume: bool) -> tuple[int, in
     outputs = SessionOutputs(session, run, resume=resume)
     try:
         with StopSignal() as stop:
-            stop.step = outputs.first
             stopped = session.loop.run(outputs.first, stop)
             if stopped is not None:
                 outputs.checkpoint_now(stopped)

@@ -23,6 +23,8 @@ from jaxcult.config import RunConfig
 from jaxcult.config_loading import load_config, load_section, read_yaml, same_config
 from jaxcult.config_sweep import SweepConfig, SweepFile
 from jaxcult.errors import UserError
+from jaxcult.locks import FolderLock
+from jaxcult.own_files import read_json_object
 from jaxcult.rundir import RunDir
 
 log = logging.getLogger(__name__)
@@ -132,16 +134,16 @@ def baseline_cell(cells: list[Cell], baseline: str | None) -> Cell:
 
 def train_cell(config: RunConfig, run: RunDir, cell: Cell) -> dict:
     """A cell's aggregate summary: read back when finished, else trained or resumed."""
-    from jaxcult.run.seeds import train_seeds
+    from jaxcult.run.train import train
 
     if run.config.exists() and not same_config(run.config, config):
         raise UserError(f"{run.config}: cell {cell.name!r} was run with another config; delete "
                         f"{run.root} or sweep into another --out")
     if run.summary.exists():
         log.info(f"sweep: {cell.name}: finished, read back")
-        return json.loads(run.summary.read_text(encoding="utf-8"))
+        return read_json_object(run.summary, ("metrics", "std", "per_seed"))
     log.info(f"sweep: {cell.name} -> {run.root}")
-    return train_seeds(config, run, resume=run.config.exists())
+    return train(config, run, resume=run.config.exists())
 
 
 def sweep_command(config_path: Path, cells: list[Cell], seeds: list[int], out: Path,
@@ -155,6 +157,7 @@ def sweep_command(config_path: Path, cells: list[Cell], seeds: list[int], out: P
     base = baseline_cell(cells, baseline)
     if out.exists() and not out.is_dir():
         raise UserError(f"{out}: exists and is not a directory")
-    summaries = {cell: train_cell(configs[cell], RunDir(out / "cells" / cell.folder), cell)
-                 for cell in cells}
-    return write_report(out, config_path, summaries, base, seeds, command)
+    with FolderLock(out, "sweep folder"):
+        summaries = {cell: train_cell(configs[cell], RunDir(out / "cells" / cell.folder), cell)
+                     for cell in cells}
+        return write_report(out, config_path, summaries, base, seeds, command)

@@ -13,7 +13,8 @@ import numpy as np
 
 from jaxcult.eval.paired import compare
 from jaxcult.metrics import PERCENT_METRICS
-from jaxcult.report import fisher_figure, read_jsonl
+from jaxcult.own_files import read_jsonl
+from jaxcult.report import fisher_figure
 from jaxcult.rundir import RunDir, write_text_atomic
 
 
@@ -52,7 +53,7 @@ def results_markdown(record: dict) -> str:
     unit = " (%)" if scale == 100 else ""
     cells = record["cells"]
     languages = list(next(iter(cells.values()))["metrics"])
-    lines = [f"# Sweep results: {metric}{unit}, mean ± std over seeds "
+    lines = [f"# Sweep results: {metric}{unit}, mean ± sample std over seeds "
              f"{', '.join(map(str, record['seeds']))}", "",
              f"Produced by `{record['command'] or 'jaxcult sweep'}` (config `{record['config']}`).",
              f"Source language `{record['source_language']}`; the target average excludes it.", "",
@@ -99,7 +100,7 @@ def plot_scores(record: dict, path: Path) -> None:
         ax.scatter([x + 0.12] * len(seeds), [v * scale for v in seeds], s=8, color="grey")
     ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
     ax.set_ylabel(f"target average {record['metric']}")
-    ax.set_title("mean ± std over seeds (grey: each seed)", fontsize=9)
+    ax.set_title("mean ± sample std over seeds (grey: each seed)", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

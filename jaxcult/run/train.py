@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from contextlib import nullcontext
 from pathlib import Path
 
 from jaxcult import rundir
@@ -17,16 +18,25 @@ log = logging.getLogger(__name__)
 
 def train(config: RunConfig, run: RunDir, *, resume: bool = False,
           overwrite: bool = False) -> dict:
-    """Train `config` into `run`; returns the summary (`Interrupted` when a signal stopped it).
+    """Train `config` into `run`, holding its lock (a second writer fails naming this one);
+    returns the summary (`Interrupted` when a signal stopped it).
 
     JAX and the model code are imported here, not at module level, so config mistakes answer
     before those heavy imports."""
-    from jaxcult.run.seeds import train_seeds
-    from jaxcult.run.single import train_one
+    import jax
 
-    if config.trainer.seeds:
-        return train_seeds(config, run, resume=resume, overwrite=overwrite)
-    return train_one(config, run, resume=resume, overwrite=overwrite)
+    from jaxcult.locks import FolderLock
+    from jaxcult.run.seeds import train_seeds
+    from jaxcult.run.single import start_distributed, train_one
+
+    if config.mesh.distributed:
+        start_distributed(config.mesh)  # first: the lock is process 0's, the one that writes
+    lock = FolderLock(run.root, "run directory") if jax.process_index() == 0 else nullcontext()
+    with lock:
+        rundir.check_writable(run.root, overwrite=overwrite, resume=resume)  # again, as holder
+        if config.trainer.seeds:
+            return train_seeds(config, run, resume=resume, overwrite=overwrite)
+        return train_one(config, run, resume=resume, overwrite=overwrite)
 
 
 DEFAULT_CONFIG = Path("experiments") / "default.yaml"
@@ -56,6 +66,8 @@ def train_command(config_path: Path | None, overrides: list[str], *, run_dir: st
                             f"{config_path or moved[0]!r})")
         run = rundir.check_writable(Path(resume), overwrite=False, resume=True)
         config = load_config(run.config, overrides)
+        if not config.trainer.seeds:  # a multi-seed run starts a seed that saved nothing afresh
+            rundir.check_resumable(run)
     else:
         config = load_config(config_path or default_config_path(), overrides)
         root = Path(run_dir) if run_dir else rundir.default_run_root(config.name)

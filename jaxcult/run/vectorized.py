@@ -313,14 +313,12 @@ def _run_together(sessions: list[Session], outputs: list[SessionOutputs], first:
     """The seeds' loops in lock-step; returns (step, signal) when a signal stopped them."""
     loops = [s.loop for s in sessions]
     with StopSignal() as stop:
-        stop.step = first
         for step in range(first, loops[0].steps):
+            done = stop.step = step + 1  # as in TrainLoop.run
             for loop in loops:
                 loop.before_step(step)
             fisher.settle()
             step_all()
-            done = step + 1
-            stop.step = done
             for loop in loops:
                 loop.after_step(done)
             if stop.received is not None:

@@ -28,6 +28,9 @@ from jaxcult.tasks.base import (
 class ExtractiveQASettings(TaskConfig):
     doc_stride: int = Field(128, gt=0, description="tokens between the starts of a long "
                             "context's windows")
+    head_dropout: float = Field(0.0, ge=0, lt=1, description="dropout on the encoder's output "
+                                "before the start/end projection (transformers' QA models have "
+                                "none; jaxcult applied 0.1 before this switch)")
 
 
 @register_task("extractive_qa")
@@ -42,7 +45,7 @@ class ExtractiveQA(Task):
         return squad.tokenize_windows(records, tokenizer, max_length, self.settings.doc_stride, name)
 
     def build_model(self, backbone: nnx.Module, inputs: ModelInputs) -> nnx.Module:
-        return SpanExtractor(backbone, seed=inputs.seed)
+        return SpanExtractor(backbone, dropout_rate=self.settings.head_dropout, seed=inputs.seed)
 
     def forward(self, model, batch, dropout_key):
         return encoder_forward(model, batch, dropout_key)

@@ -7,6 +7,7 @@ dispatching steps ahead of the device in between.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
@@ -24,6 +25,8 @@ from jaxcult.trainers.evaluation import BestKeeper, evaluate
 from jaxcult.trainers.fisher_tracker import FisherTracker, InStepEstimate
 from jaxcult.trainers.loop import TrainLoop
 from jaxcult.trainers.program import ModelProgram
+
+log = logging.getLogger(__name__)
 
 Traces = Callable[[Any, int], dict[str, float]]   # (params, step) -> tr(F) per group
 
@@ -61,6 +64,8 @@ def schedule_decisions(schedule: Schedule, fishers: FisherCache, logger: MetricL
         loop.state = loop.state.replace(mask=jax.device_put(decision.mask, loop.state.mask.sharding))
         for event in decision.events:
             logger.log_event(event)
+            log.info(f"step {event['step']}: {event['event']} {', '.join(event['groups'])} "
+                     f"({event['reason']})")
     return before
 
 

@@ -39,7 +39,7 @@ class StopSignal:
 
     def __init__(self) -> None:
         self.received: int | None = None
-        self.step = 0  # steps done, for the acknowledgement
+        self.step = 0  # the step a signal now stops after (the one under way), for the message
         self._previous: dict = {}
 
     def __enter__(self) -> StopSignal:
@@ -51,7 +51,7 @@ class StopSignal:
         if self.received is not None:
             raise KeyboardInterrupt
         self.received = signum
-        log.warning(f"{signal.Signals(signum).name}: stopping after step {self.step + 1}; writing a "
+        log.warning(f"{signal.Signals(signum).name}: stopping after step {self.step}; writing a "
               f"checkpoint (signal again to stop at once, without one)")
 
     def __exit__(self, *exc) -> None:
@@ -89,11 +89,10 @@ class TrainLoop:
     def run(self, first: int, stop: StopSignal) -> int | None:
         """Steps `first`..`steps - 1`; returns the steps done when a signal stopped it, else None."""
         for step in range(first, self.steps):
+            done = stop.step = step + 1  # a signal from here on stops once this step is saved
             self.before_step(step)
             self.state, self.metrics = self.program.train_step(
                 self.state, self.frozen, self.place(next(self.batches)))
-            done = step + 1
-            stop.step = done
             self.after_step(done)
             if stop.received is not None:
                 return done

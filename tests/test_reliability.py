@@ -1,0 +1,238 @@
+"""Runs that cannot collide and settings that fail before the expensive part: one writer per run
+directory (a real second process races it), a stale lock taken over with a note, a resume with
+nothing saved, unbounded generation, a stride the tokenizer cannot honour, and messages that
+agree with what happened."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+from conftest import needs_minilm, tiny_model_yaml
+
+from jaxcult.cli import main
+from jaxcult.errors import UserError
+from jaxcult.locks import LOCK_NAME, FolderLock, held_by
+
+
+def tiny_yaml(steps: int) -> str:
+    return "name: tiny\n" + tiny_model_yaml() + textwrap.dedent(f"""\
+        data: {{max_train_examples: 64, max_eval_examples: 16, target_languages: [en, de]}}
+        trainer: {{batch_size: 8, eval_batch_size: 16, steps: {steps}}}
+        schedule: {{name: standard}}
+        logging: {{tensorboard: false, progress: "off"}}
+        checkpoint: {{async_save: false}}
+        """)
+
+
+@needs_minilm
+def test_a_second_writer_is_refused_naming_the_holder_and_readers_wait(tmp_path, capsys):
+    """A trains; B (this process) tries the same --run-dir, then eval and export of it: each
+    exits 2 naming A's pid and changes nothing; A's run ends as if alone."""
+    (tmp_path / "tiny.yaml").write_text(tiny_yaml(steps=30))
+    run = tmp_path / "run"
+    writer = subprocess.Popen([sys.executable, "-m", "jaxcult.cli", "train", "tiny.yaml",
+                               "--run-dir", "run"], cwd=tmp_path, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while held_by(run) is None:
+            assert writer.poll() is None and time.monotonic() < deadline, writer.communicate()
+            time.sleep(0.02)
+        holder = f"pid {writer.pid} on "
+        attempts = [["train", str(tmp_path / "tiny.yaml"), "--run-dir", str(run)],
+                    ["eval", str(run)],
+                    ["export", str(run), "--format", "adapterhub", "--out", str(tmp_path / "x")]]
+        for attempt in attempts:
+            assert main(attempt) == 2, attempt
+            err = capsys.readouterr().err
+            assert holder in err, err
+        assert "still being trained" in err and "--latest-checkpoint" in err
+        assert not (tmp_path / "x").exists()
+    finally:
+        out, err = writer.communicate(timeout=600)
+    assert writer.returncode == 0, err[-3000:]
+    steps = [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines()
+             if json.loads(x)["split"] == "train"]
+    assert steps == sorted(set(steps)) and steps[-1] == 30  # one writer's rows, in order
+    assert held_by(run) is None
+
+
+def test_a_lock_left_by_a_killed_writer_is_taken_over_with_a_note(tmp_path, caplog):
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / LOCK_NAME).write_text('{"pid": 4242, "host": "node7", "started": "2026-01-02T03:04:05"}')
+    with caplog.at_level(logging.WARNING, logger="jaxcult.locks"), FolderLock(folder, "run directory"):
+        assert f"pid {os.getpid()} on " in held_by(folder)
+    assert "took over the lock left by a run directory writer that has ended (pid 4242 on " \
+           "node7 since 2026-01-02T03:04:05)" in caplog.text
+    assert held_by(folder) is None and (folder / LOCK_NAME).read_text() == ""
+
+
+def test_a_writer_that_fails_before_writing_leaves_no_folder(tmp_path):
+    with pytest.raises(RuntimeError), FolderLock(tmp_path / "new"):
+        raise RuntimeError("config error after the lock")
+    assert not (tmp_path / "new").exists()
+
+
+@needs_minilm
+def test_resume_without_a_saved_checkpoint_fails_before_loading(tmp_path, capsys, monkeypatch):
+    (tmp_path / "tiny.yaml").write_text(tiny_yaml(steps=2))
+    run = tmp_path / "run"
+    assert main(["train", str(tmp_path / "tiny.yaml"), "--run-dir", str(run)]) == 0
+    capsys.readouterr()
+    for step in (run / "checkpoints").iterdir():
+        __import__("shutil").rmtree(step)
+    import jaxcult.run.single as single
+
+    monkeypatch.setattr(single, "build_run", lambda *a, **k: pytest.fail("model loaded"))
+    assert main(["train", "--resume", str(run)]) == 2
+    assert "checkpoints: cannot resume: no checkpoint was saved (the folder is empty)" in \
+        capsys.readouterr().err
+    (run / "checkpoints").rmdir()
+    assert main(["train", "--resume", str(run)]) == 2
+    assert "(the folder is missing)" in capsys.readouterr().err
+    assert not (run / "checkpoints").exists()
+
+
+def _llama(max_positions: int):
+    from jaxcult.models.decoder import DecoderConfig
+
+    return DecoderConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=1,
+                         max_position_embeddings=max_positions)
+
+
+@pytest.mark.parametrize("setting, free, message", [
+    ({"max_new_tokens": 100_000_000}, None,
+     r"generation\.max_new_tokens=100000000: the model's context is 2048 positions, so after a "
+     r"prompt of 32 .* at most 2016 new tokens fit"),
+    ({"max_new_tokens": 2000, "batch_size": 64}, 2**20,
+     r"generation: a KV cache of generation\.batch_size=64 x 2512 positions .* needs 20 MiB "
+     r"per device, 1 MiB is free"),
+])
+def test_generation_beyond_context_or_memory_is_refused_before_allocating(setting, free, message):
+    from jaxcult.config import GenerationConfig
+    from jaxcult.generation.limits import check_generation_fits, kv_cache_bytes
+
+    config = GenerationConfig(**setting)
+    with pytest.raises(UserError, match=message):
+        check_generation_fits(_llama(2048), config, free=free)
+    check_generation_fits(_llama(2048), GenerationConfig(max_new_tokens=2016), free=None)
+    # keys + values, 2 layers, 1 kv head of 8 dims, float32: 128 bytes per position
+    assert kv_cache_bytes(_llama(2048), 4, 100) == 4 * 100 * 128
+
+
+@needs_minilm
+def test_a_stride_the_window_cannot_hold_names_both_keys(tmp_path):
+    from jaxcult.data import squad
+    from jaxcult.hub.pretrained import load_pretrained
+
+    tokenizer = load_pretrained("minilm-l6")[1]
+    records = [{"id": "short", "question": "Who?", "context": "Ana went home. " * 30,
+                "answers": ["Ana"], "starts": [0]},
+               {"id": "q-long", "question": "what is the name of the person " * 5,
+                "context": "Ana went home. " * 30, "answers": ["Ana"], "starts": [0]}]
+    with pytest.raises(UserError, match=r"s: question 'q-long' takes 35 tokens, leaving 26 of "
+                       r"model\.max_length=64 for its context, which must exceed "
+                       r"task\.doc_stride=30; raise model\.max_length or lower task\.doc_stride"):
+        squad.tokenize_windows(records, tokenizer, 64, 30, "s")
+    assert len(squad.tokenize_windows(records, tokenizer, 64, 25, "s").arrays["labels"]) > 2
+
+
+class _Program:
+    """A train step that only counts, and sends SIGINT to this process at one step."""
+
+    def __init__(self, signal_at: int | None) -> None:
+        self.signal_at, self.calls = signal_at, 0
+
+    def train_step(self, state, frozen, batch):
+        self.calls += 1
+        if self.calls == self.signal_at:
+            os.kill(os.getpid(), signal.SIGINT)
+        return state, {}
+
+
+@pytest.mark.parametrize("where", ["during a step", "during the hooks after it"])
+def test_the_stop_message_names_the_step_the_run_stops_after(where, caplog):
+    from jaxcult.trainers.loop import StopSignal, TrainLoop
+
+    program = _Program(signal_at=3 if where == "during a step" else None)
+    loop = TrainLoop(program, state=None, frozen=None, batches=iter(range(100)),
+                     place=lambda b: b, steps=10)
+    if where != "during a step":
+        loop.add_hook(lambda _, done: done == 3 and os.kill(os.getpid(), signal.SIGINT), every=1)
+    with caplog.at_level(logging.WARNING), StopSignal() as stop:
+        stopped = loop.run(0, stop)
+    assert stopped == 3 and "SIGINT: stopping after step 3;" in caplog.text
+
+
+def test_eta_follows_the_recent_rate(monkeypatch):
+    """Fast at first, then three times slower: the ETA follows the last minute, not the mean."""
+    from jaxcult import tracking
+
+    times = iter([0.0, 0.0, *np.arange(10.0, 200.0, 10.0)])
+    monkeypatch.setattr(tracking.time, "monotonic", lambda: next(times))
+    out = io.StringIO()
+    progress = tracking.Progress(1000, "lines", stream=out, every_seconds=0)
+    progress.first_step_done(0)
+    step = 0
+    for second in np.arange(10.0, 200.0, 10.0):
+        step += 30 if second <= 60 else 10  # 3 step/s for a minute, then 1 step/s
+        progress.update(step)
+    last = out.getvalue().splitlines()[-1]
+    assert last.startswith(f"step {step}/1000") and " 1.00 step/s eta " in last, last
+
+
+def _finished_run(root):
+    """The files `jaxcult plot` reads, as a finished run leaves them."""
+    (root / "plots").mkdir(parents=True)
+    (root / "summary.json").write_text(json.dumps({
+        "task": "classification", "dataset": "toy", "source_language": "en",
+        "primary_metric": "accuracy", "best_step": 2, "average_excluding_source": {"accuracy": 0.5},
+        "metrics": {"en": {"accuracy": 0.75}, "de": {"accuracy": 0.5}}}))
+    (root / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in [
+        {"step": 1, "split": "train", "loss": 0.7, "accuracy": 0.5},
+        {"step": 2, "split": "train", "loss": 0.6, "accuracy": 0.6},
+        {"step": 2, "split": "validation", "accuracy": 0.75}]))
+    (root / "events.jsonl").write_text(json.dumps({"step": 0, "event": "unfreeze",
+                                                   "groups": ["head"], "reason": "initial"}) + "\n")
+    (root / "fisher.jsonl").write_text(json.dumps({"step": 1, "trace": {"layer_0": 0.5}}) + "\n")
+
+
+@pytest.mark.parametrize("damage, message", [
+    (("metrics.jsonl", b'{"step": 1, "split": "train"}\n{"step": 2, "split": "tr\xe4in"}\n'),
+     r"metrics\.jsonl:2: not UTF-8 text \(byte 0xe4\); the file is damaged"),
+    (("metrics.jsonl", b'{"step": 1, "split": "train"}\n[1, 2]\n'),
+     r"metrics\.jsonl:2: expected a JSON object, found a list"),
+    (("events.jsonl", b'{"step": 3, "event": "unfreeze", "reason": "fun"}\n'),
+     r"events\.jsonl:1: missing 'groups'"),
+    (("summary.json", b'{"task": "classification", "metrics": {"en": {"accur'),
+     r"summary\.json:1: not valid JSON \(cut short\?\)"),
+])
+def test_plot_of_a_damaged_run_is_one_line_and_keeps_the_old_plots(tmp_path, capsys, damage,
+                                                                     message):
+    import re
+
+    root = tmp_path / "run"
+    _finished_run(root)
+    assert main(["plot", str(root)]) == 0
+    before = {p.name: p.read_bytes() for p in (root / "plots").iterdir()}
+    report = (root / "report.md").read_text()
+    name, content = damage
+    (root / name).write_bytes(content)
+    capsys.readouterr()
+    assert main(["plot", str(root)]) == 2
+    errors = [x for x in capsys.readouterr().err.splitlines() if x.strip()]
+    assert len(errors) == 1 and re.search(message, errors[0]), errors
+    assert {p.name: p.read_bytes() for p in (root / "plots").iterdir()} == before
+    assert (root / "report.md").read_text() == report
