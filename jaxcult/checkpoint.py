@@ -8,8 +8,13 @@ unreadable (for example a truncated file) is skipped with a warning and the prev
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
+import re
+import shutil
 from collections.abc import Callable
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -43,14 +48,45 @@ class Checkpointer:
                                                     enable_async_checkpointing=config.async_save,
                                                     create=True)
         self.manager = ocp.CheckpointManager(self.directory, options=self.options)
+        self._failed: UserError | None = None
 
     def save(self, step: int, device: dict[str, Any], host: dict[str, Any]) -> None:
+        """Start writing `step` (finished in the background with `checkpoint.async_save`); a
+        write that fails, now or in the background, is a `UserError` here or from `wait`."""
         items = {name: ocp.args.StandardSave(_to_savable(tree)) for name, tree in device.items()}
-        self.manager.save(step, args=ocp.args.Composite(**items, host=ocp.args.JsonSave(host)),
-                          force=True)
+        with self._failures():
+            self._check_space(device)
+            self.manager.save(step, args=ocp.args.Composite(**items, host=ocp.args.JsonSave(host)),
+                              force=True)
 
     def wait(self) -> None:
-        self.manager.wait_until_finished()
+        with self._failures():
+            self.manager.wait_until_finished()
+
+    def _check_space(self, device: dict[str, Any]) -> None:
+        """A disk without room for the arrays fails before Orbax starts (its threads report a
+        write failing midway at length)."""
+        needed = sum(leaf.nbytes for leaf in jax.tree.leaves(device))
+        free = shutil.disk_usage(self.directory).free
+        if needed > free:
+            raise OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)}: {needed / 2**20:,.1f} MiB "
+                                        f"needed, {free / 2**20:,.1f} MiB free")
+
+    @contextmanager
+    def _failures(self):
+        """A failed write (disk full, file size limit, permissions) becomes one line naming the
+        folder and the OS's reason; the temporary folders of unfinished steps are removed, so
+        the complete checkpoints before it are what a resume finds."""
+        if self._failed is not None:
+            raise self._failed
+        try:
+            yield
+        except Exception as err:  # Orbax and tensorstore wrap OS errors in many types
+            self._remove_partial()
+            self._failed = UserError(f"{self.directory}: a checkpoint could not be written "
+                                     f"({_os_reason(err)}); the checkpoints before it are "
+                                     f"intact, and --resume continues from the newest of them")
+            raise self._failed from None
 
     def steps(self) -> list[int]:
         return sorted(self.manager.all_steps())
@@ -99,9 +135,31 @@ class Checkpointer:
             (self.directory / str(step)).rename(target)
         self.manager = ocp.CheckpointManager(self.directory, options=self.options)
 
+    def _remove_partial(self) -> None:
+        for partial in self.directory.glob("*.orbax-checkpoint-tmp*"):
+            shutil.rmtree(partial, ignore_errors=True)
+
     def close(self) -> None:
-        self.manager.wait_until_finished()
-        self.manager.close()
+        """Finish pending writes (a failure is raised once), then release Orbax's threads; after
+        a failure, what its threads wrote since is removed too."""
+        try:
+            if self._failed is None:
+                self.wait()
+        finally:
+            self.manager.close()
+            if self._failed is not None:
+                self._remove_partial()
+
+
+def _os_reason(err: BaseException) -> str:
+    """The operating system's words for a failed write, wherever Orbax put them."""
+    if isinstance(err, OSError) and err.strerror:
+        return err.strerror
+    text = str(err)
+    code = re.search(r"os_error_code='?(\d+)", text)
+    if code:
+        return f"{os.strerror(int(code.group(1)))}, errno {code.group(1)}"
+    return text.splitlines()[0][:200] if text else type(err).__name__
 
 
 def structure(tree: Any) -> dict[str, list[int]]:

@@ -7,7 +7,13 @@ from pathlib import Path
 from jaxcult.errors import UserError
 from jaxcult.metrics import PERCENT_METRICS, scalar_metrics
 from jaxcult.own_files import read_json_object, read_jsonl
-from jaxcult.rundir import RunDir, write_text_atomic
+from jaxcult.rundir import RunDir, write_atomic, write_text_atomic
+
+
+def save_figure(fig, path: Path) -> None:
+    """A PNG written whole or not at all (a full disk keeps the previous plot)."""
+    write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=110))
+
 
 SUMMARY_KEYS = ("task", "source_language", "metrics", "average_excluding_source")
 
@@ -64,7 +70,7 @@ def _plot_fisher(run: RunDir, fisher: list[dict], events: list[dict], validation
 
     fig = fisher_figure(fisher, events, validation, metric)
     path = run.plots / "fisher.png"
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path)
     plt.close(fig)
     return path
 
@@ -90,7 +96,7 @@ def _plot_curves(run: RunDir, train: list[dict], validation: list[dict], metric:
     score_ax.legend(fontsize=8)
     path = run.plots / "curves.png"
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path)
     plt.close(fig)
     return path
 
@@ -113,7 +119,7 @@ def _plot_eval(run: RunDir, summary: dict) -> Path:
     ax.set_title(f"{summary['task']} on {summary.get('dataset', '')} (orange: source)")
     path = run.plots / "eval.png"
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path)
     plt.close(fig)
     return path
 
@@ -153,7 +159,7 @@ def _plot_by_type(run: RunDir, summary: dict) -> list[Path]:
         if tables:
             fig = by_type_figure(tables, f"accuracy per {field[3:]} type")
             path = run.plots / f"{field}.png"
-            fig.savefig(path, dpi=110)
+            save_figure(fig, path)
             plt.close(fig)
             written.append(path)
     return written

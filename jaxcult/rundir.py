@@ -11,6 +11,7 @@ import json
 import os
 import re
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -87,10 +88,24 @@ class RunDir:
         write_text_atomic(self.summary, json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
 
 
+def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
+    """`write(temporary)`, then the temporary renamed to `path`: a reader never sees half a
+    file, and a failed write (disk full) leaves the old `path` as it was and no temporary; the
+    error names `path`."""
+    tmp = path.with_name(f".{path.name}.tmp{path.suffix}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise OSError(err.errno, err.strerror or str(err), str(path)) from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def default_run_root(name: str, base: Path = Path("runs")) -> Path:

@@ -6,9 +6,11 @@ training loop never branches on the process index itself.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import math
+import os
 import sys
 import time
 from collections import deque
@@ -34,22 +36,35 @@ def _jsonable(value: Any) -> Any:
 
 
 class JsonlWriter:
-    """Append-only JSON lines, flushed per record so a killed run keeps what it logged; the
-    file is created by its first record (a run without probes has no probes.jsonl)."""
+    """Append-only JSON lines, each written whole and at once so a killed run keeps what it
+    logged; a write that fails (disk full) is undone, so the file never ends in a torn line,
+    and the error names the file. The file is created by its first record (a run without
+    probes has no probes.jsonl)."""
 
     def __init__(self, path: Path) -> None:
         self._path = path
-        self._file: IO[str] | None = None
+        self._fd: int | None = None
 
     def write(self, record: dict[str, Any]) -> None:
-        if self._file is None:
-            self._file = open(self._path, "a", encoding="utf-8")
-        self._file.write(json.dumps(_jsonable(record), ensure_ascii=False) + "\n")
-        self._file.flush()
+        line = (json.dumps(_jsonable(record), ensure_ascii=False) + "\n").encode("utf-8")
+        try:
+            if self._fd is None:
+                self._fd = os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            end = os.fstat(self._fd).st_size
+            try:
+                written = os.write(self._fd, line)
+                if written != len(line):  # a short write: the disk filled up mid-line
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            except OSError:
+                os.ftruncate(self._fd, end)
+                raise
+        except OSError as err:
+            raise OSError(err.errno, err.strerror, str(self._path)) from None
 
     def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 class MetricLogger:

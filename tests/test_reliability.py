@@ -61,6 +61,7 @@ def test_a_second_writer_is_refused_naming_the_holder_and_readers_wait(tmp_path,
     finally:
         out, err = writer.communicate(timeout=600)
     assert writer.returncode == 0, err[-3000:]
+    assert out.rstrip().endswith("run directory: run")  # repeated at the end
     steps = [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines()
              if json.loads(x)["split"] == "train"]
     assert steps == sorted(set(steps)) and steps[-1] == 30  # one writer's rows, in order
@@ -236,3 +237,148 @@ def test_plot_of_a_damaged_run_is_one_line_and_keeps_the_old_plots(tmp_path, cap
     assert len(errors) == 1 and re.search(message, errors[0]), errors
     assert {p.name: p.read_bytes() for p in (root / "plots").iterdir()} == before
     assert (root / "report.md").read_text() == report
+
+
+FAULT_RUN = ["trainer.steps=12", "trainer.log_every=1", "checkpoint.every=4",
+             "trainer.eval_every=6"]
+
+
+def _train(tmp_path, name: str, *extra: str) -> int:
+    (tmp_path / "tiny.yaml").write_text(tiny_yaml(steps=12))
+    return main(["train", str(tmp_path / "tiny.yaml"), "--run-dir", str(tmp_path / name),
+                 *FAULT_RUN, *extra])
+
+
+def _outcome(run) -> tuple:
+    """What an interrupted-then-resumed run must reproduce: every logged record but timings,
+    the summary's scores, the report's text."""
+    summary = json.loads((run / "summary.json").read_text())
+    records = [{k: v for k, v in json.loads(x).items() if k != "steps_per_second"}
+               for x in (run / "metrics.jsonl").read_text().splitlines()]
+    return (records, (run / "events.jsonl").read_text(), summary["metrics"],
+            summary["best_step"], (run / "report.md").read_text().replace(run.name, "RUN"),
+            sorted(p.name for p in (run / "plots").iterdir()))
+
+
+@pytest.fixture(scope="module")
+def undisturbed(tmp_path_factory):
+    root = tmp_path_factory.mktemp("undisturbed")
+    assert _train(root, "run") == 0
+    return _outcome(root / "run")
+
+
+def _fail_replace_of(name: str):
+    """os.replace that fails, as a full disk would, when it would create `name`."""
+    real = os.replace
+
+    def replace(src, dst, *args, **kwargs):
+        if os.path.basename(dst) == name:
+            raise OSError(28, "No space left on device")
+        return real(src, dst, *args, **kwargs)
+    return replace
+
+
+def _fail_nth(real, n: int, error: Exception, when=lambda *a, **k: True):
+    calls = {"n": 0}
+
+    def wrapper(*args, **kwargs):
+        if when(*args, **kwargs):
+            calls["n"] += 1
+            if calls["n"] == n:
+                raise error
+        return real(*args, **kwargs)
+    return wrapper
+
+
+@needs_minilm
+@pytest.mark.slow
+@pytest.mark.parametrize("site", ["checkpoint", "metrics", "summary", "report", "plots"])
+def test_a_write_failing_at_any_site_is_one_line_and_resume_ends_as_undisturbed(
+        tmp_path, capsys, monkeypatch, undisturbed, site):
+    from jaxcult import checkpoint, tracking
+
+    full = OSError(28, "No space left on device")
+    if site == "checkpoint":  # the second save (step 8), inside Orbax
+        monkeypatch.setattr(checkpoint.ocp.CheckpointManager, "save",
+                            _fail_nth(checkpoint.ocp.CheckpointManager.save, 2, full))
+    elif site == "metrics":  # the 7th record (after the step-4 checkpoint)
+        monkeypatch.setattr(tracking.JsonlWriter, "write", _fail_nth(
+            tracking.JsonlWriter.write, 7, OSError(28, "No space left on device", "metrics.jsonl"),
+            when=lambda self, record: self._path.name == "metrics.jsonl"))
+    else:
+        monkeypatch.setattr(os, "replace", _fail_replace_of(
+            {"summary": "summary.json", "report": "report.md", "plots": "curves.png"}[site]))
+    assert _train(tmp_path, "run") == 2
+    errors = [x for x in capsys.readouterr().err.splitlines() if x.startswith("error")]
+    assert len(errors) == 1 and ("No space left on device" in errors[0]), errors
+    assert not [p for p in (tmp_path / "run").rglob("*") if "tmp" in p.name]  # temporaries gone
+    monkeypatch.undo()
+    assert main(["train", "--resume", str(tmp_path / "run")]) == 0
+    assert _outcome(tmp_path / "run") == undisturbed
+
+
+@needs_minilm
+@pytest.mark.slow
+def test_a_run_killed_at_any_moment_resumes_to_the_undisturbed_result(tmp_path, undisturbed):
+    (tmp_path / "tiny.yaml").write_text(tiny_yaml(steps=12))
+    killed = subprocess.Popen([sys.executable, "-m", "jaxcult.cli", "train", "tiny.yaml",
+                               "--run-dir", "run", *FAULT_RUN], cwd=tmp_path,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    while not (metrics.exists() and len(metrics.read_text().splitlines()) >= 6):
+        assert killed.poll() is None
+        time.sleep(0.005)
+    killed.kill()
+    killed.wait()
+    assert main(["train", "--resume", str(tmp_path / "run")]) == 0
+    assert _outcome(tmp_path / "run") == undisturbed
+
+
+def test_a_log_line_that_cannot_be_written_whole_is_undone(tmp_path, monkeypatch):
+    from jaxcult.tracking import JsonlWriter
+
+    writer = JsonlWriter(tmp_path / "metrics.jsonl")
+    writer.write({"step": 1, "loss": 0.5})
+    real = os.write
+    monkeypatch.setattr(os, "write", lambda fd, data: real(fd, data[:5]))  # the disk fills
+    with pytest.raises(OSError, match=r"No space left on device: '.*metrics\.jsonl'"):
+        writer.write({"step": 2, "loss": 0.25})
+    monkeypatch.undo()
+    writer.write({"step": 3, "loss": 0.125})
+    writer.close()
+    assert [json.loads(x)["step"] for x in (tmp_path / "metrics.jsonl").read_text().splitlines()] \
+        == [1, 3]
+
+
+@needs_minilm
+def test_a_checkpoint_the_filesystem_refuses_is_one_line_and_leaves_no_temporaries(tmp_path):
+    """A real OS failure (a file-size limit, as a full disk fails) inside Orbax's writer
+    threads: one line naming the folder and the OS's reason, exit 2, no temporary folders."""
+    (tmp_path / "tiny.yaml").write_text(tiny_yaml(steps=8))
+    limited = f"ulimit -f 3; trap '' XFSZ; exec {sys.executable} -m jaxcult.cli train tiny.yaml " \
+              f"--run-dir run checkpoint.every=4"  # files up to 3 KiB; no signal, an error
+    result = subprocess.run(["bash", "-c", limited], cwd=tmp_path, capture_output=True, text=True)
+    lines = result.stderr.splitlines()
+    assert result.returncode == 2 and len(lines) < 12, result.stderr[-3000:]
+    assert lines[-1] == (f"error: {tmp_path}/run/checkpoints: a checkpoint could not be written "
+                         f"(File too large, errno 27); the checkpoints before it are intact, and "
+                         f"--resume continues from the newest of them")
+    assert list((tmp_path / "run" / "checkpoints").iterdir()) == []
+
+
+def test_a_disk_without_room_for_a_checkpoint_fails_before_writing(tmp_path, monkeypatch):
+    import shutil
+
+    import jax.numpy as jnp
+
+    from jaxcult.checkpoint import Checkpointer
+    from jaxcult.config import CheckpointConfig
+
+    checkpointer = Checkpointer(tmp_path / "checkpoints", CheckpointConfig(async_save=False))
+    checkpointer.save(1, {"state": {"w": jnp.ones((256, 256))}}, {"step": 1})
+    monkeypatch.setattr(shutil, "disk_usage", lambda _: shutil._ntuple_diskusage(1, 1, 2**17))
+    with pytest.raises(UserError, match=r"checkpoints: a checkpoint could not be written \(No "
+                       r"space left on device: 0\.2 MiB needed, 0\.1 MiB free\)"):
+        checkpointer.save(2, {"state": {"w": jnp.ones((256, 256))}}, {"step": 2})
+    checkpointer.close()
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["1"]

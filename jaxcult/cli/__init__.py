@@ -46,6 +46,29 @@ def configure_logging(debug: bool = False) -> None:
         logger.addHandler(handler)
     logger.setLevel(logging.DEBUG if debug else logging.INFO)
     logger.propagate = False
+    absl = logging.getLogger("absl")
+    if not debug and _orbax_thread_failure not in absl.filters:
+        absl.addFilter(_orbax_thread_failure)
+        _quiet_closed_loop_callbacks()
+
+
+def _quiet_closed_loop_callbacks() -> None:
+    """After a failed checkpoint write, tensorstore keeps calling back into the event loop Orbax
+    has closed, and each call prints an unraisable 'Event loop is closed' traceback (hundreds);
+    the failure itself is reported in one line."""
+    previous = sys.unraisablehook
+
+    def hook(unraisable) -> None:
+        value = unraisable.exc_value
+        if not (isinstance(value, RuntimeError) and str(value) == "Event loop is closed"):
+            previous(unraisable)
+    sys.unraisablehook = hook
+
+
+def _orbax_thread_failure(record: logging.LogRecord) -> bool:
+    """Orbax logs each of its writer threads' failures with a traceback; the checkpointer
+    reports the failed write in one line (all of them with `--debug`)."""
+    return "_SignalingThread.run() raised an exception" not in record.getMessage()
 
 
 def _version() -> str:

@@ -87,5 +87,7 @@ def train_command(config_path: Path | None, overrides: list[str], *, run_dir: st
     if config.trainer.seeds:
         from jaxcult.run.seeds import format_mean_std
 
-        return format_mean_std(summary)
-    return format_scores(summary)
+        table = format_mean_std(summary)
+    else:
+        table = format_scores(summary)
+    return f"{table}\nrun directory: {run.root}"  # repeated: the start's line has scrolled away

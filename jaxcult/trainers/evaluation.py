@@ -15,6 +15,7 @@ import numpy as np
 from jaxcult.checkpoint import host_arrays
 from jaxcult.data.batching import Split, eval_batches
 from jaxcult.eval import Metrics
+from jaxcult.rundir import write_text_atomic
 from jaxcult.sharding import host_inputs
 from jaxcult.trainers.program import ModelProgram
 
@@ -52,7 +53,7 @@ def _metrics(program: ModelProgram, merged: dict[str, np.ndarray], split: Split,
     rows = program.evaluator.example_predictions(merged, split) if predictions_to is not None else None
     if rows is not None:
         predictions_to.parent.mkdir(parents=True, exist_ok=True)
-        predictions_to.write_text(json.dumps(rows, ensure_ascii=False), encoding="utf-8")
+        write_text_atomic(predictions_to, json.dumps(rows, ensure_ascii=False))
     return program.evaluator.metrics(merged, split)
 
 
