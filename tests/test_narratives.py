@@ -201,6 +201,13 @@ def test_pipeline_builds_trains_and_writes_the_cross_culture_matrix(tiny_chat_mo
     again = run_stages(config, [], "evaluate", out)["evaluate"]   # every row reused
     assert again["matrix"] == matrix["matrix"]
     assert {p.name: p.stat().st_mtime_ns for p in (out / "evaluations/all_combined").iterdir()} == rows
+    resolved = {p.name: p.read_text() for p in out.glob("*.yaml")}
+    train = tmp_path / "train.yaml"  # other training settings: the trained adapters are stale
+    train.write_text(train.read_text().replace("lr: 0.05", "lr: 0.01"))
+    with pytest.raises(UserError, match=r"its train outputs were made with other settings "
+                       r"\(runs\.China\.optimizer\.lr"):
+        run_stages(config, [], "train", out)
+    assert {p.name: p.read_text() for p in out.glob("*.yaml")} == resolved
 
 
 def test_command_errors_name_the_missing_source_and_exit_2(tiny_chat_model, tmp_path):

@@ -4,6 +4,7 @@ published zero-shot table, a tiny end-to-end run with every switch, and bad inpu
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import jax
@@ -109,6 +110,18 @@ def test_score_command_errors(tmp_path, shared_data, capsys):
     (folder / "de.json").write_text(json.dumps([{"questionId": "201307251", "prediction": "no"}]))
     assert main(["vqa", "score", str(folder), "--data", str(shared_data)]) == 2
     assert "no prediction for 9665 of the split's 9666 questions" in capsys.readouterr().err
+    rows = json.loads((shared_data / "iglue_xgqa/zero_shot/uc2/test_de_0_result.json").read_text())
+    (folder / "de.json").write_text(json.dumps([*rows, {"questionId": "x1", "prediction": "no"}]))
+    assert main(["vqa", "score", str(folder), "--data", str(shared_data)]) == 0
+    out, err = capsys.readouterr()
+    # IGLUE's file answers all 12,578 test-dev questions: 2,912 lie outside the few-shot test
+    assert "de.json: 2913 prediction(s) for questions outside the split, not scored" in err
+    assert re.search(r"^de .* 9,666 +2,913$", out, re.M), out
+    twice = {**rows[0], "prediction": rows[0]["prediction"] + "s"}
+    (folder / "de.json").write_text(json.dumps([*rows, twice]))
+    assert main(["vqa", "score", str(folder), "--data", str(shared_data)]) == 2
+    assert f"de.json: record {len(rows)}: question {rows[0]['questionId']} answered twice" in \
+        capsys.readouterr().err
 
 
 # --- a tiny xGQA-layout dataset with region features, trained end to end -------------------------

@@ -2,15 +2,18 @@
 jaxcult's own) per language, per question type, with the yes/no share.
 
 DIR holds one JSON list of `{"questionId", "prediction"}` per language, named as IGLUE names
-them (`test_<lang>_0_result.json`) or `<lang>.json`. Gold answers are GQA test-dev's
-(`gqa_iglue/datasets/gqa/annotations/testdev.json` under `--data`), the same English answer in
-every language; `--split fewshot_test` keeps the 9,666 questions of xGQA's few-shot test split
-(`iglue_xgqa/gold_aux.json`), on which IGLUE reports its zero-shot table.
+them (`test_<lang>_0_result.json`) or `<lang>.json`; predictions for questions outside the split
+are counted (`beyond_split`, "not scored") and named in a warning, never silently dropped.
+Gold answers are GQA test-dev's (`gqa_iglue/datasets/gqa/annotations/testdev.json` under
+`--data`), the same English answer in every language; `--split fewshot_test` keeps the 9,666
+questions of xGQA's few-shot test split (`iglue_xgqa/gold_aux.json`), on which IGLUE reports its
+zero-shot table.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import re
 from pathlib import Path
 
@@ -19,6 +22,7 @@ from jaxcult.data.vqa import XGQA_LANGUAGES
 from jaxcult.errors import UserError
 from jaxcult.eval.vqa import score_answers
 
+log = logging.getLogger(__name__)
 SPLITS = ("fewshot_test", "testdev")
 _NAME = re.compile(r"^(?:test_)?([a-z]{2})(?:_\d+_result)?\.json$")
 
@@ -40,8 +44,10 @@ def read_gold(data: Path, split: str) -> tuple[dict[str, str], dict[str, dict]]:
     return gold, aux.get("types", {})
 
 
-def read_predictions(path: Path, gold: dict[str, str]) -> list[str]:
-    """The predictions of `path` for every gold question, in gold order."""
+def read_predictions(path: Path, gold: dict[str, str]) -> tuple[list[str], list[str]]:
+    """(the predictions of `path` for every gold question, in gold order; the question ids it
+    answers beyond the split, which are not scored). Two different answers to one question
+    are an error: which one counts would be a guess."""
     rows = read_json(path)
     if not isinstance(rows, list):
         raise UserError(f"{path}: expected a JSON list of {{questionId, prediction}}")
@@ -49,12 +55,25 @@ def read_predictions(path: Path, gold: dict[str, str]) -> list[str]:
     for index, row in enumerate(rows):
         if not isinstance(row, dict) or "questionId" not in row or "prediction" not in row:
             raise UserError(f"{path}: record {index}: expected questionId and prediction")
-        found[str(row["questionId"])] = str(row["prediction"])
+        qid, answer = str(row["questionId"]), str(row["prediction"])
+        if found.get(qid, answer) != answer:
+            raise UserError(f"{path}: record {index}: question {qid} answered twice, "
+                            f"{found[qid]!r} and {answer!r}")
+        found[qid] = answer
     missing = [qid for qid in gold if qid not in found]
     if missing:
         raise UserError(f"{path}: no prediction for {len(missing)} of the split's {len(gold)} "
                         f"questions (first: {missing[0]})")
-    return [found[qid] for qid in gold]
+    return [found[qid] for qid in gold], [qid for qid in found if qid not in gold]
+
+
+def _scored(path: Path, gold: dict[str, str], known: list[dict]) -> dict:
+    predictions, beyond = read_predictions(path, gold)
+    if beyond:
+        log.warning(f"{path}: {len(beyond)} prediction(s) for questions outside the split, not "
+                    f"scored (first: {beyond[0]})")
+    return {**score_answers(predictions, list(gold.values()), known), "count": len(gold),
+            "beyond_split": len(beyond)}
 
 
 def score_folder(folder: Path, data: Path, split: str) -> dict:
@@ -65,10 +84,8 @@ def score_folder(folder: Path, data: Path, split: str) -> dict:
     if not files:
         raise UserError(f"{folder}: no prediction files (test_<lang>_0_result.json or <lang>.json "
                         f"for {', '.join(XGQA_LANGUAGES)})")
-    ids = list(gold)
-    known = [types.get(qid, {}) for qid in ids]
-    languages = {lang: {**score_answers(read_predictions(path, gold), [gold[q] for q in ids], known),
-                        "count": len(ids)}
+    known = [types.get(qid, {}) for qid in gold]
+    languages = {lang: _scored(path, gold, known)
                  for lang, path in sorted(files.items(), key=lambda kv: XGQA_LANGUAGES.index(kv[0]))}
     targets = [m["accuracy"] for lang, m in languages.items() if lang != "en"]
     return {"split": split, "languages": languages,
@@ -78,10 +95,10 @@ def score_folder(folder: Path, data: Path, split: str) -> dict:
 
 def format_scores(scores: dict) -> str:
     """The per-language table, the target mean and the per-structural-type table."""
-    lines = [f"{'language':<10}{'accuracy':>10}{'yes/no':>9}{'questions':>11}"]
+    lines = [f"{'language':<10}{'accuracy':>10}{'yes/no':>9}{'questions':>11}{'not scored':>12}"]
     for lang, m in scores["languages"].items():
         lines.append(f"{lang:<10}{100 * m['accuracy']:>9.2f}%{100 * m['yes_no_share']:>8.1f}%"
-                     f"{m['count']:>11,}")
+                     f"{m['count']:>11,}{m['beyond_split']:>12,}")
     if scores["target_mean"] is not None:
         lines.append(f"{'mean of ' + str(len(scores['targets'])) + ' targets (no en)':<30}"
                      f"{100 * scores['target_mean']:.2f}%")
