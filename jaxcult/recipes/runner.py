@@ -21,6 +21,7 @@ import yaml
 from jaxcult.config_loading import load_section
 from jaxcult.errors import UserError
 from jaxcult.locks import FolderLock
+from jaxcult.own_files import read_json_object
 from jaxcult.recipes.base import Recipe, Stage
 from jaxcult.rundir import write_text_atomic
 
@@ -30,16 +31,7 @@ ALL = "run"
 
 
 def _read_json(path: Path) -> dict:
-    if not path.exists():
-        return {}
-    try:
-        found = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise UserError(f"{path}: not a JSON file written by jaxcult ({error}); restore or "
-                        f"delete it") from None
-    if not isinstance(found, dict):
-        raise UserError(f"{path}: expected a JSON object")
-    return found
+    return read_json_object(path) if path.exists() else {}
 
 
 def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:

@@ -14,6 +14,8 @@ import os
 from pathlib import Path
 
 from jaxcult.errors import UserError
+from jaxcult.own_files import read_json_object
+from jaxcult.rundir import write_text_atomic
 
 
 def provenance_path(path: Path) -> Path:
@@ -24,7 +26,7 @@ def check_provenance(path: Path, provenance: dict) -> None:
     """Write `provenance` for a new output; for an existing one, insist that it matches."""
     meta = provenance_path(path)
     if path.exists() and meta.exists():
-        old = json.loads(meta.read_text(encoding="utf-8"))
+        old = read_json_object(meta)
         changed = sorted(k for k in {*old, *provenance} if old.get(k) != provenance.get(k))
         if changed:
             raise UserError(f"{path}: made with other settings ({', '.join(changed)} differ from "
@@ -32,7 +34,7 @@ def check_provenance(path: Path, provenance: dict) -> None:
                             f"the stage")
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    meta.write_text(json.dumps(provenance, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    write_text_atomic(meta, json.dumps(provenance, indent=1, sort_keys=True) + "\n")
 
 
 def read_records(path: Path) -> list[dict]:
