@@ -382,3 +382,58 @@ def test_a_disk_without_room_for_a_checkpoint_fails_before_writing(tmp_path, mon
         checkpointer.save(2, {"state": {"w": jnp.ones((256, 256))}}, {"step": 2})
     checkpointer.close()
     assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["1"]
+
+
+@pytest.mark.parametrize("setting, message", [
+    ("max_new_tokens=100000000", r"generation\.max_new_tokens=100000000: the model's context is "
+                                 r"2048 positions"),
+    ("max_new_tokens=2000 batch_size=100000000", r"generation: a KV cache of "
+                                                 r"generation\.batch_size=100000000 x 2512"),
+])
+def test_jaxcult_generate_refuses_what_cannot_fit_in_one_line(tiny_chat_model, tmp_path, capsys,
+                                                              setting, message):
+    """As filed, the first hung in the decode loop and the second ended in an allocator's
+    traceback; nothing is written."""
+    import re
+
+    (tmp_path / "prompts.jsonl").write_text('{"prompt": "Hello"}\n')
+    code = main(["generate", str(tiny_chat_model[0]), "--prompts", str(tmp_path / "prompts.jsonl"),
+                 "--out", str(tmp_path / "out.jsonl"), *setting.split()])
+    errors = [x for x in capsys.readouterr().err.splitlines() if x.startswith("error")]
+    assert code == 2 and len(errors) == 1 and re.search(message, errors[0]), errors
+    assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_unfreezing_decisions_are_shown_on_the_console(caplog):
+    import dataclasses
+    from types import SimpleNamespace
+
+    import jax.numpy as jnp
+
+    from jaxcult.schedules.base import Decision
+    from jaxcult.trainers.hooks import schedule_decisions
+
+    @dataclasses.dataclass
+    class State:
+        mask: jnp.ndarray
+
+        def replace(self, **changes):
+            return dataclasses.replace(self, **changes)
+
+    class Schedule:
+        def is_check(self, step):
+            return step == 5
+
+        def decide(self, step, mask, traces):
+            return Decision(np.ones_like(mask), [{"step": step, "event": "unfreeze", "reason": "fun",
+                                                  "groups": ["layer_3", "layer_4"], "fisher": {}}])
+
+    logged = []
+    before = schedule_decisions(Schedule(), fishers=None,
+                                logger=SimpleNamespace(log_event=logged.append))
+    loop = SimpleNamespace(state=State(jnp.zeros(3, bool)))
+    with caplog.at_level(logging.INFO, logger="jaxcult"):
+        before(loop, 4)
+        before(loop, 5)
+    assert "step 5: unfreeze layer_3, layer_4 (fun)" in caplog.text and len(logged) == 1
+    assert bool(loop.state.mask.all())
