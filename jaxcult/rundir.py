@@ -7,6 +7,7 @@ fisher.jsonl, probes.jsonl, summary.json, report.md, predictions/, checkpoints/,
 from __future__ import annotations
 
 import datetime as _dt
+import errno
 import json
 import os
 import re
@@ -102,6 +103,26 @@ def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def append_whole(fd: int, data: bytes, path: Path) -> None:
+    """Append `data` to the file open as `fd` (named `path`) in one write, or not at all: a
+    write the disk cannot take whole (full, over a size limit) is cut back off, so the file
+    never ends in a torn record, and the error names `path`."""
+    end = os.fstat(fd).st_size
+    try:
+        if os.write(fd, data) != len(data):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    except OSError as err:
+        os.ftruncate(fd, end)
+        raise OSError(err.errno, err.strerror, str(path)) from None
+
+
+def open_for_append(path: Path) -> int:
+    try:
+        return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    except OSError as err:
+        raise OSError(err.errno, err.strerror, str(path)) from None
 
 
 def write_text_atomic(path: Path, text: str) -> None:

@@ -6,7 +6,6 @@ training loop never branches on the process index itself.
 
 from __future__ import annotations
 
-import errno
 import json
 import logging
 import math
@@ -18,7 +17,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from jaxcult.config import LoggingConfig
-from jaxcult.rundir import RunDir
+from jaxcult.rundir import RunDir, append_whole, open_for_append
 
 log = logging.getLogger(__name__)
 
@@ -46,20 +45,10 @@ class JsonlWriter:
         self._fd: int | None = None
 
     def write(self, record: dict[str, Any]) -> None:
-        line = (json.dumps(_jsonable(record), ensure_ascii=False) + "\n").encode("utf-8")
-        try:
-            if self._fd is None:
-                self._fd = os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-            end = os.fstat(self._fd).st_size
-            try:
-                written = os.write(self._fd, line)
-                if written != len(line):  # a short write: the disk filled up mid-line
-                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-            except OSError:
-                os.ftruncate(self._fd, end)
-                raise
-        except OSError as err:
-            raise OSError(err.errno, err.strerror, str(self._path)) from None
+        if self._fd is None:
+            self._fd = open_for_append(self._path)
+        line = json.dumps(_jsonable(record), ensure_ascii=False) + "\n"
+        append_whole(self._fd, line.encode("utf-8"), self._path)
 
     def close(self) -> None:
         if self._fd is not None:

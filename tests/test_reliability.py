@@ -14,6 +14,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -437,3 +438,65 @@ def test_unfreezing_decisions_are_shown_on_the_console(caplog):
         before(loop, 5)
     assert "step 5: unfreeze layer_3, layer_4 (fun)" in caplog.text and len(logged) == 1
     assert bool(loop.state.mask.all())
+
+
+def _write_fails_once(monkeypatch, starts_with: bytes):
+    """os.write fails, as a full disk does, for the first record beginning `starts_with`."""
+    real, failed = os.write, []
+
+    def write(fd, data):
+        if bytes(data).startswith(starts_with) and not failed:
+            failed.append(True)
+            raise OSError(28, "No space left on device")
+        return real(fd, data)
+    monkeypatch.setattr(os, "write", write)
+
+
+def test_a_recipe_stage_whose_write_fails_reruns_to_the_undisturbed_outputs(tmp_path, capsys,
+                                                                              monkeypatch):
+    """The toy recipe of tests/plugins: `count` appends records one by one; the disk fills at
+    the fourth. One line, exit 2, three whole records kept; the rerun finishes them."""
+    monkeypatch.syspath_prepend(str(Path(__file__).parent / "plugins"))
+    monkeypatch.setenv("JAXCULT_RECIPES", "toy_recipe:RECIPE")
+    (tmp_path / "toy.yaml").write_text("numbers: 6\nscale: 3\n")
+    command = ["toy", "run", str(tmp_path / "toy.yaml"), "--out"]
+    assert main([*command, str(tmp_path / "calm")]) == 0
+    with monkeypatch.context() as patch:
+        _write_fails_once(patch, b'{"n": 3')
+        assert main([*command, str(tmp_path / "out")]) == 2
+    errors = [x for x in capsys.readouterr().err.splitlines() if x.startswith("error")]
+    assert errors == [f"error: {tmp_path}/out/numbers.jsonl: No space left on device"]
+    assert len((tmp_path / "out" / "numbers.jsonl").read_text().splitlines()) == 3
+    assert main([*command, str(tmp_path / "out")]) == 0
+    for name in ("numbers.jsonl", "total.json"):
+        assert (tmp_path / "out" / name).read_text() == (tmp_path / "calm" / name).read_text()
+
+
+@needs_minilm
+@pytest.mark.slow
+def test_a_predictions_file_that_fails_to_write_resumes_to_the_undisturbed_result(
+        tmp_path, capsys, monkeypatch):
+    from test_tasks import ARTICLES, TINY, squad_file
+
+    from jaxcult.data import squad
+
+    root = tmp_path / "data"
+    squad_file(root / "squad" / "train-v1.1.json", ARTICLES * 6)
+    squad_file(root / "squad" / "dev-v1.1.json", ARTICLES)
+    for lang in ("en", "de"):
+        squad_file(squad.xquad_path(root, lang), ARTICLES)
+    settings = [*TINY, "task.name=extractive_qa", "task.doc_stride=16", "model.max_length=48",
+                "data.name=xquad", f"data.manual_dir={root}", "data.target_languages=[en, de]",
+                "trainer.steps=4", "checkpoint.every=2"]
+    assert main(["train", "--run-dir", str(tmp_path / "calm"), *settings]) == 0
+    with monkeypatch.context() as patch:
+        patch.setattr(os, "replace", _fail_replace_of("de.json"))
+        assert main(["train", "--run-dir", str(tmp_path / "run"), *settings]) == 2
+    errors = [x for x in capsys.readouterr().err.splitlines() if x.startswith("error")]
+    assert len(errors) == 1 and errors[0].endswith("predictions/de.json: No space left on device")
+    assert not list((tmp_path / "run" / "predictions").glob(".*"))  # no temporary left
+    assert main(["train", "--resume", str(tmp_path / "run")]) == 0
+    for name in ("predictions/en.json", "predictions/de.json"):
+        assert (tmp_path / "run" / name).read_text() == (tmp_path / "calm" / name).read_text()
+    summaries = [json.loads((tmp_path / r / "summary.json").read_text()) for r in ("run", "calm")]
+    assert summaries[0]["metrics"] == summaries[1]["metrics"]

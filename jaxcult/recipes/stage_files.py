@@ -15,7 +15,7 @@ from pathlib import Path
 
 from jaxcult.errors import UserError
 from jaxcult.own_files import read_json_object
-from jaxcult.rundir import write_text_atomic
+from jaxcult.rundir import append_whole, open_for_append, write_text_atomic
 
 
 def provenance_path(path: Path) -> Path:
@@ -62,7 +62,10 @@ def append_records(path: Path, records: list[dict]) -> None:
     if not records:
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a", encoding="utf-8") as handle:
-        handle.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
-        handle.flush()
-        os.fsync(handle.fileno())
+    fd = open_for_append(path)
+    try:
+        text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+        append_whole(fd, text.encode("utf-8"), path)  # whole records or none: a full disk
+        os.fsync(fd)                                  # leaves no torn line behind
+    finally:
+        os.close(fd)
