@@ -80,6 +80,16 @@ def test_a_lock_left_by_a_killed_writer_is_taken_over_with_a_note(tmp_path, capl
     assert held_by(folder) is None and (folder / LOCK_NAME).read_text() == ""
 
 
+def test_a_seed_of_a_multi_seed_run_in_training_is_refused(tmp_path, capsys):
+    (tmp_path / "tiny.yaml").write_text(tiny_yaml(steps=2))
+    (tmp_path / "run" / "seed-0").mkdir(parents=True)
+    with FolderLock(tmp_path / "run"):
+        assert main(["train", str(tmp_path / "tiny.yaml"), "--run-dir",
+                     str(tmp_path / "run" / "seed-0"), "--overwrite"]) == 2
+    assert f"seed-0: a seed of the multi-seed run in {tmp_path}/run, which is being trained " \
+           f"(pid {os.getpid()} on " in capsys.readouterr().err
+
+
 def test_a_writer_that_fails_before_writing_leaves_no_folder(tmp_path):
     with pytest.raises(RuntimeError), FolderLock(tmp_path / "new"):
         raise RuntimeError("config error after the lock")

@@ -163,7 +163,8 @@ def _truncate_logs(run: RunDir, step: int) -> None:
                        (run.fisher, lambda r: r["step"] < step),
                        (run.probes, lambda r: r["step"] <= step)):
         if path.exists():
-            kept = [json.dumps(r, ensure_ascii=False) for r in read_jsonl(path) if keep(r)]
+            kept = [json.dumps(r, ensure_ascii=False) for r in read_jsonl(path, ("step",))
+                    if keep(r)]
             write_text_atomic(path, "".join(line + "\n" for line in kept))
 
 

@@ -111,7 +111,7 @@ def plot_cell_fisher(root: Path, seeds: list[int], path: Path) -> bool:
     import matplotlib.pyplot as plt
 
     runs = [RunDir(root).seed_run(s) for s in seeds]
-    logs = [read_jsonl(r.fisher) for r in runs]
+    logs = [read_jsonl(r.fisher, ("step", "trace")) for r in runs]
     steps = sorted(set.intersection(*(set(rec["step"] for rec in log) for log in logs))) \
         if all(logs) else []
     if not steps:
@@ -120,7 +120,7 @@ def plot_cell_fisher(root: Path, seeds: list[int], path: Path) -> bool:
     groups = list(by_step[0][steps[0]])
     mean = [{"step": s, "trace": {g: float(np.mean([log[s][g] for log in by_step])) for g in groups}}
             for s in steps]
-    events = [e for r in runs for e in read_jsonl(r.events)]
+    events = [e for r in runs for e in read_jsonl(r.events, ("step", "event", "groups"))]
     fig = fisher_figure(mean, events, [], "")
     fig.axes[0].set_title(f"mean tr(F) per group over {len(seeds)} seeds; dotted: a seed "
                           f"opened a group", fontsize=9)

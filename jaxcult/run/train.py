@@ -25,12 +25,16 @@ def train(config: RunConfig, run: RunDir, *, resume: bool = False,
     before those heavy imports."""
     import jax
 
-    from jaxcult.locks import FolderLock
+    from jaxcult.locks import FolderLock, held_by
     from jaxcult.run.seeds import train_seeds
     from jaxcult.run.single import start_distributed, train_one
 
     if config.mesh.distributed:
         start_distributed(config.mesh)  # first: the lock is process 0's, the one that writes
+    parent = held_by(run.root.parent) if run.root.name.startswith("seed-") else None
+    if parent is not None:  # a multi-seed run holds its own folder, not each seed's
+        raise UserError(f"{run.root}: a seed of the multi-seed run in {run.root.parent}, which "
+                        f"is being trained ({parent}); wait for it")
     lock = FolderLock(run.root, "run directory") if jax.process_index() == 0 else nullcontext()
     with lock:
         rundir.check_writable(run.root, overwrite=overwrite, resume=resume)  # again, as holder

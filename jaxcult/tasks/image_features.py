@@ -20,6 +20,8 @@ import numpy as np
 
 from jaxcult.data.visual import VisualTokens, grid_tokens
 from jaxcult.errors import UserError
+from jaxcult.own_files import read_json_object
+from jaxcult.rundir import write_text_atomic
 
 DEFAULT_CACHE = Path("~/.cache/jaxcult/features").expanduser()
 _BATCH = 32
@@ -68,7 +70,8 @@ def grid_features(images: Mapping[str, np.ndarray], load: Callable, *,
     fingerprint = _fingerprint(images, backbone, image_size)
     stem = f"{Path(backbone).stem}-{image_size}-{fingerprint}"
     records, index = folder / f"{stem}.array_record", folder / f"{stem}.json"
-    cached = json.loads(index.read_text()) if index.is_file() and records.is_file() else None
+    cached = (read_json_object(index, ("fingerprint", "ids"))
+              if index.is_file() and records.is_file() else None)
     if cached is None or cached.get("fingerprint") != fingerprint:
         maps = _compute(images, load, backbone, image_size)
         folder.mkdir(parents=True, exist_ok=True)
@@ -78,7 +81,7 @@ def grid_features(images: Mapping[str, np.ndarray], load: Callable, *,
             writer.write(_encode(feature_map))
         writer.close()
         partial.replace(records)
-        index.write_text(json.dumps({"fingerprint": fingerprint, "ids": list(images)}))
+        write_text_atomic(index, json.dumps({"fingerprint": fingerprint, "ids": list(images)}))
         return {image_id: grid_tokens(m.astype(np.float32)) for image_id, m in zip(images, maps)}
     reader = ArrayRecordReader(str(records))
     try:

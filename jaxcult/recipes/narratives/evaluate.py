@@ -20,6 +20,7 @@ from jaxcult.data.offensive import read_culture_tasks
 from jaxcult.errors import UserError
 from jaxcult.eval.offensive import PROMPT, predict, sample_examples, score_task
 from jaxcult.eval.survey import cultural_distinctiveness
+from jaxcult.own_files import read_json_object
 from jaxcult.rundir import write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -102,7 +103,7 @@ def evaluate_matrix(run) -> dict:
     results = {}
     for row, adapter in rows.items():
         path = folder / f"{row}.json"
-        saved = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+        saved = read_json_object(path) if path.is_file() else {}
         if saved.get("settings") == settings and saved.get("adapter") == str(adapter or ""):
             results[row] = saved["tasks"]
             continue

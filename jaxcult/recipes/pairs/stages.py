@@ -16,6 +16,7 @@ from jaxcult.data.preference import check_prompt
 from jaxcult.data.registry import read_checked_jsonl
 from jaxcult.errors import UserError
 from jaxcult.generation.prompts import as_chat
+from jaxcult.own_files import read_json_object
 from jaxcult.recipes.pairs.config import PairsConfig
 from jaxcult.recipes.pairs.judges import LogProbJudge
 from jaxcult.recipes.stage_files import append_records, check_provenance, read_records
@@ -308,7 +309,7 @@ def evaluate(run: PairsRun) -> dict:
                           "scored": len(scores), "unscorable": len(judged) - len(scores),
                           "replies": [{"id": r["id"], "reply": c.text, **j.as_dict()}
                                       for r, c, j in zip(records, replies, judged)]}
-    summary = json.loads((_adapter_folder(run) / "run" / "summary.json").read_text())
+    summary = read_json_object(_adapter_folder(run) / "run" / "summary.json", ("metrics",))
     facts = {"prompts": len(records), **{label: {k: v for k, v in r.items() if k != "replies"}
                 for label, r in results.items()},
              "held_out_pairs": summary.get("metrics", {})}
