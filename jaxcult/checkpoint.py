@@ -86,7 +86,7 @@ class Checkpointer:
             self._failed = UserError(f"{self.directory}: a checkpoint could not be written "
                                      f"({_os_reason(err)}); the checkpoints before it are "
                                      f"intact, and --resume continues from the newest of them")
-            raise self._failed from None
+            raise self._failed from err  # the cause: shown with --debug
 
     def steps(self) -> list[int]:
         return sorted(self.manager.all_steps())

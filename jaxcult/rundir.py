@@ -179,10 +179,13 @@ def check_writable(root: Path, *, overwrite: bool, resume: bool) -> RunDir:
     return run
 
 
+def has_checkpoint(run: RunDir) -> bool:
+    return run.checkpoints.is_dir() and any(p.name.isdigit() for p in run.checkpoints.iterdir())
+
+
 def check_resumable(run: RunDir) -> None:
     """A run resumes from a saved step: none saved fails here, before any model loads."""
-    saved = run.checkpoints.is_dir() and any(p.name.isdigit() for p in run.checkpoints.iterdir())
-    if not saved:
+    if not has_checkpoint(run):
         state = "empty" if run.checkpoints.is_dir() else "missing"
         raise UserError(f"{run.checkpoints}: cannot resume: no checkpoint was saved (the folder is "
                         f"{state}); start the run again with --overwrite")

@@ -85,9 +85,12 @@ def _record(qa: dict, context: str, where: str) -> dict:
 def check_context_room(records: list[dict], tokenizer, max_length: int, doc_stride: int,
                        name: str) -> None:
     """Each window repeats the question; the context's share must exceed the stride (the
-    tokenizer panics otherwise). The longest question decides."""
-    lengths = [len(ids) for ids in tokenizer([r["question"] for r in records],
-                                             add_special_tokens=False)["input_ids"]]
+    tokenizer panics otherwise). The longest question decides. Lengths are counted from the
+    attention mask: on the streamed path the shared tokenizer was seen padding even these
+    calls to the window length (padding state set by a concurrent windows call)."""
+    masks = tokenizer([r["question"] for r in records], padding=False, truncation=False,
+                      add_special_tokens=False, return_attention_mask=True)["attention_mask"]
+    lengths = [int(sum(mask)) for mask in masks]
     worst = int(np.argmax(lengths))
     room = max_length - lengths[worst] - tokenizer.num_special_tokens_to_add(pair=True)
     if room <= doc_stride:

@@ -19,7 +19,7 @@ from jaxcult.config_loading import same_config
 from jaxcult.errors import UserError
 from jaxcult.own_files import read_json_object
 from jaxcult.report import SUMMARY_KEYS
-from jaxcult.rundir import RunDir, check_writable
+from jaxcult.rundir import RunDir, check_writable, has_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -51,13 +51,14 @@ def train_adapter(config: RunConfig, folder: Path, export: bool, label: str,
     if not run.summary.exists():
         if before is not None:
             before()
-        resume = run.config.exists()
-        if resume and not same_config(run.config, config):
+        started = run.config.exists()
+        if started and not same_config(run.config, config):
             raise UserError(f"{run.config}: an unfinished run with another config; delete "
                             f"{run.root} to train it again with the current one")
-        check_writable(run.root, overwrite=False, resume=resume)
+        resume = started and has_checkpoint(run)  # stopped before its first checkpoint: anew
+        check_writable(run.root, overwrite=started and not resume, resume=resume)
         log.info(f"train: {label} -> {run.root}")
-        train(config, run, resume=resume)
+        train(config, run, resume=resume, overwrite=started and not resume)
     facts = {"run": str(run.root), **_scores(run)}
     if export:
         peft = folder / "peft"

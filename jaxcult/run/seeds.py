@@ -18,7 +18,7 @@ from jaxcult.own_files import read_json_object
 from jaxcult.report import SUMMARY_KEYS
 from jaxcult.run.single import train_one
 from jaxcult.run.summary import format_cell
-from jaxcult.rundir import RunDir, prepare, write_text_atomic
+from jaxcult.rundir import RunDir, has_checkpoint, prepare, write_text_atomic
 
 
 def seed_config(config: RunConfig, seed: int) -> RunConfig:
@@ -98,7 +98,7 @@ def train_seeds(config: RunConfig, run: RunDir, *, resume: bool = False,
         if resume and sub.summary.exists():
             summaries[seed] = read_json_object(sub.summary, SUMMARY_KEYS)
             continue
-        started = resume and sub.config.exists() and any(sub.checkpoints.glob("*"))
+        started = resume and sub.config.exists() and has_checkpoint(sub)
         if config.trainer.vectorize_seeds:
             todo[seed] = (sub, started)
         else:

@@ -38,6 +38,8 @@ def train(config: RunConfig, run: RunDir, *, resume: bool = False,
     lock = FolderLock(run.root, "run directory") if jax.process_index() == 0 else nullcontext()
     with lock:
         rundir.check_writable(run.root, overwrite=overwrite, resume=resume)  # again, as holder
+        if resume and not config.trainer.seeds:  # a multi-seed run starts such a seed afresh
+            rundir.check_resumable(run)
         if config.trainer.seeds:
             return train_seeds(config, run, resume=resume, overwrite=overwrite)
         return train_one(config, run, resume=resume, overwrite=overwrite)
@@ -70,8 +72,6 @@ def train_command(config_path: Path | None, overrides: list[str], *, run_dir: st
                             f"{config_path or moved[0]!r})")
         run = rundir.check_writable(Path(resume), overwrite=False, resume=True)
         config = load_config(run.config, overrides)
-        if not config.trainer.seeds:  # a multi-seed run starts a seed that saved nothing afresh
-            rundir.check_resumable(run)
     else:
         config = load_config(config_path or default_config_path(), overrides)
         root = Path(run_dir) if run_dir else rundir.default_run_root(config.name)
