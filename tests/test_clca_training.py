@@ -55,5 +55,5 @@ def test_clca_adapter_trains_exports_and_feeds_the_survey_evaluator(tiny_chat_mo
                                    adapter=str(adapter) if name == "adapted" else None)
               for name in ("adapted", "base")}
     adapted, base = (scores[n]["cultures"]["Japan"] for n in ("adapted", "base"))
-    assert np.isfinite(adapted["kl"]) and adapted["parse_failure_rate"] == 0
-    assert adapted["kl"] != pytest.approx(base["kl"], abs=1e-6)   # the adapter changes answers
+    assert np.isfinite(adapted["kl_official"]) and adapted["parse_failure_rate"] == 0
+    assert adapted["kl_official"] != pytest.approx(base["kl_official"], abs=1e-6)  # answers change

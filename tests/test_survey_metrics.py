@@ -10,12 +10,13 @@ import pytest
 from scipy.spatial.distance import jensenshannon
 
 from jaxcult.eval.survey import (
+    answered_accuracy,
     cultural_distinctiveness,
     histogram,
     individual_accuracy,
     js_distance,
-    kl_divergence,
     kl_official,
+    kl_paper_direction,
 )
 from jaxcult.eval.survey_answers import parse_answer
 
@@ -25,30 +26,50 @@ def test_histogram_puts_unparsed_and_out_of_range_answers_in_the_safeguard_bin()
     assert counts.tolist() == [1, 2, 0, 1, 3]
 
 
-def test_kl_in_the_paper_direction_by_hand():
-    model, survey = np.array([3, 1, 0]), np.array([1, 1, 2])
-    # no smoothing needed where the model puts no mass: 0.75 ln(0.75/0.25) + 0.25 ln(0.25/0.25)
-    assert kl_divergence(model, survey, smoothing=0.0) == pytest.approx(0.75 * math.log(3))
-    eps = 1e-6
-    p = (model + eps) / (4 + 3 * eps)
-    q = (survey + eps) / (4 + 3 * eps)
-    assert kl_divergence(model, survey) == pytest.approx(float(np.sum(p * np.log(p / q))))
-    assert kl_divergence(survey, survey) == 0.0
-    # the survey never saw option 1: large but finite with smoothing
-    assert 10 < kl_divergence(np.array([1, 0]), np.array([0, 1])) < 20
+def test_kl_in_the_paper_direction_over_the_options_by_hand():
+    # options 1..2 then the safeguard bin, which this metric leaves out (parse failures are
+    # reported on their own): 0.75 ln(0.75/0.25) + 0.25 ln(0.25/0.75)
+    model, survey = np.array([3, 1, 0]), np.array([1, 3, 0])
+    assert kl_paper_direction(model, survey) == pytest.approx(0.5 * math.log(3))
+    assert kl_paper_direction(np.array([3, 1, 4]), survey) == pytest.approx(0.5 * math.log(3))
+    assert kl_paper_direction(survey, survey) == 0.0
+    # the survey never saw option 1: large but finite
+    assert 10 < kl_paper_direction(np.array([1, 0, 0]), np.array([0, 1, 0])) < 20
+    assert math.isnan(kl_paper_direction(np.array([0, 0, 5]), survey))  # never an option
 
 
-def test_kl_official_equals_torch_kl_div_of_log_softmax():
+def _official_kl(predicted: np.ndarray, oracle: np.ndarray) -> float:
+    """The CLCA code's get_kl_div (evaluation/wvs_evaluation.py), rule for rule."""
     torch = pytest.importorskip("torch")
-    model, survey = np.array([5.0, 2, 1, 0]), np.array([1.0, 1, 3, 1])
-    p, s = model / model.sum(), survey / survey.sum()
-    expected = torch.nn.functional.kl_div(torch.log_softmax(torch.tensor(p), 0), torch.tensor(s))
-    assert kl_official(model, survey) == pytest.approx(float(expected), rel=1e-9)
-    # a zero survey bin contributes nothing (torch uses xlogy for the target)
-    survey0 = np.array([1.0, 0, 3, 1])
-    expected0 = torch.nn.functional.kl_div(torch.log_softmax(torch.tensor(p), 0),
-                                           torch.tensor(survey0 / survey0.sum()))
-    assert kl_official(model, survey0) == pytest.approx(float(expected0), rel=1e-9)
+    o = torch.tensor(oracle, dtype=torch.float32)
+    q = torch.tensor(predicted, dtype=torch.float32)
+    o, q = o / o.sum(), q / q.sum()
+    return float(torch.nn.functional.kl_div(torch.log_softmax(q.unsqueeze(0), dim=1),
+                                            o.unsqueeze(0), reduction="batchmean"))
+
+
+def test_kl_official_is_the_official_code_value_and_shrugs_off_parse_failures():
+    rng = np.random.default_rng(3)
+    for bins in (3, 5, 11):
+        for _ in range(10):
+            model = rng.integers(0, 50, size=bins).astype(float)
+            survey = rng.integers(0, 50, size=bins).astype(float)
+            model[0] += 1
+            survey[1] += 1
+            assert kl_official(model, survey) == pytest.approx(_official_kl(model, survey), rel=1e-5)
+    # 5 bins: the value is the sum over bins, 5x what a mean over them gives
+    model, survey = np.array([40.0, 30, 20, 10, 0]), np.array([5.0, 10, 20, 65, 0])
+    assert kl_official(model, survey) == pytest.approx(_official_kl(model, survey), rel=1e-5)
+    # 1,000 personas with 0 / 10 / 50 parse failures: the official value hardly moves, the
+    # paper-direction value (options only) not at all
+    base = np.array([300.0, 400, 200, 100])
+    values = []
+    for failures in (0, 10, 50):
+        model = np.append(base * (1000 - failures) / 1000, failures)
+        values.append((kl_official(model, np.append(base[::-1], 0)),
+                       kl_paper_direction(model, np.append(base[::-1], 0))))
+    assert max(v[0] for v in values) - min(v[0] for v in values) < 0.02
+    assert values[0][1] == pytest.approx(values[2][1])
 
 
 def test_js_distance_matches_scipy():
@@ -61,9 +82,28 @@ def test_js_distance_matches_scipy():
     assert js_distance(np.array([1, 0]), np.array([0, 1])) == pytest.approx(math.sqrt(math.log(2)))
 
 
-def test_individual_accuracy_skips_missing_real_answers_and_counts_safeguard_wrong():
-    assert individual_accuracy([1, 2, None, 3], [1, 3, 2, None]) == pytest.approx(1 / 3)
-    assert math.isnan(individual_accuracy([1], [None]))
+def _official_person_scores(real: list[list[float]], model: list[list[int]]) -> float:
+    """The CLCA code's get_person_answer_score per persona (a missing real answer is NaN, a
+    parse failure -1), then sum(total) / len(total)."""
+    total = []
+    for row, answers in zip(real, model):
+        correct = sum(1 for qid, answer in enumerate(answers) if row[qid] == float(answer))
+        total.append(correct / len(answers))
+    return sum(total) / len(total)
+
+
+def test_individual_accuracy_is_the_official_per_persona_mean():
+    nan = float("nan")
+    real = [[1, 2, nan], [2, 3, 1], [nan, 4, 1]]
+    model = [[1, 2, 3], [2, -1, 1], [4, 4, 4]]
+    ours = individual_accuracy([[a if a != -1 else None for a in answers] for answers in model],
+                               [[None if math.isnan(a) else a for a in row] for row in real])
+    official = _official_person_scores(real, model)
+    assert official == pytest.approx(5 / 9) and ours == pytest.approx(official)
+    # jaxcult's earlier number, still reported: pooled, missing real answers left out
+    pooled = answered_accuracy([1, 2, 3, 2, None, 1, 4, 4, 4], [1, 2, None, 2, 3, 1, None, 4, 1])
+    assert pooled == pytest.approx(5 / 7)
+    assert math.isnan(answered_accuracy([1], [None]))
 
 
 def test_cultural_distinctiveness_on_a_3x3_matrix():

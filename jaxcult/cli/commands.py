@@ -114,7 +114,8 @@ def cmd_eval_survey(args: argparse.Namespace) -> int:
                              translations=Path(args.translations) if args.translations
                              else None, adapter=args.adapter, split=args.split)
     return _show(yaml.safe_dump({"out": str(args.out), "cultures": summary["cultures"],
-                                 "average": summary["average"]}, sort_keys=False))
+                                 "average": summary["average"],
+                                 "definitions": summary["definitions"]}, sort_keys=False))
 
 
 def cmd_recipe(args: argparse.Namespace) -> int:

@@ -33,26 +33,33 @@ def normalised(counts: np.ndarray, smoothing: float = 0.0) -> np.ndarray:
     return p / total
 
 
-def kl_divergence(model: np.ndarray, survey: np.ndarray,
-                  smoothing: float = DEFAULT_SMOOTHING) -> float:
-    """KL(P_model ‖ Q_survey) = Σ_i p_i ln(p_i / q_i) (the paper's direction), both distributions
-    smoothed by adding `smoothing` to every bin (options and safeguard) and renormalising, so
-    that an option the survey never saw gives a large finite value instead of infinity."""
-    p, q = normalised(model, smoothing), normalised(survey, smoothing)
+def kl_paper_direction(model: np.ndarray, survey: np.ndarray,
+                       smoothing: float = DEFAULT_SMOOTHING) -> float:
+    """KL(P_model ‖ Q_survey) = Σ_i p_i ln(p_i / q_i), the direction the CLCA paper prints, over
+    the answer options: the safeguard bin is left out (its share is reported on its own as the
+    parse-failure rate; respondents have none, so any parse failure would otherwise dominate)
+    and both renormalised; an option no respondent chose gets probability `smoothing`, so a
+    model choosing it gives a large finite value. NaN when the model never gave an option."""
+    p_counts = np.asarray(model, np.float64)[:-1]
+    if p_counts.sum() <= 0:
+        return float("nan")
+    p, q = normalised(p_counts), normalised(np.asarray(survey, np.float64)[:-1])
+    q = normalised(np.maximum(q, smoothing))
     nonzero = p > 0
     return float(np.sum(p[nonzero] * np.log(p[nonzero] / q[nonzero])))
 
 
 def kl_official(model: np.ndarray, survey: np.ndarray) -> float:
-    """The CLCA code's value: `torch.nn.functional.kl_div(log_softmax(p_model), p_survey)` with
-    torch's default reduction (mean over the bins). This is KL(survey ‖ softmax(p_model)) — the
-    reverse direction, with the model's *probabilities* passed through another softmax (which
-    flattens them) — divided by the number of bins. Kept for comparing with published numbers."""
+    """Exactly the value of the CLCA code (its Table 2): `torch.nn.functional.kl_div(
+    log_softmax(p_model), p_survey, reduction="batchmean")` on one distribution, i.e. the sum
+    over the bins (options and safeguard) of KL(survey ‖ softmax(P_model)) — the reverse of the
+    printed direction, with the model's *probabilities* passed through another softmax (which
+    flattens them, so the value stays small and finite whatever the model answers)."""
     p = normalised(model)
     s = normalised(survey)
     log_q = p - np.log(np.sum(np.exp(p)))  # log_softmax of the probability vector
     terms = np.where(s > 0, s * (np.log(np.where(s > 0, s, 1.0)) - log_q), 0.0)
-    return float(terms.mean())
+    return float(terms.sum())
 
 
 def js_distance(model: np.ndarray, survey: np.ndarray) -> float:
@@ -68,9 +75,19 @@ def js_distance(model: np.ndarray, survey: np.ndarray) -> float:
     return float(np.sqrt(max((kl(p) + kl(q)) / 2, 0.0)))
 
 
-def individual_accuracy(predicted: Sequence[int | None], actual: Sequence[int | None]) -> float:
-    """Fraction of a persona's answers equal to what that respondent answered (pairs whose real
-    answer is missing are left out; a safeguard answer is wrong)."""
+def individual_accuracy(predicted: Sequence[Sequence[int | None]],
+                        actual: Sequence[Sequence[int | None]]) -> float:
+    """The CLCA code's rule: per persona, the share of *all* the survey's questions answered as
+    that respondent did (a missing real answer and a safeguard answer are both wrong), then the
+    mean over personas. Arguments: one list of answers per persona, questions in one order."""
+    scores = [sum(p is not None and p == a for p, a in zip(mine, theirs, strict=True)) / len(mine)
+              for mine, theirs in zip(predicted, actual, strict=True) if mine]
+    return float(np.mean(scores)) if scores else float("nan")
+
+
+def answered_accuracy(predicted: Sequence[int | None], actual: Sequence[int | None]) -> float:
+    """jaxcult's earlier rule, kept as a second number: all (persona, question) pairs pooled,
+    pairs whose real answer is missing left out (a safeguard answer is wrong)."""
     pairs = [(p, a) for p, a in zip(predicted, actual, strict=True) if a is not None]
     if not pairs:
         return float("nan")

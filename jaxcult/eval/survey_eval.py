@@ -25,11 +25,12 @@ from jaxcult.config import GenerationConfig
 from jaxcult.data.survey import Question, Respondent, Survey
 from jaxcult.errors import UserError
 from jaxcult.eval.survey import (
+    answered_accuracy,
     histogram,
     individual_accuracy,
     js_distance,
-    kl_divergence,
     kl_official,
+    kl_paper_direction,
     normalised,
 )
 from jaxcult.eval.survey_answers import parse_answer
@@ -46,8 +47,8 @@ class QuestionResult:
     id: str
     model: list[float]        # options low..high, then the safeguard bin
     survey: list[float]
-    kl: float                 # KL(P_model || Q_survey), smoothed (the paper's)
-    kl_official: float        # the CLCA code's variant
+    kl_official: float        # the CLCA code's value (its tables): KL(survey || softmax(P_model))
+    kl_paper_direction: float  # KL(P_model || Q_survey) over the options, as the paper prints it
     js_distance: float
     parse_failures: float     # fraction of personas whose answer parsed to no option
     respondents: int          # survey answers behind `survey`
@@ -57,10 +58,11 @@ class QuestionResult:
 class CultureResult:
     culture: str
     personas: int
-    kl: float
     kl_official: float
+    kl_paper_direction: float
     js_distance: float
-    individual_accuracy: float
+    individual_accuracy: float   # the CLCA code's: per persona over all questions, then the mean
+    answered_accuracy: float     # pooled over pairs whose real answer exists
     parse_failure_rate: float
     questions: list[QuestionResult]
 
@@ -88,6 +90,12 @@ def option_distributions(model, tokenizer, prompts: list[str], questions: list[Q
         p = np.exp(logp - logp.max())
         distributions.append(np.append(p / p.sum(), 0.0))
     return distributions
+
+
+def _mean_defined(values: list[float]) -> float:
+    """The mean over the questions where the value is defined (NaN when none is)."""
+    defined = [v for v in values if not np.isnan(v)]
+    return float(np.mean(defined)) if defined else float("nan")
 
 
 def evaluate_culture(model, tokenizer, survey: Survey, culture: str, *, personas: int, seed: int,
@@ -123,12 +131,17 @@ def evaluate_culture(model, tokenizer, survey: Survey, culture: str, *, personas
         counts = survey_counts(people, q)
         results.append(QuestionResult(
             q.id, normalised(model_counts).tolist(), normalised(counts).tolist(),
-            kl_divergence(model_counts, counts), kl_official(model_counts, counts),
+            kl_official(model_counts, counts), kl_paper_direction(model_counts, counts),
             js_distance(model_counts, counts), float(model_counts[-1] / len(rows)),
             int(counts.sum())))
     actual = [person.answers.get(q.id) for person, q in pairs]
+    asked = len(survey.questions)
+    by_persona = [range(start, start + asked) for start in range(0, len(pairs), asked)]
     return CultureResult(
-        culture, len(sampled), float(np.mean([r.kl for r in results])),
-        float(np.mean([r.kl_official for r in results])),
-        float(np.mean([r.js_distance for r in results])), individual_accuracy(answers, actual),
+        culture, len(sampled), float(np.mean([r.kl_official for r in results])),
+        _mean_defined([r.kl_paper_direction for r in results]),
+        float(np.mean([r.js_distance for r in results])),
+        individual_accuracy([[answers[i] for i in rows] for rows in by_persona],
+                            [[actual[i] for i in rows] for rows in by_persona]),
+        answered_accuracy(answers, actual),
         float(np.mean([r.parse_failures for r in results])), results)

@@ -37,11 +37,23 @@ def _check_choices(mode: str, baseline: str, cultures: list[str], survey, person
                             f"{len(survey.respondents[culture])} respondents")
 
 
+METRICS = {  # printed with every result, so that nobody takes one KL for the other
+    "kl_official": "the CLCA code's value (its tables): KL(survey || softmax(P_model)), summed "
+                   "over the options and the safeguard bin",
+    "kl_paper_direction": "KL(P_model || Q_survey) as the paper prints it, over the answer "
+                          "options (safeguard left out, see parse_failure_rate)",
+    "individual_accuracy": "the CLCA code's: per persona, the share of all questions answered as "
+                           "that respondent did (missing real answers wrong), mean over personas",
+    "answered_accuracy": "pooled over (persona, question) pairs whose real answer exists",
+}
+
+
 def write_question_table(results, path: Path) -> None:
-    lines = ["culture\tquestion\tkl\tkl_official\tjs_distance\tparse_failures\tmodel\tsurvey"]
+    lines = ["culture\tquestion\tkl_official\tkl_paper_direction\tjs_distance\tparse_failures\t"
+             "model\tsurvey"]
     for culture in results:
         for q in culture.questions:
-            lines.append(f"{culture.culture}\t{q.id}\t{q.kl:.4f}\t{q.kl_official:.4f}\t"
+            lines.append(f"{culture.culture}\t{q.id}\t{q.kl_official:.4f}\t{q.kl_paper_direction:.4f}\t"
                          f"{q.js_distance:.4f}\t{q.parse_failures:.3f}\t"
                          f"{','.join(f'{p:.3f}' for p in q.model)}\t"
                          f"{','.join(f'{p:.3f}' for p in q.survey)}")
@@ -49,13 +61,13 @@ def write_question_table(results, path: Path) -> None:
 
 
 def plot_worst(results, path: Path, count: int = 6) -> None:
-    """Bars of model vs survey distributions for the questions with the largest KL."""
+    """Bars of model vs survey distributions for the questions with the largest (official) KL."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    worst = sorted(((c.culture, q) for c in results for q in c.questions), key=lambda cq: -cq[1].kl)
+    worst = sorted(((c.culture, q) for c in results for q in c.questions), key=lambda cq: -cq[1].kl_official)
     worst = worst[:count]
     fig, axes = plt.subplots(1, len(worst), figsize=(3.2 * len(worst), 3), squeeze=False)
     for ax, (culture, q) in zip(axes[0], worst):
@@ -64,7 +76,7 @@ def plot_worst(results, path: Path, count: int = 6) -> None:
         ax.bar([i - 0.2 for i in x], q.survey, width=0.4, label="survey")
         ax.bar([i + 0.2 for i in x], q.model, width=0.4, label="model")
         ax.set_xticks(list(x), bins)
-        ax.set_title(f"{culture} {q.id}\nKL {q.kl:.2f}", fontsize=9)
+        ax.set_title(f"{culture} {q.id}\nKL (official) {q.kl_official:.3f}", fontsize=9)
     axes[0][0].set_ylabel("share of answers (? = no option)")
     axes[0][-1].legend(fontsize=8)
     fig.tight_layout()
@@ -119,9 +131,10 @@ def survey_command(model: str, survey_path: Path, cultures: list[str], out: Path
         "baseline": baseline, "personas": personas, "seed": seed,
         "questions": [q.id for q in survey.questions], "translations": str(translations or ""),
         "cultures": {r.culture: r.summary() for r in results},
+        "definitions": METRICS,
         "average": {k: sum(r.summary()[k] for r in results) / len(results)
-                    for k in ("kl", "kl_official", "js_distance", "individual_accuracy",
-                              "parse_failure_rate")},
+                    for k in ("kl_official", "kl_paper_direction", "js_distance",
+                              "individual_accuracy", "answered_accuracy", "parse_failure_rate")},
     }
     (out / "evaluations").mkdir(parents=True, exist_ok=True)
     record = {**summary, "per_question": {r.culture: [vars(q) for q in r.questions] for r in results}}
