@@ -223,3 +223,10 @@ def test_command_errors_name_the_missing_source_and_exit_2(tiny_chat_model, tmp_
                                 capture_output=True, text=True)
         assert result.returncode == 2, result.stderr
         assert message in result.stderr
+
+
+def test_the_8b_config_states_16_bit_weights_and_compute(repo):
+    from jaxcult.config_loading import load_config
+
+    config = load_config(repo / "experiments" / "narratives" / "train" / "llama-3.1-8b.yaml", [])
+    assert (config.model.dtype, config.model.compute_dtype) == ("bfloat16", "bfloat16")
