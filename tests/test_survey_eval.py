@@ -86,12 +86,14 @@ def test_eval_survey_command_writes_metrics_table_and_plot(tiny_chat_model, surv
     result = subprocess.run(
         [sys.executable, "-m", "jaxcult.cli", "eval-survey", str(root), "--survey", str(survey_dir),
          "--culture", "China", "--culture", "Germany", "--personas", "3", "--questions",
-         "Q1,Q7,Q33", "--mode", mode, "--out", str(out), BUCKETS, "batch_size=9"],
+         "Q1,Q7,Q33", "--mode", mode, "--out", str(out), BUCKETS, "batch_size=9",
+         "max_new_tokens=10"],
         capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     record = json.loads(next((out / "evaluations").glob("survey-*.json")).read_text())
     assert "definitions:" in result.stdout and "kl_paper_direction:" in result.stdout
     assert record["questions"] == ["Q1", "Q7", "Q33"] and record["mode"] == mode
+    assert record["parsing"] == ("official" if mode == "generate" else None)
     for culture in ("China", "Germany"):
         metrics = record["cultures"][culture]
         assert metrics["kl_official"] >= 0

@@ -4,6 +4,7 @@ parser on tricky generations (docs/cultural-eval.md)."""
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -18,7 +19,7 @@ from jaxcult.eval.survey import (
     kl_official,
     kl_paper_direction,
 )
-from jaxcult.eval.survey_answers import parse_answer
+from jaxcult.eval.survey_answers import parse_answer, parse_answer_official
 
 
 def test_histogram_puts_unparsed_and_out_of_range_answers_in_the_safeguard_bin():
@@ -152,3 +153,56 @@ LABELS_4 = ("Very important", "Rather important", "Not very important", "Not at 
 ])
 def test_parser_table(text, low, high, labels, expected):
     assert parse_answer(text, low, high, labels) == expected
+
+
+_OFFICIAL_WORDS = {"good": 1, "bad": 3, "yes": 1, "no": 2, "nein": 2, "sehr wichtig": 1,
+                   "很重要": 2, "nada importante": 4, "stimme überhaupt nicht zu": "top"}
+
+
+def _official_parse(answer: str, low: int, high: int) -> int:
+    """The CLCA code's parse_answer as a simulation (its word table cut to what the cases
+    below use): -1 is its safeguard."""
+    raw = answer.split("ANSWER:")[-1].replace("assistant", "").replace(".", "").strip()
+    raw = raw.split("\n")[0].replace("I think the answer is", "").strip()
+    if raw.isnumeric() and low <= int(raw) <= high:
+        return int(raw)
+    ans = re.split("[:：]", raw.lower())[-1]
+    for junk in ["。", "**", "la respuesta es", "宗教", "ich bi", "die antwort ist"]:
+        ans = ans.replace(junk, "")
+    ans = ans.split("(")[0].strip()
+    if ans.isnumeric():
+        return int(ans) if low <= int(ans) <= high else -1
+    code = _OFFICIAL_WORDS.get(ans, ans)
+    if not code:
+        return -1
+    if code == "top":
+        return high
+    if isinstance(code, int):
+        return code if code <= high else -1  # high + 1 is its safeguard slot
+    jp = re.match(r"([0-9])\s(在1到|1表示|1 は|から).*", code)
+    if jp and jp.group(1).isdigit():
+        return int(jp.group(1)) if low <= int(jp.group(1)) <= high else -1
+    return -1
+
+
+@pytest.mark.parametrize("text", [
+    "3", " 2.\nBecause...", "ANSWER: 4", "I think the answer is 2", "2 - Rather important",
+    "Rather important", "I would say 3", "No", "bad", "Bad.", "Sehr wichtig", "Antwort: 3",
+    "Answer: nein", "3 (Not very important)", "**2**", "9", "", "3 在1到4之间", "5 から", "Yes!",
+    "very important", "Stimme überhaupt nicht zu", "很重要", "Nada importante", "assistant 1",
+])
+def test_official_parsing_reads_what_the_official_code_reads(text):
+    for low, high in ((1, 4), (1, 2), (1, 10)):
+        found = parse_answer_official(text, low, high)
+        assert (found if found is not None else -1) == _official_parse(text, low, high), (low, high)
+
+
+def test_official_and_lenient_parsing_differ_where_the_issue_says():
+    for text in ("2 - Rather important", "I would say 3"):
+        assert parse_answer_official(text, 1, 4) is None and parse_answer(text, 1, 4) is not None
+    assert parse_answer_official("Rather important", 1, 4) is None
+    assert parse_answer(text="Rather important", low=1, high=4,
+                        labels=["Very important", "Rather important", "Not very important",
+                                "Not at all important"]) == 2
+    assert parse_answer_official("No", 1, 4) == 2 and parse_answer("No", 1, 4) is None
+    assert parse_answer_official("bad", 1, 4) == 3 and parse_answer("bad", 1, 4) is None

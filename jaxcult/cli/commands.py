@@ -112,7 +112,8 @@ def cmd_eval_survey(args: argparse.Namespace) -> int:
                              args.overrides, personas=args.personas, mode=args.mode,
                              baseline=args.baseline, seed=args.seed, questions=questions,
                              translations=Path(args.translations) if args.translations
-                             else None, adapter=args.adapter, split=args.split)
+                             else None, adapter=args.adapter, split=args.split,
+                             parsing=args.parsing)
     return _show(yaml.safe_dump({"out": str(args.out), "cultures": summary["cultures"],
                                  "average": summary["average"],
                                  "definitions": summary["definitions"]}, sort_keys=False))

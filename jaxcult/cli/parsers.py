@@ -120,6 +120,10 @@ def _survey(sub, common) -> None:
                         "culture (without replacement; the paper: 1000)")
     survey.add_argument("--mode", default="generate", help="generate (the paper: greedy, parsed) "
                         "or logprob (the model's distribution over the options)")
+    survey.add_argument("--parsing", default="official", choices=["official", "lenient"],
+                        help="generate mode: how answers are read — official (the CLCA code's "
+                             "rule, the paper's protocol) or lenient (option labels, numbers "
+                             "inside a sentence)")
     survey.add_argument("--baseline", default="persona", help="persona (country + demographics), "
                         "cultural (country only) or none (no system prompt)")
     survey.add_argument("--seed", type=int, default=0, help="persona sampling seed")

@@ -1,9 +1,16 @@
-"""Reading a survey answer out of generated text (CLCA's generate mode).
+"""Reading a survey answer out of generated text (CLCA's generate mode), by two rules.
 
-The prompt ends with "ANSWER:"; the first non-empty line of the completion is read as an integer
-option in [low, high]. Failing that, the line is matched against the question's option labels (longest label
-first, so "Not at all important" wins over "important") and a multilingual yes/no map; anything
-else is None — the safeguard bin, counted wrong.
+`parse_answer` (lenient, `--parsing lenient`): the first non-empty line of the completion (the
+prompt ends with "ANSWER:") is read as an integer option in [low, high]; failing that, the line
+is matched against the question's option labels (longest label first, so "Not at all important"
+wins over "important") and, for binary questions, a multilingual yes/no map.
+
+`parse_answer_official` (`--parsing official`, the paper's protocol): the CLCA code's rule — the
+whole first line after the last "ANSWER:" must be a number in range, or its part after the last
+colon (before any parenthesis) a number or one of a fixed set of verbal answers; "2 - Rather
+important", "Rather important" and "I would say 3" are parse failures there.
+
+Either way anything else is None — the safeguard bin, counted wrong.
 """
 
 from __future__ import annotations
@@ -68,3 +75,52 @@ def parse_answer(text: str, low: int, high: int, labels: Sequence[str] = ()) -> 
         if any(ch in line for ch in ("是", "はい")) and not any(ch in line for ch in ("不", "否")):
             return low
     return None
+
+
+# The CLCA code's verbal answers (its facts, regrouped): what each phrase counts as. TOP is the
+# question's highest option ("strongly disagree" on 4- and 5-point scales alike).
+TOP = "top"
+OFFICIAL_VERBAL = {
+    1: ("good", "gut", "bueno", "好", "良い", "yes", "ja", "si", "是", "はい", "1 是", "1 ja",
+        "1 sí", "非常同意", "強く賛成", "強烈に賛成", "stimme voll zu", "totalmente de acuerdo",
+        "sehr wichtig", "非常に重要", "非常重要", "非常非常重要", "非常 important", "muy importante"),
+    2: ("no", "no 2", "否", "いいえ", "nein", "de acuerdo", "很重要"),
+    3: ("bad", "schlecht", "malo", "坏", "悪い"),
+    4: ("反对", "en desacuerdo", "überhaupt nicht wichtig", "全く重要ではない", "一点也不重要",
+        "非常不重要", "nada importante"),
+    TOP: ("非常不同意", "very不同意", "強く反対", "stimme überhaupt nicht zu",
+          "totalmente en desacuerdo"),
+}
+_VERBAL = {phrase: code for code, phrases in OFFICIAL_VERBAL.items() for phrase in phrases}
+_DROPPED = ("。", "**", "la respuesta es", "宗教", "ich bi", "die antwort ist")
+_DIGIT_THEN_SCALE = re.compile(r"([0-9])\s(在1到|1表示|1 は|から)")  # "3 在1到4..." and kin
+
+
+def _in_range(text: str, low: int, high: int) -> int | None:
+    try:
+        value = int(float(text))
+    except ValueError:  # str.isnumeric also admits characters such as "五"
+        return None
+    return value if low <= value <= high else None
+
+
+def parse_answer_official(text: str, low: int, high: int) -> int | None:
+    """The option the CLCA code reads from a generated answer, or None (see the module
+    docstring). A verbal answer whose code is outside [low, high] is None (the official code
+    counts it in the safeguard bin, or fails)."""
+    line = text.split("ANSWER:")[-1].replace("assistant", "").replace(".", "").strip()
+    line = line.split("\n")[0].replace("I think the answer is", "").strip()
+    if line.isnumeric() and (value := _in_range(line, low, high)) is not None:
+        return value
+    tail = re.split(r"[:：]", line.lower())[-1]
+    for phrase in _DROPPED:
+        tail = tail.replace(phrase, "")
+    tail = tail.split("(")[0].strip()
+    if tail.isnumeric():
+        return _in_range(tail, low, high)
+    code = _VERBAL.get(tail)
+    if code is not None:
+        code = high if code == TOP else code
+        return code if low <= code <= high else None
+    found = _DIGIT_THEN_SCALE.match(tail)
+    return _in_range(found.group(1), low, high) if found else None

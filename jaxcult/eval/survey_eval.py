@@ -33,13 +33,14 @@ from jaxcult.eval.survey import (
     kl_paper_direction,
     normalised,
 )
-from jaxcult.eval.survey_answers import parse_answer
+from jaxcult.eval.survey_answers import parse_answer, parse_answer_official
 from jaxcult.eval.survey_prompts import PromptTexts, chat, sample_personas
 from jaxcult.generation.api import generate
 from jaxcult.generation.prompts import render_chat
 from jaxcult.generation.scoring import option_logprobs
 
 MODES = ("generate", "logprob")
+PARSINGS = ("official", "lenient")  # see jaxcult.eval.survey_answers
 
 
 @dataclass
@@ -101,7 +102,7 @@ def _mean_defined(values: list[float]) -> float:
 def evaluate_culture(model, tokenizer, survey: Survey, culture: str, *, personas: int, seed: int,
                      mode: str = "generate", baseline: str = "persona",
                      texts: PromptTexts = PromptTexts(),
-                     config: GenerationConfig = GenerationConfig(),
+                     config: GenerationConfig = GenerationConfig(), parsing: str = "official",
                      progress: Callable[[int, int], None] | None = None) -> CultureResult:
     """Every sampled persona answers every question of `survey` (see the module docstring)."""
     people = survey.respondents[culture]
@@ -116,7 +117,8 @@ def evaluate_culture(model, tokenizer, survey: Survey, culture: str, *, personas
             progress(done[0], len(pairs))
     if mode == "generate":
         completions = generate(model, tokenizer, chats, config, on_batch=advance)
-        answers = [parse_answer(c.text, q.low, q.high, q.labels)
+        answers = [parse_answer_official(c.text, q.low, q.high) if parsing == "official"
+                   else parse_answer(c.text, q.low, q.high, q.labels)
                    for c, (_, q) in zip(completions, pairs)]
         per_pair = [histogram([a], q.low, q.high) for a, (_, q) in zip(answers, pairs)]
     else:

@@ -88,15 +88,17 @@ def survey_command(model: str, survey_path: Path, cultures: list[str], out: Path
                    overrides: list[str], *, personas: int = 1000, mode: str = "generate",
                    baseline: str = "persona", seed: int = 0, questions: list[str] | None = None,
                    translations: Path | None = None, adapter: str | None = None,
-                   split: str = "full") -> dict:
+                   split: str = "full", parsing: str = "official") -> dict:
     """Evaluate `model` on the survey for each culture; write the outputs; return the summary."""
     from jaxcult.data.survey import CLCA_QUESTIONS, load_survey
-    from jaxcult.eval.survey_eval import evaluate_culture
+    from jaxcult.eval.survey_eval import PARSINGS, evaluate_culture
     from jaxcult.eval.survey_prompts import PromptTexts, load_prompt_texts
 
     if personas <= 0:
         raise UserError(f"--personas: expected a positive count, found {personas}")
-    config = generation_config(["max_new_tokens=10", *overrides])
+    if parsing not in PARSINGS:
+        raise UserError(f"--parsing: expected one of {', '.join(PARSINGS)}, found {parsing!r}")
+    config = generation_config(["max_new_tokens=500", *overrides])  # the official budget
     if config.do_sample:
         raise UserError("eval-survey: do_sample=true is not the paper's protocol (greedy); remove it")
     texts = load_prompt_texts(translations) if translations is not None else PromptTexts()
@@ -122,12 +124,13 @@ def survey_command(model: str, survey_path: Path, cultures: list[str], out: Path
 
         result = evaluate_culture(loaded, tokenizer, survey, culture, personas=personas, seed=seed,
                                   mode=mode, baseline=baseline, texts=texts, config=config,
-                                  progress=progress)
+                                  parsing=parsing, progress=progress)
         log.info(f"eval-survey: {culture}: {personas} personas x {len(survey.questions)} questions "
               f"in {time.perf_counter() - started:.1f} s")
         results.append(result)
     summary = {
         "model": model, "adapter": adapter, "survey": str(survey_path), "mode": mode,
+        "parsing": parsing if mode == "generate" else None, "max_new_tokens": config.max_new_tokens,
         "baseline": baseline, "personas": personas, "seed": seed,
         "questions": [q.id for q in survey.questions], "translations": str(translations or ""),
         "cultures": {r.culture: r.summary() for r in results},
