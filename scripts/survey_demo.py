@@ -30,7 +30,8 @@ def main() -> None:
         command = [sys.executable, "-m", "jaxcult.cli", "eval-survey", "smollm2-135m-instruct",
                    "--survey", str(data), "--culture", "China", "--culture", "Germany",
                    "--personas", str(args.personas), "--mode", mode, "--out", str(args.out / mode),
-                   "batch_size=16", "length_buckets=[192,256]"]
+                   "batch_size=16", "length_buckets=[192,256]",
+                   "max_new_tokens=16"]  # a demo's budget; the official protocol decodes up to 500
         print("+", " ".join(command), flush=True)
         if subprocess.run(command).returncode != 0:
             sys.exit(f"eval-survey ({mode}) failed")
