@@ -277,12 +277,41 @@ def test_the_three_views():
     for system in (first[0]["content"], second[0]["content"]):
         assert SCENARIO.setting in system and UK.description not in system
         assert SCENARIO.person1.goal not in system and SCENARIO.person1.secrets not in system
-    intents = [v for v in build_views(record, SCENARIO, UK) if v["view"] == "intent"]
+    intents = [v for v in build_views(record, SCENARIO, UK, intent_layout="utterance")
+               if v["view"] == "intent"]
     assert [v["messages"][1:] for v in intents][0] == [
         {"role": "user", "content": "Oliver Hughes: Oliver Hughes says 1"},
         {"role": "assistant", "content": "Intent: greet"}]
     assert len(intents) == 3   # the unknown one is left out
     assert {v["view"] for v in build_views(record, SCENARIO, UK, ("intent",))} == {"intent"}
+
+
+def _official_intent_chat(record: dict, first: str, second: str) -> list[dict]:
+    """The official code's intent layout (model_tuning.get_prompt_intent) after its system
+    prompt: for every turn of the dialog, the inquirer's then the responder's utterance as a
+    user turn "Name: text", each followed by "Intent: ..." as an assistant turn, a missing
+    intent written "unknown" (its trailing newline aside)."""
+    intent = {(i["turn"], i["role"]): i["intent"] for i in record["intents"]}
+    chat = []
+    for number, turn in enumerate(record["dialog"], 1):
+        for role, name in (("inquirer", first), ("responder", second)):
+            chat += [{"role": "user", "content": f"{name}: {turn[role].strip()}"},
+                     {"role": "assistant", "content": f"Intent: {intent.get((number, role)) or 'unknown'}"}]
+    return chat
+
+
+def test_the_intent_view_is_one_conversation_as_in_the_official_code():
+    record = dialogue_record()
+    record["intents"] = [{"turn": 1, "role": "inquirer", "intent": "greet"},
+                         {"turn": 1, "role": "responder", "intent": "unknown"},
+                         {"turn": 2, "role": "inquirer", "intent": "ask"},
+                         {"turn": 2, "role": "responder", "intent": "agree"}]
+    intents = [v for v in build_views(record, SCENARIO, UK) if v["view"] == "intent"]
+    assert len(intents) == 1
+    system, *turns = intents[0]["messages"]
+    assert system["role"] == "system" and SCENARIO.setting in system["content"]
+    assert turns == _official_intent_chat(record, SCENARIO.person1.name, SCENARIO.person2.name)
+    assert {"role": "assistant", "content": "Intent: unknown"} in turns   # kept
 
 
 # -- the pipeline ---------------------------------------------------------------------------

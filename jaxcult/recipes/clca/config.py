@@ -100,6 +100,10 @@ class ClcaBuildConfig(Section):
         default_factory=lambda: ["dialogue", "intent"], min_length=1)
     validation_fraction: float = Field(0.1, ge=0.0, lt=1.0,
                                        description="share of conversations held out")
+    intent_layout: Literal["conversation", "utterance"] = Field(
+        "conversation", description="intent view: one chat per conversation with every "
+        "utterance's intent, unknown kept (the official code), or one chat per utterance, "
+        "unknown left out")
     seed: int = 0
 
 

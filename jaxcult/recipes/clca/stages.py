@@ -182,7 +182,8 @@ def build(pipeline: Pipeline) -> dict:
                             f"earlier stages for it")
         train_ids, held_ids = split_dialogues([r["id"] for r in mine],
                                               settings.validation_fraction, settings.seed)
-        chats = {r["id"]: build_views(r, *pipeline.scenario_of(r), views) for r in mine}
+        chats = {r["id"]: build_views(r, *pipeline.scenario_of(r), views, settings.intent_layout)
+                 for r in mine}
         train = [c for i in sorted(train_ids) for c in chats[i]]
         held = [c for i in sorted(held_ids) for c in chats[i]]
         if not train:

@@ -4,8 +4,11 @@ trainer (assistant-only loss):
 - `perspective1`: user = inquirer, assistant = responder;
 - `perspective2`: user = responder, assistant = inquirer, so the chat starts with an assistant
   turn (trained too; templates that need a user turn first get an empty one at tokenisation);
-- `intent`: per utterance, user "{name}: utterance" -> assistant "Intent: ..." (utterances whose
-  intent is "unknown" are left out).
+- `intent`, laid out as the official code does (`build.intent_layout: conversation`, the
+  default): one chat per conversation, every utterance a user turn "{name}: utterance" followed
+  by an assistant turn "Intent: ..." ("unknown" kept); or (`utterance`, jaxcult's earlier
+  layout) one single-turn chat per utterance without the conversation before it, unknown
+  intents left out.
 
 The perspective views' system prompt holds the scenario, the assistant's own background and
 occupation and "Imagine you are X ... from the {culture} culture" — no goals, secrets or
@@ -35,22 +38,23 @@ def _perspective(record: dict, scenario: Scenario, culture: Culture, assistant: 
     return messages if len(messages) > 1 else []
 
 
-def _intent_records(record: dict, scenario: Scenario, culture: Culture) -> list[list[dict]]:
+def _intent_records(record: dict, scenario: Scenario, culture: Culture,
+                    layout: str) -> list[list[dict]]:
     names = {"inquirer": scenario.person1.name, "responder": scenario.person2.name}
-    spoken = utterances(record)
     system = prompts.intent_chat(scenario, culture, [], "")[0]
-    chats = []
-    for (role, text), intent in zip(spoken, record.get("intents", [])):
+    turns = []
+    for (role, text), intent in zip(utterances(record), record.get("intents", [])):
         if intent["role"] != role:
             raise ValueError(f"{record['id']}: intents do not line up with the utterances")
-        if intent["intent"] != UNKNOWN:
-            chats.append([system, {"role": "user", "content": f"{names[role]}: {text}"},
-                          {"role": "assistant", "content": f"Intent: {intent['intent']}"}])
-    return chats
+        turns.append(({"role": "user", "content": f"{names[role]}: {text}"},
+                      {"role": "assistant", "content": f"Intent: {intent['intent']}"}))
+    if layout == "conversation":
+        return [[system, *(message for turn in turns for message in turn)]] if turns else []
+    return [[system, *turn] for turn in turns if turn[1]["content"] != f"Intent: {UNKNOWN}"]
 
 
 def build_views(record: dict, scenario: Scenario, culture: Culture,
-                views: tuple[str, ...] = VIEWS) -> list[dict]:
+                views: tuple[str, ...] = VIEWS, intent_layout: str = "conversation") -> list[dict]:
     """The chat records of one annotated dialogue record for the selected views."""
     out = []
     base = {"dialogue": record["id"], "culture": culture.key}
@@ -61,5 +65,5 @@ def build_views(record: dict, scenario: Scenario, culture: Culture,
                 out.append({"messages": messages, "view": f"perspective{number}", **base})
     if "intent" in views:
         out.extend({"messages": m, "view": "intent", **base}
-                   for m in _intent_records(record, scenario, culture))
+                   for m in _intent_records(record, scenario, culture, intent_layout))
     return out
