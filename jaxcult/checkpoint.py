@@ -8,11 +8,13 @@ unreadable (for example a truncated file) is skipped with a warning and the prev
 
 from __future__ import annotations
 
+import atexit
 import errno
 import logging
 import os
 import re
 import shutil
+import time
 from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
@@ -135,9 +137,21 @@ class Checkpointer:
             (self.directory / str(step)).rename(target)
         self.manager = ocp.CheckpointManager(self.directory, options=self.options)
 
-    def _remove_partial(self) -> None:
-        for partial in self.directory.glob("*.orbax-checkpoint-tmp*"):
-            shutil.rmtree(partial, ignore_errors=True)
+    def _remove_partial(self) -> bool:
+        partial = list(self.directory.glob("*.orbax-checkpoint-tmp*"))
+        for folder in partial:
+            shutil.rmtree(folder, ignore_errors=True)
+        return bool(partial)
+
+    def _remove_partial_until_quiet(self, quiet: float = 0.5, at_most: float = 10.0) -> None:
+        """After a failure Orbax's writer threads may still create an item folder: remove
+        temporaries until none has appeared for `quiet` seconds, and once more at exit."""
+        atexit.register(self._remove_partial)
+        start = last = time.monotonic()
+        while time.monotonic() - last < quiet and time.monotonic() - start < at_most:
+            if self._remove_partial():
+                last = time.monotonic()
+            time.sleep(0.05)
 
     def close(self) -> None:
         """Finish pending writes (a failure is raised once), then release Orbax's threads; after
@@ -148,7 +162,7 @@ class Checkpointer:
         finally:
             self.manager.close()
             if self._failed is not None:
-                self._remove_partial()
+                self._remove_partial_until_quiet()
 
 
 def _os_reason(err: BaseException) -> str:
