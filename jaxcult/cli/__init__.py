@@ -49,6 +49,7 @@ def configure_logging(debug: bool = False) -> None:
     absl = logging.getLogger("absl")
     if not debug and _orbax_thread_failure not in absl.filters:
         absl.addFilter(_orbax_thread_failure)
+        logging.getLogger("asyncio").addFilter(_orbax_thread_failure)
         _quiet_closed_loop_callbacks()
 
 
@@ -66,9 +67,12 @@ def _quiet_closed_loop_callbacks() -> None:
 
 
 def _orbax_thread_failure(record: logging.LogRecord) -> bool:
-    """Orbax logs each of its writer threads' failures with a traceback; the checkpointer
-    reports the failed write in one line (all of them with `--debug`)."""
-    return "_SignalingThread.run() raised an exception" not in record.getMessage()
+    """Orbax logs each of its writer threads' failures with a traceback, and asyncio the
+    futures of the same failed write it never collected; the checkpointer reports the failed
+    write in one line (all of them with `--debug`)."""
+    message = record.getMessage()
+    return not ("_SignalingThread.run() raised an exception" in message
+                or ("exception was never retrieved" in message and "orbax" in message))
 
 
 def _version() -> str:
