@@ -369,11 +369,12 @@ def test_a_checkpoint_the_filesystem_refuses_is_one_line_and_leaves_no_temporari
     limited = f"ulimit -f 3; trap '' XFSZ; exec {sys.executable} -m jaxcult.cli train tiny.yaml " \
               f"--run-dir run checkpoint.every=4"  # files up to 3 KiB; no signal, an error
     result = subprocess.run(["bash", "-c", limited], cwd=tmp_path, capture_output=True, text=True)
-    lines = result.stderr.splitlines()
-    assert result.returncode == 2 and len(lines) < 12, result.stderr[-3000:]
-    assert lines[-1] == (f"error: {tmp_path}/run/checkpoints: a checkpoint could not be written "
-                         f"(File too large, errno 27); the checkpoints before it are intact, and "
-                         f"--resume continues from the newest of them")
+    lines = result.stderr.splitlines()  # as filed: 725 lines of thread tracebacks
+    assert result.returncode == 2 and len(lines) < 20, result.stderr[-3000:]
+    assert [x for x in lines if x.startswith("error")] == [
+        f"error: {tmp_path}/run/checkpoints: a checkpoint could not be written (File too large, "
+        f"errno 27); the checkpoints before it are intact, and --resume continues from the newest "
+        f"of them"]
     assert list((tmp_path / "run" / "checkpoints").iterdir()) == []
 
 
