@@ -345,6 +345,53 @@ def test_a_run_killed_at_any_moment_resumes_to_the_undisturbed_result(tmp_path, 
     assert _outcome(tmp_path / "run") == undisturbed
 
 
+KILL_AT = """
+import os, sys
+from jaxcult import tracking
+from jaxcult.cli import main
+
+site, args = sys.argv[1], sys.argv[2:]
+writes = {"n": 0}
+
+
+def dies(real, when):
+    def wrapper(*a, **k):
+        if when(*a, **k):
+            os._exit(137)  # as kill -9 here: no cleanup, nothing flushed
+        return real(*a, **k)
+    return wrapper
+
+
+def seventh_metrics_record(writer, record):
+    writes["n"] += writer._path.name == "metrics.jsonl"
+    return writer._path.name == "metrics.jsonl" and writes["n"] == 7
+
+
+named = {"summary": "summary.json", "report": "report.md", "plots": "curves.png"}
+if site == "checkpoint":  # step 8's items written, its folder not yet renamed into place
+    os.rename = dies(os.rename, lambda src, dst: os.path.basename(src).startswith("8.orbax"))
+elif site == "metrics":
+    tracking.JsonlWriter.write = dies(tracking.JsonlWriter.write, seventh_metrics_record)
+else:
+    os.replace = dies(os.replace, lambda src, dst, *a: os.path.basename(dst) == named[site])
+sys.exit(main(args))
+"""
+
+
+@needs_minilm
+@pytest.mark.slow
+@pytest.mark.parametrize("site", ["checkpoint", "metrics", "summary", "report", "plots"])
+def test_a_run_killed_at_any_write_site_resumes_to_the_undisturbed_result(tmp_path, undisturbed,
+                                                                         site):
+    (tmp_path / "tiny.yaml").write_text(tiny_yaml(steps=12))
+    killed = subprocess.run([sys.executable, "-c", KILL_AT, site, "train", "tiny.yaml",
+                             "--run-dir", "run", *FAULT_RUN], cwd=tmp_path, capture_output=True,
+                            text=True)
+    assert killed.returncode == 137, killed.stderr[-2000:]
+    assert main(["train", "--resume", str(tmp_path / "run")]) == 0
+    assert _outcome(tmp_path / "run") == undisturbed
+
+
 def test_a_log_line_that_cannot_be_written_whole_is_undone(tmp_path, monkeypatch):
     from jaxcult.tracking import JsonlWriter
 
