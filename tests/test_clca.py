@@ -260,12 +260,18 @@ def test_intents_follow_each_utterance_and_unknown_fills_the_gaps():
     assert mentions("respecting English reserve", UK) and not mentions("being kind", UK)
 
 
-def test_the_three_views():
+def annotated_record() -> dict:
+    """A two-turn dialogue with its intents, one of them unknown."""
     record = dialogue_record()
     record["intents"] = [{"turn": 1, "role": "inquirer", "intent": "greet"},
                          {"turn": 1, "role": "responder", "intent": "unknown"},
                          {"turn": 2, "role": "inquirer", "intent": "ask"},
                          {"turn": 2, "role": "responder", "intent": "agree"}]
+    return record
+
+
+def test_the_three_views():
+    record = annotated_record()
     views = {v["view"]: v for v in build_views(record, SCENARIO, UK)}
     first, second = views["perspective1"]["messages"], views["perspective2"]["messages"]
     assert [m["role"] for m in first] == ["system", "user", "assistant", "user", "assistant"]
@@ -301,11 +307,7 @@ def _official_intent_chat(record: dict, first: str, second: str) -> list[dict]:
 
 
 def test_the_intent_view_is_one_conversation_as_in_the_official_code():
-    record = dialogue_record()
-    record["intents"] = [{"turn": 1, "role": "inquirer", "intent": "greet"},
-                         {"turn": 1, "role": "responder", "intent": "unknown"},
-                         {"turn": 2, "role": "inquirer", "intent": "ask"},
-                         {"turn": 2, "role": "responder", "intent": "agree"}]
+    record = annotated_record()
     intents = [v for v in build_views(record, SCENARIO, UK) if v["view"] == "intent"]
     assert len(intents) == 1
     system, *turns = intents[0]["messages"]
