@@ -12,6 +12,7 @@ import yaml
 from test_clca import SCENARIOS, Scripted, scripted_everything
 
 from jaxcult.data.survey_synthetic import write_synthetic_worldvaluesbench
+from jaxcult.errors import UserError
 from jaxcult.recipes.clca import run_stages
 from jaxcult.run.survey import survey_command
 
@@ -47,6 +48,13 @@ def test_clca_adapter_trains_exports_and_feeds_the_survey_evaluator(tiny_chat_mo
     finished = (out / "adapters/tiny-train/japan/run/summary.json").stat().st_mtime_ns
     run_stages(config, [], "train", out, models)               # done: not trained again
     assert (out / "adapters/tiny-train/japan/run/summary.json").stat().st_mtime_ns == finished
+    run_stages(config, ["build.intent_layout=utterance"], "build", out, models)
+    with pytest.raises(UserError, match=r"japan/run: made with other settings "
+                       r"\(data/train\.jsonl, data/validation\.jsonl differ"):
+        run_stages(config, ["build.intent_layout=utterance"], "train", out, models)
+    assert (out / "adapters/tiny-train/japan/run/summary.json").stat().st_mtime_ns == finished
+    run_stages(config, [], "build", out, models)   # the views it was trained on: reused again
+    run_stages(config, [], "train", out, models)
 
     survey = write_synthetic_worldvaluesbench(tmp_path / "wvb", ("Japan",), respondents=6, seed=1)
     settings = ["length_buckets=[512,1024]", "batch_size=8"]

@@ -3,11 +3,13 @@
 The training config is the user's run YAML with the data pointed at the culture's views
 (`data.name=chat_jsonl`, `data.manual_dir=<out>/data/<culture>`); its outputs go to
 `<out>/adapters/<training config's file stem>/<culture>/{run,peft}`, so one set of
-conversations can train several base models (`recipes.adapters` trains and resumes).
+conversations can train several base models (`recipes.adapters` trains and resumes). An
+adapter trained on other data (the views rebuilt since) is refused, never reused.
 """
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 from jaxcult.config_loading import load_config
@@ -15,6 +17,7 @@ from jaxcult.errors import UserError
 from jaxcult.recipes.adapters import check_lora_export, train_adapter
 from jaxcult.recipes.clca.config import AdapterTrainConfig
 from jaxcult.recipes.clca.pipeline import Pipeline
+from jaxcult.recipes.stage_files import check_provenance
 
 
 def training_config(pipeline: Pipeline, culture: str, settings: AdapterTrainConfig):
@@ -35,8 +38,16 @@ def _check_chat_template(source: str) -> None:
                         f"(give model.tokenizer a chat model's tokenizer)")
 
 
+def data_provenance(data: Path) -> dict:
+    """What an adapter was trained on: the digest of each built view file (a rebuild with other
+    build settings, or from other conversations, changes them)."""
+    return {f"data/{p.name}": hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(data.glob("*.jsonl"))}
+
+
 def train_culture(pipeline: Pipeline, culture: str, settings: AdapterTrainConfig) -> dict:
     config = training_config(pipeline, culture, settings)
     folder = pipeline.out / "adapters" / Path(settings.config).stem / culture
+    check_provenance(folder / "run", data_provenance(pipeline.out / "data" / culture))
     return train_adapter(config, folder, settings.export, f"clca {culture}",
                          lambda: _check_chat_template(config.model.tokenizer or config.model.name))
