@@ -103,6 +103,13 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return _show(yaml.safe_dump({"out": str(args.out), **counts}, sort_keys=False))
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from jaxcult.run.serve import serve_command
+
+    return _show(serve_command(args.model, args.overrides, adapters=args.adapter, name=args.name,
+                               host=args.host, port=args.port))
+
+
 def cmd_eval_survey(args: argparse.Namespace) -> int:
     from jaxcult.run.survey import survey_command
 

@@ -16,6 +16,7 @@ from jaxcult.cli.commands import (
     cmd_generate,
     cmd_plot,
     cmd_recipe,
+    cmd_serve,
     cmd_sweep,
     cmd_train,
     cmd_vqa,
@@ -100,6 +101,25 @@ def _generate(sub, common) -> None:
     gen.add_argument("--merge", action="store_true", help="merge the LoRA adapter into the weights")
     gen.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
     gen.set_defaults(command_parser=gen, func=cmd_generate)
+
+
+def _serve(sub, common) -> None:
+    serve = sub.add_parser("serve", parents=[common], help="an OpenAI-compatible HTTP server",
+                           description="Serve a model (and LoRA adapters on it) over the OpenAI "
+                                       "API: /v1/chat/completions, /v1/completions, /v1/models. "
+                                       "Concurrent requests are batched. Settings as KEY=VALUE, "
+                                       "as for generate: batch_size (default 16), "
+                                       "max_new_tokens (the cap on max_tokens, default 256), "
+                                       "length_buckets, chunk (tokens per streamed piece).")
+    serve.add_argument("model", help="asset name, HF directory, .gguf file or Hub id")
+    serve.add_argument("--adapter", action="append", default=[], metavar="[NAME=]DIR",
+                       help="a PEFT LoRA adapter served as NAME (default: its folder name); "
+                            "repeat for more")
+    serve.add_argument("--name", help="the base model's name in requests (default: MODEL)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000, help="0 picks a free port")
+    serve.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    serve.set_defaults(command_parser=serve, func=cmd_serve)
 
 
 def _survey(sub, common) -> None:
@@ -219,10 +239,11 @@ def _recipe(sub, common, recipe: Recipe) -> None:
     parser.set_defaults(command_parser=parser, func=cmd_recipe, recipe=recipe)
 
 
-COMMANDS = (_train, _eval, _export, _convert, _plot, _generate, _survey, _sweep, _vqa, _data,
+COMMANDS = (_train, _eval, _export, _convert, _plot, _generate, _serve, _survey, _sweep, _vqa, _data,
             _assets)
 # where each command collects dotted overrides typed after its options
-OVERRIDES = {"train": "items", "generate": "overrides", "eval-survey": "overrides",
+OVERRIDES = {"train": "items", "generate": "overrides", "serve": "overrides",
+             "eval-survey": "overrides",
              "sweep": "overrides"}
 
 

@@ -40,8 +40,12 @@ class DecodeState:
     seen: jax.Array        # [batch, vocab] tokens in the sequence (repetition penalty)
     tokens: jax.Array      # [batch, max_new] generated tokens (pad after a row finishes)
     done: jax.Array        # [batch] finished rows
+    limits: jax.Array      # [batch] new tokens each row may generate
     count: jax.Array       # scalar: tokens generated so far
     key: jax.Array
+    logprobs: jax.Array    # [batch, max_new or 0] log-probability of each chosen token
+    top_ids: jax.Array     # [batch, max_new or 0, k] the k most likely tokens at each step
+    top_logprobs: jax.Array  # [batch, max_new or 0, k] and their log-probabilities
 
 
 @dataclass
@@ -53,6 +57,8 @@ class Completion:
     finish_reason: str     # "eos" (or a stop token), "stop_string", "length" or "error"
     prompt_tokens: int
     error: str | None = None
+    logprobs: list[float] | None = None     # per new token (when asked for)
+    top_logprobs: list[list[tuple[int, float]]] | None = None  # per new token: (id, logprob)
 
 
 def bucket_for(length: int, buckets: Sequence[int]) -> int | None:
@@ -71,8 +77,9 @@ def left_pad(prompts: Sequence[Sequence[int]], length: int, rows: int, pad_id: i
     return ids, mask
 
 
-@partial(jax.jit, static_argnums=(0, 5, 6))
-def _prefill(graphdef, state, ids, mask, key, cache_length: int, max_new: int) -> DecodeState:
+@partial(jax.jit, static_argnums=(0, 6, 7, 8))
+def _prefill(graphdef, state, ids, mask, limits, key, cache_length: int, max_new: int,
+             top_k: int | None) -> DecodeState:
     model = nnx.merge(graphdef, state)
     batch = ids.shape[0]
     positions = jnp.maximum(jnp.cumsum(mask, axis=1) - 1, 0)
@@ -80,10 +87,27 @@ def _prefill(graphdef, state, ids, mask, key, cache_length: int, max_new: int) -
     out = model(ids, mask, positions, cache=cache, last_only=True)
     vocab = out.logits.shape[-1]
     seen = jnp.zeros((batch, vocab), jnp.int32).at[jnp.arange(batch)[:, None], ids].max(mask) > 0
+    steps, k = (0, 0) if top_k is None else (max_new, top_k)  # logprobs off: empty arrays
     return DecodeState(cache=out.cache, logits=out.logits[:, -1].astype(jnp.float32),
                        positions=positions[:, -1], seen=seen,
                        tokens=jnp.zeros((batch, max_new), jnp.int32),
-                       done=mask.sum(1) == 0, count=jnp.zeros((), jnp.int32), key=key)
+                       done=mask.sum(1) == 0, limits=limits, count=jnp.zeros((), jnp.int32),
+                       key=key, logprobs=jnp.zeros((batch, steps), jnp.float32),
+                       top_ids=jnp.zeros((batch, steps, k), jnp.int32),
+                       top_logprobs=jnp.zeros((batch, steps, k), jnp.float32))
+
+
+def _record_logprobs(d: DecodeState, token: jax.Array) -> DecodeState:
+    """The model's own log-probabilities (before penalties and temperature, as vLLM and the
+    OpenAI API report them) of the chosen token and the k most likely ones."""
+    logprobs = jax.nn.log_softmax(d.logits, axis=-1)
+    rows = jnp.arange(token.shape[0])
+    d = d.replace(logprobs=d.logprobs.at[:, d.count].set(logprobs[rows, token]))
+    if d.top_ids.shape[2]:
+        values, ids = jax.lax.top_k(logprobs, d.top_ids.shape[2])
+        d = d.replace(top_ids=d.top_ids.at[:, d.count].set(ids),
+                      top_logprobs=d.top_logprobs.at[:, d.count].set(values))
+    return d
 
 
 @partial(jax.jit, static_argnums=(0, 3, 4), donate_argnums=(2,))
@@ -101,7 +125,9 @@ def _decode_chunk(graphdef, state, decode: DecodeState, sampling: Sampling, step
         i, d = carry
         token = choose(d.logits, d.seen, sampling, jax.random.fold_in(d.key, d.count))
         token = jnp.where(d.done, pad_id, token)
-        finished = d.done | jnp.isin(token, stop_ids) | (d.count + 1 >= max_new)
+        if d.logprobs.shape[1]:
+            d = _record_logprobs(d, token)
+        finished = d.done | jnp.isin(token, stop_ids) | (d.count + 1 >= d.limits)
         positions = d.positions + 1
         out = model(token[:, None], jnp.ones_like(token)[:, None], positions[:, None], cache=d.cache)
         return i + 1, d.replace(
@@ -150,66 +176,92 @@ class Generator:
         return bucket_for(length, self.config.length_buckets)
 
     def run_batch(self, prompts: Sequence[Sequence[int]], batch_index: int = 0,
-                  on_chunk: Callable[[int], None] | None = None) -> list[Completion]:
-        """Decode up to `batch_size` tokenised prompts that all fit the largest bucket."""
+                  on_chunk: Callable[[int, np.ndarray], None] | None = None, *,
+                  limits: Sequence[int] | None = None,
+                  stop_strings: Sequence[Sequence[str]] | None = None,
+                  top_logprobs: int | None = None, seed: int | None = None) -> list[Completion]:
+        """Decode up to `batch_size` tokenised prompts that all fit the largest bucket.
+
+        Per prompt, optionally: `limits` (new tokens, at most max_new_tokens) and
+        `stop_strings` (default: the config's). `top_logprobs` records each chosen token's
+        log-probability and the k most likely tokens' (None: off; k = 0: the chosen token's
+        only). `seed` replaces the generator's seed for this batch. `on_chunk(count, tokens)`
+        sees the [batch, max_new] tokens so far after every device call."""
         config = self.config
         if not 0 < len(prompts) <= config.batch_size:
             raise ValueError(f"run_batch takes 1..{config.batch_size} prompts, got {len(prompts)}")
+        limits = [config.max_new_tokens] * len(prompts) if limits is None else list(limits)
+        if len(limits) != len(prompts) or not all(0 < n <= config.max_new_tokens for n in limits):
+            raise ValueError(f"limits: one per prompt, each in 1..{config.max_new_tokens}")
+        stops = ([list(config.stop_strings)] * len(prompts) if stop_strings is None
+                 else [list(s) for s in stop_strings])
         length = self.bucket(max(len(p) for p in prompts))
         ids, mask = (self.place(x) for x in left_pad(prompts, length, config.batch_size,
                                                       self.pad_id))
-        key = jax.random.fold_in(self.key, batch_index)
-        decode = _prefill(self.graphdef, self.state, ids, mask, key, self.cache_length,
-                          config.max_new_tokens)
+        padded = np.full(config.batch_size, config.max_new_tokens, np.int32)
+        padded[:len(limits)] = limits
+        key = (jax.random.fold_in(self.key, batch_index) if seed is None
+               else jax.random.fold_in(jax.random.key(seed), 0))
+        decode = _prefill(self.graphdef, self.state, ids, mask, self.place(padded), key,
+                          self.cache_length, config.max_new_tokens, top_logprobs)
         stopped: dict[int, int] = {}  # row -> characters kept (a stop string was found)
         while True:
             decode = _decode_chunk(self.graphdef, self.state, decode, self.sampling, config.chunk,
                                    self.stop_ids, jnp.int32(self.pad_id))
             count, done = int(decode.count), np.asarray(decode.done)
-            if on_chunk is not None:
-                on_chunk(count)
-            if config.stop_strings:
-                done = self._stop_strings(np.asarray(decode.tokens), count, done, stopped,
-                                          len(prompts))
+            tokens = np.asarray(decode.tokens)
+            if any(stops):
+                done = self._stop_strings(tokens, count, done, stopped, stops)
                 decode = decode.replace(done=jnp.asarray(done))
+            if on_chunk is not None:
+                on_chunk(count, tokens)
             if done[:len(prompts)].all() or count >= config.max_new_tokens:
                 break
-        return self._completions(np.asarray(decode.tokens), count, prompts, stopped)
+        return self._completions(decode, count, prompts, limits, stopped, stops)
 
     def _stop_strings(self, tokens: np.ndarray, count: int, done: np.ndarray,
-                      stopped: dict[int, int], rows: int) -> np.ndarray:
+                      stopped: dict[int, int], stops: list[list[str]]) -> np.ndarray:
         done = done.copy()
-        for row in range(rows):
-            if row in stopped:
+        for row, strings in enumerate(stops):
+            if row in stopped or not strings:
                 continue
             text = self.tokenizer.decode(tokens[row, :count], skip_special_tokens=True)
-            found = [text.find(s) for s in self.config.stop_strings if s in text]
+            found = [text.find(s) for s in strings if s in text]
             if found:
                 stopped[row] = min(found)
                 done[row] = True
         return done
 
-    def _completions(self, tokens: np.ndarray, count: int, prompts, stopped: dict[int, int]
-                     ) -> list[Completion]:
+    def _completions(self, decode: DecodeState, count: int, prompts, limits: list[int],
+                     stopped: dict[int, int], stops: list[list[str]]) -> list[Completion]:
         stop_ids = set(np.asarray(self.stop_ids).tolist())
+        tokens = np.asarray(decode.tokens)
+        logprobs = np.asarray(decode.logprobs) if decode.logprobs.shape[1] else None
+        top_ids, top_values = np.asarray(decode.top_ids), np.asarray(decode.top_logprobs)
         results = []
         for row, prompt in enumerate(prompts):
-            new = tokens[row, :count].tolist()
+            new = tokens[row, :min(count, limits[row])].tolist()
             end = next((i for i, t in enumerate(new) if t in stop_ids), None)
             reason = "length"
             if end is not None:
                 new, reason = new[:end + 1], "eos"
             text = self.tokenizer.decode(new, skip_special_tokens=True)
             if row in stopped:
-                new = self._through_stop_string(new)
+                new = self._through_stop_string(new, stops[row])
                 text, reason = text[:stopped[row]], "stop_string"
-            results.append(Completion(text, new, reason, len(prompt)))
+            completion = Completion(text, new, reason, len(prompt))
+            if logprobs is not None:
+                completion.logprobs = logprobs[row, :len(new)].tolist()
+                completion.top_logprobs = [
+                    list(zip(top_ids[row, i].tolist(), top_values[row, i].tolist()))
+                    for i in range(len(new))]
+            results.append(completion)
         return results
 
-    def _through_stop_string(self, tokens: list[int]) -> list[int]:
+    def _through_stop_string(self, tokens: list[int], strings: list[str]) -> list[int]:
         """The shortest prefix of `tokens` whose text contains a stop string."""
         for end in range(1, len(tokens) + 1):
             text = self.tokenizer.decode(tokens[:end], skip_special_tokens=True)
-            if any(s in text for s in self.config.stop_strings):
+            if any(s in text for s in strings):
                 return tokens[:end]
         return tokens
