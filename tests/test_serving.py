@@ -224,3 +224,15 @@ def test_lora_adapters_are_served_by_name_on_shared_base_weights(tiny, tmp_path)
     assert answers["polite"] == generate(with_adapter, tokenizer, CHATS[:1], CONFIG)[0].text
     assert answers["tiny"] == generate(base, tokenizer, CHATS[:1], CONFIG)[0].text
     assert answers["polite"] != answers["tiny"]
+
+
+def test_the_remote_backend_on_jaxcult_serve_answers_as_the_engine_backend(served, tiny):
+    from jaxcult.recipes.clca.chat_model import EngineChatModel
+    from jaxcult.remote.chat_model import RemoteChatModel
+    from jaxcult.remote.settings import RemoteModel
+
+    _, _, model, tokenizer = tiny
+    local = EngineChatModel("tiny", model, tokenizer)
+    remote = RemoteChatModel(RemoteModel(endpoint=served.url, model="tiny"), None)
+    for prefix in ("", "ACTION:"):
+        assert remote.reply(CHATS, CONFIG, prefix=prefix) == local.reply(CHATS, CONFIG, prefix=prefix)

@@ -14,6 +14,7 @@ from pydantic import Field, field_validator, model_validator
 
 from jaxcult.config import GenerationConfig, Section
 from jaxcult.recipes.adapters import AdapterTrainConfig
+from jaxcult.remote.settings import ModelSpec
 
 CONFIDENCE_LEVELS = ("very confident", "confident", "somewhat confident", "not confident")
 JUDGE_LABELS = {"quality": ("good", "bad"), "culture": ("aligned", "not aligned"),
@@ -39,10 +40,12 @@ class IntentGeneration(GenerationConfig):
 
 
 class ClcaSimulateConfig(Section):
-    """Role-play: one model plays both agents unless `responder_model` is given."""
+    """Role-play: one model plays both agents unless `responder_model` is given. A model is a
+    local name (asset, folder, Hub id) or a remote one: {endpoint, model, api_key_env, ...}."""
 
-    model: str = "smollm2-135m-instruct"
-    responder_model: str | None = Field(None, description="default: model (one model, both roles)")
+    model: ModelSpec = "smollm2-135m-instruct"
+    responder_model: ModelSpec | None = Field(None, description="default: model (one model, "
+                                              "both roles)")
     max_turns: int = Field(10, gt=0)
     samples: int = Field(2, gt=0, description="conversations generated per scenario")
     repair: bool = Field(True, description="one greedy re-format call for a malformed answer")
@@ -81,7 +84,7 @@ def _paper_rule() -> list[list[DiscardCondition]]:
 class ClcaJudgeConfig(Section):
     """Discard a conversation when every condition of any one clause holds."""
 
-    model: str | None = Field(None, description="default: simulate.model")
+    model: ModelSpec | None = Field(None, description="default: simulate.model")
     discard_when: list[list[DiscardCondition]] = Field(default_factory=_paper_rule)
     on_unparsed: Literal["keep", "discard"] = Field(
         "keep", description="a conversation with an unreadable verdict")
@@ -90,7 +93,7 @@ class ClcaJudgeConfig(Section):
 
 
 class ClcaAnnotateConfig(Section):
-    model: str | None = Field(None, description="default: simulate.model")
+    model: ModelSpec | None = Field(None, description="default: simulate.model")
     answer_prefix: str = Field("", description="text that starts every answer, e.g. 'INTENT:'")
     generation: IntentGeneration = Field(default_factory=IntentGeneration)
 

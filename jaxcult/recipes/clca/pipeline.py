@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from jaxcult.errors import UserError
 from jaxcult.recipes.clca.chat_model import ChatModel, EngineChatModel
 from jaxcult.recipes.clca.config import ClcaConfig
 from jaxcult.recipes.stage_files import read_records
+from jaxcult.remote.settings import ModelSpec, RemoteModel, model_label
 
 log = logging.getLogger(__name__)
 
@@ -46,14 +48,23 @@ class Pipeline:
             found[key] = scenarios[:self.config.scenarios_per_culture]
         return found
 
-    def model(self, name: str) -> ChatModel:
-        if name not in self.models:
-            from jaxcult.run.generate import load_generation_model
+    def model(self, spec: ModelSpec) -> ChatModel:
+        """The chat model a stage names: loaded once, or a client of a remote one (whose
+        answers are kept in `remote-cache.jsonl` in the output folder)."""
+        key = spec if isinstance(spec, str) else json.dumps(model_label(spec), sort_keys=True)
+        if key not in self.models:
+            if isinstance(spec, RemoteModel):
+                from jaxcult.remote.chat_model import RemoteChatModel
 
-            log.info(f"clca: loading {name}")
-            loaded, tokenizer = load_generation_model(name, None, merge=False)
-            self.models[name] = EngineChatModel(name, loaded, tokenizer)
-        return self.models[name]
+                log.info(f"clca: {spec.model} at {spec.endpoint}")
+                self.models[key] = RemoteChatModel(spec, self.out / "remote-cache.jsonl")
+            else:
+                from jaxcult.run.generate import load_generation_model
+
+                log.info(f"clca: loading {spec}")
+                loaded, tokenizer = load_generation_model(spec, None, merge=False)
+                self.models[key] = EngineChatModel(spec, loaded, tokenizer)
+        return self.models[key]
 
     def scenario_of(self, record: dict) -> tuple[Scenario, Culture]:
         scenario = record["scenario"]

@@ -19,6 +19,7 @@ from jaxcult.recipes.clca.roleplay import Behaviour, Dialogue
 from jaxcult.recipes.clca.roleplay import simulate as simulate_dialogues
 from jaxcult.recipes.clca.views import build_views
 from jaxcult.recipes.stage_files import append_records, check_provenance, read_records
+from jaxcult.remote.settings import ModelSpec, model_label
 from jaxcult.rundir import write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -26,8 +27,9 @@ log = logging.getLogger(__name__)
 CHUNK = 64  # records judged or annotated between saves
 
 
-def _provenance(stage: str, models: list[str], generation, **settings) -> dict:
-    return {"stage": stage, "models": models, "prompts_hash": prompts_hash(),
+def _provenance(stage: str, models: list[ModelSpec], generation, **settings) -> dict:
+    return {"stage": stage, "models": [model_label(m) for m in models],
+            "prompts_hash": prompts_hash(),
             "generation": generation.model_dump(mode="json"), **settings}
 
 
