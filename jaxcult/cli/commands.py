@@ -107,7 +107,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from jaxcult.run.serve import serve_command
 
     return _show(serve_command(args.model, args.overrides, adapters=args.adapter, name=args.name,
-                               host=args.host, port=args.port))
+                               host=args.host, port=args.port, gather_ms=args.gather_ms))
 
 
 def cmd_eval_survey(args: argparse.Namespace) -> int:

@@ -118,6 +118,9 @@ def _serve(sub, common) -> None:
     serve.add_argument("--name", help="the base model's name in requests (default: MODEL)")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000, help="0 picks a free port")
+    serve.add_argument("--gather-ms", type=float, default=50.0,
+                       help="how long a new batch may wait for as many requests as the last "
+                            "batch held")
     serve.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
     serve.set_defaults(command_parser=serve, func=cmd_serve)
 

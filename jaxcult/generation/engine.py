@@ -142,7 +142,11 @@ class Generator:
     """Batched generation for one causal LM and tokenizer with fixed decoding settings."""
 
     def __init__(self, model: CausalLM, tokenizer, config: GenerationConfig, *,
-                 mesh: Mesh | None = None, rules: Rules | None = None) -> None:
+                 mesh: Mesh | None = None, rules: Rules | None = None,
+                 row_buckets: bool = False) -> None:
+        """`row_buckets`: pad a batch to the next power of two of rows (up to batch_size)
+        rather than to batch_size, for callers whose batches are often small (a server): a
+        lone request then decodes one row, at the price of one compile per row bucket."""
         if not isinstance(model, CausalLM):
             raise UserError(f"generation needs a causal LM, not {type(model).__name__}")
         self.graphdef, self.state = nnx.split(model)
@@ -151,6 +155,7 @@ class Generator:
             self.state = place_variables(self.state, mesh, self.rules)
             check_batch_divisible(config.batch_size, mesh, self.rules, "generation.batch_size")
         self.tokenizer, self.config = tokenizer, config
+        self.row_buckets = row_buckets and mesh is None
         if config.do_sample and config.temperature <= 0:
             raise UserError("generation.temperature must be > 0 when sampling")
         self.sampling = Sampling(config.do_sample, config.temperature, config.top_k,
@@ -175,6 +180,11 @@ class Generator:
     def bucket(self, length: int) -> int | None:
         return bucket_for(length, self.config.length_buckets)
 
+    def rows(self, prompts: int) -> int:
+        if not self.row_buckets:
+            return self.config.batch_size
+        return min(1 << (prompts - 1).bit_length(), self.config.batch_size)
+
     def run_batch(self, prompts: Sequence[Sequence[int]], batch_index: int = 0,
                   on_chunk: Callable[[int, np.ndarray], None] | None = None, *,
                   limits: Sequence[int] | None = None,
@@ -195,10 +205,9 @@ class Generator:
             raise ValueError(f"limits: one per prompt, each in 1..{config.max_new_tokens}")
         stops = ([list(config.stop_strings)] * len(prompts) if stop_strings is None
                  else [list(s) for s in stop_strings])
-        length = self.bucket(max(len(p) for p in prompts))
-        ids, mask = (self.place(x) for x in left_pad(prompts, length, config.batch_size,
-                                                      self.pad_id))
-        padded = np.full(config.batch_size, config.max_new_tokens, np.int32)
+        length, rows = self.bucket(max(len(p) for p in prompts)), self.rows(len(prompts))
+        ids, mask = (self.place(x) for x in left_pad(prompts, length, rows, self.pad_id))
+        padded = np.full(rows, config.max_new_tokens, np.int32)
         padded[:len(limits)] = limits
         key = (jax.random.fold_in(self.key, batch_index) if seed is None
                else jax.random.fold_in(jax.random.key(seed), 0))

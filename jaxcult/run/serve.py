@@ -59,20 +59,22 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 def serve_command(model: str, overrides: list[str], *, adapters: list[str], name: str | None,
-                  host: str, port: int) -> str:
+                  host: str, port: int, gather_ms: float = 50.0) -> str:
     """Serve until interrupted; returns the line printed at exit."""
     import uvicorn
 
     from jaxcult.serving.app import Server
     from jaxcult.serving.scheduler import Scheduler
 
+    if gather_ms < 0:
+        raise UserError(f"--gather-ms {gather_ms}: must be >= 0")
     given = {o.partition("=")[0] for o in overrides}
     config = generation_config(
         [f"{k}={v}" for k, v in SERVE_DEFAULTS.items() if k not in given] + overrides)
     named = adapter_names(adapters)
     sock = bind(host, port)
     served = load_served_models(model, name or model, named)
-    scheduler = Scheduler(served, config)
+    scheduler = Scheduler(served, config, gather_ms / 1000)
     where = f"http://{host}:{sock.getsockname()[1]}/v1"
     log.info(f"serve: {', '.join(served)} on {where} (batch {config.batch_size}, up to "
              f"{config.max_new_tokens} new tokens, prompts up to {max(config.length_buckets)})")
@@ -82,4 +84,4 @@ def serve_command(model: str, overrides: list[str], *, adapters: list[str], name
         server.run(sockets=[sock])
     finally:
         scheduler.close()
-    return f"served {where} until stopped"
+    return f"stopped serving {where}"

@@ -9,6 +9,7 @@ included, is answered in the API's error shape.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -50,9 +51,16 @@ class Server:
                   Route("/v1/completions", self.complete, methods=["POST"]),
                   Route("/v1/models", self.list_models, methods=["GET"]),
                   Route("/health", self.health, methods=["GET"])]
-        return Starlette(routes=routes, exception_handlers={
+        return Starlette(routes=routes, lifespan=self._lifespan, exception_handlers={
             ApiError: self._api_error, Exception: self._internal_error,
             404: self._not_found, 405: self._not_allowed})
+
+    @contextlib.asynccontextmanager
+    async def _lifespan(self, _app):
+        yield
+        sizes = self.scheduler.batch_sizes
+        log.info(f"serve: stopped after {sum(sizes)} requests in {len(sizes)} batches"
+                 + (f" ({sum(sizes) / len(sizes):.1f} per batch)" if sizes else ""))
 
     # errors -----------------------------------------------------------------------------------
     @staticmethod

@@ -2,16 +2,21 @@
 
 Requests queue up while a batch decodes; when the batch ends, the oldest waiting request opens
 the next batch and every waiting request with the same model and sampling settings joins it,
-up to `generation.batch_size` (requests join at the next batch, not the next step: the engine
-decodes a batch in static shapes with one KV cache). Limits, stop strings and logprobs are per
-request inside a batch; a request with a `seed` decodes alone, so its sample depends only on its
-prompt and seed. Results go back through each job's `sink`, called on the worker thread.
+up to `generation.batch_size`. A new batch waits up to `gather_s` until as many requests wait
+as the last batch held (the clients a batch answered usually ask again soon; a lone client
+never waits). Requests join at the next batch, not the
+next step: the engine decodes a batch in static shapes with one KV cache. A batch is padded to
+the next power of two of rows, so a lone request decodes alone. Limits, stop strings and
+logprobs are per request inside a batch; a request with a `seed` decodes alone, so its sample
+depends only on its prompt and seed. Results go back through each job's `sink`, called on the
+worker thread.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -75,8 +80,8 @@ class Scheduler:
     """Runs jobs in batches on the engine of each served model (`models`: name -> (model,
     tokenizer)); `config` fixes the batch size, buckets, chunk and the cap on new tokens."""
 
-    def __init__(self, models: dict, config) -> None:
-        self.models, self.config = models, config
+    def __init__(self, models: dict, config, gather_s: float = 0.0) -> None:
+        self.models, self.config, self.gather_s = models, config, gather_s
         self._generators: dict[tuple[str, Sampling], Generator] = {}
         self._waiting: deque[tuple[Job, Sink]] = deque()
         self._wake = threading.Condition()
@@ -94,7 +99,7 @@ class Scheduler:
                 do_sample=sampling.do_sample, temperature=sampling.temperature,
                 top_k=sampling.top_k, top_p=sampling.top_p, min_p=sampling.min_p,
                 repetition_penalty=sampling.repetition_penalty, stop_strings=[]))
-            self._generators[key] = Generator(loaded, tokenizer, config)
+            self._generators[key] = Generator(loaded, tokenizer, config, row_buckets=True)
         return self._generators[key]
 
     def submit(self, job: Job, sink: Sink) -> None:
@@ -114,18 +119,27 @@ class Scheduler:
                 self._wake.wait()
             if self._closed:
                 return None
-            first = self._waiting.popleft()
-            batch = [first]
-            if first[0].seed is None:
-                for item in list(self._waiting):
-                    if len(batch) == self.config.batch_size:
-                        break
-                    job = item[0]
-                    if (job.model, job.sampling, job.seed) == (first[0].model,
-                                                               first[0].sampling, None):
-                        batch.append(item)
-                        self._waiting.remove(item)
+            first = self._waiting[0][0]
+            if first.seed is not None:
+                return [self._waiting.popleft()]
+            # the clients the last batch answered are likely asking again: wait (a little)
+            # for as many as it had, so that a lone client never waits
+            expected = min(self.batch_sizes[-1] if self.batch_sizes else 1,
+                           self.config.batch_size)
+            deadline = time.monotonic() + self.gather_s
+            while (len(self._fellows(first)) < expected and not self._closed
+                   and (left := deadline - time.monotonic()) > 0):
+                self._wake.wait(left)
+            batch = self._fellows(first)[:self.config.batch_size]
+            for item in batch:
+                self._waiting.remove(item)
             return batch
+
+    def _fellows(self, first: Job) -> list[tuple[Job, Sink]]:
+        """Waiting jobs that can share a batch with `first` (itself included), oldest first."""
+        return [item for item in self._waiting
+                if (item[0].model, item[0].sampling, item[0].seed) == (first.model,
+                                                                      first.sampling, None)]
 
     def _loop(self) -> None:
         while (batch := self._next_batch()) is not None:
