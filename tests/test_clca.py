@@ -15,8 +15,8 @@ from jaxcult.config import GenerationConfig
 from jaxcult.data.cultures import find_culture, load_cultures, verbalise
 from jaxcult.data.scenarios import read_scenarios
 from jaxcult.errors import UserError
+from jaxcult.generation.chat import EngineChatModel, Reply
 from jaxcult.recipes.clca import prompts, run_stages
-from jaxcult.recipes.clca.chat_model import EngineChatModel, Reply
 from jaxcult.recipes.clca.config import ClcaJudgeConfig
 from jaxcult.recipes.clca.intents import annotate, culture_mention_share, mentions
 from jaxcult.recipes.clca.judge import discarded

@@ -19,6 +19,7 @@ LAYERS = [  # top down; a module may import its own layer and the layers below i
     ["schedules", "probes", "fisher"],
     ["tasks"],
     ["eval"],
+    ["remote", "serving"],
     ["generation"],
     ["hub"],
     ["peft"],

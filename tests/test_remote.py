@@ -14,8 +14,8 @@ from test_clca import Scripted, scripted_everything, write_config
 
 from jaxcult.config import GenerationConfig
 from jaxcult.errors import UserError
+from jaxcult.generation.chat import STREAM_STRIDE
 from jaxcult.recipes.clca import run_stages
-from jaxcult.recipes.clca.chat_model import STREAM_STRIDE
 from jaxcult.remote.chat_model import RemoteChatModel, chat_body
 from jaxcult.remote.client import Client, RemoteUnavailable
 from jaxcult.remote.settings import RemoteModel

@@ -227,7 +227,7 @@ def test_lora_adapters_are_served_by_name_on_shared_base_weights(tiny, tmp_path)
 
 
 def test_the_remote_backend_on_jaxcult_serve_answers_as_the_engine_backend(served, tiny):
-    from jaxcult.recipes.clca.chat_model import EngineChatModel
+    from jaxcult.generation.chat import EngineChatModel
     from jaxcult.remote.chat_model import RemoteChatModel
     from jaxcult.remote.settings import RemoteModel
 

@@ -20,8 +20,8 @@ from pathlib import Path
 
 from jaxcult.config import GenerationConfig
 from jaxcult.errors import UserError
+from jaxcult.generation.chat import STREAM_STRIDE, Reply
 from jaxcult.generation.prompts import Chat
-from jaxcult.recipes.clca.chat_model import STREAM_STRIDE, Reply
 from jaxcult.remote.cache import ResponseCache, request_key
 from jaxcult.remote.client import Client, RemoteRefusal
 from jaxcult.remote.settings import RemoteModel

@@ -12,8 +12,8 @@ import re
 from jaxcult.config import GenerationConfig
 from jaxcult.data.cultures import Culture
 from jaxcult.data.scenarios import Scenario
+from jaxcult.generation.chat import ChatModel
 from jaxcult.recipes.clca import prompts
-from jaxcult.recipes.clca.chat_model import ChatModel
 from jaxcult.recipes.clca.parsing import parse_intent
 from jaxcult.recipes.clca.roleplay import transcript, utterances
 

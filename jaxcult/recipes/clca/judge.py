@@ -16,8 +16,8 @@ from collections.abc import Sequence
 from jaxcult.config import GenerationConfig
 from jaxcult.data.cultures import Culture
 from jaxcult.data.scenarios import Scenario
+from jaxcult.generation.chat import ChatModel
 from jaxcult.recipes.clca import prompts
-from jaxcult.recipes.clca.chat_model import ChatModel
 from jaxcult.recipes.clca.config import JUDGE_LABELS, ClcaJudgeConfig
 from jaxcult.recipes.clca.parsing import Verdict, parse_verdict
 from jaxcult.recipes.clca.roleplay import transcript

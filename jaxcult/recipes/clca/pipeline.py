@@ -9,7 +9,7 @@ from pathlib import Path
 from jaxcult.data.cultures import Culture, find_culture, load_cultures
 from jaxcult.data.scenarios import Person, Scenario, read_scenarios
 from jaxcult.errors import UserError
-from jaxcult.recipes.clca.chat_model import ChatModel, EngineChatModel
+from jaxcult.generation.chat import ChatModel, EngineChatModel
 from jaxcult.recipes.clca.config import ClcaConfig
 from jaxcult.recipes.stage_files import read_records
 from jaxcult.remote.settings import ModelSpec, RemoteModel, model_label

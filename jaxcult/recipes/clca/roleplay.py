@@ -22,8 +22,8 @@ from dataclasses import asdict, dataclass, field
 from jaxcult.config import GenerationConfig
 from jaxcult.data.cultures import Culture
 from jaxcult.data.scenarios import Person, Scenario
+from jaxcult.generation.chat import ChatModel
 from jaxcult.recipes.clca import prompts
-from jaxcult.recipes.clca.chat_model import ChatModel
 from jaxcult.recipes.clca.parsing import Action, parse_action
 
 ROLES = ("inquirer", "responder")

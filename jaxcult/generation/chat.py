@@ -1,10 +1,11 @@
-"""The one thing the CLCA stages need from a model: answer a batch of chats.
+"""The one thing a pipeline stage needs from a chat model: answer a batch of chats.
 
 `ChatModel.reply(chats, config, stream, prefix)` returns one `Reply` per chat in input order.
 `stream` numbers independent random streams (a dialogue batch and turn), so sampled outputs do
 not depend on how much of a stage ran before a resume. `prefix` starts the assistant's answer
 (e.g. "ACTION:"), which keeps small models on the answer format; the reply text includes it.
-`EngineChatModel` runs jaxcult's generation engine; tests pass scripted models.
+`EngineChatModel` runs jaxcult's generation engine; `jaxcult.remote.RemoteChatModel` asks a
+server; tests pass scripted models.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ class EngineChatModel:
 
     def __init__(self, name: str, model, tokenizer) -> None:
         if not getattr(tokenizer, "chat_template", None):
-            raise UserError(f"{name}: the tokenizer has no chat template; CLCA role-play, judging "
+            raise UserError(f"{name}: the tokenizer has no chat template; role-play, judging "
                             f"and annotation need a chat model")
         self.name, self.model, self.tokenizer = name, model, tokenizer
         self._generators: dict[str, Generator] = {}
