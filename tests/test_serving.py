@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from jaxcult.config import GenerationConfig
+from jaxcult.errors import UserError
 from jaxcult.generation import generate
 
 openai = pytest.importorskip("openai")
@@ -236,3 +237,29 @@ def test_the_remote_backend_on_jaxcult_serve_answers_as_the_engine_backend(serve
     remote = RemoteChatModel(RemoteModel(endpoint=served.url, model="tiny"), None)
     for prefix in ("", "ACTION:"):
         assert remote.reply(CHATS, CONFIG, prefix=prefix) == local.reply(CHATS, CONFIG, prefix=prefix)
+
+
+def test_survey_evaluation_through_a_server_equals_the_local_one(tiny, tmp_path):
+    from test_survey_eval import write_synthetic_worldvaluesbench
+
+    from jaxcult.run.survey import survey_command
+
+    root, _, model, tokenizer = tiny
+    survey = write_synthetic_worldvaluesbench(tmp_path / "wvb", ("China",), respondents=6, seed=3)
+    settings = ["length_buckets=[512, 1024]", "batch_size=6", "max_new_tokens=10"]
+    config = GenerationConfig(max_new_tokens=10, batch_size=6, length_buckets=[512, 1024])
+    running = Running({"tiny": (model, tokenizer)}, config)
+    try:
+        ask = dict(personas=4, questions=["Q1", "Q7", "Q33"])
+        local = survey_command(str(root), survey, ["China"], tmp_path / "local", settings, **ask)
+        remote = survey_command("tiny", survey, ["China"], tmp_path / "remote", settings,
+                                endpoint=running.url, **ask)
+    finally:
+        running.stop()
+    # (as JSON: an undefined KL is NaN on both sides)
+    assert json.dumps(remote["cultures"]) == json.dumps(local["cultures"])
+    assert remote["endpoint"] == running.url
+    assert len((tmp_path / "remote" / "remote-cache.jsonl").read_text().splitlines()) == 12
+    with pytest.raises(UserError, match="--mode logprob scores every option"):
+        survey_command("tiny", survey, ["China"], tmp_path / "x", settings, mode="logprob",
+                       endpoint=running.url, **ask)

@@ -120,7 +120,8 @@ def cmd_eval_survey(args: argparse.Namespace) -> int:
                              baseline=args.baseline, seed=args.seed, questions=questions,
                              translations=Path(args.translations) if args.translations
                              else None, adapter=args.adapter, split=args.split,
-                             parsing=args.parsing)
+                             parsing=args.parsing, endpoint=args.endpoint,
+                             api_key_env=args.api_key_env, concurrency=args.concurrency)
     return _show(yaml.safe_dump({"out": str(args.out), "cultures": summary["cultures"],
                                  "average": summary["average"],
                                  "definitions": summary["definitions"]}, sort_keys=False))

@@ -155,6 +155,12 @@ def _survey(sub, common) -> None:
     survey.add_argument("--translations", help="JSON file translating the prompts and questions")
     survey.add_argument("--adapter", help="a PEFT LoRA adapter directory to apply")
     survey.add_argument("--split", default="full", help="WorldValuesBench split (full, train, ...)")
+    survey.add_argument("--endpoint", help="MODEL is served at this OpenAI-compatible base URL "
+                        "(e.g. http://localhost:8000/v1; generate mode)")
+    survey.add_argument("--api-key-env", help="with --endpoint: the environment variable holding "
+                        "the API key")
+    survey.add_argument("--concurrency", type=int, default=8,
+                        help="with --endpoint: requests in flight")
     survey.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
     survey.set_defaults(command_parser=survey, func=cmd_eval_survey)
 

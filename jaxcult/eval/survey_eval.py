@@ -36,11 +36,12 @@ from jaxcult.eval.survey import (
 from jaxcult.eval.survey_answers import parse_answer, parse_answer_official
 from jaxcult.eval.survey_prompts import PromptTexts, chat, sample_personas
 from jaxcult.generation.api import generate
-from jaxcult.generation.prompts import render_chat
+from jaxcult.generation.prompts import Chat, render_chat
 from jaxcult.generation.scoring import option_logprobs
 
 MODES = ("generate", "logprob")
 PARSINGS = ("official", "lenient")  # see jaxcult.eval.survey_answers
+REMOTE_SLICE = 256   # chats sent to a remote model between progress lines
 
 
 @dataclass
@@ -99,6 +100,20 @@ def _mean_defined(values: list[float]) -> float:
     return float(np.mean(defined)) if defined else float("nan")
 
 
+def answer_chats(model, tokenizer, chats: list[Chat], config: GenerationConfig,
+                 advance: Callable[[int], None]) -> list[str]:
+    """Reply texts: a jaxcult causal LM (with its tokenizer) decodes here; a `ChatModel`
+    (tokenizer None; e.g. a remote server) answers in slices, with progress between."""
+    if tokenizer is not None:
+        return [c.text for c in generate(model, tokenizer, chats, config, on_batch=advance)]
+    texts = []
+    for start in range(0, len(chats), REMOTE_SLICE):
+        replies = model.reply(chats[start:start + REMOTE_SLICE], config)
+        texts += [r.text for r in replies]   # a refused prompt ("" + error) reads as no option
+        advance(len(replies))
+    return texts
+
+
 def evaluate_culture(model, tokenizer, survey: Survey, culture: str, *, personas: int, seed: int,
                      mode: str = "generate", baseline: str = "persona",
                      texts: PromptTexts = PromptTexts(),
@@ -116,10 +131,10 @@ def evaluate_culture(model, tokenizer, survey: Survey, culture: str, *, personas
         if progress is not None:
             progress(done[0], len(pairs))
     if mode == "generate":
-        completions = generate(model, tokenizer, chats, config, on_batch=advance)
-        answers = [parse_answer_official(c.text, q.low, q.high) if parsing == "official"
-                   else parse_answer(c.text, q.low, q.high, q.labels)
-                   for c, (_, q) in zip(completions, pairs)]
+        replies = answer_chats(model, tokenizer, chats, config, advance)
+        answers = [parse_answer_official(text, q.low, q.high) if parsing == "official"
+                   else parse_answer(text, q.low, q.high, q.labels)
+                   for text, (_, q) in zip(replies, pairs)]
         per_pair = [histogram([a], q.low, q.high) for a, (_, q) in zip(answers, pairs)]
     else:
         prompts = [render_chat(c, tokenizer) for c in chats]

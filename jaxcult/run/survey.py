@@ -84,12 +84,39 @@ def plot_worst(results, path: Path, count: int = 6) -> None:
     plt.close(fig)
 
 
+def remote_model(model: str, endpoint: str, api_key_env: str | None, concurrency: int,
+                 mode: str, adapter: str | None, out: Path):
+    """The chat model behind `endpoint` (its answers kept in `out`/remote-cache.jsonl, so a
+    rerun asks nothing twice)."""
+    from pydantic import ValidationError
+
+    from jaxcult.remote.chat_model import RemoteChatModel
+    from jaxcult.remote.settings import RemoteModel
+
+    if mode != "generate":
+        raise UserError(f"--mode {mode} scores every option's continuation, which an OpenAI-"
+                        f"compatible API cannot; use --mode generate with --endpoint")
+    if adapter is not None:
+        raise UserError("--adapter applies to a local model; serve the adapter (jaxcult serve "
+                        "--adapter NAME=DIR) and give NAME as MODEL")
+    try:
+        settings = RemoteModel(endpoint=endpoint, model=model, api_key_env=api_key_env,
+                               concurrency=concurrency)
+    except ValidationError as error:
+        first = error.errors()[0]
+        raise UserError(f"--{first['loc'][0]}: {first['msg']}".replace("_", "-", 1)) from None
+    out.mkdir(parents=True, exist_ok=True)
+    return RemoteChatModel(settings, out / "remote-cache.jsonl")
+
+
 def survey_command(model: str, survey_path: Path, cultures: list[str], out: Path,
                    overrides: list[str], *, personas: int = 1000, mode: str = "generate",
                    baseline: str = "persona", seed: int = 0, questions: list[str] | None = None,
                    translations: Path | None = None, adapter: str | None = None,
-                   split: str = "full", parsing: str = "official") -> dict:
-    """Evaluate `model` on the survey for each culture; write the outputs; return the summary."""
+                   split: str = "full", parsing: str = "official", endpoint: str | None = None,
+                   api_key_env: str | None = None, concurrency: int = 8) -> dict:
+    """Evaluate `model` on the survey for each culture; write the outputs; return the summary.
+    With `endpoint`, `model` names a model behind that OpenAI-compatible API."""
     from jaxcult.data.survey import CLCA_QUESTIONS, load_survey
     from jaxcult.eval.survey_eval import PARSINGS, evaluate_culture
     from jaxcult.eval.survey_prompts import PromptTexts, load_prompt_texts
@@ -109,7 +136,11 @@ def survey_command(model: str, survey_path: Path, cultures: list[str], out: Path
     _check_choices(mode, baseline, cultures, survey, personas)
     if out.exists() and not out.is_dir():
         raise UserError(f"{out}: exists and is not a directory")
-    loaded, tokenizer = load_generation_model(model, adapter, merge=False)
+    if endpoint is not None:
+        loaded, tokenizer = remote_model(model, endpoint, api_key_env, concurrency, mode, adapter,
+                                         out), None
+    else:
+        loaded, tokenizer = load_generation_model(model, adapter, merge=False)
     results = []
     for culture in cultures:
         started = time.perf_counter()
@@ -129,7 +160,8 @@ def survey_command(model: str, survey_path: Path, cultures: list[str], out: Path
               f"in {time.perf_counter() - started:.1f} s")
         results.append(result)
     summary = {
-        "model": model, "adapter": adapter, "survey": str(survey_path), "mode": mode,
+        "model": model, "endpoint": endpoint, "adapter": adapter, "survey": str(survey_path),
+        "mode": mode,
         "parsing": parsing if mode == "generate" else None, "max_new_tokens": config.max_new_tokens,
         "baseline": baseline, "personas": personas, "seed": seed,
         "questions": [q.id for q in survey.questions], "translations": str(translations or ""),
