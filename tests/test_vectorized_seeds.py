@@ -41,8 +41,8 @@ MIXED = "seed_dependent_schedule:FunOnOddSeeds"
 
 
 @needs_minilm
-@pytest.mark.parametrize("schedule", [pytest.param("gu", marks=pytest.mark.slow),
-                                      pytest.param("fun", marks=pytest.mark.slow), MIXED])
+@pytest.mark.parametrize("schedule", [pytest.param(s, marks=pytest.mark.slow)
+                                      for s in ("gu", "fun", MIXED)])
 def test_vmapped_seeds_equal_separate_runs(tmp_path, monkeypatch, schedule):
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(PLUGINS))
