@@ -213,3 +213,44 @@ def test_a_server_lost_mid_stage_stops_it_keeping_every_finished_record(fake, tm
     assert dialogues[:2] == kept
     resent = [json.dumps(b, sort_keys=True) for b in api.bodies[sent:]]
     assert resent and not set(resent) & before   # no answered request is paid for twice
+
+
+def top_logprobs(entries: dict[str, float]) -> dict:
+    return {"choices": [{"index": 0, "message": {"role": "assistant", "content": "x"},
+                         "logprobs": {"content": [{"token": "x", "logprob": -0.1, "top_logprobs": [
+                             {"token": t, "logprob": v} for t, v in entries.items()]}]}}]}
+
+
+def test_the_remote_pairs_judge_scores_from_top_logprobs_and_needs_them(fake):
+    import numpy as np
+
+    from jaxcult.recipes.pairs.config import JudgeConfig
+    from jaxcult.recipes.pairs.judges import RemoteLogProbJudge
+
+    api = fake(lambda n, body: (200, top_logprobs(
+        {"3": np.log(0.3), " 3": np.log(0.1), "5": np.log(0.4), "Hello": np.log(0.2)})))
+    digits = JudgeConfig(model=settings(api.endpoint).model_dump())
+    judge = RemoteLogProbJudge(digits, RemoteChatModel(digits.model, None))
+    first, failed, empty = judge.judge([({"prompt": "p"}, "a reply", None),
+                                        ({"prompt": "p"}, "", "generation failed"),
+                                        ({"prompt": "p"}, "  ", None)])
+    assert first.option_mass == pytest.approx(0.8)           # "3" and " 3" add up; 1, 2, 4 absent
+    assert first.score == pytest.approx((3 * 0.4 + 5 * 0.4) / 0.8)
+    assert (failed.unscorable, empty.unscorable) == ("generation failed", "empty reply")
+    body = api.bodies[0]
+    assert body["max_tokens"] == 1 and body["top_logprobs"] == 20 and body["logprobs"] is True
+    assert body["messages"][-1] == {"role": "assistant", "content": "Rating:"}
+    assert len(api.bodies) == 1   # nothing asked for replies that cannot be judged
+
+    only_yes = fake(lambda n, body: (200, top_logprobs({"yes": np.log(0.6)})))
+    yes_no = JudgeConfig(model=settings(only_yes.endpoint).model_dump(), kind="yes_no")
+    assert "outside the judge's top" in RemoteLogProbJudge(yes_no, RemoteChatModel(
+        yes_no.model, None)).judge([({"prompt": "p"}, "r", None)])[0].unscorable
+    bare = fake(lambda n, body: (200, answer("3")))
+    plain = JudgeConfig(model=settings(bare.endpoint).model_dump())
+    with pytest.raises(UserError, match="returned no logprobs; the pairs judge needs"):
+        RemoteLogProbJudge(plain, RemoteChatModel(plain.model, None)).judge(
+            [({"prompt": "p"}, "r", None)])
+    with pytest.raises(ValueError, match="judge.generation"):
+        JudgeConfig(model=settings(bare.endpoint).model_dump(),
+                    generation={"batch_size": 4})

@@ -263,3 +263,27 @@ def test_survey_evaluation_through_a_server_equals_the_local_one(tiny, tmp_path)
     with pytest.raises(UserError, match="--mode logprob scores every option"):
         survey_command("tiny", survey, ["China"], tmp_path / "x", settings, mode="logprob",
                        endpoint=running.url, **ask)
+
+
+def test_the_remote_pairs_judge_reads_the_local_judges_option_logprobs(served, tiny):
+    from jaxcult.generation.scoring import option_logprobs
+    from jaxcult.recipes.pairs.config import JudgeConfig
+    from jaxcult.recipes.pairs.judges import LogProbJudge, RemoteLogProbJudge
+    from jaxcult.remote.chat_model import RemoteChatModel
+    from jaxcult.remote.settings import RemoteModel
+
+    _, _, model, tokenizer = tiny
+    settings = JudgeConfig(template="{prompt}\n{reply}\n{question}", answer_prefix="Rating:")
+    local = LogProbJudge(settings, model, tokenizer)
+    remote = RemoteLogProbJudge(settings, RemoteChatModel(RemoteModel(endpoint=served.url,
+                                                                      model="tiny"), None))
+    items = [({"prompt": "Say hi"}, "Hello!", None), ({"prompt": "Count"}, "1 2 3", None)]
+    prompts = [local.prompt(record, reply) for record, reply, _ in items]
+    expected = option_logprobs(model, tokenizer, prompts, [local.options] * 2, settings.generation)
+    for (record, reply, _), want in zip(items, expected):
+        got = remote._option_logprobs(served.post("chat/completions", remote.body(record, reply))[1])
+        seen = np.isfinite(got)   # options inside the server's top 20 (the rest: probability 0)
+        assert seen.any()
+        np.testing.assert_allclose(got[seen], np.asarray(want)[seen], atol=2e-4)
+    judged = remote.judge(items)
+    assert len(judged) == 2 and all(j.option_mass > 0 for j in judged)

@@ -7,6 +7,7 @@ import json
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -47,3 +48,31 @@ def test_demo_simulate_and_judge_on_jaxcult_serve_equal_the_in_process_backend(t
     for name in ("dialogues.jsonl", "judged.jsonl"):
         local = (tmp_path / "local" / name).read_text()
         assert local and (tmp_path / "remote" / name).read_text() == local
+
+
+@pytest.mark.slow
+def test_a_killed_server_stops_the_stage_in_one_line_keeping_finished_records(tmp_path):
+    if not assets.get_asset("smollm2-135m-instruct").installed():
+        pytest.skip("asset smollm2-135m-instruct not installed")
+    server, url = start_server("batch_size=2", "max_new_tokens=32",
+                               "length_buckets=[256, 512, 640]")
+    remote = json.dumps({"endpoint": url, "model": "smollm2-135m-instruct", "backoff_s": 0.2,
+                         "max_retries": 2})
+    out = tmp_path / "out"
+    stage = subprocess.Popen(
+        [sys.executable, "-m", "jaxcult.cli", "clca", "simulate", str(DEMO), "--out", str(out),
+         *GREEDY, "simulate.dialogues_per_batch=2", f"simulate.model={remote}"],
+        stderr=subprocess.PIPE, text=True)
+    try:
+        dialogues = out / "dialogues.jsonl"
+        while not (dialogues.exists() and dialogues.read_text().count("\n") >= 2):
+            assert stage.poll() is None, stage.stderr.read()
+            time.sleep(0.2)
+    finally:
+        server.kill()
+        server.wait(timeout=60)
+    kept = dialogues.read_text()
+    error = stage.communicate(timeout=120)[1].strip().splitlines()
+    assert stage.returncode == 2
+    assert "no answer from smollm2-135m-instruct after 3 tries" in error[-1]
+    assert dialogues.read_text() == kept and kept.count("\n") in (2, 4)   # whole batches only

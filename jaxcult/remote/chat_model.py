@@ -83,10 +83,17 @@ class RemoteChatModel:
                  for i in range(len(chats))]
         bodies = [chat_body(self.settings.model, chat, config, prefix, seed)
                   for chat, seed in zip(chats, seeds)]
-        with ThreadPoolExecutor(self.settings.concurrency) as pool:
-            return list(pool.map(lambda body: self._ask(body, prefix), bodies))
+        route = f"{self.settings.endpoint}/chat/completions"
+        return [Reply("", answer) if isinstance(answer, str)
+                else Reply(prefix + reply_text(answer, route)) for answer in self.answers(bodies)]
 
-    def _ask(self, body: dict, prefix: str) -> Reply:
+    def answers(self, bodies: Sequence[dict]) -> list[dict | str]:
+        """The server's response to each `/chat/completions` body (up to `concurrency` in
+        flight, cached ones not asked again), or the reason it refused that request."""
+        with ThreadPoolExecutor(self.settings.concurrency) as pool:
+            return list(pool.map(self._ask, bodies))
+
+    def _ask(self, body: dict) -> dict | str:
         key = request_key(self.settings.endpoint, body)
         response = self.cache.get(key) if self.cache else None
         if response is None:
@@ -98,7 +105,7 @@ class RemoteChatModel:
                 if refusal.status in STOPPING:
                     raise UserError(f"{self.settings.endpoint}: {STOPPING[refusal.status]} "
                                     f"(model {self.name}): {refusal.message}") from None
-                return Reply("", f"HTTP {refusal.status}: {refusal.message}")
+                return f"HTTP {refusal.status}: {refusal.message}"
             if self.cache is not None:
                 self.cache.put(key, response)
-        return Reply(prefix + reply_text(response, f"{self.settings.endpoint}/chat/completions"))
+        return response

@@ -9,6 +9,7 @@ from pydantic import Field, model_validator
 
 from jaxcult.config import GenerationConfig, Section
 from jaxcult.recipes.adapters import AdapterTrainConfig
+from jaxcult.remote.settings import ModelSpec, RemoteModel
 
 JUDGE_PROMPT = (
     "Here is a message and a reply to it.\n\nMessage:\n{prompt}\n\nReply:\n{reply}\n\n"
@@ -52,7 +53,9 @@ class JudgeConfig(Section):
     `digits`: the options are 1..scale; the score is their probability-weighted mean (a
     G-Eval-style expected rating). `yes_no`: the score is log p(yes) - log p(no)."""
 
-    model: str | None = Field(None, description="default: sample.model")
+    model: ModelSpec | None = Field(None, description="default: sample.model; or a remote "
+                                    "model {endpoint, model, api_key_env, ...} that returns "
+                                    "top_logprobs")
     kind: Literal["digits", "yes_no"] = "digits"
     scale: int = Field(5, ge=2, le=9, description="digits: the highest rating")
     yes: str = "yes"
@@ -71,6 +74,8 @@ class JudgeConfig(Section):
     def _fields_of_kind(self) -> JudgeConfig:
         self.refuse_unused("judge", ("scale",), self.kind == "digits", "to judge.kind=digits")
         self.refuse_unused("judge", ("yes", "no"), self.kind == "yes_no", "to judge.kind=yes_no")
+        self.refuse_unused("judge", ("generation",), not isinstance(self.model, RemoteModel),
+                           "to a local judge model (a remote one runs on its server)")
         missing = [f for f in ("{prompt}", "{reply}") if f not in self.template]
         if missing:
             raise ValueError(f"judge.template: no {missing[0]} field")

@@ -30,6 +30,28 @@ class Judgement:
         return asdict(self)
 
 
+def read_options(settings: JudgeConfig, logps: np.ndarray) -> Judgement:
+    """The judgement the options' log-probabilities make (-inf: an option of probability 0)."""
+    probabilities = np.exp(logps)
+    mass = float(probabilities.sum())
+    if mass < settings.min_option_mass:
+        return Judgement(None, mass, f"the options got {mass:.3f} of the judge's probability, "
+                                     f"below judge.min_option_mass")
+    if settings.kind == "digits":
+        ratings = np.arange(1, len(logps) + 1)
+        return Judgement(float((ratings * probabilities).sum() / mass), mass)
+    if not np.isfinite(logps).all():
+        return Judgement(None, mass, "an option got no probability (outside the judge's top "
+                                     "log-probabilities)")
+    return Judgement(float(logps[0] - logps[1]), mass)
+
+
+def judge_text(settings: JudgeConfig, record: dict, reply: str) -> str:
+    """The judge's user turn for one reply."""
+    return settings.template.format(prompt=conversation_text(record), reply=reply,
+                                    question=settings.question())
+
+
 def conversation_text(record: dict) -> str:
     """What the judge reads as the message: the prompt, or the conversation's turns."""
     if "messages" not in record:
@@ -51,8 +73,7 @@ class LogProbJudge:
                             f"options")
 
     def prompt(self, record: dict, reply: str) -> str:
-        text = self.settings.template.format(prompt=conversation_text(record), reply=reply,
-                                             question=self.settings.question())
+        text = judge_text(self.settings, record, reply)
         chat = [{"role": "user", "content": text}]
         rendered = (render_chat(chat, self.tokenizer) if getattr(self.tokenizer, "chat_template",
                                                                  None) else text + "\n")
@@ -83,12 +104,56 @@ class LogProbJudge:
         return [results[i] for i in range(len(items))]
 
     def _read(self, logps: np.ndarray) -> Judgement:
-        probabilities = np.exp(logps)
-        mass = float(probabilities.sum())
-        if mass < self.settings.min_option_mass:
-            return Judgement(None, mass, f"the options got {mass:.3f} of the judge's probability, "
-                                         f"below judge.min_option_mass")
-        if self.settings.kind == "digits":
-            ratings = np.arange(1, len(logps) + 1)
-            return Judgement(float((ratings * probabilities).sum() / mass), mass)
-        return Judgement(float(logps[0] - logps[1]), mass)
+        return read_options(self.settings, logps)
+
+
+class RemoteLogProbJudge:
+    """The same judgement from a model behind an OpenAI-compatible server: the judge's turn and
+    `answer_prefix` (continued with `continue_final_message`), one new token with its top
+    log-probabilities. An option's log-probability is that of the top tokens whose text is the
+    option (spaces around it ignored; several such tokens add up); an option outside the top
+    tokens counts as probability 0, so the option mass is a lower bound. A server that returns
+    no log-probabilities is an error."""
+
+    TOP = 20   # the most top_logprobs the API allows
+
+    def __init__(self, settings: JudgeConfig, model) -> None:
+        self.settings, self.model = settings, model   # model: a jaxcult.remote RemoteChatModel
+        self.options = settings.options()
+
+    def body(self, record: dict, reply: str) -> dict:
+        return {"model": self.model.settings.model, "max_tokens": 1, "temperature": 0.0,
+                "logprobs": True, "top_logprobs": self.TOP,
+                "messages": [{"role": "user", "content": judge_text(self.settings, record, reply)},
+                             {"role": "assistant", "content": self.settings.answer_prefix}],
+                "continue_final_message": True, "add_generation_prompt": False}
+
+    def judge(self, items: Sequence[tuple[dict, str, str | None]]) -> list[Judgement]:
+        """One judgement per (record, reply, generation error or None), in order."""
+        asked = [i for i, (_, reply, error) in enumerate(items) if error is None and reply.strip()]
+        answers = dict(zip(asked, self.model.answers([self.body(*items[i][:2]) for i in asked])))
+        results = []
+        for index, (_, _, error) in enumerate(items):
+            answer = answers.get(index)
+            if answer is None:
+                results.append(Judgement(None, 0.0, error or "empty reply"))
+            elif isinstance(answer, str):
+                results.append(Judgement(None, 0.0, answer))
+            else:
+                results.append(read_options(self.settings, self._option_logprobs(answer)))
+        return results
+
+    def _option_logprobs(self, answer: dict) -> np.ndarray:
+        try:
+            top = answer["choices"][0]["logprobs"]["content"][0]["top_logprobs"]
+        except (KeyError, IndexError, TypeError):
+            raise UserError(f"{self.model.settings.endpoint}: model {self.model.name} returned no "
+                            f"logprobs; the pairs judge needs a server that returns top_logprobs "
+                            f"(vLLM, SGLang, jaxcult serve)") from None
+        found = np.full(len(self.options), -np.inf)
+        for entry in top:
+            text = str(entry.get("token", "")).strip()
+            if text in self.options:
+                at = self.options.index(text)
+                found[at] = np.logaddexp(found[at], float(entry["logprob"]))
+        return found

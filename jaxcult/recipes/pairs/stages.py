@@ -18,8 +18,9 @@ from jaxcult.errors import UserError
 from jaxcult.generation.prompts import as_chat
 from jaxcult.own_files import read_json_object
 from jaxcult.recipes.pairs.config import PairsConfig
-from jaxcult.recipes.pairs.judges import LogProbJudge
+from jaxcult.recipes.pairs.judges import LogProbJudge, RemoteLogProbJudge
 from jaxcult.recipes.stage_files import append_records, check_provenance, read_records
+from jaxcult.remote.settings import RemoteModel, model_label
 from jaxcult.rundir import write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -72,8 +73,14 @@ class PairsRun:
                                                      merge=False)
         return self.models[key]
 
-    def judge(self) -> LogProbJudge:
+    def judge(self) -> LogProbJudge | RemoteLogProbJudge:
         settings = self.config.judge
+        if isinstance(settings.model, RemoteModel):
+            from jaxcult.remote.chat_model import RemoteChatModel
+
+            log.info(f"pairs: judging with {settings.model.model} at {settings.model.endpoint}")
+            return RemoteLogProbJudge(settings, RemoteChatModel(
+                settings.model, self.out / "remote-cache.jsonl"))
         return LogProbJudge(settings, *self.model(settings.model or self.config.sample.model))
 
     def conversation(self, record: dict) -> list[dict] | str:
@@ -134,7 +141,7 @@ def _stage_input(run: PairsRun, name: str, made_by: str) -> list[dict]:
 
 def _judge_provenance(run: PairsRun) -> dict:
     settings = run.config.judge
-    return {"stage": "judge", "model": settings.model or run.config.sample.model,
+    return {"stage": "judge", "model": model_label(settings.model or run.config.sample.model),
             "judge": settings.model_dump(mode="json", exclude={"model"})}
 
 
