@@ -16,6 +16,9 @@ from jaxcult import assets
 
 DEMO = Path(__file__).resolve().parent.parent / "experiments" / "clca" / "demo.yaml"
 GREEDY = ["cultures=[uk, japan]", "simulate.generation.do_sample=false"]
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(
+    not assets.get_asset("smollm2-135m-instruct").installed(),
+    reason="asset smollm2-135m-instruct not installed")]
 
 
 def start_server(*settings: str) -> tuple[subprocess.Popen, str]:
@@ -29,12 +32,9 @@ def start_server(*settings: str) -> tuple[subprocess.Popen, str]:
     raise AssertionError(f"jaxcult serve exited with {server.wait()}")
 
 
-@pytest.mark.slow
 def test_demo_simulate_and_judge_on_jaxcult_serve_equal_the_in_process_backend(tmp_path):
     from jaxcult.recipes.clca import run_stages
 
-    if not assets.get_asset("smollm2-135m-instruct").installed():
-        pytest.skip("asset smollm2-135m-instruct not installed")
     server, url = start_server("batch_size=10", "max_new_tokens=32",
                                "length_buckets=[256, 320, 512, 640]")
     try:
@@ -50,10 +50,7 @@ def test_demo_simulate_and_judge_on_jaxcult_serve_equal_the_in_process_backend(t
         assert local and (tmp_path / "remote" / name).read_text() == local
 
 
-@pytest.mark.slow
 def test_a_killed_server_stops_the_stage_in_one_line_keeping_finished_records(tmp_path):
-    if not assets.get_asset("smollm2-135m-instruct").installed():
-        pytest.skip("asset smollm2-135m-instruct not installed")
     server, url = start_server("batch_size=2", "max_new_tokens=32",
                                "length_buckets=[256, 512, 640]")
     remote = json.dumps({"endpoint": url, "model": "smollm2-135m-instruct", "backoff_s": 0.2,
