@@ -31,7 +31,8 @@ CHATS = [[{"role": "user", "content": "Hello there"}],
 class Running:
     """A `jaxcult serve` app on a free local port, in a daemon thread."""
 
-    def __init__(self, models: dict, config: GenerationConfig) -> None:
+    def __init__(self, models: dict, config: GenerationConfig, defaults: dict | None = None
+                 ) -> None:
         import uvicorn
 
         from jaxcult.run.serve import bind
@@ -41,7 +42,7 @@ class Running:
         self.scheduler = Scheduler(models, config)
         sock = bind("127.0.0.1", 0)
         self.url = f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
-        self.server = uvicorn.Server(uvicorn.Config(Server(self.scheduler).app(),
+        self.server = uvicorn.Server(uvicorn.Config(Server(self.scheduler, defaults).app(),
                                                     log_level="warning"))
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]},
                                        daemon=True)
@@ -287,3 +288,19 @@ def test_the_remote_pairs_judge_reads_the_local_judges_option_logprobs(served, t
         np.testing.assert_allclose(got[seen], np.asarray(want)[seen], atol=2e-4)
     judged = remote.judge(items)
     assert len(judged) == 2 and all(j.option_mass > 0 for j in judged)
+
+
+def test_settings_a_request_leaves_unset_come_from_the_models_generation_config(tiny):
+    _, _, model, tokenizer = tiny
+    running = Running({"tiny": (model, tokenizer)}, CONFIG, {"tiny": {"repetition_penalty": 1.8}})
+    try:
+        client = running.client()
+        ask = dict(model="tiny", messages=CHATS[0], temperature=0, max_tokens=12)
+        unset = client.chat.completions.create(**ask).choices[0].message.content
+        given = client.chat.completions.create(extra_body={"repetition_penalty": 1.0}, **ask)
+    finally:
+        running.stop()
+    penalised = CONFIG.model_copy(update={"repetition_penalty": 1.8})
+    assert unset != given.choices[0].message.content
+    assert unset == generate(model, tokenizer, CHATS[:1], penalised)[0].text
+    assert given.choices[0].message.content == generate(model, tokenizer, CHATS[:1], CONFIG)[0].text

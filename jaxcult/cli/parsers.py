@@ -110,7 +110,10 @@ def _serve(sub, common) -> None:
                                        "Concurrent requests are batched. Settings as KEY=VALUE, "
                                        "as for generate: batch_size (default 16), "
                                        "max_new_tokens (the cap on max_tokens, default 256), "
-                                       "length_buckets, chunk (tokens per streamed piece).")
+                                       "length_buckets, chunk (tokens per streamed piece); "
+                                       "temperature, top_k, top_p, min_p, repetition_penalty: "
+                                       "defaults for requests that leave them unset (before "
+                                       "the model's generation_config.json).")
     serve.add_argument("model", help="asset name, HF directory, .gguf file or Hub id")
     serve.add_argument("--adapter", action="append", default=[], metavar="[NAME=]DIR",
                        help="a PEFT LoRA adapter served as NAME (default: its folder name); "

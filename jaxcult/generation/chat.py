@@ -18,6 +18,7 @@ from jaxcult.config import GenerationConfig
 from jaxcult.errors import UserError
 from jaxcult.generation.api import generate_ids
 from jaxcult.generation.engine import Generator
+from jaxcult.generation.model_defaults import with_model_defaults
 from jaxcult.generation.prompts import Chat, render_chat
 
 STREAM_STRIDE = 1 << 20  # batch indices reserved per random stream
@@ -40,17 +41,21 @@ class EngineChatModel:
     """A jaxcult causal LM with a chat template, decoding with the batched engine (one compiled
     program per decoding setting, reused across calls)."""
 
-    def __init__(self, name: str, model, tokenizer) -> None:
+    def __init__(self, name: str, model, tokenizer, defaults: dict | None = None) -> None:
+        """`defaults`: the model's own sampling settings (generation_config.json), used where
+        a stage's config leaves them unset."""
         if not getattr(tokenizer, "chat_template", None):
             raise UserError(f"{name}: the tokenizer has no chat template; role-play, judging "
                             f"and annotation need a chat model")
         self.name, self.model, self.tokenizer = name, model, tokenizer
+        self.defaults = defaults or {}
         self._generators: dict[str, Generator] = {}
 
     def _generator(self, config: GenerationConfig) -> Generator:
         key = config.model_dump_json()
         if key not in self._generators:
-            self._generators[key] = Generator(self.model, self.tokenizer, config)
+            self._generators[key] = Generator(self.model, self.tokenizer,
+                                              with_model_defaults(config, self.defaults))
         return self._generators[key]
 
     def reply(self, chats: Sequence[Chat], config: GenerationConfig, stream: int = 0,

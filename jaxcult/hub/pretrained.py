@@ -31,7 +31,8 @@ def _xlmr_tokenizer(path: Path):
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 _TOKENIZER_FILES = ["tokenizer*", "special_tokens_map.json", "vocab.txt", "sentencepiece.bpe.model",
                     "*.model", "merges.txt", "vocab.json", "config.json"]
-_HUB_FILES = [*_TOKENIZER_FILES, "*.safetensors", "*.safetensors.index.json"]
+_HUB_FILES = [*_TOKENIZER_FILES, "*.safetensors", "*.safetensors.index.json",
+              "generation_config.json"]
 
 
 def _download(name: str, patterns: list[str]) -> Path:
@@ -77,6 +78,13 @@ def load_tokenizer(source: str | Path):
         return None
     raise UserError(f"{path}: unsupported weight file (expected an HF directory, a .gguf file or "
                     f"an E5S1 .bin)")
+
+
+def model_side_file(source: str | Path, name: str) -> Path | None:
+    """A file of a model's HF directory or Hub snapshot (e.g. generation_config.json), or None
+    (none there, or the model is a GGUF/E5S1 file)."""
+    path, _ = _resolve(source, _HUB_FILES)
+    return path / name if path.is_dir() and (path / name).is_file() else None
 
 
 def load_model(source: str | Path, *, dtype: str | None = None, mesh: Mesh | None = None,

@@ -49,13 +49,14 @@ def generate_command(model: str, prompts: Path, out: Path, overrides: list[str],
     """Generate a completion for every prompt of `prompts` into `out` (resumable)."""
     from jaxcult.generation.engine import Generator
     from jaxcult.generation.files import generate_file, read_records
+    from jaxcult.generation.model_defaults import load_generation_defaults, with_model_defaults
 
     config = generation_config(overrides)
     read_records(prompts)  # an empty or missing prompt file fails before the model loads
     if out.parent and not out.parent.exists():
         raise UserError(f"{out.parent}: output folder does not exist")
     loaded, tokenizer = load_generation_model(model, adapter, merge)
-    generator = Generator(loaded, tokenizer, config)
+    generator = Generator(loaded, tokenizer, with_model_defaults(config, load_generation_defaults(model)))
     started = time.perf_counter()
 
     def progress(done: int, total: int) -> None:

@@ -17,6 +17,7 @@ from jaxcult.run.generate import generation_config
 log = logging.getLogger(__name__)
 
 SERVE_DEFAULTS = {"batch_size": 16, "max_new_tokens": 256}
+PER_REQUEST = {"do_sample": "temperature (0 = greedy)", "seed": "seed", "stop_strings": "stop"}
 
 
 def adapter_names(adapters: list[str]) -> dict[str, Path]:
@@ -63,6 +64,7 @@ def serve_command(model: str, overrides: list[str], *, adapters: list[str], name
     """Serve until interrupted; returns the line printed at exit."""
     import uvicorn
 
+    from jaxcult.generation.model_defaults import SAMPLING_KEYS, load_generation_defaults
     from jaxcult.serving.app import Server
     from jaxcult.serving.scheduler import Scheduler
 
@@ -71,14 +73,23 @@ def serve_command(model: str, overrides: list[str], *, adapters: list[str], name
     given = {o.partition("=")[0] for o in overrides}
     config = generation_config(
         [f"{k}={v}" for k, v in SERVE_DEFAULTS.items() if k not in given] + overrides)
+    refused = sorted(given & set(PER_REQUEST))
+    if refused:
+        raise UserError(f"serve: {refused[0]} is chosen by each request (the API's "
+                        f"{PER_REQUEST[refused[0]]}), not by the server")
     named = adapter_names(adapters)
     sock = bind(host, port)
     served = load_served_models(model, name or model, named)
     scheduler = Scheduler(served, config, gather_ms / 1000)
+    # what a request leaves unset: the server's KEY=VALUE, else the model's own settings (the
+    # adapters share the base model's)
+    defaults = {**load_generation_defaults(model),
+                **{k: getattr(config, k) for k in SAMPLING_KEYS if k in given}}
     where = f"http://{host}:{sock.getsockname()[1]}/v1"
     log.info(f"serve: {', '.join(served)} on {where} (batch {config.batch_size}, up to "
              f"{config.max_new_tokens} new tokens, prompts up to {max(config.length_buckets)})")
-    server = uvicorn.Server(uvicorn.Config(Server(scheduler).app(), log_level="warning",
+    server = uvicorn.Server(uvicorn.Config(Server(scheduler, dict.fromkeys(served, defaults)).app(),
+                                           log_level="warning",
                                            timeout_graceful_shutdown=5))
     try:
         server.run(sockets=[sock])

@@ -140,7 +140,10 @@ def survey_command(model: str, survey_path: Path, cultures: list[str], out: Path
         loaded, tokenizer = remote_model(model, endpoint, api_key_env, concurrency, mode, adapter,
                                          out), None
     else:
+        from jaxcult.generation.model_defaults import load_generation_defaults, with_model_defaults
+
         loaded, tokenizer = load_generation_model(model, adapter, merge=False)
+        config = with_model_defaults(config, load_generation_defaults(model))
     results = []
     for culture in cultures:
         started = time.perf_counter()
@@ -163,6 +166,7 @@ def survey_command(model: str, survey_path: Path, cultures: list[str], out: Path
         "model": model, "endpoint": endpoint, "adapter": adapter, "survey": str(survey_path),
         "mode": mode,
         "parsing": parsing if mode == "generate" else None, "max_new_tokens": config.max_new_tokens,
+        "repetition_penalty": config.repetition_penalty,   # greedy, but a model may set one
         "baseline": baseline, "personas": personas, "seed": seed,
         "questions": [q.id for q in survey.questions], "translations": str(translations or ""),
         "cultures": {r.culture: r.summary() for r in results},

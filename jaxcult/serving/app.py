@@ -42,8 +42,10 @@ log = logging.getLogger(__name__)
 class Server:
     """The routes over one scheduler (its models are what `/v1/models` lists)."""
 
-    def __init__(self, scheduler: Scheduler) -> None:
-        self.scheduler = scheduler
+    def __init__(self, scheduler: Scheduler, defaults: dict[str, dict] | None = None) -> None:
+        """`defaults`: per served model, its own sampling settings (generation_config.json)
+        for what a request leaves unset."""
+        self.scheduler, self.defaults = scheduler, defaults or {}
         self.created = int(time.time())
 
     def app(self) -> Starlette:
@@ -152,8 +154,8 @@ class Server:
             raise ApiError(400, f"max_tokens={limit} is more than this server's "
                                 f"generation.max_new_tokens={config.max_new_tokens} (restart "
                                 f"`jaxcult serve` with a larger one)", "max_tokens")
-        return Job(body.model, ids, body.sampling(), limit, body.stops(), top, body.seed,
-                   body.stream)
+        return Job(body.model, ids, body.sampling(self.defaults.get(body.model, {})), limit,
+                   body.stops(), top, body.seed, body.stream)
 
     def _events(self, job: Job) -> asyncio.Queue:
         loop, queue = asyncio.get_running_loop(), asyncio.Queue()

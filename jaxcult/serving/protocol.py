@@ -82,12 +82,18 @@ class Common(BaseModel):
     stream_options: StreamOptions | None = None
     seed: int | None = None
 
-    def sampling(self) -> Sampling:
-        """The engine's settings; temperature 0 is greedy (the other sampling knobs unused)."""
-        if self.temperature == 0:
-            return Sampling(repetition_penalty=self.repetition_penalty)
-        return Sampling(True, self.temperature, max(self.top_k, 0), self.top_p, self.min_p,
-                        self.repetition_penalty)
+    def sampling(self, defaults: dict) -> Sampling:
+        """The engine's settings: the request's, else the model's own `defaults` (its
+        generation_config.json, as vLLM does), else the API's; temperature 0 is greedy (the
+        other sampling knobs unused)."""
+        def value(key: str):
+            given = key in self.model_fields_set
+            return getattr(self, key) if given else defaults.get(key, getattr(self, key))
+
+        if value("temperature") == 0:
+            return Sampling(repetition_penalty=value("repetition_penalty"))
+        return Sampling(True, value("temperature"), max(value("top_k"), 0), value("top_p"),
+                        value("min_p"), value("repetition_penalty"))
 
     def stops(self) -> list[str]:
         return [self.stop] if isinstance(self.stop, str) else list(self.stop or [])

@@ -59,11 +59,13 @@ class Pipeline:
                 log.info(f"clca: {spec.model} at {spec.endpoint}")
                 self.models[key] = RemoteChatModel(spec, self.out / "remote-cache.jsonl")
             else:
+                from jaxcult.generation.model_defaults import load_generation_defaults
                 from jaxcult.run.generate import load_generation_model
 
                 log.info(f"clca: loading {spec}")
                 loaded, tokenizer = load_generation_model(spec, None, merge=False)
-                self.models[key] = EngineChatModel(spec, loaded, tokenizer)
+                self.models[key] = EngineChatModel(spec, loaded, tokenizer,
+                                                   load_generation_defaults(spec))
         return self.models[key]
 
     def scenario_of(self, record: dict) -> tuple[Scenario, Culture]:

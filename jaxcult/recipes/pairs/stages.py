@@ -95,6 +95,7 @@ def sample(run: PairsRun) -> dict:
     """`samples.jsonl`: per prompt, its record and N sampled replies (text, finish reason)."""
     from jaxcult.generation.api import generate_ids
     from jaxcult.generation.engine import Generator
+    from jaxcult.generation.model_defaults import load_generation_defaults, with_model_defaults
     from jaxcult.generation.prompts import encode
 
     settings = run.config.sample
@@ -113,7 +114,8 @@ def sample(run: PairsRun) -> dict:
         if not todo:
             continue
         if generator is None:
-            generator = Generator(*run.model(settings.model), settings.generation)
+            generator = Generator(*run.model(settings.model), with_model_defaults(
+                settings.generation, load_generation_defaults(settings.model)))
         tokenizer = generator.tokenizer
         ids = encode([run.conversation(r) for r in todo], tokenizer)
         repeated = [prompt for prompt in ids for _ in range(settings.samples_per_prompt)]
@@ -296,6 +298,7 @@ def evaluate(run: PairsRun) -> dict:
     """`evaluation.json`: the judge's mean score of greedy replies to the held-out prompts,
     from the base model and from the trained adapter."""
     from jaxcult.generation.api import generate
+    from jaxcult.generation.model_defaults import load_generation_defaults, with_model_defaults
 
     adapter = _adapter_folder(run) / "peft"
     if not (adapter / "adapter_config.json").exists():
@@ -305,7 +308,9 @@ def evaluate(run: PairsRun) -> dict:
     records = [r for r in run.prompts if r["id"] in held_out]
     if not records:
         raise UserError("pairs evaluate: no held-out prompt (build.validation_share is 0)")
-    judge, settings = run.judge(), run.config.evaluate.generation
+    judge = run.judge()
+    settings = with_model_defaults(run.config.evaluate.generation,
+                                   load_generation_defaults(run.config.sample.model))
     results = {}
     for label, source in (("base", None), ("trained", adapter)):
         model, tokenizer = run.model(run.config.sample.model, source)
