@@ -64,10 +64,15 @@ def _base_model(run) -> str:
 
 
 def _settings(run, model: str) -> dict:
+    """What a row's scores depend on; the decoding settings as resolved with the model's own
+    generation_config.json."""
+    from jaxcult.generation.model_defaults import load_generation_defaults, with_model_defaults
+
     settings = run.config.evaluate
+    generation = with_model_defaults(settings.generation, load_generation_defaults(model))
     return {"model": model, "mode": settings.mode, "prompt": settings.prompt or PROMPT,
             "max_examples": settings.max_examples, "seed": settings.seed,
-            "generation": settings.generation.model_dump(mode="json")}
+            "generation": generation.model_dump(mode="json")}
 
 
 def _evaluate_row(model, tokenizer, tasks: dict, settings: dict, label: str) -> dict:
