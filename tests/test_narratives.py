@@ -19,7 +19,13 @@ from jaxcult.data.offensive import Example, read_task
 from jaxcult.data.survey import Question, Respondent
 from jaxcult.data.survey_synthetic import write_synthetic_worldvaluesbench
 from jaxcult.errors import UserError
-from jaxcult.eval.offensive import f1_scores, macro_f1, parse_offensive, score_task
+from jaxcult.eval.offensive import (
+    f1_scores,
+    macro_f1,
+    parse_offensive,
+    parse_offensive_official,
+    score_task,
+)
 
 QUESTION = Question("Q7", "Is tolerance important?", 1, 2, ("Mentioned", "Not mentioned"))
 
@@ -94,6 +100,40 @@ def test_normad_reader_takes_csv_and_jsonl_and_names_a_missing_field(tmp_path):
 ])
 def test_offensive_parser(completion, expected):
     assert parse_offensive(completion) is expected
+
+
+@pytest.mark.parametrize("completion, expected", [
+    (" 1", True), ("", True), ("   ", True),            # empty: the official "1"
+    (" Not offensive", None), ("not", None),           # one token "Not": no option
+    ("not offensive", None), ("non-offensive", True),  # the substring rule on the first word
+    ("Offensive.", True),
+    (" 2", False), ("2. Not offensive", False), ("12", True), (" Maybe", None),
+])
+def test_official_quirks_parser_reads_the_first_word_as_the_official_code(completion, expected):
+    assert parse_offensive_official(completion) is expected
+
+
+def test_official_quirks_decode_one_token_and_are_refused_where_they_do_nothing(monkeypatch):
+    from jaxcult.data.offensive import Example
+    from jaxcult.eval import offensive
+    from jaxcult.generation.engine import Completion
+    from jaxcult.recipes.narratives.config import NarrativesEvalConfig
+
+    seen = []
+
+    def fake_generate(model, tokenizer, prompts, config, on_batch=None):
+        seen.append(config.max_new_tokens)
+        return [Completion(text, [], "length", 1) for text in ("non-offensive", "", " 2")]
+
+    monkeypatch.setattr(offensive, "generate", fake_generate)
+    examples = [Example("a", True), Example("b", False), Example("c", False)]
+    assert offensive.predict(None, None, examples, official_quirks=True) == [True, True, False]
+    assert offensive.predict(None, None, examples) == [False, None, False]
+    assert seen == [1, 64]
+    with pytest.raises(ValueError, match="quirks are of the generate mode"):
+        NarrativesEvalConfig(mode="logprob", official_quirks=True)
+    with pytest.raises(ValueError, match="max_new_tokens has no effect"):
+        NarrativesEvalConfig(official_quirks=True, generation={"max_new_tokens": 10})
 
 
 def test_macro_f1_by_hand_with_parse_failures_as_false_negatives():

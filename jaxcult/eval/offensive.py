@@ -49,6 +49,21 @@ def parse_offensive(text: str) -> bool | None:
     return None
 
 
+def parse_offensive_official(text: str) -> bool | None:
+    """The official evaluation's reading (`official_quirks`): the first whitespace-separated
+    word of the answer, "1" when there is none; offensive when it contains "1" or "offensive"
+    (so "non-offensive" is offensive: the check for "not offensive" comes second), else not
+    offensive when it contains "2"; anything else is no answer (a miss of its gold class, as
+    the official F1 over the two labels scores it)."""
+    words = text.split()
+    word = (words[0] if words else "1").lower()
+    if "1" in word or "offensive" in word:
+        return True
+    if "2" in word:
+        return False
+    return None
+
+
 def f1_scores(gold: Sequence[bool], predicted: Sequence[bool | None]) -> dict[bool, float]:
     """Per-class F1; a None prediction is a false negative of its gold class only."""
     scores = {}
@@ -77,12 +92,17 @@ class TaskResult:
 
 def predict(model, tokenizer, examples: Sequence[Example], *, mode: str = "generate",
             prompt: str = PROMPT, config: GenerationConfig = GenerationConfig(),
-            on_batch: Callable[[int], None] | None = None) -> list[bool | None]:
-    """The model's answer for each example (module docstring)."""
+            on_batch: Callable[[int], None] | None = None,
+            official_quirks: bool = False) -> list[bool | None]:
+    """The model's answer for each example (module docstring); `official_quirks` decodes one
+    token and reads it as the official code does (`parse_offensive_official`)."""
     prompts = [prompt.format(text=e.text) for e in examples]
     if mode == "generate":
+        if official_quirks:
+            config = config.model_copy(update={"max_new_tokens": 1})
         completions = generate(model, tokenizer, prompts, config, on_batch=on_batch)
-        return [parse_offensive(c.text) for c in completions]
+        read = parse_offensive_official if official_quirks else parse_offensive
+        return [read(c.text) for c in completions]
     if mode != "logprob":
         raise ValueError(f"mode: expected one of {', '.join(MODES)}, found {mode!r}")
     logps = option_logprobs(model, tokenizer, prompts, [OPTIONS] * len(prompts), config,

@@ -55,6 +55,20 @@ class NarrativesEvalConfig(Section):
     seed: int = 0
     prompt: str | None = Field(None, description="the question with {text}; default: the paper's")
     generation: OffensiveGeneration = Field(default_factory=OffensiveGeneration)
+    official_quirks: bool = Field(False, description="replicate the official evaluation's "
+                                  "decoding: one new token, an empty answer read as offensive, "
+                                  "'not offensive' read as offensive (generate mode)")
+
+    @model_validator(mode="after")
+    def _quirks(self) -> NarrativesEvalConfig:
+        if self.official_quirks and self.mode != "generate":
+            raise ValueError("evaluate.official_quirks: the official quirks are of the generate "
+                             "mode; set evaluate.mode: generate or drop official_quirks")
+        if self.official_quirks and "max_new_tokens" in self.generation.model_fields_set:
+            raise ValueError("evaluate.generation.max_new_tokens has no effect with "
+                             "evaluate.official_quirks (one new token, as the official stopping "
+                             "criterion gives)")
+        return self
 
     @field_validator("prompt")
     @classmethod

@@ -72,6 +72,7 @@ def _settings(run, model: str) -> dict:
     generation = with_model_defaults(settings.generation, load_generation_defaults(model))
     return {"model": model, "mode": settings.mode, "prompt": settings.prompt or PROMPT,
             "max_examples": settings.max_examples, "seed": settings.seed,
+            "official_quirks": settings.official_quirks,
             "generation": generation.model_dump(mode="json")}
 
 
@@ -84,7 +85,8 @@ def _evaluate_row(model, tokenizer, tasks: dict, settings: dict, label: str) -> 
         for name, examples in culture_tasks.items():
             started = time.perf_counter()
             predicted = predict(model, tokenizer, examples, mode=settings["mode"],
-                                prompt=settings["prompt"], config=config)
+                                prompt=settings["prompt"], config=config,
+                                official_quirks=settings["official_quirks"])
             result = score_task(name, examples, predicted)
             scores.setdefault(culture, []).append(vars(result))
             log.info(f"narratives evaluate: {label} on {culture}/{name}: macro-F1 "
