@@ -205,6 +205,32 @@ def _pipeline_files(tmp_path, root):
     return config
 
 
+def test_a_culture_over_several_survey_countries_pools_their_respondents(tiny_chat_model, tmp_path):
+    from jaxcult.data.narrative_views import survey_answer
+    from jaxcult.data.survey import load_survey
+    from jaxcult.recipes.narratives import run_stages
+
+    config = _pipeline_files(tmp_path, tiny_chat_model[0])
+    settings = yaml.safe_load(config.read_text())
+    settings["cultures"] = [{"name": "both", "survey": ["China", "Germany"]},
+                            {"name": "China"}]
+    config.write_text(yaml.safe_dump(settings))
+    run_stages(config, ["build.scenario=normal"], "build", tmp_path / "out")
+    data = tmp_path / "out/data/normal/both"
+    texts = {json.loads(line)["text"] for name in ("train", "validation")
+             for line in (data / f"{name}.jsonl").read_text().splitlines()}
+    survey = load_survey(tmp_path / "wvb", "full", ["China", "Germany"]).select(["Q1", "Q2", "Q3"])
+    pooled = survey.respondents["China"] + survey.respondents["Germany"]
+    answers = {q.id: survey_answer(pooled, q) for q in survey.questions}
+    assert answers != {q.id: survey_answer(survey.respondents["China"], q) for q in survey.questions}
+    assert all(any(t.endswith(f"### Answer: {answers[q.id]}") and q.text in t for t in texts)
+               for q in survey.questions if answers[q.id] is not None)
+    settings["cultures"] = [{"name": "x", "survey": ["China", "Atlantis"]}]
+    config.write_text(yaml.safe_dump(settings))
+    with pytest.raises(UserError, match="Atlantis"):
+        run_stages(config, ["build.scenario=normal"], "build", tmp_path / "out2")
+
+
 def test_pipeline_builds_trains_and_writes_the_cross_culture_matrix(tiny_chat_model, tmp_path):
     from jaxcult.recipes.narratives import run_stages
 

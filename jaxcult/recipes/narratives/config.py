@@ -14,18 +14,32 @@ from jaxcult.recipes.adapters import AdapterTrainConfig
 
 
 class NarrativeCulture(Section):
+    """A culture and its countries in each source: a language culture can span several (the
+    paper's Arabic is Iraq + Jordan in the WVS and seven NormAd countries)."""
+
     name: str = Field(..., description="the culture's name in record texts, folders and the matrix")
-    survey: str | None = Field(None, description="its name in the survey (WVS B_COUNTRY); "
-                               "default: name")
-    normad: list[str] | None = Field(None, description="its NormAd countries; default: [survey]")
+    survey: str | list[str] | None = Field(
+        None, description="its country or countries in the survey (WVS B_COUNTRY; several: "
+        "their respondents pooled); default: name")
+    normad: list[str] | None = Field(None, description="its NormAd countries; default: the "
+                                     "survey countries")
+
+    @field_validator("survey")
+    @classmethod
+    def _some_country(cls, value: str | list[str] | None) -> str | list[str] | None:
+        if isinstance(value, list) and (not value or len(set(value)) != len(value)):
+            raise ValueError(f"survey: expected one or more different countries, found {value}")
+        return value
 
     @property
-    def survey_name(self) -> str:
-        return self.survey or self.name
+    def survey_countries(self) -> list[str]:
+        if self.survey is None:
+            return [self.name]
+        return [self.survey] if isinstance(self.survey, str) else list(self.survey)
 
     @property
     def normad_countries(self) -> list[str]:
-        return self.normad if self.normad is not None else [self.survey_name]
+        return self.normad if self.normad is not None else self.survey_countries
 
 
 class NarrativesBuildConfig(Section):

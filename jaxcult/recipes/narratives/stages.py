@@ -62,15 +62,19 @@ def _sources(run: Narratives) -> dict:
                             f"{_SOURCES[view]} in the config")
     found: dict[str, dict] = {c.name: {} for c in config.cultures}
     if "survey" in views:
+        countries = list(dict.fromkeys(c for culture in config.cultures
+                                       for c in culture.survey_countries))
         survey = load_survey(run.path(config.survey), config.survey_split,
-                             [c.survey_name for c in config.cultures]).select(config.build.questions)
+                             countries).select(config.build.questions)
         for culture in config.cultures:
-            if culture.survey_name not in survey.respondents:
-                raise UserError(f"{config.survey}: no respondents of {culture.survey_name!r} "
-                                f"(cultures {culture.name}: set its `survey` to one of "
-                                f"{', '.join(sorted(survey.respondents))})")
-            found[culture.name].update(questions=survey.questions,
-                                       people=survey.respondents[culture.survey_name])
+            for country in culture.survey_countries:
+                if country not in survey.respondents:
+                    raise UserError(f"{config.survey}: no respondents of {country!r} (culture "
+                                    f"{culture.name}: its `survey` countries must be among "
+                                    f"{', '.join(sorted(survey.respondents))})")
+            found[culture.name].update(questions=survey.questions, people=[
+                person for country in culture.survey_countries
+                for person in survey.respondents[country]])
     if "culture_text" in views:
         for culture in config.cultures:
             found[culture.name]["sentences"] = read_culture_text(
