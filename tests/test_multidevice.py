@@ -136,6 +136,7 @@ def test_mesh_matches_single_device(tmp_path, singles, mesh, kind):
         np.testing.assert_allclose(a, b, atol=1e-5)
 
 
+@pytest.mark.slow   # ~35 s; the default suite keeps the mesh equality tests
 def test_checkpoint_restores_onto_another_mesh(tmp_path, single):
     import shutil
 
@@ -214,6 +215,7 @@ def test_block_boundaries_carry_activation_sharding_constraints():
     assert result.returncode == 0, result.stderr[-3000:]
 
 
+@pytest.mark.slow   # ~26 s
 def test_two_processes_match_one_process(tmp_path):
     """Multi-controller run (2 processes x 2 CPU devices, gloo) = one process with 4 devices:
     each process loads its half of every global batch; only process 0 writes the run files."""
