@@ -254,3 +254,16 @@ def test_the_remote_pairs_judge_scores_from_top_logprobs_and_needs_them(fake):
     with pytest.raises(ValueError, match="judge.generation"):
         JudgeConfig(model=settings(bare.endpoint).model_dump(),
                     generation={"batch_size": 4})
+
+
+@pytest.mark.parametrize("model, message", [
+    ({"endpoint": "localhost:8000/v1", "model": "m"}, "must start with http:// or https://"),
+    ({"endpoint": "http://x/v1"}, "model"),
+    ({"endpoint": "http://x/v1", "model": "m", "concurrency": 0}, "concurrency"),
+    ({"endpoint": "http://x/v1", "model": "m", "api_key": "sk-1"}, "api_key"),  # keys stay out
+])
+def test_bad_remote_model_settings_name_the_key(tmp_path, model, message):
+    config = write_config(tmp_path)
+    with pytest.raises(UserError, match=message):
+        run_stages(config, [f"simulate.model={json.dumps(model)}"], "simulate", tmp_path / "out")
+    assert not (tmp_path / "out" / "dialogues.jsonl").exists()

@@ -304,3 +304,23 @@ def test_settings_a_request_leaves_unset_come_from_the_models_generation_config(
     assert unset != given.choices[0].message.content
     assert unset == generate(model, tokenizer, CHATS[:1], penalised)[0].text
     assert given.choices[0].message.content == generate(model, tokenizer, CHATS[:1], CONFIG)[0].text
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--gather-ms", "-1"], "--gather-ms -1.0: must be >= 0"),
+    (["seed=3"], "serve: seed is chosen by each request"),
+    (["do_sample=true"], "serve: do_sample is chosen by each request"),
+    (["batch_size=0"], "batch_size"),
+    (["--adapter", "a=x", "--adapter", "a=y"], "--adapter a=y: the name 'a' is taken"),
+    (["--port", "BUSY"], "cannot listen"),
+])
+def test_serve_command_errors_are_one_line_and_exit_2(args, message, capsys):
+    import socket
+
+    from jaxcult.cli import main
+
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        args = [str(busy.getsockname()[1]) if a == "BUSY" else a for a in args]
+        code = main(["serve", "no-such-model", *args])
+    error = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(error) == 1 and message in error[0]

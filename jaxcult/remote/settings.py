@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import Field, field_validator
+from typing import Annotated, Any
+
+from pydantic import Discriminator, Field, Tag, field_validator
 
 from jaxcult.config import Section
 
@@ -31,7 +33,14 @@ class RemoteModel(Section):
         return value.rstrip("/")
 
 
-ModelSpec = str | RemoteModel
+def _kind(value: Any) -> str:
+    return "remote" if isinstance(value, dict | RemoteModel) else "name"
+
+
+# a local model's name, or a remote model's settings: a mapping is read as the latter only, so
+# its errors name its own keys
+ModelSpec = Annotated[Annotated[str, Tag("name")] | Annotated[RemoteModel, Tag("remote")],
+                      Discriminator(_kind)]
 
 
 def model_label(spec: ModelSpec) -> str | dict:
