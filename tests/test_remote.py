@@ -267,3 +267,17 @@ def test_bad_remote_model_settings_name_the_key(tmp_path, model, message):
     with pytest.raises(UserError, match=message):
         run_stages(config, [f"simulate.model={json.dumps(model)}"], "simulate", tmp_path / "out")
     assert not (tmp_path / "out" / "dialogues.jsonl").exists()
+
+
+def test_engine_only_settings_are_named_once_for_a_remote_model(fake, caplog):
+    import logging
+
+    api = fake(lambda n, body: (200, answer("ok")))
+    model = RemoteChatModel(settings(api.endpoint), None)
+    config = GenerationConfig(batch_size=4, chunk=2)
+    with caplog.at_level(logging.WARNING):
+        model.reply([CHAT], config)
+        model.reply([CHAT], config)
+    warned = [r.message for r in caplog.records if "local decoding only" in r.message]
+    assert warned == ["remote model teacher: generation.batch_size, generation.chunk shape local "
+                      "decoding only; its server batches the requests"]

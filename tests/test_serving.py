@@ -253,8 +253,8 @@ def test_survey_evaluation_through_a_server_equals_the_local_one(tiny, tmp_path)
     try:
         ask = dict(personas=4, questions=["Q1", "Q7", "Q33"])
         local = survey_command(str(root), survey, ["China"], tmp_path / "local", settings, **ask)
-        remote = survey_command("tiny", survey, ["China"], tmp_path / "remote", settings,
-                                endpoint=running.url, **ask)
+        remote = survey_command("tiny", survey, ["China"], tmp_path / "remote",
+                                ["max_new_tokens=10"], endpoint=running.url, **ask)
     finally:
         running.stop()
     # (as JSON: an undefined KL is NaN on both sides)
@@ -262,7 +262,7 @@ def test_survey_evaluation_through_a_server_equals_the_local_one(tiny, tmp_path)
     assert remote["endpoint"] == running.url
     assert len((tmp_path / "remote" / "remote-cache.jsonl").read_text().splitlines()) == 12
     with pytest.raises(UserError, match="--mode logprob scores every option"):
-        survey_command("tiny", survey, ["China"], tmp_path / "x", settings, mode="logprob",
+        survey_command("tiny", survey, ["China"], tmp_path / "x", [], mode="logprob",
                        endpoint=running.url, **ask)
 
 

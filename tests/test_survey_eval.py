@@ -118,6 +118,13 @@ def test_eval_survey_command_writes_metrics_table_and_plot(tiny_chat_model, surv
     (["--culture", "China", "--mode", "vote"], "--mode: expected one of generate, logprob"),
     (["--culture", "China", "--questions", "Q1,Q999"], "unknown question ids ['Q999']"),
     (["--culture", "China", "do_sample=true"], "do_sample=true is not the paper's protocol"),
+    (["--culture", "China", "--concurrency", "4"], "--concurrency: only with --endpoint"),
+    (["--culture", "China", "--api-key-env", "K"], "--api-key-env: only with --endpoint"),
+    (["--culture", "China", "--endpoint", "http://127.0.0.1:9/v1", "batch_size=4"],
+     "batch_size=4: shapes local decoding only"),
+    (["--culture", "China", "--personas", "3", "--endpoint", "http://127.0.0.1:9/v1",
+      "--concurrency", "0"],
+     "--concurrency: Input should be greater than 0"),
 ])
 def test_eval_survey_errors_are_one_line(tiny_chat_model, survey_dir, tmp_path, args, message):
     result = subprocess.run(

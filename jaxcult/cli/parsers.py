@@ -162,8 +162,8 @@ def _survey(sub, common) -> None:
                         "(e.g. http://localhost:8000/v1; generate mode)")
     survey.add_argument("--api-key-env", help="with --endpoint: the environment variable holding "
                         "the API key")
-    survey.add_argument("--concurrency", type=int, default=8,
-                        help="with --endpoint: requests in flight")
+    survey.add_argument("--concurrency", type=int,
+                        help="with --endpoint: requests in flight (default 8)")
     survey.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
     survey.set_defaults(command_parser=survey, func=cmd_eval_survey)
 

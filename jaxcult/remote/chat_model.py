@@ -13,6 +13,7 @@ that record's error, as a too-long prompt does locally; a refusal of the model o
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -26,6 +27,8 @@ from jaxcult.remote.cache import ResponseCache, request_key
 from jaxcult.remote.client import Client, RemoteRefusal
 from jaxcult.remote.settings import RemoteModel
 
+log = logging.getLogger(__name__)
+ENGINE_ONLY = {"batch_size", "length_buckets", "chunk"}   # settings of the local engine only
 STOPPING = {401: "the API key was refused", 403: "access was refused",
             404: "the endpoint or model was not found"}
 
@@ -73,9 +76,15 @@ class RemoteChatModel:
         self.cache = ResponseCache(cache_file) if settings.cache and cache_file else None
         self.asked = 0   # requests sent (answers taken from the cache not counted)
         self._counting = threading.Lock()
+        self._noted: set[str] = set()   # engine-only settings already warned about
 
     def reply(self, chats: Sequence[Chat], config: GenerationConfig, stream: int = 0,
               prefix: str = "") -> list[Reply]:
+        local = sorted(config.model_fields_set & ENGINE_ONLY - self._noted)
+        if local:
+            self._noted.update(local)
+            log.warning(f"remote model {self.name}: generation.{', generation.'.join(local)} "
+                        f"shape local decoding only; its server batches the requests")
         if config.stop_token_ids:
             raise UserError(f"remote model {self.name}: generation.stop_token_ids cannot be sent "
                             f"to an API (token ids are the server's); use stop_strings")

@@ -84,7 +84,24 @@ def plot_worst(results, path: Path, count: int = 6) -> None:
     plt.close(fig)
 
 
-def remote_model(model: str, endpoint: str, api_key_env: str | None, concurrency: int,
+def _check_endpoint_flags(endpoint: str | None, api_key_env: str | None,
+                          concurrency: int | None, overrides: list[str]) -> None:
+    """Flags that mean something only with --endpoint, and settings only without it."""
+    from jaxcult.remote.chat_model import ENGINE_ONLY
+
+    if endpoint is None:
+        unused = [flag for flag, value in (("--api-key-env", api_key_env),
+                                           ("--concurrency", concurrency)) if value is not None]
+        if unused:
+            raise UserError(f"{unused[0]}: only with --endpoint (a model behind a server)")
+        return
+    local = [o for o in overrides if o.partition("=")[0] in ENGINE_ONLY]
+    if local:
+        raise UserError(f"{local[0]}: shapes local decoding only; a model behind --endpoint is "
+                        f"batched by its server")
+
+
+def remote_model(model: str, endpoint: str, api_key_env: str | None, concurrency: int | None,
                  mode: str, adapter: str | None, out: Path):
     """The chat model behind `endpoint` (its answers kept in `out`/remote-cache.jsonl, so a
     rerun asks nothing twice)."""
@@ -101,7 +118,7 @@ def remote_model(model: str, endpoint: str, api_key_env: str | None, concurrency
                         "--adapter NAME=DIR) and give NAME as MODEL")
     try:
         settings = RemoteModel(endpoint=endpoint, model=model, api_key_env=api_key_env,
-                               concurrency=concurrency)
+                               **({} if concurrency is None else {"concurrency": concurrency}))
     except ValidationError as error:
         first = error.errors()[0]
         raise UserError(f"--{first['loc'][0]}: {first['msg']}".replace("_", "-", 1)) from None
@@ -114,7 +131,7 @@ def survey_command(model: str, survey_path: Path, cultures: list[str], out: Path
                    baseline: str = "persona", seed: int = 0, questions: list[str] | None = None,
                    translations: Path | None = None, adapter: str | None = None,
                    split: str = "full", parsing: str = "official", endpoint: str | None = None,
-                   api_key_env: str | None = None, concurrency: int = 8) -> dict:
+                   api_key_env: str | None = None, concurrency: int | None = None) -> dict:
     """Evaluate `model` on the survey for each culture; write the outputs; return the summary.
     With `endpoint`, `model` names a model behind that OpenAI-compatible API."""
     from jaxcult.data.survey import CLCA_QUESTIONS, load_survey
@@ -123,6 +140,7 @@ def survey_command(model: str, survey_path: Path, cultures: list[str], out: Path
 
     if personas <= 0:
         raise UserError(f"--personas: expected a positive count, found {personas}")
+    _check_endpoint_flags(endpoint, api_key_env, concurrency, overrides)
     if parsing not in PARSINGS:
         raise UserError(f"--parsing: expected one of {', '.join(PARSINGS)}, found {parsing!r}")
     config = generation_config(["max_new_tokens=500", *overrides])  # the official budget

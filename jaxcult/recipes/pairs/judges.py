@@ -18,6 +18,7 @@ from jaxcult.errors import UserError
 from jaxcult.generation.prompts import render_chat
 from jaxcult.generation.scoring import option_logprobs, single_token_options
 from jaxcult.recipes.pairs.config import JudgeConfig
+from jaxcult.serving.protocol import MAX_TOP_LOGPROBS
 
 
 @dataclass(frozen=True)
@@ -115,15 +116,13 @@ class RemoteLogProbJudge:
     tokens counts as probability 0, so the option mass is a lower bound. A server that returns
     no log-probabilities is an error."""
 
-    TOP = 20   # the most top_logprobs the API allows
-
     def __init__(self, settings: JudgeConfig, model) -> None:
         self.settings, self.model = settings, model   # model: a jaxcult.remote RemoteChatModel
         self.options = settings.options()
 
     def body(self, record: dict, reply: str) -> dict:
         return {"model": self.model.settings.model, "max_tokens": 1, "temperature": 0.0,
-                "logprobs": True, "top_logprobs": self.TOP,
+                "logprobs": True, "top_logprobs": MAX_TOP_LOGPROBS,
                 "messages": [{"role": "user", "content": judge_text(self.settings, record, reply)},
                              {"role": "assistant", "content": self.settings.answer_prefix}],
                 "continue_final_message": True, "add_generation_prompt": False}
