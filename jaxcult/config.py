@@ -22,7 +22,7 @@ from pydantic import (
 
 from jaxcult.errors import UserError
 
-DType = Literal["float32", "bfloat16"]
+DType = Literal["float32", "bfloat16", "float16"]
 S = TypeVar("S", bound="Section")
 
 
@@ -94,6 +94,25 @@ class ModelConfig(Section):
         None, description="run directory whose best checkpointed parameters (every trained "
         "group, task head included) start this run, e.g. few-shot training after an English "
         "fine-tuning run; the model and PEFT structure must match")
+    quantize: Literal["none", "nf4", "int8"] = Field(
+        "none", description="keep the frozen backbone's projections in 4-bit NormalFloat "
+        "(QLoRA) or int8, dequantised to compute_dtype inside each matmul; LoRA or adapters "
+        "train on top (see docs/scaling.md)")
+    quantize_block_size: int = Field(64, gt=0, description="nf4: weights per absmax scale")
+    quantize_double: bool = Field(
+        False, description="nf4: quantise the block scales again (8-bit, blocks of 256), "
+        "QLoRA's double quantisation (bitsandbytes' bnb_4bit_use_double_quant)")
+    quantize_skip: list[str] = Field(
+        default_factory=lambda: ["lm_head"], description="projections (module path or "
+        "attribute name) kept in model.dtype")
+
+    @model_validator(mode="after")
+    def _quantization_fields(self) -> ModelConfig:
+        self.refuse_unused("model", ("quantize_block_size", "quantize_double"),
+                           self.quantize == "nf4", "model.quantize is nf4")
+        self.refuse_unused("model", ("quantize_skip",), self.quantize != "none",
+                           "model.quantize is set")
+        return self
 
 
 class PeftConfig(Section):

@@ -109,10 +109,11 @@ def import_peft(model: nnx.Module, directory: str | Path) -> list[str]:
         dense = modules[path]
         a = tensors[key].T
         b = tensors[key.replace(".lora_A.", ".lora_B.")].T
-        if a.shape[0] != dense.kernel.shape[0] or b.shape[1] != dense.kernel.shape[1]:
+        fan_in, fan_out = dense.kernel_shape
+        if a.shape[0] != fan_in or b.shape[1] != fan_out:
             raise UserError(f"{weights}: {key!r} was built for a {a.shape[0]}->{b.shape[1]} "
-                            f"projection, but {path} is {dense.kernel.shape[0]}->"
-                            f"{dense.kernel.shape[1]} (an adapter for another model size)")
+                            f"projection, but {path} is {fan_in}->"
+                            f"{fan_out} (an adapter for another model size)")
         set_factors(dense, a, b, scaling)
         attached.append(path)
     if not attached:

@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jaxcult.models.quantized import QuantizedKernel
 from jaxcult.sharding import Axes
 
 
@@ -24,7 +25,10 @@ def param(rngs: nnx.Rngs, init: Callable, shape: tuple[int, ...], dtype, axes: A
 
 
 class Dense(nnx.Module):
-    """y = x @ kernel + bias with kernel stored (in, out), as Flax does (HF stores (out, in))."""
+    """y = x @ kernel + bias with kernel stored (in, out), as Flax does (HF stores (out, in)).
+
+    A frozen kernel may be a `QuantizedKernel` (NF4 or int8, `jaxcult.models.quantize`),
+    dequantised to the compute dtype inside the call."""
 
     def __init__(self, in_features: int, out_features: int, *, axes: tuple[str, str],
                  use_bias: bool = True, param_dtype=jnp.float32, dtype=jnp.float32,
@@ -42,13 +46,28 @@ class Dense(nnx.Module):
         self.lora_dropout = 0.0
         self.lora_off = False  # `jaxcult.peft.switch.adapters_off`: the base projection alone
 
+    @property
+    def quantized(self) -> bool:
+        return isinstance(self.kernel, QuantizedKernel)
+
+    @property
+    def kernel_shape(self) -> tuple[int, int]:
+        """(in, out), whether the kernel is stored in full or quantised."""
+        return self.kernel.shape if self.quantized else tuple(self.kernel.shape)
+
+    @property
+    def kernel_axes(self) -> tuple[str, str]:
+        return self.kernel.axes if self.quantized else self.kernel.get_metadata()["axes"]
+
     def __call__(self, x: jax.Array, keys: KeySplitter | None = None) -> jax.Array:
         """`keys` supplies the LoRA dropout key in training (drawn only when LoRA dropout is on)."""
         # Flatten leading dims: a plain 2-D matmul keeps XLA CPU's backward free of the transpose
         # copies that a 3-D dot_general's weight gradient needs.
         lead = x.shape[:-1]
         flat = x.reshape(-1, x.shape[-1]).astype(self.dtype)
-        y = jnp.dot(flat, self.kernel[...].astype(self.dtype))
+        kernel = (self.kernel.dequantize(self.dtype) if self.quantized
+                  else self.kernel[...].astype(self.dtype))
+        y = jnp.dot(flat, kernel)
         if self.lora_a is not None and not self.lora_off:
             lora_in = flat
             if self.lora_dropout and keys is not None:

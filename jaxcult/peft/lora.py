@@ -62,7 +62,7 @@ def add_lora(model: nnx.Module, targets: list[str], r: int, alpha: float, seed: 
     init = jax.nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
     paths = []
     for path, dense in lora_targets(model, targets, leave_out):
-        fan_in, fan_out = dense.kernel.shape
+        fan_in, fan_out = dense.kernel_shape
         set_factors(dense, init(rngs.params(), (fan_in, r), jnp.float32),
                     jnp.zeros((r, fan_out), jnp.float32), alpha / r)
         dense.lora_dropout = dropout
@@ -87,7 +87,7 @@ def saved_modules(model: nnx.Module, names: list[str]) -> tuple[str, ...]:
 
 def set_factors(dense: Dense, a: jax.Array, b: jax.Array, scaling: float) -> None:
     """Attach LoRA factors A [in, r] and B [r, out] with logical axes derived from the kernel."""
-    in_axis, out_axis = dense.kernel.get_metadata()["axes"]
+    in_axis, out_axis = dense.kernel_axes
     dense.lora_a = nnx.Param(jnp.asarray(a), axes=(in_axis, "adapter"))
     dense.lora_b = nnx.Param(jnp.asarray(b), axes=("adapter", out_axis))
     dense.lora_scaling = scaling
@@ -100,6 +100,10 @@ def lora_modules(model: nnx.Module) -> list[tuple[str, Dense]]:
 
 def merge(model: nnx.Module) -> None:
     """Fold every LoRA update into its base kernel and remove the factors (in place)."""
+    quantized = [path for path, dense in lora_modules(model) if dense.quantized]
+    if quantized:
+        raise UserError(f"LoRA cannot be merged into the quantised kernel of {quantized[0]} "
+                        f"(the update is not 4/8-bit): keep the adapter unmerged")
     for _, dense in lora_modules(model):
         delta = dense.lora_a[...] @ dense.lora_b[...] * dense.lora_scaling
         dense.kernel[...] = dense.kernel[...] + delta.astype(dense.kernel.dtype)

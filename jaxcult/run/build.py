@@ -35,6 +35,8 @@ from jaxcult.hub.loading import abstract_module
 from jaxcult.hub.madx import read_language_adapters, stack_source_adapter
 from jaxcult.hub.pretrained import abstract_backbone, load_backbone, load_tokenizer
 from jaxcult.hub.vision import load_backbone as load_image_backbone
+from jaxcult.models.layers import Dense
+from jaxcult.models.quantize import Quantization, quantize_projections
 from jaxcult.peft.bottleneck import PLACEMENTS, add_bottleneck_adapters
 from jaxcult.peft.groups import group_of, layer_index, ordered_groups, uncovered_peft_parameters
 from jaxcult.peft.invertible import NICEAdapter
@@ -216,6 +218,19 @@ def _check_backbone(backbone: nnx.Module, tokenizer, task: Task, config: RunConf
                         f"{task.name!r} needs {described.get(task.backbone, task.backbone)}")
 
 
+def _quantize(backbone: nnx.Module, config: RunConfig, mesh: Mesh | None) -> list[str]:
+    """Quantise the frozen projections as `model.quantize` asks; returns their paths."""
+    model = config.model
+    if model.quantize == "none":
+        return []
+    if config.peft.kind == "full":
+        raise UserError(f"model.quantize: {model.quantize} keeps the backbone frozen in "
+                        f"{model.quantize}, but peft.kind=full trains it (use lora or adapters)")
+    settings = Quantization(model.quantize, model.quantize_block_size, model.quantize_double,
+                            tuple(model.quantize_skip))
+    return quantize_projections(backbone, settings, mesh, config.mesh.rules)
+
+
 def _add_peft(backbone: nnx.Module, config: RunConfig) -> tuple[tuple[str, ...], dict]:
     """Insert the configured PEFT modules; returns the paths of modules trained in full and the
     MAD-X language adapters (language -> AdapterHub adapter; empty without MAD-X)."""
@@ -272,7 +287,12 @@ def build_model(config: RunConfig, task: Task, tokenizer, mesh: Mesh | None = No
         backbone = abstract_module(shared.architecture)
         inputs = ModelInputs(config.trainer.seed, config.model.name, shared.head_tensors)
     _check_backbone(backbone, tokenizer, task, config)
+    quantized = _quantize(backbone, config, mesh if shared is None else None)
     saved, language_hubs = _add_peft(backbone, config)
+    trained_quantized = [p for p in quantized if any(p == s or p.startswith(s + ".") for s in saved)]
+    if trained_quantized:
+        raise UserError(f"peft.modules_to_save: {trained_quantized[0]} is quantised and cannot "
+                        f"train; add it to model.quantize_skip")
     model = task.build_model(backbone, inputs)
     if model is not backbone:  # paths inside the task model are prefixed with `encoder.`
         saved = tuple(f"encoder.{p}" for p in saved)
@@ -291,6 +311,8 @@ def build_model(config: RunConfig, task: Task, tokenizer, mesh: Mesh | None = No
     counts = {g: sum(int(np.prod(x.shape)) for x in nnx.to_flat_state(params[g]).leaves)
               for g in groups}
     total = sum(int(np.prod(v.shape)) for _, v in nnx.to_flat_state(nnx.state(model, nnx.Param)))
+    total += sum(int(np.prod(m.kernel_shape)) for _, m in nnx.iter_modules(backbone)
+                 if isinstance(m, Dense) and m.quantized)
     # bottom-up; full fine-tuning's embeddings and a trained invertible adapter sit below
     # layer 0 (gradual unfreezing ends there)
     layer_groups = [g for g in groups if g in ("embeddings", "adapter/invertible")] + \
