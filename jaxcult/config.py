@@ -105,12 +105,15 @@ class ModelConfig(Section):
     quantize_skip: list[str] = Field(
         default_factory=lambda: ["lm_head"], description="projections (module path or "
         "attribute name) kept in model.dtype")
+    quantize_embeddings: bool = Field(
+        False, description="quantise the embedding tables too (a tied output projection "
+        "with them); bitsandbytes keeps them in 16 bits")
 
     @model_validator(mode="after")
     def _quantization_fields(self) -> ModelConfig:
         self.refuse_unused("model", ("quantize_block_size", "quantize_double"),
                            self.quantize == "nf4", "model.quantize is nf4")
-        self.refuse_unused("model", ("quantize_skip",), self.quantize != "none",
+        self.refuse_unused("model", ("quantize_skip", "quantize_embeddings"), self.quantize != "none",
                            "model.quantize is set")
         return self
 

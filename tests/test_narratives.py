@@ -291,8 +291,18 @@ def test_command_errors_name_the_missing_source_and_exit_2(tiny_chat_model, tmp_
         assert message in result.stderr
 
 
-def test_the_8b_config_states_16_bit_weights_and_compute(repo):
+def test_the_paper_configs_state_the_official_quantisation_and_dtypes(repo):
+    """Surveys→Narratives: NF4 without double quantisation, float16 compute, the rest float32;
+    CLCA: NF4 with double quantisation, bfloat16 compute, the rest float16."""
     from jaxcult.config_loading import load_config
 
-    config = load_config(repo / "experiments" / "narratives" / "train" / "llama-3.1-8b.yaml", [])
-    assert (config.model.dtype, config.model.compute_dtype) == ("bfloat16", "bfloat16")
+    model = load_config(repo / "experiments" / "narratives" / "train" / "llama-3.1-8b.yaml", []).model
+    assert (model.quantize, model.quantize_double, model.compute_dtype, model.dtype) == (
+        "nf4", False, "float16", "float32")
+    papers = [p for p in (repo / "experiments" / "clca" / "train").glob("*.yaml")
+              if p.stem not in ("base", "demo-smollm2")]
+    assert len(papers) == 7
+    for path in papers:
+        model = load_config(path, []).model
+        assert (model.quantize, model.quantize_double, model.compute_dtype, model.dtype) == (
+            "nf4", True, "bfloat16", "float16"), path

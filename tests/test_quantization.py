@@ -205,6 +205,21 @@ def test_lora_step_on_a_quantised_base_equals_the_step_on_its_dequantised_weight
         nnx.state(quantised, QuantizedWeight), is_leaf=lambda x: isinstance(x, nnx.Variable)))
 
 
+def test_quantised_embeddings_look_up_and_attend_with_the_dequantised_table():
+    config = models.config_from_hf({**TINY, "tie_word_embeddings": True}, "tiny")
+    quantised, dequantised = models.build(config, seed=0), models.build(config, seed=0)
+    paths = quantize_projections(quantised, Quantization("nf4", 32, True, embeddings=True))
+    assert "embed_tokens" in paths and quantised.embed_tokens.quantized
+    table = quantised.embed_tokens.embedding.dequantize(jnp.float32).T   # (vocab, hidden)
+    assert table.shape == (256, 64)
+    dequantised.embed_tokens.embedding[...] = table
+    for path, module in nnx.iter_modules(dequantised):
+        if isinstance(module, Dense):
+            module.kernel[...] = dict(nnx.iter_modules(quantised))[path].kernel.dequantize(jnp.float32)
+    ids = jnp.arange(20).reshape(2, 10)
+    np.testing.assert_allclose(quantised(ids).logits, dequantised(ids).logits, atol=1e-6)
+
+
 def test_bfloat16_compute_reads_the_kernel_dequantised_in_float32_then_cast():
     model = models.build(models.config_from_hf({**TINY, "dtype": "bfloat16"}, "tiny"), seed=0)
     quantize_projections(model, Quantization("nf4"))
@@ -255,6 +270,8 @@ def test_config_quantises_the_frozen_backbone_and_refuses_what_cannot_hold():
                                      "peft.modules_to_save=[layers.0.q_proj]"]))
     with pytest.raises(UserError, match="quantize_double has no effect here"):
         load_config(None, [*TINY_RUN, "model.quantize_double=true"])
+    with pytest.raises(UserError, match="quantize_embeddings has no effect here"):
+        load_config(None, [*TINY_RUN, "model.quantize_embeddings=true"])
     with pytest.raises(UserError, match="quantize_block_size has no effect here"):
         load_config(None, [*TINY_RUN, "model.quantize=int8", "model.quantize_block_size=32"])
 

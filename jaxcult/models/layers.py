@@ -81,7 +81,8 @@ class Dense(nnx.Module):
 
 
 class Embed(nnx.Module):
-    """Token/position/type embedding table of shape (num, features)."""
+    """Token/position/type embedding table of shape (num, features). A frozen table may be a
+    `QuantizedKernel` of its transpose (blocks along the features, as in HF's layout)."""
 
     def __init__(self, num: int, features: int, *, axes: tuple[str, str] = ("vocab", "embed"),
                  param_dtype=jnp.float32, dtype=jnp.float32, init_std: float = 0.02,
@@ -90,12 +91,20 @@ class Embed(nnx.Module):
                                param_dtype, axes)
         self.dtype = dtype
 
+    @property
+    def quantized(self) -> bool:
+        return isinstance(self.embedding, QuantizedKernel)
+
     def __call__(self, ids: jax.Array) -> jax.Array:
+        if self.quantized:
+            return jnp.take(self.embedding.dequantize(self.dtype).T, ids, axis=0)
         return jnp.take(self.embedding[...], ids, axis=0).astype(self.dtype)
 
     def attend(self, x: jax.Array) -> jax.Array:
         """Tied output projection: logits over the table's rows."""
-        return jnp.dot(x.astype(self.dtype), self.embedding[...].astype(self.dtype).T)
+        table_t = (self.embedding.dequantize(self.dtype) if self.quantized
+                   else self.embedding[...].astype(self.dtype).T)
+        return jnp.dot(x.astype(self.dtype), table_t)
 
 
 class LayerNorm(nnx.Module):

@@ -35,8 +35,7 @@ from jaxcult.hub.loading import abstract_module
 from jaxcult.hub.madx import read_language_adapters, stack_source_adapter
 from jaxcult.hub.pretrained import abstract_backbone, load_backbone, load_tokenizer
 from jaxcult.hub.vision import load_backbone as load_image_backbone
-from jaxcult.models.layers import Dense
-from jaxcult.models.quantize import Quantization, quantize_projections
+from jaxcult.models.quantize import Quantization, quantize_projections, quantized_parameter_count
 from jaxcult.peft.bottleneck import PLACEMENTS, add_bottleneck_adapters
 from jaxcult.peft.groups import group_of, layer_index, ordered_groups, uncovered_peft_parameters
 from jaxcult.peft.invertible import NICEAdapter
@@ -227,7 +226,7 @@ def _quantize(backbone: nnx.Module, config: RunConfig, mesh: Mesh | None) -> lis
         raise UserError(f"model.quantize: {model.quantize} keeps the backbone frozen in "
                         f"{model.quantize}, but peft.kind=full trains it (use lora or adapters)")
     settings = Quantization(model.quantize, model.quantize_block_size, model.quantize_double,
-                            tuple(model.quantize_skip))
+                            tuple(model.quantize_skip), model.quantize_embeddings)
     return quantize_projections(backbone, settings, mesh, config.mesh.rules)
 
 
@@ -311,8 +310,7 @@ def build_model(config: RunConfig, task: Task, tokenizer, mesh: Mesh | None = No
     counts = {g: sum(int(np.prod(x.shape)) for x in nnx.to_flat_state(params[g]).leaves)
               for g in groups}
     total = sum(int(np.prod(v.shape)) for _, v in nnx.to_flat_state(nnx.state(model, nnx.Param)))
-    total += sum(int(np.prod(m.kernel_shape)) for _, m in nnx.iter_modules(backbone)
-                 if isinstance(m, Dense) and m.quantized)
+    total += quantized_parameter_count(backbone)
     # bottom-up; full fine-tuning's embeddings and a trained invertible adapter sit below
     # layer 0 (gradual unfreezing ends there)
     layer_groups = [g for g in groups if g in ("embeddings", "adapter/invertible")] + \
