@@ -94,6 +94,10 @@ class ModelConfig(Section):
         None, description="run directory whose best checkpointed parameters (every trained "
         "group, task head included) start this run, e.g. few-shot training after an English "
         "fine-tuning run; the model and PEFT structure must match")
+    remat: Literal["none", "layer", "layer_save_dots"] = Field(
+        "none", description="rematerialise each layer in the backward: keep only its input "
+        "(`layer`) or its matmul outputs too (`layer_save_dots`) and recompute the rest; "
+        "less activation memory for more compute")
     quantize: Literal["none", "nf4", "int8"] = Field(
         "none", description="keep the frozen backbone's projections in 4-bit NormalFloat "
         "(QLoRA) or int8, dequantised to compute_dtype inside each matmul; LoRA or adapters "

@@ -11,10 +11,13 @@ under a `jax.custom_vjp` whose forward keeps the `jax.vjp` residuals and whose b
 - 2: something below trains: the full backward of the layer.
 
 The train step activates it with `truncating(plan)` around the loss; outside that context (or
-at evaluation, generation, Fisher) layers run as plain calls. A layer's "trainable" parameters
-are the arrays the step differentiates, recognised by identity, so no path convention is needed.
-Gradients of the trainable groups are those of the plain step (the same operations; only
-reassociation-free dead code is removed).
+at evaluation, generation, Fisher) layers run as plain calls. `rematerialising(policy)` (the
+`model.remat` setting) makes each layer keep only its input for the backward and recompute
+the rest (`layer`), or keep its matmul outputs too (`layer_save_dots`): activation memory then
+stops growing with the work inside a layer; with the truncated backward the two combine.
+A layer's "trainable" parameters are the arrays the step differentiates, recognised by
+identity, so no path convention is needed. Gradients of the trainable groups are those of the
+plain step (the same operations; only reassociation-free dead code is removed).
 """
 
 from __future__ import annotations
@@ -65,6 +68,22 @@ def group_positions(groups: Sequence[str], layer_index: Callable[[str], int | No
 
 _PLAN: ContextVar[TruncationPlan | None] = ContextVar("jaxcult_truncation", default=None)
 
+REMAT_POLICIES = {"layer": jax.checkpoint_policies.nothing_saveable,
+                  "layer_save_dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable}
+_REMAT: ContextVar[str] = ContextVar("jaxcult_remat", default="none")
+
+
+@contextlib.contextmanager
+def rematerialising(policy: str) -> Iterator[None]:
+    """Run layers rematerialised (`policy` a key of REMAT_POLICIES, or "none") while tracing."""
+    if policy != "none" and policy not in REMAT_POLICIES:
+        raise ValueError(f"unknown remat policy {policy!r}; known: none, {', '.join(REMAT_POLICIES)}")
+    token = _REMAT.set(policy)
+    try:
+        yield
+    finally:
+        _REMAT.reset(token)
+
 
 @contextlib.contextmanager
 def truncating(params, mask: jax.Array, positions: Sequence[int]) -> Iterator[None]:
@@ -99,17 +118,19 @@ def _switched_backward(pullback, level: jax.Array, leaves: list[jax.ShapeDtypeSt
 
 def call_layer(layer: nnx.Module, index: int, x: jax.Array, keys: Keys,
                apply: Callable[[nnx.Module, jax.Array, Keys], object]):
-    """`apply(layer, x, keys)`, with the truncated backward when the train step asked for it.
+    """`apply(layer, x, keys)`, with the truncated backward and rematerialisation when the
+    train step asked for them.
 
     `apply` returns the layer's output (an array or a tuple whose first element is the next
     hidden state; the rest receives no gradient). Dropout keys are drawn exactly as in a plain
     call, so the masks and the numbers are the same.
     """
-    plan = _PLAN.get()
-    if plan is None:
+    plan, remat = _PLAN.get(), _REMAT.get()
+    if plan is None and remat == "none":
         return apply(layer, x, keys)
-    graphdef, trainable, rest = nnx.split(
-        layer, lambda _path, v: id(v.get_value()) in plan.trainable, ...)
+    differentiated = ((lambda _path, v: id(v.get_value()) in plan.trainable) if plan is not None
+                      else (lambda _path, _v: True))
+    graphdef, trainable, rest = nnx.split(layer, differentiated, ...)
     leaves, treedef = jax.tree.flatten(trainable)
     start = keys.copy()
     drawn: dict[str, Keys] = {}
@@ -120,6 +141,16 @@ def call_layer(layer: nnx.Module, index: int, x: jax.Array, keys: Keys,
         out = apply(module, x, layer_keys)
         drawn["keys"] = layer_keys
         return out
+
+    if remat != "none":
+        run = jax.checkpoint(run, policy=REMAT_POLICIES[remat])
+    out = run(leaves, x) if plan is None else _truncated(run, leaves, x, plan.level(index))
+    keys.skip_to(drawn["keys"])
+    return out
+
+
+def _truncated(run: Callable, leaves: list[jax.Array], x: jax.Array, level: jax.Array):
+    """`run(leaves, x)` whose backward is switched on `level` (module docstring)."""
 
     @jax.custom_vjp
     def block(leaves, x, level):
@@ -138,6 +169,4 @@ def call_layer(layer: nnx.Module, index: int, x: jax.Array, keys: Keys,
         return d_leaves, d_x, None
 
     block.defvjp(forward, backward)
-    out = block(leaves, x, plan.level(index))
-    keys.skip_to(drawn["keys"])
-    return out
+    return block(leaves, x, level)

@@ -142,7 +142,7 @@ def open_session(config: RunConfig, built: Built, mesh, model: ModelProgram | No
     in_step_ema = config.fisher.estimator == "in_step_ema"
     options = StepOptions(config.trainer.grad_accum, config.trainer.on_nonfinite == "skip",
                           config.trainer.inject_nonfinite_at, config.fisher.in_step or in_step_ema,
-                          config.trainer.truncated_backward, fixed)
+                          config.trainer.truncated_backward, fixed, config.model.remat)
     program = TrainProgram(model, optimizer, lr, options, step_shardings(
         state, frozen, batch_sharding(mesh, rules, 1), model.task.batch_keys))
     loop = TrainLoop(program, state, frozen, iterator,

@@ -25,7 +25,7 @@ from jaxcult.eval import Evaluator
 from jaxcult.peft.groups import layer_index
 from jaxcult.sharding import replicated_outputs, shardings_of
 from jaxcult.tasks import Task
-from jaxcult.truncation import group_positions, truncating
+from jaxcult.truncation import group_positions, rematerialising, truncating
 
 
 @struct.dataclass
@@ -62,6 +62,7 @@ class StepOptions:
     #                                       (of every group on steps whose state has `track`)
     truncate_backward: bool = False       # skip the backward below the lowest group it needs
     fixed_groups: tuple[str, ...] = ()    # never differentiated (learning-rate multiplier 0)
+    remat: str = "none"                   # per-layer rematerialisation policy (model.remat)
 
 
 class ModelProgram:
@@ -139,7 +140,7 @@ class TrainProgram:
     def _loss(self, params, frozen, batch, key, mask):
         context = (truncating(params, mask, self.model.positions) if mask is not None
                    else contextlib.nullcontext())
-        with context:
+        with context, rematerialising(self.options.remat):
             return self.model.task.loss(self.model.outputs(params, frozen, batch, key), batch)
 
     def _grads(self, params, frozen, batch, key, mask):
