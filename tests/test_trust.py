@@ -206,15 +206,18 @@ def test_report_says_when_unfreezing_came_after_the_best_step(tmp_path):
 
 
 @needs_minilm
-def test_dry_run_activation_estimate_uses_the_hidden_size():
+def test_dry_run_activation_estimate_uses_the_layer_sizes():
     from jaxcult.run.dry_run import memory_estimate
     from jaxcult.sharding import make_mesh
 
     config = load_config(None, TINY)
-    estimate = memory_estimate(config, build_run(config).parts, make_mesh(config.mesh))
-    layers, tokens, hidden, heads, length = 2, 8 * 16, 32, 2, 16
-    expected = layers * tokens * (20 * hidden + 3 * heads * length) * 4  # by hand
-    assert estimate["per_device_bytes"]["activations (estimate)"] == expected
+    built = build_run(config)
+    estimate = memory_estimate(config, built.plugins.task, built.parts, make_mesh(config.mesh))
+    layers, tokens, hidden, inter, heads, length = 2, 8 * 16, 32, 37, 2, 16
+    # by hand: 6 hidden + 2 key/value + 4 MLP vectors in float32, attention weights in float32
+    # twice; an encoder classifier has no vocabulary logits
+    per_token = (6 * hidden + 2 * hidden + 4 * inter) * 4 + heads * length * 8
+    assert estimate["per_device_bytes"]["activations (estimate)"] == layers * tokens * per_token
 
 
 def test_transformers_notice_about_pytorch_is_silenced(tmp_path):

@@ -19,6 +19,9 @@ from jaxcult.errors import Interrupted, UserError
 from jaxcult.run.compile_cache import enable_compilation_cache
 
 LIGHT_COMMANDS = ("assets", "plot", "vqa", "data")  # commands that compile no program
+# commands that start JAX themselves, without the compilation cache: `plan` first sets how
+# many CPU devices it simulates, and reports its compile time
+OWN_JAX_START = ("plan",)
 
 
 class _Stderr(logging.StreamHandler):
@@ -98,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
             args.command_parser.error(f"unrecognized arguments: {' '.join(extra)}")
         setattr(args, field, [*getattr(args, field), *extra])
     try:
-        if args.command not in LIGHT_COMMANDS:
+        if args.command not in (*LIGHT_COMMANDS, *OWN_JAX_START):
             enable_compilation_cache()
         return args.func(args)
     except UserError as err:

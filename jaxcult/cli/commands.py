@@ -44,6 +44,14 @@ def cmd_train(args: argparse.Namespace) -> int:
                                dry=args.dry_run))
 
 
+def cmd_plan(args: argparse.Namespace) -> int:
+    from jaxcult.run.plan import plan_command
+
+    config_path, overrides = _split_config_and_overrides(args)
+    return _show(plan_command(config_path, overrides, devices=args.devices, mesh=args.mesh,
+                              device_memory=args.device_memory))
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from jaxcult.run.restore import rescore_run
     from jaxcult.run.summary import format_scores

@@ -14,6 +14,7 @@ from jaxcult.cli.commands import (
     cmd_eval_survey,
     cmd_export,
     cmd_generate,
+    cmd_plan,
     cmd_plot,
     cmd_recipe,
     cmd_serve,
@@ -36,6 +37,22 @@ def _train(sub, common) -> None:
     train.add_argument("--dry-run", action="store_true",
                        help="print mesh, parameter groups and memory estimate; do not train")
     train.set_defaults(command_parser=train, func=cmd_train)
+
+
+def _plan(sub, common) -> None:
+    plan = sub.add_parser(
+        "plan", parents=[common], help="will a config fit? compile its train step without weights",
+        description="Build CONFIG's model as shapes (its config.json, or the built-in table of "
+                    "the paper configs' models), place it on simulated CPU devices, compile the "
+                    "real train step and print XLA's per-device memory beside an analytic "
+                    "estimate; reads no weights and no data.")
+    plan.add_argument("items", nargs="*", metavar="[CONFIG] [KEY=VALUE ...]")
+    plan.add_argument("--devices", type=int, help="simulated devices (default: the config's mesh "
+                                                  "on the devices JAX sees)")
+    plan.add_argument("--mesh", help="mesh shape, e.g. data=2,fsdp=4,tensor=1 (replaces mesh.*)")
+    plan.add_argument("--device-memory", help="memory of one device, e.g. 80GiB: say whether the "
+                                              "step fits, and what would make it fit")
+    plan.set_defaults(command_parser=plan, func=cmd_plan)
 
 
 def _latest_checkpoint(parser) -> None:
@@ -251,10 +268,10 @@ def _recipe(sub, common, recipe: Recipe) -> None:
     parser.set_defaults(command_parser=parser, func=cmd_recipe, recipe=recipe)
 
 
-COMMANDS = (_train, _eval, _export, _convert, _plot, _generate, _serve, _survey, _sweep, _vqa, _data,
+COMMANDS = (_train, _plan, _eval, _export, _convert, _plot, _generate, _serve, _survey, _sweep, _vqa, _data,
             _assets)
 # where each command collects dotted overrides typed after its options
-OVERRIDES = {"train": "items", "generate": "overrides", "serve": "overrides",
+OVERRIDES = {"train": "items", "plan": "items", "generate": "overrides", "serve": "overrides",
              "eval-survey": "overrides",
              "sweep": "overrides"}
 

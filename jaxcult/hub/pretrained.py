@@ -16,6 +16,7 @@ from jaxcult import assets, models
 from jaxcult.errors import UserError
 from jaxcult.hub.hf_dir import SafetensorsCheckpoint, read_config
 from jaxcult.hub.hf_dir import load_tokenizer as load_dir_tokenizer
+from jaxcult.hub.known_configs import known_config
 from jaxcult.hub.loading import load_tensors
 from jaxcult.sharding import Rules
 
@@ -95,15 +96,20 @@ def load_model(source: str | Path, *, dtype: str | None = None, mesh: Mesh | Non
 
 def abstract_backbone(source: str | Path, *, checked: Collection[str] = (),
                       dropout: float | None = None, **overrides: Any) -> nnx.Module | None:
-    """The model of an HF-directory source as shapes only, from its config.json alone (no
-    weight file read or needed: planning at full size); None for other sources."""
+    """The model of a source as shapes only, from its config.json alone (no weight file read
+    or needed: planning at full size): an HF directory's, else the built-in table's entry for
+    a Hub id (`jaxcult.hub.known_configs`), else a downloaded snapshot's; None for other
+    sources (a GGUF or E5S1 file, an asset)."""
     from jaxcult.hub.loading import abstract_module
 
-    path, _ = _resolve(source, _HUB_FILES)
-    if not path.is_dir():
-        return None
-    return abstract_module(models.config_from_hf(read_config(path), str(source), checked, dropout,
-                                                 **overrides))
+    name = str(source)
+    hf_config = None if Path(source).expanduser().exists() else known_config(name)
+    if hf_config is None:
+        path, _ = _resolve(source, _HUB_FILES)
+        if not path.is_dir():
+            return None
+        hf_config = read_config(path)
+    return abstract_module(models.config_from_hf(hf_config, name, checked, dropout, **overrides))
 
 
 def load_backbone(source: str | Path, *, dtype: str | None = None, mesh: Mesh | None = None,

@@ -65,9 +65,8 @@ class Dense(nnx.Module):
         # copies that a 3-D dot_general's weight gradient needs.
         lead = x.shape[:-1]
         flat = x.reshape(-1, x.shape[-1]).astype(self.dtype)
-        kernel = (self.kernel.dequantize(self.dtype) if self.quantized
-                  else self.kernel[...].astype(self.dtype))
-        y = jnp.dot(flat, kernel)
+        y = (self.kernel.matmul(flat, self.dtype) if self.quantized
+             else jnp.dot(flat, self.kernel[...].astype(self.dtype)))
         if self.lora_a is not None and not self.lora_off:
             lora_in = flat
             if self.lora_dropout and keys is not None:
@@ -102,9 +101,11 @@ class Embed(nnx.Module):
 
     def attend(self, x: jax.Array) -> jax.Array:
         """Tied output projection: logits over the table's rows."""
-        table_t = (self.embedding.dequantize(self.dtype) if self.quantized
-                   else self.embedding[...].astype(self.dtype).T)
-        return jnp.dot(x.astype(self.dtype), table_t)
+        x = x.astype(self.dtype)
+        if self.quantized:
+            return self.embedding.matmul(x.reshape(-1, x.shape[-1]), self.dtype).reshape(
+                *x.shape[:-1], -1)
+        return jnp.dot(x, self.embedding[...].astype(self.dtype).T)
 
 
 class LayerNorm(nnx.Module):

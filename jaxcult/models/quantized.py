@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 
 import jax
+import jax.numpy as jnp
 from flax import nnx
 
 from jaxcult.models.quant_formats import (
@@ -50,10 +51,29 @@ class QuantizedKernel(nnx.Module):
             self.absmax2 = QuantizedWeight(parts["absmax2"], axes=other_axes["absmax2"])
             self.offset = QuantizedWeight(parts["offset"], axes=other_axes["offset"])
 
-    def dequantize(self, dtype) -> jax.Array:
-        """The (in, out) kernel in `dtype`, computed in float32 first."""
+    def _parts(self) -> dict[str, jax.Array]:
         parts = {"codes": self.codes[...], "absmax": self.absmax[...]}
         if self.absmax2 is not None:
             parts.update(absmax2=self.absmax2[...], offset=self.offset[...])
-        kernel = nf4_dequantize(parts, self.block) if self.kind == "nf4" else int8_dequantize(parts)
-        return kernel.astype(dtype)
+        return parts
+
+    def dequantize(self, dtype) -> jax.Array:
+        """The (in, out) kernel in `dtype`, computed in float32 first."""
+        return _dequantize(self._parts(), self.kind, self.block, jnp.dtype(dtype))
+
+    def matmul(self, x: jax.Array, dtype) -> jax.Array:
+        """x [n, in] @ kernel in `dtype`, the kernel dequantised inside a rematerialised block:
+        the backward recomputes it from the codes instead of keeping every layer's kernel
+        dequantised until then (which would cost more memory than the 16-bit model)."""
+        return _dequantized_matmul(x, self._parts(), self.kind, self.block, jnp.dtype(dtype))
+
+
+def _dequantize(parts: dict[str, jax.Array], kind: str, block: int, dtype) -> jax.Array:
+    kernel = nf4_dequantize(parts, block) if kind == "nf4" else int8_dequantize(parts)
+    return kernel.astype(dtype)
+
+
+@functools.partial(jax.checkpoint, static_argnums=(2, 3, 4))
+def _dequantized_matmul(x: jax.Array, parts: dict[str, jax.Array], kind: str, block: int,
+                        dtype) -> jax.Array:
+    return jnp.dot(x, _dequantize(parts, kind, block, dtype))

@@ -194,6 +194,8 @@ def _backbone(config: RunConfig, mesh: Mesh | None, shapes_only: bool = False
         raise UserError("model.overrides: a `random` model needs at least model_type and vocab_size")
     architecture = models.config_from_hf({**settings, **overrides}, "model.overrides",
                                          list(settings), config.model.dropout)
+    if shapes_only:
+        return abstract_module(architecture), ModelInputs(seed, source)
     return models.build(architecture, seed=seed, mesh=mesh, rules=rules), ModelInputs(seed, source)
 
 
@@ -207,7 +209,7 @@ def _check_backbone(backbone: nnx.Module, tokenizer, task: Task, config: RunConf
     if kind_of(backbone) == "encoder" and usable is not None and config.model.max_length > usable:
         raise UserError(f"model.max_length: {config.model.max_length} tokens do not fit the "
                         f"model's position table of {usable} positions")
-    if len(tokenizer) > backbone.config.vocab_size:
+    if tokenizer is not None and len(tokenizer) > backbone.config.vocab_size:
         raise UserError(f"model.tokenizer: the tokenizer has {len(tokenizer)} tokens but the model's "
                         f"vocabulary has only {backbone.config.vocab_size} rows")
     kind = kind_of(backbone)

@@ -15,8 +15,10 @@ from flax import nnx
 from jaxcult.config import RunConfig
 from jaxcult.peft.groups import format_group_table
 from jaxcult.run.build import ModelParts, build_run
+from jaxcult.run.plan_figures import activation_bytes, tokens_per_device
 from jaxcult.run.single import total_steps
 from jaxcult.sharding import axes_of, logical_to_spec, make_mesh
+from jaxcult.tasks import Task
 
 
 def dry_run(config: RunConfig) -> str:
@@ -28,7 +30,7 @@ def dry_run(config: RunConfig) -> str:
     steps = total_steps(config, len(data.train) // config.trainer.batch_size)
     lines = [f"mesh: {dict(mesh.shape)} over {mesh.devices.size} {jax.default_backend()} "
              f"device(s)", format_group_table(parts.counts, parts.total_params)]
-    estimate = memory_estimate(config, parts, mesh)
+    estimate = memory_estimate(config, built.plugins.task, parts, mesh)
     lines.append("per-device memory estimate:")
     lines += [f"  {name:<22} {value / 2**20:10.1f} MiB"
               for name, value in estimate["per_device_bytes"].items()]
@@ -38,15 +40,17 @@ def dry_run(config: RunConfig) -> str:
         lines += [f"    {spec:<44} x{count}" for spec, count in specs.items()]
     lines.append(f"train examples: {len(data.train)}, steps: {steps}, languages: "
                  f"{', '.join(data.tests)}")
+    lines.append("XLA's own per-device figures for this step: jaxcult plan CONFIG [--devices N]")
     return "\n".join(lines)
 
 
-def memory_estimate(config: RunConfig, parts: ModelParts, mesh) -> dict:
+def memory_estimate(config: RunConfig, task: Task, parts: ModelParts, mesh) -> dict:
     """Bytes per device for frozen and trainable parameters, Adam state and activations.
 
-    Parameter and optimizer bytes follow each tensor's sharding; activations are a rough
-    upper estimate of what the backward pass keeps per layer: per token, about 20 tensors of the
-    hidden size and 3 attention rows (heads x sequence length), split over the batch axes.
+    Parameter and optimizer bytes follow each tensor's sharding; activations are `jaxcult
+    plan`'s analytic estimate (`plan_figures.activation_bytes`): what the backward keeps per
+    layer and token for the tokens one device computes per micro-step (whole rows: at least one
+    per device), logits included.
     """
     rules = config.mesh.rules
     specs: dict[str, Counter] = {}
@@ -65,13 +69,10 @@ def memory_estimate(config: RunConfig, parts: ModelParts, mesh) -> dict:
 
     frozen = shard_bytes(parts.frozen, "frozen backbone")
     trainable = sum(shard_bytes(parts.params[g], g) for g in parts.groups)
-    batch_split = mesh.shape["data"] * mesh.shape["fsdp"]
-    arch = parts.architecture
-    layers, hidden, heads = arch.num_hidden_layers, arch.hidden_size, arch.num_attention_heads
-    tokens = config.trainer.batch_size // config.trainer.grad_accum * config.model.max_length
-    width = jnp.dtype(config.model.compute_dtype).itemsize
-    activations = layers * tokens * (20 * hidden + 3 * heads * config.model.max_length) * width
+    batch = task.plan_batch(config.trainer.batch_size, config.model.max_length)
+    activations = activation_bytes(config, task, parts.architecture,
+                                   tokens_per_device(config, batch, mesh), config.model.remat)
     return {"per_device_bytes": {"frozen parameters": frozen, "trainable parameters": trainable,
                                  "optimizer state (Adam)": 2 * trainable,
-                                 "activations (estimate)": activations // batch_split},
+                                 "activations (estimate)": activations},
             "specs": {group: dict(counter) for group, counter in specs.items()}}

@@ -111,14 +111,25 @@ class Session:
     start_events: list
 
 
+def step_options(config: RunConfig, groups: list[str]) -> StepOptions:
+    """How the config's train step treats batches and gradients; groups with learning-rate
+    multiplier 0 are fixed (never differentiated)."""
+    fixed = tuple(g for g, scale in zip(groups, group_lr_scales(config.optimizer.group_lr, groups))
+                  if scale == 0)
+    in_step = config.fisher.in_step or config.fisher.estimator == "in_step_ema"
+    return StepOptions(config.trainer.grad_accum, config.trainer.on_nonfinite == "skip",
+                       config.trainer.inject_nonfinite_at, in_step,
+                       config.trainer.truncated_backward, fixed, config.model.remat)
+
+
 def open_session(config: RunConfig, built: Built, mesh, model: ModelProgram | None = None) -> Session:
     """Everything a run trains with, placed on `mesh`; `model` shares another session's model
     program (vectorised seeds: their evaluation and Fisher programs compile once)."""
     parts, rules = built.parts, config.mesh.rules
     iterator = train_batches(config, built)
     steps = total_steps(config, iterator.batches_per_epoch)
-    fixed = tuple(g for g, scale in zip(parts.groups, group_lr_scales(config.optimizer.group_lr,
-                                                                      parts.groups)) if scale == 0)
+    options = step_options(config, parts.groups)
+    fixed = options.fixed_groups
     # groups with learning-rate multiplier 0 never train, so no schedule ever opens them
     schedule = schedules.resolve(config.schedule.name)(parts.groups,
                                                         [g for g in parts.layer_groups if g not in fixed],
@@ -140,9 +151,6 @@ def open_session(config: RunConfig, built: Built, mesh, model: ModelProgram | No
     model = model or ModelProgram(built.plugins.task, built.plugins.evaluator, parts.graphdef,
                                   parts.groups)
     in_step_ema = config.fisher.estimator == "in_step_ema"
-    options = StepOptions(config.trainer.grad_accum, config.trainer.on_nonfinite == "skip",
-                          config.trainer.inject_nonfinite_at, config.fisher.in_step or in_step_ema,
-                          config.trainer.truncated_backward, fixed, config.model.remat)
     program = TrainProgram(model, optimizer, lr, options, step_shardings(
         state, frozen, batch_sharding(mesh, rules, 1), model.task.batch_keys))
     loop = TrainLoop(program, state, frozen, iterator,

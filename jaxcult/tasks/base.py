@@ -81,6 +81,14 @@ class Task:
         """Records of one split -> a `Split` holding (at least) `batch_keys`."""
         raise NotImplementedError
 
+    def plan_batch(self, rows: int, length: int) -> dict[str, jax.ShapeDtypeStruct]:
+        """Shapes of a training batch of `rows` examples of `length` tokens, which a plan
+        (`jaxcult plan`) compiles the step for without data: by default every key is
+        token-shaped and `labels` one per example. A family whose batch differs overrides it."""
+        tokens = jax.ShapeDtypeStruct((rows, length), jnp.int32)
+        one = jax.ShapeDtypeStruct((rows,), jnp.int32)
+        return {key: one if key == "labels" else tokens for key in self.batch_keys}
+
     def build_model(self, backbone: nnx.Module, inputs: ModelInputs) -> nnx.Module:
         """The trained model: the backbone with this family's head (its parameters under
         `head`), or the backbone itself when the family adds none."""

@@ -10,6 +10,7 @@ packs the texts or conversations into full rows (jaxcult.data.packing).
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 from flax import nnx
 from pydantic import Field
 
@@ -53,6 +54,9 @@ class CausalLM(Task):
 
     def build_model(self, backbone: nnx.Module, inputs: ModelInputs) -> nnx.Module:
         return backbone
+
+    def plan_batch(self, rows: int, length: int) -> dict[str, jax.ShapeDtypeStruct]:
+        return {key: jax.ShapeDtypeStruct((rows, length), jnp.int32) for key in self.batch_keys}
 
     def forward(self, model, batch: dict, dropout_key: jax.Array | None) -> jax.Array:
         return model(batch["input_ids"], batch["attention_mask"], dropout_key=dropout_key,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 import jax
+import jax.numpy as jnp
 from flax import nnx
 from pydantic import Field
 
@@ -110,6 +111,12 @@ class MultipleChoice(_Categorical):
 
     def tokenize(self, records, tokenizer, max_length, name) -> Split:
         return tokenize_multiple_choice(records, tokenizer, max_length, name)
+
+    def plan_batch(self, rows: int, length: int) -> dict[str, jax.ShapeDtypeStruct]:
+        """Items of `task.num_labels` choices (two, COPA's, when unset)."""
+        tokens = jax.ShapeDtypeStruct((rows, self.num_labels or 2, length), jnp.int32)
+        return {key: jax.ShapeDtypeStruct((rows,), jnp.int32) if key == "labels" else tokens
+                for key in self.batch_keys}
 
     def build_model(self, backbone: nnx.Module, inputs: ModelInputs) -> nnx.Module:
         return MultipleChoiceModel(backbone, pooling=self.settings.pooling, seed=inputs.seed,

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 
 import jax
+import jax.numpy as jnp
 from flax import nnx
 from pydantic import Field
 
@@ -67,6 +68,14 @@ class MaskedLMTask(Task):
                                probability=settings.mask_probability,
                                whole_word=settings.whole_word, seed=settings.mask_seed,
                                pack=settings.pack)
+
+    def plan_batch(self, rows: int, length: int) -> dict[str, jax.ShapeDtypeStruct]:
+        """Predictions at the masking probability of the tokens, rounded up to 8 (the most
+        the data pipeline pads them to)."""
+        width = min(-(-int(length * self.settings.mask_probability) // 8) * 8 or 8, length)
+        shapes = {key: jax.ShapeDtypeStruct((rows, length), jnp.int32) for key in self.sequence_keys}
+        return {**shapes, **{key: jax.ShapeDtypeStruct((rows, width), jnp.int32)
+                             for key in self.prediction_keys}}
 
     def build_model(self, backbone: nnx.Module, inputs: ModelInputs) -> nnx.Module:
         model = MaskedLM(backbone, seed=inputs.seed)

@@ -155,6 +155,12 @@ class Preference(Task):
     def build_model(self, backbone: nnx.Module, inputs: ModelInputs) -> nnx.Module:
         return backbone
 
+    def plan_batch(self, rows: int, length: int) -> dict[str, jax.ShapeDtypeStruct]:
+        """`rows` pairs: chosen and rejected sequences, with their reference log-probs."""
+        sequences = jax.ShapeDtypeStruct((rows, 2, length), jnp.int32)
+        return {key: jax.ShapeDtypeStruct((rows, 2), jnp.float32) if key == REFERENCE else sequences
+                for key in self.batch_keys}
+
     def _scores(self, model, batch: dict, dropout_key) -> dict[str, jax.Array]:
         """Per sequence [pairs, 2]: reply log-prob sum and token count; the NLL sum and token
         count of each whole sequence (ORPO's NLL term)."""

@@ -8,6 +8,7 @@ Evaluation (span decoding, SQuAD/MLQA scores) is the `squad` evaluator's.
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 from flax import nnx
 from pydantic import Field
 
@@ -46,6 +47,10 @@ class ExtractiveQA(Task):
 
     def build_model(self, backbone: nnx.Module, inputs: ModelInputs) -> nnx.Module:
         return SpanExtractor(backbone, dropout_rate=self.settings.head_dropout, seed=inputs.seed)
+
+    def plan_batch(self, rows: int, length: int) -> dict[str, jax.ShapeDtypeStruct]:
+        """Token windows; `labels` are each window's (start, end)."""
+        return {**super().plan_batch(rows, length), "labels": jax.ShapeDtypeStruct((rows, 2), jnp.int32)}
 
     def forward(self, model, batch, dropout_key):
         return encoder_forward(model, batch, dropout_key)

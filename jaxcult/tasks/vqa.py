@@ -125,6 +125,10 @@ class VisualQuestionAnswering(Task):
             scores[row, :len(answers)] = values
         return ids, scores
 
+    def plan_batch(self, rows: int, length: int) -> dict[str, jax.ShapeDtypeStruct]:
+        raise UserError("jaxcult plan: the vqa family's batches (region features of each image) "
+                        "are not planned yet; use `jaxcult train --dry-run` for its estimate")
+
     def tokenize(self, records, tokenizer, max_length, name) -> Split:
         if not records:
             raise UserError(f"{name}: split is empty")

@@ -117,6 +117,14 @@ class ModelProgram:
         return jax.jit(jax.vmap(self._one_batch_fisher(estimator), in_axes=axes))
 
 
+def micro_batches(batch: dict, accum: int) -> dict:
+    """[rows, ...] -> [accum, rows / accum, ...] where micro-batch i takes rows i, i + accum,
+    ...: a device's own rows (the batch is split over the mesh in contiguous blocks) spread
+    over the micro-batches, so each micro-step runs on every device without gathering rows
+    from the others."""
+    return jax.tree.map(lambda x: x.reshape(-1, accum, *x.shape[1:]).swapaxes(0, 1), batch)
+
+
 def step_shardings(state: TrainState, frozen: Any, batch_sharding, batch_keys: Sequence[str]
                    ) -> dict[str, Any]:
     """jit arguments pinning the train step to the current placement: the output state keeps
@@ -160,7 +168,7 @@ class TrainProgram:
         if accum == 1:
             result, grads = grad_fn(free, frozen, batch, key)
         else:
-            micro = jax.tree.map(lambda x: x.reshape(accum, -1, *x.shape[1:]), batch)
+            micro = micro_batches(batch, accum)
 
             def body(carry, inputs):
                 micro_batch, index = inputs
