@@ -58,6 +58,7 @@ def test_remat_gives_the_plain_losses_and_gradients(overrides, remat, truncated)
 
 
 @needs_minilm
+@pytest.mark.slow   # ~10 s; exactness stays in the default suite
 def test_remat_keeps_fewer_temporaries_in_the_truncated_step():
     """With the truncated backward (the default) each layer's recomputation sits inside its
     backward branch, so XLA keeps only the layer inputs; 8 x 128 tokens, 6 layers."""

@@ -78,9 +78,9 @@ def plan_command(config_path: Path | None, overrides: list[str], *, devices: int
     extra, count = mesh_overrides(devices, mesh)
     memory = parse_memory(device_memory) if device_memory is not None else None
     simulate_devices(count)
+    # no compilation cache: the compile time is part of what a plan reports
     from jaxcult.config_loading import load_config
-    from jaxcult.run.plan_figures import make_plan   # no compilation cache: the compile time is
-    #                                                  part of what a plan reports
+    from jaxcult.run.plan_figures import make_plan
 
     config = load_config(config_path, [*overrides, *extra])
     return format_plan(make_plan(config, memory))

@@ -147,18 +147,15 @@ def activation_bytes(config: RunConfig, task: Task, arch, tokens: int, remat: st
     vectors, the key/value projections and four MLP-width vectors in the compute dtype, and the
     attention weights twice (float32 for the softmax, the compute dtype for the product). With
     `remat` only each layer's input (`layer`) or also its matmul outputs (`layer_save_dots`),
-    plus one layer recomputed at a time. The logits (decoders: every token; masked LMs: the
-    predicted positions) and their float32 gradient sit on top of all the layers' residuals,
-    but a recomputed layer only after the logits are gone."""
+    plus one layer recomputed at a time. The logits (`Task.logit_positions`: a decoder's every
+    token, a masked LM's predicted positions) and their float32 gradient sit on top of all the
+    layers' residuals, but a recomputed layer only after the logits are gone."""
     width = jnp.dtype(config.model.compute_dtype).itemsize
     hidden, inter = arch.hidden_size, arch.intermediate_size
     heads, layers, length = arch.num_attention_heads, arch.num_hidden_layers, config.model.max_length
     kv = getattr(arch, "num_key_value_heads", heads) * (hidden // heads)
     full = tokens * ((6 * hidden + 2 * kv + 4 * inter) * width + heads * length * (4 + width))
-    predicted = tokens if task.backbone == "decoder" else 0
-    if task.name == "masked_lm":
-        predicted = int(tokens * task.settings.mask_probability)
-    logits = predicted * arch.vocab_size * (width + 4)
+    logits = task.logit_positions(tokens) * arch.vocab_size * (width + 4)
     if remat == "none":
         return layers * full + logits
     kept = hidden if remat == "layer" else 3 * hidden + 2 * kv + 2 * inter

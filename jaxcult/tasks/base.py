@@ -81,6 +81,11 @@ class Task:
         """Records of one split -> a `Split` holding (at least) `batch_keys`."""
         raise NotImplementedError
 
+    def logit_positions(self, tokens: int) -> int:
+        """Of `tokens` input tokens, how many get logits over the vocabulary (a plan counts
+        their memory): every one for a causal LM, none for a pooled or span head."""
+        return tokens if self.backbone == "decoder" else 0
+
     def plan_batch(self, rows: int, length: int) -> dict[str, jax.ShapeDtypeStruct]:
         """Shapes of a training batch of `rows` examples of `length` tokens, which a plan
         (`jaxcult plan`) compiles the step for without data: by default every key is

@@ -69,6 +69,9 @@ class MaskedLMTask(Task):
                                whole_word=settings.whole_word, seed=settings.mask_seed,
                                pack=settings.pack)
 
+    def logit_positions(self, tokens: int) -> int:
+        return int(tokens * self.settings.mask_probability)
+
     def plan_batch(self, rows: int, length: int) -> dict[str, jax.ShapeDtypeStruct]:
         """Predictions at the masking probability of the tokens, rounded up to 8 (the most
         the data pipeline pads them to)."""
