@@ -81,6 +81,18 @@ def tiny_model_yaml(*, layers: int = 2, heads: int = 2, intermediate: int = 37,
             f"intermediate_size: {intermediate}}}\n")
 
 
+def tiny_random_model(model_type: str, *, hidden: int = 32, layers: int = 2, heads: int = 4,
+                      intermediate: int = 64, vocab: int = 30522, max_length: int = 32,
+                      kv_heads: int | None = None) -> list[str]:
+    """Command-line overrides of a tiny random `model_type` (bert or llama) with the MiniLM
+    tokenizer; `vocab` below the tokenizer's 30522 only for plans, which read no data."""
+    kv = f", num_key_value_heads: {kv_heads}" if kv_heads else ""
+    return ["model.name=random", "model.tokenizer=minilm-l6", f"model.max_length={max_length}",
+            f"model.overrides={{model_type: {model_type}, vocab_size: {vocab}, hidden_size: "
+            f"{hidden}, num_hidden_layers: {layers}, num_attention_heads: {heads}, "
+            f"intermediate_size: {intermediate}{kv}}}"]
+
+
 TINY_CHAT_TEMPLATE = ("{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}\n{% endfor %}"
                       "{% if add_generation_prompt %}<assistant>{% endif %}")
 

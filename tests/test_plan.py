@@ -13,22 +13,17 @@ import time
 import jax
 import numpy as np
 import pytest
-from conftest import needs_minilm
+from conftest import needs_minilm, tiny_random_model
 
 from jaxcult.config_loading import load_config
 from jaxcult.errors import UserError
 from jaxcult.hub.known_configs import known_config
 from jaxcult.run.plan import mesh_overrides, parse_memory, simulate_devices
 
-ENCODER = ["model.name=random", "model.tokenizer=minilm-l6", "model.max_length=128",
-           "model.overrides={model_type: bert, vocab_size: 30522, hidden_size: 64, "
-           "num_hidden_layers: 4, num_attention_heads: 4, intermediate_size: 256}",
-           "trainer.batch_size=16"]
-DECODER = ["task.name=causal_lm", "model.name=random", "model.tokenizer=minilm-l6",
-           "model.max_length=128", "model.overrides={model_type: llama, vocab_size: 4096, "
-           "hidden_size: 64, num_hidden_layers: 4, num_attention_heads: 4, num_key_value_heads: 2, "
-           "intermediate_size: 256}", "data.target_languages=[en]", "trainer.batch_size=16",
-           "peft.kind=lora"]
+SIZES = dict(hidden=64, layers=4, intermediate=256, max_length=128)
+ENCODER = [*tiny_random_model("bert", **SIZES), "trainer.batch_size=16"]
+DECODER = ["task.name=causal_lm", *tiny_random_model("llama", vocab=4096, kv_heads=2, **SIZES),
+           "data.target_languages=[en]", "trainer.batch_size=16", "peft.kind=lora"]
 
 
 @needs_minilm
@@ -65,7 +60,8 @@ def test_the_built_in_table_gives_the_published_sizes():
 @needs_minilm
 @pytest.mark.parametrize("overrides, file", [
     (ENCODER, None), (ENCODER, "experiments/xcopa-e5.yaml"),
-    ([o.replace("vocab_size: 4096", "vocab_size: 30522") for o in DECODER], None),
+    (["task.name=causal_lm", *tiny_random_model("llama", kv_heads=2, **SIZES),
+      "data.target_languages=[en]"], None),
     ([*ENCODER, "task.name=masked_lm"], None)], ids=["classification", "choice", "lm", "mlm"])
 def test_planned_batches_have_the_structure_of_real_ones(repo, overrides, file):
     from conftest import SHARED_DATA
@@ -98,6 +94,10 @@ def test_command_line_sizes_and_meshes_are_checked():
         mesh_overrides(None, "data=-1")
     with pytest.raises(UserError, match="JAX already started here with 1 device"):
         simulate_devices(jax.device_count() + 2)
+    from jaxcult.run.plan_figures import make_plan
+
+    with pytest.raises(UserError, match="trainer.vectorize_seeds trains several"):
+        make_plan(load_config(None, ["trainer.seeds=[0, 1]", "trainer.vectorize_seeds=true"]), None)
 
 
 def run_plan(*args: str, timeout: int = 600) -> tuple[subprocess.CompletedProcess, float, int]:

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import needs_minilm, xla_flags
+from conftest import needs_minilm, tiny_random_model, xla_flags
 from flax import nnx
 
 from jaxcult import models
@@ -222,6 +222,21 @@ def test_quantised_embeddings_look_up_and_attend_with_the_dequantised_table():
                                atol=1e-6)
 
 
+def test_a_checkpoint_is_quantised_projection_by_projection_as_it_loads(tiny_chat_model):
+    """The same codes and scales as quantising the fully loaded model, without it ever
+    existing whole in its float dtype."""
+    from jaxcult.hub.pretrained import load_backbone
+
+    settings = Quantization("nf4", 16, True)
+    loaded, _ = load_backbone(tiny_chat_model[0], quantization=settings)
+    afterwards, _ = load_backbone(tiny_chat_model[0])
+    quantize_projections(afterwards, settings)
+    assert quantized_paths(loaded) == quantized_paths(afterwards) and len(quantized_paths(loaded)) == 14
+    for a, b in zip(jax.tree.leaves(nnx.state(loaded, QuantizedWeight)),
+                    jax.tree.leaves(nnx.state(afterwards, QuantizedWeight))):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_bfloat16_compute_reads_the_kernel_dequantised_in_float32_then_cast():
     model = models.build(models.config_from_hf({**TINY, "dtype": "bfloat16"}, "tiny"), seed=0)
     quantize_projections(model, Quantization("nf4"))
@@ -245,9 +260,8 @@ def test_refusals_name_the_module_or_setting():
 
 
 TINY_RUN = [
-    "task.name=causal_lm", "model.name=random", "model.tokenizer=minilm-l6", "model.max_length=16",
-    "model.overrides={model_type: llama, vocab_size: 30522, hidden_size: 64, num_hidden_layers: 2,"
-    " num_attention_heads: 4, num_key_value_heads: 2, intermediate_size: 128}",
+    "task.name=causal_lm", *tiny_random_model("llama", hidden=64, intermediate=128, kv_heads=2,
+                                              max_length=16),
     "data.max_train_examples=16", "data.max_eval_examples=8", "data.target_languages=[en]",
     "trainer.batch_size=4", "peft.kind=lora",
 ]

@@ -8,23 +8,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import needs_minilm
+from conftest import needs_minilm, tiny_random_model
 
 from jaxcult.config_loading import load_config
 from jaxcult.trainers.program import StepOptions, TrainProgram
 from jaxcult.truncation import rematerialising
 
 DECODER = [
-    "task.name=causal_lm", "model.name=random", "model.tokenizer=minilm-l6", "model.max_length=32",
-    "model.overrides={model_type: llama, vocab_size: 30522, hidden_size: 32, num_hidden_layers: 3,"
-    " num_attention_heads: 4, num_key_value_heads: 2, intermediate_size: 64}",
+    "task.name=causal_lm", *tiny_random_model("llama", layers=3, kv_heads=2),
     "data.max_train_examples=8", "data.max_eval_examples=8", "data.target_languages=[en]",
     "trainer.batch_size=4", "peft.kind=lora", "peft.lora_dropout=0.1",
 ]
 ENCODER = [
-    "model.name=random", "model.tokenizer=minilm-l6", "model.max_length=32", "model.dropout=0.1",
-    "model.overrides={model_type: bert, vocab_size: 30522, hidden_size: 32, num_hidden_layers: 3,"
-    " num_attention_heads: 4, intermediate_size: 64}",
+    *tiny_random_model("bert", layers=3), "model.dropout=0.1",
     "data.max_train_examples=8", "data.max_eval_examples=8", "trainer.batch_size=4",
     "peft.kind=pfeiffer", "peft.reduction_factor=4",
 ]
@@ -62,9 +58,8 @@ def test_remat_gives_the_plain_losses_and_gradients(overrides, remat, truncated)
 def test_remat_keeps_fewer_temporaries_in_the_truncated_step():
     """With the truncated backward (the default) each layer's recomputation sits inside its
     backward branch, so XLA keeps only the layer inputs; 8 x 128 tokens, 6 layers."""
-    wide = [o for o in ENCODER if not o.startswith("model.overrides")] + [
-        "model.overrides={model_type: bert, vocab_size: 30522, hidden_size: 64, "
-        "num_hidden_layers: 6, num_attention_heads: 4, intermediate_size: 256}"]
+    wide = [o for o in ENCODER if not o.startswith("model.")] + [
+        *tiny_random_model("bert", hidden=64, layers=6, intermediate=256), "model.dropout=0.1"]
     parts, model, _ = built_with_batch(wide)
     batch = {"input_ids": jnp.ones((8, 128), jnp.int32), "attention_mask": jnp.ones((8, 128), jnp.int32),
              "token_type_ids": jnp.zeros((8, 128), jnp.int32), "labels": jnp.zeros(8, jnp.int32)}

@@ -19,6 +19,12 @@ from jax.sharding import Mesh
 from jaxcult import models
 from jaxcult.errors import UserError
 from jaxcult.models.keytable import KeyMap
+from jaxcult.models.quantize import (
+    Quantization,
+    install_quantized,
+    quantization_targets,
+    quantize_value,
+)
 from jaxcult.sharding import Rules, axes_of, named_sharding
 
 
@@ -93,9 +99,14 @@ def convert_tensors(tensors: Mapping[str, np.ndarray], keymap: KeyMap, source: s
 
 
 def assemble(config, arrays: Mapping[str, np.ndarray], source: str, *,
-             dtype=None, mesh: Mesh | None = None, rules: Rules | None = None) -> nnx.Module:
-    """Fill an abstract model with `arrays` (keyed by NNX path); strict on missing/mis-shaped."""
+             dtype=None, mesh: Mesh | None = None, rules: Rules | None = None,
+             quantization: Quantization | None = None) -> nnx.Module:
+    """Fill an abstract model with `arrays` (keyed by NNX path); strict on missing/mis-shaped.
+    With `quantization`, each selected kernel is quantised as soon as it is placed, so the
+    model never exists whole in its float dtype."""
     graphdef, flat = abstract_model(config)
+    targets = quantization_targets(abstract_module(config), quantization) if quantization else {}
+    kernels = {}
     expected = {path_str(p) for p, _ in flat}
     missing = sorted(expected - set(arrays))
     if missing:
@@ -114,8 +125,13 @@ def assemble(config, arrays: Mapping[str, np.ndarray], source: str, *,
             value = jax.device_put(host, named_sharding(axes_of(variable), host.shape, rules or {}, mesh))
         else:
             value = jnp.asarray(host)
+        if key in targets:   # a placeholder until the quantised kernel takes its place
+            kernels[key] = quantize_value(key, value, axes_of(variable), targets[key], quantization)
+            value = jnp.zeros((), value.dtype)
         filled.append((path, variable.replace(value=value)))
-    return nnx.merge(graphdef, nnx.from_flat_state(filled))
+    model = nnx.merge(graphdef, nnx.from_flat_state(filled))
+    install_quantized(model, kernels, mesh, rules)
+    return model
 
 
 def load_tensors(config, tensors: Mapping[str, np.ndarray], source: str, **kw

@@ -18,6 +18,7 @@ from jaxcult.hub.hf_dir import SafetensorsCheckpoint, read_config
 from jaxcult.hub.hf_dir import load_tokenizer as load_dir_tokenizer
 from jaxcult.hub.known_configs import known_config
 from jaxcult.hub.loading import load_tensors
+from jaxcult.models.quantize import Quantization
 from jaxcult.sharding import Rules
 
 
@@ -114,12 +115,13 @@ def abstract_backbone(source: str | Path, *, checked: Collection[str] = (),
 
 def load_backbone(source: str | Path, *, dtype: str | None = None, mesh: Mesh | None = None,
                   rules: Rules | None = None, checked: Collection[str] = (),
-                  dropout: float | None = None, **overrides: Any
-                  ) -> tuple[nnx.Module, Mapping[str, np.ndarray]]:
+                  dropout: float | None = None, quantization: Quantization | None = None,
+                  **overrides: Any) -> tuple[nnx.Module, Mapping[str, np.ndarray]]:
     """(the model of a source, the checkpoint's tensors it left to a task model's head, e.g.
     BERT's `cls.predictions.*`, read lazily by their checkpoint names). The `checked`
     overrides (the user's `model.overrides`) must be settings of the source's architecture;
-    `dropout` sets each dropout rate the architecture has."""
+    `dropout` sets each dropout rate the architecture has; `quantization` quantises the
+    projections it selects as they load."""
     if dtype is not None:
         overrides.setdefault("param_dtype", dtype)
     path, _ = _resolve(source, _HUB_FILES)
@@ -132,7 +134,7 @@ def load_backbone(source: str | Path, *, dtype: str | None = None, mesh: Mesh | 
                 k.endswith("pooler.dense.weight") for k in tensors):   # e.g. *ForMaskedLM
             config = models.config_from_hf(hf_config, name, dropout=dropout, add_pooler=False,
                                            **overrides)
-        return load_tensors(config, tensors, name, mesh=mesh, rules=rules)
+        return load_tensors(config, tensors, name, mesh=mesh, rules=rules, quantization=quantization)
     if path.suffix == ".gguf":
         from jaxcult.hub.gguf_io import read_gguf
 
@@ -145,7 +147,7 @@ def load_backbone(source: str | Path, *, dtype: str | None = None, mesh: Mesh | 
         raise UserError(f"{path}: unsupported weight file (expected an HF directory, a .gguf file "
                         f"or an E5S1 .bin)")
     config = models.config_from_hf(hf_config, name, checked, dropout, **overrides)
-    return load_tensors(config, tensors, name, mesh=mesh, rules=rules)
+    return load_tensors(config, tensors, name, mesh=mesh, rules=rules, quantization=quantization)
 
 
 def load_pretrained(source: str | Path, *, dtype: str | None = None, mesh: Mesh | None = None,

@@ -55,43 +55,57 @@ def _targets(model: nnx.Module, settings: Quantization) -> list[tuple[str, Dense
     kinds = (Dense, Embed) if settings.embeddings else (Dense,)
     found = [(".".join(str(p) for p in path), module) for path, module in nnx.iter_modules(model)
              if isinstance(module, kinds) and not module.quantized]
-    return [(path, module) for path, module in found if not _skipped(path, settings.skip)]
-
-
-def _transpose(value):
-    """An array's transpose, or a plan's transposed shape."""
-    if isinstance(value, jax.ShapeDtypeStruct):
-        return jax.ShapeDtypeStruct(value.shape[::-1], value.dtype)
-    return value.T
-
-
-def _quantized(path: str, kernel, axes: tuple[str, str], settings: Quantization) -> QuantizedKernel:
-    """`kernel` (an array, or shapes only in a plan) quantised as `settings` ask."""
-    fan_in = kernel.shape[0]
-    if settings.kind == "nf4" and (fan_in % settings.block or settings.block % 2):
-        raise UserError(f"model.quantize_block_size: {settings.block} does not divide the "
-                        f"{fan_in} inputs of {path} into blocks of an even size")
-    return QuantizedKernel(kernel, axes, settings.kind, settings.block, settings.double)
-
-
-def quantize_projections(model: nnx.Module, settings: Quantization, mesh: Mesh | None = None,
-                         rules: Rules | None = None) -> list[str]:
-    """Quantise every projection outside `settings.skip` in place; returns their paths. With
-    `mesh`, codes and scales are placed as the kernels' logical axes ask."""
-    targets = _targets(model, settings)
-    if not targets:
+    found = [(path, module) for path, module in found if not _skipped(path, settings.skip)]
+    if not found:
         raise UserError(f"model.quantize: no projection of this model is left to quantise "
                         f"(model.quantize_skip: {list(settings.skip)})")
-    for path, module in targets:
-        if isinstance(module, Embed):   # blocks along the features: quantise the transpose
-            table = module.embedding
-            module.embedding = _quantized(path, _transpose(table.get_value()),
-                                          tuple(table.get_metadata()["axes"])[::-1], settings)
-        else:
-            module.kernel = _quantized(path, module.kernel.get_value(), module.kernel_axes, settings)
+    return found
+
+
+def quantization_targets(model: nnx.Module, settings: Quantization) -> dict[str, bool]:
+    """The variable path of every array `settings` quantise (a kernel, or an embedding table)
+    -> whether it is quantised transposed (a table: blocks along its features)."""
+    return {f"{path}.embedding" if isinstance(module, Embed) else f"{path}.kernel":
+            isinstance(module, Embed) for path, module in _targets(model, settings)}
+
+
+def quantize_value(path: str, value, axes: tuple[str, str], transposed: bool,
+                   settings: Quantization) -> QuantizedKernel:
+    """One array (or a plan's shape) quantised as `settings` ask; `path` names it in errors."""
+    if transposed:
+        value = (jax.ShapeDtypeStruct(value.shape[::-1], value.dtype)
+                 if isinstance(value, jax.ShapeDtypeStruct) else value.T)
+        axes = tuple(axes)[::-1]
+    fan_in = value.shape[0]
+    if settings.kind == "nf4" and (fan_in % settings.block or settings.block % 2):
+        raise UserError(f"model.quantize_block_size: {settings.block} does not divide the "
+                        f"{fan_in} inputs of {path.rsplit('.', 1)[0]} into blocks of an even size")
+    return QuantizedKernel(value, axes, settings.kind, settings.block, settings.double)
+
+
+def install_quantized(model: nnx.Module, kernels: dict[str, QuantizedKernel], mesh: Mesh | None = None,
+                      rules: Rules | None = None) -> None:
+    """Put each quantised kernel where its variable path says; with `mesh`, place codes and
+    scales as the kernels' logical axes ask."""
+    modules = {".".join(str(p) for p in path): module for path, module in nnx.iter_modules(model)}
+    for path, kernel in kernels.items():
+        owner, attribute = path.rsplit(".", 1)
+        setattr(modules[owner], attribute, kernel)
     if mesh is not None:
         state = nnx.state(model, QuantizedWeight)
         if not any(isinstance(v.get_value(), jax.ShapeDtypeStruct)
                    for v in nnx.to_flat_state(state).leaves):
             nnx.update(model, place_variables(state, mesh, rules or {}))
-    return [path for path, _ in targets]
+
+
+def quantize_projections(model: nnx.Module, settings: Quantization, mesh: Mesh | None = None,
+                         rules: Rules | None = None) -> list[str]:
+    """Quantise every projection outside `settings.skip` in place; returns their module
+    paths. With `mesh`, codes and scales are placed as the kernels' logical axes ask."""
+    variables = {".".join(str(p) for p in path): v
+                 for path, v in nnx.to_flat_state(nnx.state(model))}
+    kernels = {path: quantize_value(path, variables[path].get_value(),
+                                    variables[path].get_metadata()["axes"], transposed, settings)
+               for path, transposed in quantization_targets(model, settings).items()}
+    install_quantized(model, kernels, mesh, rules)
+    return [path.rsplit(".", 1)[0] for path in kernels]

@@ -35,7 +35,12 @@ from jaxcult.hub.loading import abstract_module
 from jaxcult.hub.madx import read_language_adapters, stack_source_adapter
 from jaxcult.hub.pretrained import abstract_backbone, load_backbone, load_tokenizer
 from jaxcult.hub.vision import load_backbone as load_image_backbone
-from jaxcult.models.quantize import Quantization, quantize_projections, quantized_parameter_count
+from jaxcult.models.quantize import (
+    Quantization,
+    quantize_projections,
+    quantized_parameter_count,
+    quantized_paths,
+)
 from jaxcult.peft.bottleneck import PLACEMENTS, add_bottleneck_adapters
 from jaxcult.peft.groups import group_of, layer_index, ordered_groups, uncovered_peft_parameters
 from jaxcult.peft.invertible import NICEAdapter
@@ -186,9 +191,11 @@ def _backbone(config: RunConfig, mesh: Mesh | None, shapes_only: bool = False
                                      **{**settings, **overrides})
         if backbone is not None:
             return backbone, ModelInputs(seed, source)
-    if source != "random":
+    if source != "random":   # quantised projection by projection as they load
         backbone, rest = load_backbone(source, mesh=mesh, rules=rules, checked=list(settings),
-                                       dropout=config.model.dropout, **{**settings, **overrides})
+                                       dropout=config.model.dropout,
+                                       quantization=quantization_of(config),
+                                       **{**settings, **overrides})
         return backbone, ModelInputs(seed, source, rest)
     if "model_type" not in settings or "vocab_size" not in settings:
         raise UserError("model.overrides: a `random` model needs at least model_type and vocab_size")
@@ -219,17 +226,26 @@ def _check_backbone(backbone: nnx.Module, tokenizer, task: Task, config: RunConf
                         f"{task.name!r} needs {described.get(task.backbone, task.backbone)}")
 
 
-def _quantize(backbone: nnx.Module, config: RunConfig, mesh: Mesh | None) -> list[str]:
-    """Quantise the frozen projections as `model.quantize` asks; returns their paths."""
+def quantization_of(config: RunConfig) -> Quantization | None:
+    """What `model.quantize*` ask for (None: no quantisation)."""
     model = config.model
     if model.quantize == "none":
-        return []
+        return None
     if config.peft.kind == "full":
         raise UserError(f"model.quantize: {model.quantize} keeps the backbone frozen in "
                         f"{model.quantize}, but peft.kind=full trains it (use lora or adapters)")
-    settings = Quantization(model.quantize, model.quantize_block_size, model.quantize_double,
-                            tuple(model.quantize_skip), model.quantize_embeddings)
-    return quantize_projections(backbone, settings, mesh, config.mesh.rules)
+    return Quantization(model.quantize, model.quantize_block_size, model.quantize_double,
+                        tuple(model.quantize_skip), model.quantize_embeddings)
+
+
+def _quantize(backbone: nnx.Module, config: RunConfig, mesh: Mesh | None) -> list[str]:
+    """Quantise the frozen projections as `model.quantize` asks (a loaded backbone already
+    was, as it loaded); returns their module paths."""
+    settings = quantization_of(config)
+    if settings is None:
+        return []
+    return quantized_paths(backbone) or quantize_projections(backbone, settings, mesh,
+                                                             config.mesh.rules)
 
 
 def _add_peft(backbone: nnx.Module, config: RunConfig) -> tuple[tuple[str, ...], dict]:

@@ -82,11 +82,14 @@ def make_plan(config: RunConfig, device_memory: int | None) -> Plan:
     """Build, place and compile the config's train step as shapes; collect both sets of figures."""
     mesh, rules = make_mesh(config.mesh), config.mesh.rules
     trainer = config.trainer
+    if trainer.vectorize_seeds:
+        raise UserError("jaxcult plan compiles one seed's train step; trainer.vectorize_seeds "
+                        "trains several as one program, which it does not plan yet")
     check_batch_divisible(trainer.batch_size, mesh, rules, "trainer.batch_size")
     task = plan_task(config)
     parts = build_model(config, task, None, shapes_only=True)
     frozen = on_mesh_abstract(parts.frozen, mesh, rules)
-    lr = lr_schedule(config.optimizer, trainer.steps or 1000)
+    lr = lr_schedule(config.optimizer, trainer.steps or 1000)   # its length changes no buffer
     optimizer = masked_optimizer(config.optimizer, parts.groups, lr)
     state = abstract_state(on_mesh_abstract(parts.params, mesh, rules), optimizer, len(parts.groups),
                            config)
