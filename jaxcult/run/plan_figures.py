@@ -3,6 +3,7 @@ memory analysis, and the analytic estimate beside it (`jaxcult.run.plan`)."""
 
 from __future__ import annotations
 
+import logging
 import time
 
 import jax
@@ -28,6 +29,8 @@ from jaxcult.sharding import (
 from jaxcult.tasks import Loaders, Task, resolve_task
 from jaxcult.trainers.optim import lr_schedule, masked_optimizer
 from jaxcult.trainers.program import ModelProgram, TrainProgram, init_state, step_shardings
+
+log = logging.getLogger(__name__)
 
 
 def plan_task(config: RunConfig) -> Task:
@@ -86,6 +89,7 @@ def make_plan(config: RunConfig, device_memory: int | None) -> Plan:
         raise UserError("jaxcult plan compiles one seed's train step; trainer.vectorize_seeds "
                         "trains several as one program, which it does not plan yet")
     check_batch_divisible(trainer.batch_size, mesh, rules, "trainer.batch_size")
+    log.info("plan: building %s as shapes", config.model.name)
     task = plan_task(config)
     parts = build_model(config, task, None, shapes_only=True)
     frozen = on_mesh_abstract(parts.frozen, mesh, rules)
@@ -98,6 +102,8 @@ def make_plan(config: RunConfig, device_memory: int | None) -> Plan:
     program = TrainProgram(ModelProgram(task, None, parts.graphdef, parts.groups), optimizer, lr,
                            step_options(config, parts.groups),
                            step_shardings(state, frozen, batch_sharding(mesh, rules, 1), task.batch_keys))
+    log.info("plan: compiling the train step for %d device(s) (a paper-size model: about a "
+             "minute)", mesh.devices.size)
     with jax.set_mesh(mesh), activation_rules(rules):
         lowered = program.train_step.lower(state, frozen, batch)
         started = time.perf_counter()
