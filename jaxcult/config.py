@@ -98,6 +98,12 @@ class ModelConfig(Section):
         "none", description="rematerialise each layer in the backward: keep only its input "
         "(`layer`) or its matmul outputs too (`layer_save_dots`) and recompute the rest; "
         "less activation memory for more compute")
+    scan_layers: bool = Field(
+        False, description="run the transformer layers as one lax.scan over stacked "
+        "parameters: compile time stops growing with depth (same numbers as unrolled); the "
+        "stack's trainable arrays form one parameter group, so only schedules that open all "
+        "layers together (standard, lpft) run, and the truncated backward does not reach "
+        "inside the stack")
     quantize: Literal["none", "nf4", "int8"] = Field(
         "none", description="keep the frozen backbone's projections in 4-bit NormalFloat "
         "(QLoRA) or int8, dequantised to compute_dtype inside each matmul; LoRA or adapters "

@@ -73,6 +73,11 @@ REMAT_POLICIES = {"layer": jax.checkpoint_policies.nothing_saveable,
 _REMAT: ContextVar[str] = ContextVar("jaxcult_remat", default="none")
 
 
+def current_remat() -> str:
+    """The rematerialisation policy of the step being traced ("none" outside one)."""
+    return _REMAT.get()
+
+
 @contextlib.contextmanager
 def rematerialising(policy: str) -> Iterator[None]:
     """Run layers rematerialised (`policy` a key of REMAT_POLICIES, or "none") while tracing."""

@@ -136,6 +136,18 @@ def test_mesh_matches_single_device(tmp_path, singles, mesh, kind):
         np.testing.assert_allclose(a, b, atol=1e-5)
 
 
+@pytest.mark.slow   # ~30 s; tests/test_scan_layers.py checks the gradients on one device
+def test_scanned_layers_on_a_mesh_train_as_the_unrolled_model_on_one_device(tmp_path):
+    """Stacked arrays sharded on d2f2t2 (the layer axis whole), LoRA plus a saved lm_head."""
+    (tmp_path / "unrolled").mkdir()
+    (tmp_path / "scanned").mkdir()
+    unrolled = run(tmp_path / "unrolled", "run", 1, {"data": 1}, "schedule.name=standard",
+                   config=CONFIGS["lm"])
+    scanned = run(tmp_path / "scanned", "run", 8, MESHES["d2f2t2"], "schedule.name=standard",
+                  "model.scan_layers=true", config=CONFIGS["lm"])
+    np.testing.assert_allclose(losses(scanned), losses(unrolled), atol=1e-5)
+
+
 @pytest.mark.slow   # ~35 s; the default suite keeps the mesh equality tests
 def test_checkpoint_restores_onto_another_mesh(tmp_path, single):
     import shutil

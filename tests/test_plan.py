@@ -27,8 +27,10 @@ DECODER = ["task.name=causal_lm", *tiny_random_model("llama", vocab=4096, kv_hea
 
 
 @needs_minilm
-@pytest.mark.parametrize("overrides", [ENCODER, DECODER, [*DECODER, "model.remat=layer"]],
-                         ids=["encoder-adapters", "decoder-lora", "decoder-lora-remat"])
+@pytest.mark.parametrize("overrides", [
+    ENCODER, DECODER, [*DECODER, "model.remat=layer"],
+    [*DECODER, "model.remat=layer", "model.scan_layers=true", "schedule.name=standard"]],
+    ids=["encoder-adapters", "decoder-lora", "decoder-lora-remat", "decoder-lora-scan-remat"])
 def test_analytic_figures_are_within_10_percent_of_the_compiler(overrides):
     from jaxcult.run.plan_figures import make_plan
 

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 from flax import nnx, struct
 
 from jaxcult.models.decoder_config import DecoderConfig
+from jaxcult.models.layer_stack import run_layers
 from jaxcult.models.layers import (
     Dense,
     Embed,
@@ -167,7 +168,8 @@ class DecoderLayer(nnx.Module):
         self.attention_adapter: nnx.Module | None = nnx.data(None)
         self.output_adapter: nnx.Module | None = nnx.data(None)
         self.config, self.act = config, activation(config.hidden_act)
-        self.layer_index, self.window = index, config.window(index)
+        # what varies per layer, as settings (not the index): equal layers can share a scan body
+        self.window, self.rope_key = config.window(index), rope_key(config, index)
 
     def _qkv(self, h: jax.Array, keys: KeySplitter) -> tuple[jax.Array, jax.Array, jax.Array]:
         c = self.config
@@ -228,10 +230,6 @@ class DecoderLayer(nnx.Module):
             mlp = self.mlp_out_norm(mlp)
         return self._add(self.output_adapter, mlp, x, keys), kv
 
-    @property
-    def rope_key(self) -> tuple:
-        return rope_key(self.config, self.layer_index)
-
 
 def rope_key(config: DecoderConfig, layer: int) -> tuple:
     """A hashable key of `layer`'s rotary settings (layers that share it share frequencies)."""
@@ -261,11 +259,24 @@ class CausalLM(nnx.Module):
     def _biases(self, allowed: jax.Array, q_pos: jax.Array, k_len: int) -> dict:
         """Additive attention bias for full layers (None) and for each sliding window."""
         biases = {None: attention_bias(allowed)}
-        for layer in self.layers:
-            if layer.window is not None and layer.window not in biases:
-                near = q_pos[:, None] - jnp.arange(k_len)[None, :] < layer.window
-                biases[layer.window] = attention_bias(allowed & near[None, None])
+        for window in {self.config.window(i) for i in range(self.config.num_hidden_layers)}:
+            if window is not None:
+                near = q_pos[:, None] - jnp.arange(k_len)[None, :] < window
+                biases[window] = attention_bias(allowed & near[None, None])
         return biases
+
+    def _cached_layers(self, x, cache: KVCache, start, position_ids, biases, inv_freqs, keys):
+        """The layers one by one (a stacked model's as slices), each writing its cache."""
+        new_keys, new_values = [], []
+        for i, layer in enumerate(self.layers):
+            x, (k, v) = call_layer(
+                layer, i, x, keys,
+                lambda m, h, k, c=(cache.keys[i], cache.values[i], start):
+                    m(h, position_ids, biases, inv_freqs, k, c))
+            new_keys.append(k)
+            new_values.append(v)
+            x = constrain_batch(x)
+        return x, (tuple(new_keys), tuple(new_values))
 
     def __call__(self, input_ids: jax.Array, attention_mask: jax.Array | None = None,
                  position_ids: jax.Array | None = None, *, cache: KVCache | None = None,
@@ -299,29 +310,25 @@ class CausalLM(nnx.Module):
             allowed = allowed & same_segment(segment_ids)
         biases = self._biases(allowed, q_pos, k_len)
         inv_freqs = {}
-        for i, layer in enumerate(self.layers):
-            if layer.rope_key not in inv_freqs:
-                inv_freqs[layer.rope_key] = rope_frequencies(config.rotary_dim, *config.rope(i))
+        for i in range(config.num_hidden_layers):
+            if rope_key(config, i) not in inv_freqs:
+                inv_freqs[rope_key(config, i)] = rope_frequencies(config.rotary_dim, *config.rope(i))
         keys = KeySplitter(dropout_key)
         x = self.embed_tokens(input_ids)
         scale = config.embedding_scale(jnp.dtype(config.param_dtype))  # rounded as HF does
         x = constrain_batch(x if scale is None else x * scale.astype(x.dtype))
-        new_keys, new_values = [], []
-        for i, layer in enumerate(self.layers):
-            layer_cache = (cache.keys[i], cache.values[i], start) if cache is not None else None
-            x, (k, v) = call_layer(
-                layer, i, x, keys,
-                lambda m, h, k, c=layer_cache: m(h, position_ids, biases, inv_freqs, k, c))
-            new_keys.append(k)
-            new_values.append(v)
-            x = constrain_batch(x)
+        if cache is None:
+            x, _ = run_layers(self.layers, x, keys,
+                              lambda m, h, k: m(h, position_ids, biases, inv_freqs, k)[0])
+            new_cache = None
+        else:
+            x, (new_keys, new_values) = self._cached_layers(x, cache, start, position_ids, biases,
+                                                            inv_freqs, keys)
+            new_cache = KVCache(new_keys, new_values, start + t, key_mask)
         hidden = self.norm(x)
         # prefill: only the next token's logits (True); scoring: the last N positions' (N)
         head_input = hidden[:, -int(last_only):] if last_only else hidden
         logits = config.output_logits(self.embed_tokens.attend(head_input) if self.lm_head is None
                                       else self.lm_head(head_input))
-        new_cache = None
-        if cache is not None:
-            new_cache = KVCache(tuple(new_keys), tuple(new_values), start + t, key_mask)
         return CausalLMOutput(logits=logits, cache=new_cache,
                               hidden_states=hidden if return_hidden else None)

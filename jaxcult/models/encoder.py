@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx, struct
 
+from jaxcult.models.layer_stack import run_layers
 from jaxcult.models.layers import (
     Dense,
     Embed,
@@ -27,7 +28,6 @@ from jaxcult.models.layers import (
     segment_positions,
 )
 from jaxcult.sharding import constrain_batch
-from jaxcult.truncation import call_layer
 
 ENCODER_TYPES = ("bert", "roberta", "xlm-roberta")
 
@@ -205,13 +205,11 @@ class Encoder(nnx.Module):
         keys = keys or KeySplitter(None)
         x = constrain_batch(x)
         bias = padding_bias(attention_mask) if segment_ids is None else segment_bias(segment_ids)
-        kept = [x]
-        for i, layer in enumerate(self.layers):
-            x = constrain_batch(call_layer(layer, i, x, keys, lambda m, h, k: m(h, bias, k)))
-            kept.append(x)
+        embedded = x
+        x, kept = run_layers(self.layers, x, keys, lambda m, h, k: m(h, bias, k), keep=hidden_states)
         pooled = jnp.tanh(self.pooler(x[:, 0])) if self.pooler is not None else None
         return EncoderOutput(last_hidden_state=x, pooler_output=pooled,
-                             hidden_states=tuple(kept) if hidden_states else None)
+                             hidden_states=(embedded, *kept) if hidden_states else None)
 
 
 def mean_pool(hidden: jax.Array, attention_mask: jax.Array) -> jax.Array:

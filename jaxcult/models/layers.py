@@ -189,10 +189,21 @@ def dropout(x: jax.Array, rate: float, key: jax.Array | None) -> jax.Array:
 
 
 class KeySplitter:
-    """Hands out a fresh dropout key per call site from one key (or None at eval time)."""
+    """Hands out a fresh dropout key per call site from one key (or None at eval time): the
+    n-th key is `fold_in(key, n)`. The counter may be traced (a scanned layer stack carries it
+    through the scan), so a scanned model draws the unrolled model's keys."""
 
-    def __init__(self, key: jax.Array | None) -> None:
-        self._key, self._count = key, 0
+    def __init__(self, key: jax.Array | None, count: int | jax.Array = 0) -> None:
+        self._key, self._count = key, count
+
+    @property
+    def key(self) -> jax.Array | None:
+        return self._key
+
+    @property
+    def count(self) -> int | jax.Array:
+        """How many keys were handed out so far."""
+        return self._count
 
     def next(self) -> jax.Array | None:
         if self._key is None:
@@ -202,13 +213,16 @@ class KeySplitter:
 
     def copy(self) -> KeySplitter:
         """A splitter that continues from this one's position independently."""
-        other = KeySplitter(self._key)
-        other._count = self._count
-        return other
+        return KeySplitter(self._key, self._count)
 
     def skip_to(self, other: KeySplitter) -> None:
         """Continue after the keys that `other` (a copy of this one) handed out."""
         self._count = other._count
+
+    def continue_from(self, count: int | jax.Array) -> None:
+        """Continue after `count` keys (drawn elsewhere, e.g. inside a scan)."""
+        if self._key is not None:
+            self._count = count
 
 
 def _scores(scores: jax.Array, scale: float, softcap: float | None) -> jax.Array:

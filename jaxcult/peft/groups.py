@@ -3,7 +3,8 @@
 Groups are derived from NNX parameter paths, so they never need to be declared by hand:
 `head`, `adapter/task/layer_{i}` (bottleneck adapters), `lora/layer_{i}` (LoRA: every factor
 of a layer, so q and v unfreeze together as in the FUN paper's App. G.4; with
-`peft.lora_groups: module`, `lora/layer_{i}/<module>`),
+`peft.lora_groups: module`, `lora/layer_{i}/<module>`; with `model.scan_layers` the stacked
+layers' parameters form one group: `adapter/task/layers`, `lora/layers`, `layers`),
 `adapter/invertible` (a NICE adapter trained for a MAD-X language adapter; a stacked one from
 AdapterHub stays frozen), `saved/<module>` (PEFT's `modules_to_save`: trained in full), and for
 full fine-tuning
@@ -16,11 +17,16 @@ from __future__ import annotations
 
 import re
 
-_ADAPTER = re.compile(r"^(?:encoder\.)?layers\.(\d+)\.(attention|output)_adapter\.")
-_LORA = re.compile(r"^(?:encoder\.)?layers\.(\d+)\.(\w+)\.lora_[ab]$")
+_ADAPTER = re.compile(r"^(?:encoder\.)?layers\.(\d+|stacked)\.(attention|output)_adapter\.")
+_LORA = re.compile(r"^(?:encoder\.)?layers\.(\d+|stacked)\.(\w+)\.lora_[ab]$")
 _LANGUAGE = re.compile(r"(^|\.)(language|embedding_adapter)\.")
 _INVERTIBLE = re.compile(r"(^|\.)embedding_adapter\.")
-_LAYER = re.compile(r"^(?:encoder\.)?layers\.(\d+)\.")
+_LAYER = re.compile(r"^(?:encoder\.)?layers\.(\d+|stacked)\.")
+
+
+def _layer(index: str) -> str:
+    """`layer_3` of layer 3; `layers` of a stack scanned as one (`model.scan_layers`)."""
+    return "layers" if index == "stacked" else f"layer_{index}"
 
 
 def group_of(path: str, peft_kind: str, saved: tuple[str, ...] = (),
@@ -42,15 +48,15 @@ def group_of(path: str, peft_kind: str, saved: tuple[str, ...] = (),
             return f"saved/{module}"
     match = _ADAPTER.match(path)
     if match:
-        return f"adapter/task/layer_{match.group(1)}"
+        return f"adapter/task/{_layer(match.group(1))}"
     match = _LORA.match(path)
     if match:
-        layer = f"lora/layer_{match.group(1)}"
+        layer = f"lora/{_layer(match.group(1))}"
         return f"{layer}/{match.group(2)}" if lora_groups == "module" else layer
     if peft_kind == "full":
         match = _LAYER.match(path)
         if match:
-            return f"layer_{match.group(1)}"
+            return _layer(match.group(1))
         if path.startswith("lm_head."):
             return "head"
         return "embeddings"

@@ -15,7 +15,7 @@ import numpy as np
 from flax import nnx
 from jax.sharding import Mesh
 
-from jaxcult import models
+from jaxcult import models, schedules
 from jaxcult.config import PeftConfig, RunConfig
 from jaxcult.data import resolve_dataset
 from jaxcult.data.batching import (
@@ -35,6 +35,7 @@ from jaxcult.hub.loading import abstract_module
 from jaxcult.hub.madx import read_language_adapters, stack_source_adapter
 from jaxcult.hub.pretrained import abstract_backbone, load_backbone, load_tokenizer
 from jaxcult.hub.vision import load_backbone as load_image_backbone
+from jaxcult.models.layer_stack import StackError, stack_layers
 from jaxcult.models.quantize import (
     Quantization,
     quantize_projections,
@@ -116,6 +117,14 @@ def resolve_plugins(config: RunConfig):
     evaluator = resolve_evaluators(config.task.evaluators, info)
     for probe in config.probes:  # names, options and batch counts, before any model loads
         resolve_probe(probe.name)(probe, [])
+    if config.model.scan_layers and schedules.resolve(config.schedule.name).opens_layers_apart:
+        raise UserError(f"model.scan_layers: schedule.name={config.schedule.name} trains some "
+                        f"layers while others wait, but a scanned layer stack is one parameter "
+                        f"group; use schedule.name=standard or lpft, or model.scan_layers=false")
+    if config.model.scan_layers and config.peft.language_adapters:
+        raise UserError("model.scan_layers: MAD-X swaps language adapters layer by layer at "
+                        "evaluation, which a scanned stack does not support; use "
+                        "model.scan_layers=false with peft.language_adapters")
     return Plugins(task, dataset.name, info, evaluator), dataset
 
 
@@ -278,6 +287,16 @@ def _add_peft(backbone: nnx.Module, config: RunConfig) -> tuple[tuple[str, ...],
     return saved_modules(backbone, peft.modules_to_save), hubs
 
 
+def _scan_layers(backbone: nnx.Module) -> None:
+    """`model.scan_layers`: the backbone's layers (loaded, quantised, with their PEFT modules)
+    stacked into one scanned module."""
+    try:
+        backbone.layers = stack_layers(list(backbone.layers))
+    except StackError as error:
+        raise UserError(f"model.scan_layers: {error} (e.g. sliding windows on some layers only, "
+                        f"or peft.leave_out); use model.scan_layers=false") from None
+
+
 def _add_invertible(backbone: nnx.Module, peft: PeftConfig, seed: int) -> None:
     """The NICE adapter a MAD-X language adapter trains on the embedding output."""
     if not hasattr(backbone, "embedding_adapter"):
@@ -310,6 +329,9 @@ def build_model(config: RunConfig, task: Task, tokenizer, mesh: Mesh | None = No
     if trained_quantized:
         raise UserError(f"peft.modules_to_save: {trained_quantized[0]} is quantised and cannot "
                         f"train; add it to model.quantize_skip")
+    quantized_count = quantized_parameter_count(backbone)
+    if config.model.scan_layers:
+        _scan_layers(backbone)
     model = task.build_model(backbone, inputs)
     if model is not backbone:  # paths inside the task model are prefixed with `encoder.`
         saved = tuple(f"encoder.{p}" for p in saved)
@@ -328,7 +350,7 @@ def build_model(config: RunConfig, task: Task, tokenizer, mesh: Mesh | None = No
     counts = {g: sum(int(np.prod(x.shape)) for x in nnx.to_flat_state(params[g]).leaves)
               for g in groups}
     total = sum(int(np.prod(v.shape)) for _, v in nnx.to_flat_state(nnx.state(model, nnx.Param)))
-    total += quantized_parameter_count(backbone)
+    total += quantized_count
     # bottom-up; full fine-tuning's embeddings and a trained invertible adapter sit below
     # layer 0 (gradual unfreezing ends there)
     layer_groups = [g for g in groups if g in ("embeddings", "adapter/invertible")] + \

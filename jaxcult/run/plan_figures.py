@@ -105,10 +105,11 @@ def make_plan(config: RunConfig, device_memory: int | None) -> Plan:
     log.info("plan: compiling the train step for %d device(s) (a paper-size model: about a "
              "minute)", mesh.devices.size)
     with jax.set_mesh(mesh), activation_rules(rules):
-        lowered = program.train_step.lower(state, frozen, batch)
         started = time.perf_counter()
+        lowered = program.train_step.lower(state, frozen, batch)
+        lowered_at = time.perf_counter()
         compiled = lowered.compile()
-        seconds = time.perf_counter() - started
+        seconds = (lowered_at - started, time.perf_counter() - lowered_at)
     compiled_figures = compiler_figures(compiled.memory_analysis())
     analytic = analytic_figures(config, task, parts, frozen, state, batch, mesh)
     per_row = int(np.prod(batch["input_ids"].shape[1:]))
@@ -116,7 +117,7 @@ def make_plan(config: RunConfig, device_memory: int | None) -> Plan:
     def activations_of(rows: int, remat: str) -> int:
         return activation_bytes(config, task, parts.architecture, rows * per_row, remat)
 
-    return Plan(describe(config, parts, mesh, batch), analytic, compiled_figures, seconds,
+    return Plan(describe(config, parts, mesh, batch), analytic, compiled_figures, *seconds,
                 device_memory, suggestions(config, analytic, activations_of, compiled_figures["peak"],
                                            mesh, device_memory))
 
@@ -204,7 +205,8 @@ def describe(config: RunConfig, parts: ModelParts, mesh, batch: dict) -> list[st
             f"CPU device(s)",
             f"model: {config.model.name} ({arch.num_hidden_layers} layers, "
             f"{parts.total_params:,} parameters{quantized}; trainable "
-            f"{sum(parts.counts.values()):,}), remat {config.model.remat}",
+            f"{sum(parts.counts.values()):,}), remat {config.model.remat}"
+            f"{', layers scanned' if config.model.scan_layers else ''}",
             f"batch: {shapes}; grad_accum {trainer.grad_accum}: "
             f"{tokens_per_device(config, batch, mesh):,} tokens per device per micro-batch"]
 

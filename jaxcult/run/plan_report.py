@@ -12,7 +12,8 @@ class Plan:
     description: list[str]
     analytic: dict[str, int]
     compiled: dict[str, int]
-    compile_seconds: float
+    lower_seconds: float      # tracing and lowering the step (Python; grows with unrolled depth)
+    compile_seconds: float    # XLA's compilation
     device_memory: int | None
     suggestions: list[str]
 
@@ -46,7 +47,7 @@ def format_plan(plan: Plan) -> str:
     for label, analytic, compiled in rows:
         lines.append(f"  {label:<28}{_mib(plan.analytic.get(analytic)):>16}"
                      f"{_mib(plan.compiled.get(compiled)):>18}")
-    lines.append(f"compile: {plan.compile_seconds:.1f} s")
+    lines.append(f"trace and lower: {plan.lower_seconds:.1f} s, compile: {plan.compile_seconds:.1f} s")
     if plan.device_memory is not None:
         share = plan.peak / plan.device_memory
         verdict = "fits" if plan.fits else "does not fit"

@@ -16,6 +16,7 @@ from jaxcult.config_loading import load_config
 from jaxcult.errors import UserError
 from jaxcult.hub.madx import language_states
 from jaxcult.locks import held_by
+from jaxcult.models.layer_stack import unstack_model
 from jaxcult.run.build import ModelParts, build_run
 from jaxcult.run.summary import make_summary
 from jaxcult.rundir import RunDir, write_text_atomic
@@ -93,7 +94,8 @@ def load_run_model(run_dir: Path) -> tuple[RunConfig, nnx.Module]:
     config = run_config(run)
     parts = build_run(config).parts
     best, _ = restore_best(run, config, parts)
-    return config, nnx.merge(parts.graphdef, *[best[g] for g in parts.groups], parts.frozen)
+    model = nnx.merge(parts.graphdef, *[best[g] for g in parts.groups], parts.frozen)
+    return config, unstack_model(model)  # exports and generation read per-layer modules
 
 
 def rescore_run(run_dir: Path, overrides: list[str] | None = None,

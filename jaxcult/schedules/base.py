@@ -32,10 +32,12 @@ class Decision:
 class Schedule:
     """Base class: subclasses implement `initial_groups` and `select`; their own settings are
     their `Settings` (a subclass of `ScheduleConfig`); `reads_fisher` says whether `select`
-    calls `fisher()` (the Fisher settings only take effect then)."""
+    calls `fisher()` (the Fisher settings only take effect then); `opens_layers_apart` whether
+    it ever trains some layer groups while others stay frozen (a scanned layer stack has one group)."""
 
     Settings: type[ScheduleConfig] = ScheduleConfig
     reads_fisher = False
+    opens_layers_apart = True  # some layers train while others wait (needs per-layer groups)
 
     def __init__(self, groups: list[str], layer_groups: list[str], settings: ScheduleConfig,
                  seed: int = 0) -> None:

@@ -51,6 +51,7 @@ class Standard(Schedule):
     """Everything trainable from step 0."""
 
     Settings = StandardSettings
+    opens_layers_apart = False
 
     def initial_groups(self) -> list[str]:
         return list(self.groups)
@@ -84,6 +85,8 @@ class GradualUnfreezing(_TopFirst):
 class LinearProbeThenFinetune(Schedule):
     """Only the head until the first check (k probe steps; k - 1 with the official timing),
     then every adapter at once."""
+
+    opens_layers_apart = False
 
     def is_check(self, step: int) -> bool:
         return step == (self.k - 1 if self.official else self.k)
