@@ -104,10 +104,11 @@ class ModelConfig(Section):
         "stack's trainable arrays form one parameter group, so only schedules that open all "
         "layers together (standard, lpft) run, and the truncated backward does not reach "
         "inside the stack")
-    quantize: Literal["none", "nf4", "int8"] = Field(
+    quantize: Literal["none", "nf4", "int8", "gguf"] = Field(
         "none", description="keep the frozen backbone's projections in 4-bit NormalFloat "
-        "(QLoRA) or int8, dequantised to compute_dtype inside each matmul; LoRA or adapters "
-        "train on top (see docs/scaling.md)")
+        "(QLoRA) or int8, or (gguf) in a GGUF file's own Q8_0/Q4_0/Q4_K/Q5_K/Q6_K blocks, "
+        "dequantised to compute_dtype inside each matmul; LoRA or adapters train on top (see "
+        "docs/scaling.md)")
     quantize_block_size: int = Field(64, gt=0, description="nf4: weights per absmax scale")
     quantize_double: bool = Field(
         False, description="nf4: quantise the block scales again (8-bit, blocks of 256), "

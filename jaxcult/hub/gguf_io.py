@@ -22,6 +22,8 @@ import numpy as np
 
 from jaxcult import models
 from jaxcult.errors import UserError
+from jaxcult.hub.gguf_blocks import GGUFBlocks
+from jaxcult.models.quantized import GGUF_KINDS
 
 SUPPORTED_TYPES = ("F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1",
                    "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K")
@@ -74,21 +76,23 @@ def _file_key(path: Path) -> tuple[str, int, int]:
     return str(path.resolve()), stat.st_size, stat.st_mtime_ns
 
 
-def read_gguf(path: Path) -> tuple[dict, dict[str, np.ndarray]]:
-    """(HF config dict, HF-named float32 tensors, read-only) of a Llama-family GGUF file."""
-    config, tensors = _read_gguf_cached(_file_key(path))
+def read_gguf(path: Path, keep_blocks: bool = False) -> tuple[dict, dict[str, np.ndarray]]:
+    """(HF config dict, HF-named float32 tensors, read-only) of a Llama-family GGUF file; with
+    `keep_blocks`, the weights in a type jaxcult keeps quantised are `GGUFBlocks` instead."""
+    config, tensors = _read_gguf_cached(_file_key(path), keep_blocks)
     return dict(config), dict(tensors)
 
 
 @functools.lru_cache(maxsize=1)
-def _read_gguf_cached(key: tuple[str, int, int]) -> tuple[dict, dict[str, np.ndarray]]:
-    config, tensors = _read_gguf(Path(key[0]))
+def _read_gguf_cached(key: tuple[str, int, int], keep_blocks: bool
+                      ) -> tuple[dict, dict[str, np.ndarray]]:
+    config, tensors = _read_gguf(Path(key[0]), keep_blocks)
     for values in tensors.values():
-        values.flags.writeable = False
+        (values.raw if isinstance(values, GGUFBlocks) else values).flags.writeable = False
     return config, tensors
 
 
-def _read_gguf(path: Path) -> tuple[dict, dict[str, np.ndarray]]:
+def _read_gguf(path: Path, keep_blocks: bool = False) -> tuple[dict, dict[str, np.ndarray]]:
     import gguf
 
     try:
@@ -114,16 +118,28 @@ def _read_gguf(path: Path) -> tuple[dict, dict[str, np.ndarray]]:
         if name is None:
             raise UserError(f"{path}: unexpected GGUF tensor {tensor.name!r}")
         shape = tuple(int(d) for d in reversed(tensor.shape))
+        if keep_blocks and kind.lower() in GGUF_KINDS and len(shape) == 2:
+            raw = np.asarray(tensor.data, np.uint8).reshape(shape[0], -1)
+            tensors[name] = GGUFBlocks(kind.lower(), _unpermuted(raw, name, arch, family, heads,
+                                                                 kv_heads), shape[1])
+            continue
         values = gguf.quants.dequantize(tensor.data, tensor.tensor_type)
-        values = np.asarray(values, dtype=np.float32).reshape(shape)
-        if arch in family.gguf_permuted and ".self_attn.q_proj." in name:
-            values = unpermute_rows(values, heads)
-        elif arch in family.gguf_permuted and ".self_attn.k_proj." in name:
-            values = unpermute_rows(values, kv_heads)
-        elif family.gguf_norm_offset and name.endswith("norm.weight"):
+        values = _unpermuted(np.asarray(values, dtype=np.float32).reshape(shape), name, arch,
+                             family, heads, kv_heads)
+        if family.gguf_norm_offset and name.endswith("norm.weight"):
             values = values - np.float32(family.gguf_norm_offset)
         tensors[name] = values
     return _config(reader, path, arch, family, tensors, heads, kv_heads), tensors
+
+
+def _unpermuted(rows: np.ndarray, name: str, arch: str, family: models.Architecture, heads: int,
+                kv_heads: int) -> np.ndarray:
+    """q/k rows (floats or a row's blocks) back in Hugging Face's order."""
+    if arch in family.gguf_permuted and ".self_attn.q_proj." in name:
+        return unpermute_rows(rows, heads)
+    if arch in family.gguf_permuted and ".self_attn.k_proj." in name:
+        return unpermute_rows(rows, kv_heads)
+    return rows
 
 
 def _config(reader, path: Path, arch: str, family: models.Architecture,

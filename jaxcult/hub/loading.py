@@ -18,6 +18,7 @@ from jax.sharding import Mesh
 
 from jaxcult import models
 from jaxcult.errors import UserError
+from jaxcult.hub.gguf_blocks import GGUFBlocks
 from jaxcult.models.keytable import KeyMap
 from jaxcult.models.quantize import (
     Quantization,
@@ -25,6 +26,7 @@ from jaxcult.models.quantize import (
     quantization_targets,
     quantize_value,
 )
+from jaxcult.models.quantized import QuantizedKernel, gguf_kernel
 from jaxcult.sharding import Rules, axes_of, named_sharding
 
 
@@ -93,7 +95,8 @@ def convert_tensors(tensors: Mapping[str, np.ndarray], keymap: KeyMap, source: s
             raise UserError(f"{source}: unexpected tensor {name!r} (no parameter of this "
                             f"architecture corresponds to it)")
         path, transpose = found
-        array = np.asarray(tensors[name])
+        array = tensors[name]
+        array = array if isinstance(array, GGUFBlocks) else np.asarray(array)
         converted[path] = array.T if transpose else array
     return converted
 
@@ -119,19 +122,41 @@ def assemble(config, arrays: Mapping[str, np.ndarray], source: str, *,
         if tuple(array.shape) != tuple(variable.shape):
             raise UserError(f"{source}: tensor for {key} has shape {tuple(array.shape)}, "
                             f"expected {tuple(variable.shape)}")
+        if isinstance(array, GGUFBlocks):
+            if key in targets:  # kept in the file's own blocks
+                kernels[key] = _gguf_kernel(array, axes_of(variable), targets[key], mesh, rules)
+                filled.append((path, variable.replace(value=jnp.zeros((), variable.dtype))))
+                continue
+            array = array.dequantized()
         target_dtype = jnp.dtype(dtype) if dtype is not None else variable.dtype
         host = np.asarray(array, dtype=np.float32).astype(target_dtype)
         if mesh is not None:
             value = jax.device_put(host, named_sharding(axes_of(variable), host.shape, rules or {}, mesh))
         else:
             value = jnp.asarray(host)
-        if key in targets:   # a placeholder until the quantised kernel takes its place
+        if key in targets and quantization.kind != "gguf":   # a placeholder until the
+            #  quantised kernel takes its place (model.quantize: gguf keeps float tensors float)
             kernels[key] = quantize_value(key, value, axes_of(variable), targets[key], quantization)
             value = jnp.zeros((), value.dtype)
         filled.append((path, variable.replace(value=value)))
     model = nnx.merge(graphdef, nnx.from_flat_state(filled))
     install_quantized(model, kernels, mesh, rules)
     return model
+
+
+def _gguf_kernel(blocks: GGUFBlocks, axes, transposed: bool, mesh: Mesh | None,
+                 rules: Rules | None) -> QuantizedKernel:
+    """A GGUF weight kept in its blocks: the (in, out) kernel of a projection, or of an
+    embedding table's transpose (`transposed`), both with the blocks along `in`."""
+    axes = tuple(axes)[::-1] if transposed else tuple(axes)
+
+    def place(value: np.ndarray, part_axes) -> jax.Array:
+        if mesh is None:
+            return jnp.asarray(value)
+        return jax.device_put(value, named_sharding(part_axes, value.shape, rules or {}, mesh))
+
+    return gguf_kernel(blocks.kind, blocks.fields(), (blocks.row_length, blocks.raw.shape[0]),
+                       axes, place)
 
 
 def load_tensors(config, tensors: Mapping[str, np.ndarray], source: str, **kw

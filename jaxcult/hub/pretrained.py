@@ -126,6 +126,10 @@ def load_backbone(source: str | Path, *, dtype: str | None = None, mesh: Mesh | 
         overrides.setdefault("param_dtype", dtype)
     path, _ = _resolve(source, _HUB_FILES)
     name = str(source)
+    gguf_blocks = quantization is not None and quantization.kind == "gguf"
+    if gguf_blocks and path.suffix != ".gguf":
+        raise UserError(f"model.quantize: gguf keeps a GGUF file's own quantised blocks, but "
+                        f"{name} is not a .gguf file (use nf4 or int8)")
     if path.is_dir():
         hf_config = read_config(path)
         config = models.config_from_hf(hf_config, name, checked, dropout, **overrides)
@@ -138,7 +142,7 @@ def load_backbone(source: str | Path, *, dtype: str | None = None, mesh: Mesh | 
     if path.suffix == ".gguf":
         from jaxcult.hub.gguf_io import read_gguf
 
-        hf_config, tensors = read_gguf(path)
+        hf_config, tensors = read_gguf(path, keep_blocks=gguf_blocks)
     elif path.suffix == ".bin":
         from jaxcult.hub.e5s1 import read_e5s1
 

@@ -138,17 +138,20 @@ def stack_layers(layers: Sequence[nnx.Module], what: str = "layers") -> LayerSta
 
 
 def _difference(first: nnx.Module, other: nnx.Module) -> str:
-    """A readable first difference between two layers: an attribute or a sub-module."""
-    ours = {".".join(map(str, p)): type(m).__name__ for p, m in nnx.iter_modules(first)}
-    theirs = {".".join(map(str, p)): type(m).__name__ for p, m in nnx.iter_modules(other)}
+    """A readable first difference between two layers: a sub-module or a setting."""
+    ours = {".".join(map(str, p)): m for p, m in nnx.iter_modules(first)}
+    theirs = {".".join(map(str, p)): m for p, m in nnx.iter_modules(other)}
     only_one = sorted(ours.keys() ^ theirs.keys())
     if only_one:
         return f"sub-module {only_one[0]!r} on one of them only"
-    for name in sorted(vars(first)):
-        a, b = getattr(first, name), getattr(other, name, None)
-        if not isinstance(a, (nnx.Module, nnx.Variable)) and a != b:
-            return f"{name}: {a!r} vs {b!r}"
-    return "parameter shapes or settings of a sub-module"
+    for path, module in ours.items():
+        for name, value in sorted(vars(module).items()):
+            theirs_value = getattr(theirs[path], name, None)
+            if name.startswith("_") or isinstance(value, (nnx.Module, nnx.Variable, jax.Array)):
+                continue
+            if value != theirs_value:
+                return f"{path + '.' if path else ''}{name}: {value!r} vs {theirs_value!r}"
+    return "parameter shapes of a sub-module"
 
 
 def unstack_layers(stack: LayerStack) -> nnx.List:

@@ -19,13 +19,14 @@ from jax.sharding import Mesh
 
 from jaxcult.errors import UserError
 from jaxcult.models.layers import Dense, Embed
-from jaxcult.models.quantized import QuantizedKernel, QuantizedWeight
+from jaxcult.models.quantized import QuantizedKernel, QuantizedWeight, quantize_kernel
 from jaxcult.sharding import Rules, place_variables
 
 
 @dataclass(frozen=True)
 class Quantization:
-    """`kind` nf4 or int8; NF4's `block` (weights per scale) and `double` quantisation."""
+    """`kind` nf4, int8 or gguf (a GGUF file's own blocks, kept as they load); NF4's `block`
+    (weights per scale) and `double` quantisation."""
 
     kind: str
     block: int = 64
@@ -80,7 +81,7 @@ def quantize_value(path: str, value, axes: tuple[str, str], transposed: bool,
     if settings.kind == "nf4" and (fan_in % settings.block or settings.block % 2):
         raise UserError(f"model.quantize_block_size: {settings.block} does not divide the "
                         f"{fan_in} inputs of {path.rsplit('.', 1)[0]} into blocks of an even size")
-    return QuantizedKernel(value, axes, settings.kind, settings.block, settings.double)
+    return quantize_kernel(value, axes, settings.kind, settings.block, settings.double)
 
 
 def install_quantized(model: nnx.Module, kernels: dict[str, QuantizedKernel], mesh: Mesh | None = None,

@@ -1,4 +1,5 @@
-"""A frozen projection kernel kept quantised (NF4 or int8) and dequantised inside the matmul.
+"""A frozen projection kernel kept quantised and dequantised inside the matmul: NF4 or int8
+quantised here, or a GGUF file's own blocks (Q8_0, Q4_0, Q4_K, Q5_K, Q6_K).
 
 Its arrays are `QuantizedWeight` variables, not `nnx.Param`: they never train, are never
 differentiated, and land in the frozen part of a run's state. Each carries the kernel's logical
@@ -14,6 +15,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from jaxcult.models.gguf_formats import FORMATS, gguf_dequantize, kernel_parts
 from jaxcult.models.quant_formats import (
     int8_dequantize,
     int8_quantize,
@@ -22,6 +24,7 @@ from jaxcult.models.quant_formats import (
 )
 
 KINDS = ("nf4", "int8")
+GGUF_KINDS = tuple(FORMATS)
 _QUANTIZE = {"nf4": jax.jit(nf4_quantize, static_argnums=(1, 2)),
              "int8": jax.jit(lambda kernel, _block, _double: int8_quantize(kernel),
                              static_argnums=(1, 2))}
@@ -32,30 +35,19 @@ class QuantizedWeight(nnx.Variable):
 
 
 class QuantizedKernel(nnx.Module):
-    """The codes and scales of one (in, out) kernel; `dequantize(dtype)` gives it back."""
+    """The codes and scales (`parts`, each with its logical axes) of one (in, out) kernel of
+    `kind`; `dequantize(dtype)` gives it back. Build one with `quantize_kernel` (NF4, int8) or
+    `gguf_kernel` (a GGUF file's blocks)."""
 
-    def __init__(self, kernel: jax.Array, axes: tuple[str, str], kind: str, block: int = 64,
-                 double: bool = False) -> None:
-        if kind not in KINDS:
-            raise ValueError(f"unknown quantisation {kind!r}; known: {', '.join(KINDS)}")
-        self.kind, self.block, self.shape, self.axes = kind, block, tuple(kernel.shape), axes
-        quantize = (functools.partial(nf4_quantize, block=block, double=double) if kind == "nf4"
-                    else int8_quantize)
-        parts = (jax.eval_shape(quantize, kernel) if isinstance(kernel, jax.ShapeDtypeStruct)
-                 else _QUANTIZE[kind](kernel, block, double))
-        other_axes = {"absmax2": (None,), "offset": ()} if kind == "nf4" else {"absmax": (axes[1],)}
-        self.codes = QuantizedWeight(parts["codes"], axes=axes)
-        self.absmax = QuantizedWeight(parts["absmax"], axes=other_axes.get("absmax", axes))
-        self.absmax2, self.offset = nnx.data(None), nnx.data(None)   # double quantisation
-        if "absmax2" in parts:
-            self.absmax2 = QuantizedWeight(parts["absmax2"], axes=other_axes["absmax2"])
-            self.offset = QuantizedWeight(parts["offset"], axes=other_axes["offset"])
+    def __init__(self, parts: dict, part_axes: dict[str, tuple | None], kind: str,
+                 shape: tuple[int, int], axes: tuple[str, str], block: int = 0) -> None:
+        self.kind, self.block, self.shape, self.axes = kind, block, tuple(shape), axes
+        self.part_names = tuple(sorted(parts))
+        for name in self.part_names:
+            setattr(self, name, QuantizedWeight(parts[name], axes=part_axes[name]))
 
     def _parts(self) -> dict[str, jax.Array]:
-        parts = {"codes": self.codes[...], "absmax": self.absmax[...]}
-        if self.absmax2 is not None:
-            parts.update(absmax2=self.absmax2[...], offset=self.offset[...])
-        return parts
+        return {name: getattr(self, name)[...] for name in self.part_names}
 
     def dequantize(self, dtype) -> jax.Array:
         """The (in, out) kernel in `dtype`, computed in float32 first."""
@@ -68,8 +60,37 @@ class QuantizedKernel(nnx.Module):
         return _dequantized_matmul(x, self._parts(), self.kind, self.block, jnp.dtype(dtype))
 
 
+def quantize_kernel(kernel: jax.Array | jax.ShapeDtypeStruct, axes: tuple[str, str], kind: str,
+                    block: int = 64, double: bool = False) -> QuantizedKernel:
+    """An (in, out) kernel (or a plan's shape) quantised to NF4 (blocks of `block` inputs,
+    `double` quantisation of the scales) or int8."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown quantisation {kind!r}; known: {', '.join(KINDS)}")
+    quantize = (functools.partial(nf4_quantize, block=block, double=double) if kind == "nf4"
+                else int8_quantize)
+    parts = (jax.eval_shape(quantize, kernel) if isinstance(kernel, jax.ShapeDtypeStruct)
+             else _QUANTIZE[kind](kernel, block, double))
+    part_axes = ({"codes": axes, "absmax": axes, "absmax2": (None,), "offset": ()} if kind == "nf4"
+                 else {"codes": axes, "absmax": (axes[1],)})
+    return QuantizedKernel(parts, part_axes, kind, kernel.shape, axes, block)
+
+
+def gguf_kernel(kind: str, fields: dict, shape: tuple[int, int], axes: tuple[str, str],
+                place=jnp.asarray) -> QuantizedKernel:
+    """A GGUF tensor's fields (`jaxcult.hub.gguf_blocks.GGUFBlocks.fields`) as the (in, out)
+    kernel of `shape` they encode; `place(array, axes)` puts each part on its devices."""
+    parts = kernel_parts(kind, fields)
+    return QuantizedKernel({name: place(value, axes) for name, value in parts.items()},
+                           dict.fromkeys(parts, axes), kind, shape, axes)
+
+
 def _dequantize(parts: dict[str, jax.Array], kind: str, block: int, dtype) -> jax.Array:
-    kernel = nf4_dequantize(parts, block) if kind == "nf4" else int8_dequantize(parts)
+    if kind == "nf4":
+        kernel = nf4_dequantize(parts, block)
+    elif kind == "int8":
+        kernel = int8_dequantize(parts)
+    else:
+        kernel = gguf_dequantize(parts, kind)
     return kernel.astype(dtype)
 
 

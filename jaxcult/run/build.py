@@ -42,6 +42,7 @@ from jaxcult.models.quantize import (
     quantized_parameter_count,
     quantized_paths,
 )
+from jaxcult.models.quantized import GGUF_KINDS
 from jaxcult.peft.bottleneck import PLACEMENTS, add_bottleneck_adapters
 from jaxcult.peft.groups import group_of, layer_index, ordered_groups, uncovered_peft_parameters
 from jaxcult.peft.invertible import NICEAdapter
@@ -243,6 +244,9 @@ def quantization_of(config: RunConfig) -> Quantization | None:
     if config.peft.kind == "full":
         raise UserError(f"model.quantize: {model.quantize} keeps the backbone frozen in "
                         f"{model.quantize}, but peft.kind=full trains it (use lora or adapters)")
+    if model.quantize == "gguf" and model.name == "random":
+        raise UserError("model.quantize: gguf keeps a GGUF file's own quantised blocks; a "
+                        "random model has none (use nf4 or int8)")
     return Quantization(model.quantize, model.quantize_block_size, model.quantize_double,
                         tuple(model.quantize_skip), model.quantize_embeddings)
 
@@ -253,6 +257,11 @@ def _quantize(backbone: nnx.Module, config: RunConfig, mesh: Mesh | None) -> lis
     settings = quantization_of(config)
     if settings is None:
         return []
+    if settings.kind == "gguf" and not quantized_paths(backbone):
+        raise UserError(f"model.quantize: gguf keeps a GGUF file's own quantised blocks, but "
+                        f"{config.model.name} has no projection in a type kept so ("
+                        f"{', '.join(k.upper() for k in GGUF_KINDS)}; vectorised seeds cannot "
+                        f"share them either); use nf4 or int8")
     return quantized_paths(backbone) or quantize_projections(backbone, settings, mesh,
                                                              config.mesh.rules)
 
