@@ -159,13 +159,11 @@ MIXED = {"attn_q": "q4_k", "attn_k": "q5_k", "attn_v": "q6_k", "attn_output": "q
          "output": "q8_0"}
 
 
-@pytest.fixture(scope="module")
-def mixed_gguf(tmp_path_factory):
+def write_mixed_gguf(path, vocab: int):
     """A 2-layer Llama GGUF of width 256 whose weights are K-quants and legacy types mixed as
-    llama.cpp's Q4_K_M mixes them, random blocks, the MiniLM tokenizer's vocabulary size."""
-    path = tmp_path_factory.mktemp("gguf") / "mixed.gguf"
+    llama.cpp's Q4_K_M mixes them, random blocks."""
     rng = np.random.default_rng(0)
-    hidden, inter, vocab = 256, 512, 30522
+    hidden, inter = 256, 512
     writer = gguf.GGUFWriter(str(path), "llama")
     for add, value in ((writer.add_block_count, 2), (writer.add_context_length, 64),
                        (writer.add_embedding_length, hidden), (writer.add_feed_forward_length, inter),
@@ -190,6 +188,11 @@ def mixed_gguf(tmp_path_factory):
     return path
 
 
+@pytest.fixture(scope="module")
+def mixed_gguf(tmp_path_factory):
+    return write_mixed_gguf(tmp_path_factory.mktemp("gguf") / "mixed.gguf", vocab=256)
+
+
 def test_a_gguf_base_keeps_its_blocks_and_computes_the_float_model(mixed_gguf):
     import jax
     from flax import nnx
@@ -209,7 +212,7 @@ def test_a_gguf_base_keeps_its_blocks_and_computes_the_float_model(mixed_gguf):
     assert "lm_head" not in quantized_paths(kept) and len(quantized_paths(kept)) == 14
     for model in (kept, plain):
         add_lora(model, ["q", "v", "down"], r=4, alpha=8, seed=0)
-    ids = jnp.asarray(np.random.default_rng(2).integers(0, 30522, (2, 10)))
+    ids = jnp.asarray(np.random.default_rng(2).integers(0, 256, (2, 10)))
 
     def loss_and_grads(model):
         is_lora = nnx.All(nnx.Param, lambda path, _: path[-1] in ("lora_a", "lora_b"))
@@ -230,9 +233,11 @@ def test_a_gguf_base_keeps_its_blocks_and_computes_the_float_model(mixed_gguf):
     assert held < 0.2 * as_float   # 4.6-8.5 bits per weight instead of 32
 
 
-def test_a_run_trains_lora_on_the_kept_blocks_and_refuses_other_sources(mixed_gguf):
+def test_a_run_trains_lora_on_the_kept_blocks_and_refuses_other_sources(tmp_path):
     from jaxcult.config_loading import load_config
     from jaxcult.run.build import build_model, build_run, resolve_plugins
+
+    mixed_gguf = write_mixed_gguf(tmp_path / "mixed.gguf", vocab=30522)  # MiniLM's tokenizer
 
     common = ["task.name=causal_lm", "model.tokenizer=minilm-l6", "model.max_length=16",
               "data.max_train_examples=8", "data.max_eval_examples=8", "data.target_languages=[en]",
@@ -243,7 +248,7 @@ def test_a_run_trains_lora_on_the_kept_blocks_and_refuses_other_sources(mixed_gg
         build_run(load_config(None, ["model.name=random", "model.overrides={model_type: llama, "
                                      "vocab_size: 30522, hidden_size: 32, num_hidden_layers: 1, "
                                      "num_attention_heads: 4, intermediate_size: 64}", *common]))
-    f16 = mixed_gguf.parent / "f16.gguf"   # a file without kept blocks
+    f16 = tmp_path / "f16.gguf"   # a file without kept blocks
     write_tiny_gguf(f16, Q.F16)
     config = load_config(None, [f"model.name={f16}", *common])
     with pytest.raises(UserError, match="has no projection in a type kept so"):
