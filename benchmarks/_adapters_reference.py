@@ -1,58 +1,86 @@
 """PyTorch + AdapterHub `adapters` reference (run by benchmarks/train_step.py in its own venv).
 
-Prints one JSON line: median seconds per AdamW step with a Pfeiffer (seq_bn, rf 16) task adapter
-and classification head on XLM-R, and seconds for one FUN check done the official way
-(deep copy of the model, then squared batch gradients over N batches with argmax labels).
+    python _adapters_reference.py MODEL_DIR BATCHES.npz STEPS FISHER_BATCHES NUM_LABELS TOP_KS
+
+On the token ids and labels jaxcult's side drew (BATCHES.npz), with a Pfeiffer (seq_bn, rf 16,
+relu) task adapter and a classification head, dropout on (train mode): median seconds per AdamW
+step with every adapter trainable ("all") and with only the top k adapters and the head
+trainable (`requires_grad`; autograd then stops below the lowest trainable adapter), for each k
+of TOP_KS (comma-separated); and seconds for one FUN check done the official way (deep copy of
+the model, squared batch gradients at argmax labels over FISHER_BATCHES batches). Prints one
+JSON line.
 """
 
 import copy
 import json
+import re
 import statistics
 import sys
 import time
 
+import numpy as np
 import torch
 from adapters import AutoAdapterModel, SeqBnConfig
 
-model_dir, batch, length, steps, fisher_batches = sys.argv[1], *map(int, sys.argv[2:6])
+model_dir, batches_path = sys.argv[1:3]
+steps, fisher_batches, num_labels = map(int, sys.argv[3:6])
+top_ks = [int(k) for k in sys.argv[6].split(",") if k]
 torch.manual_seed(0)
 model = AutoAdapterModel.from_pretrained(model_dir)
 model.add_adapter("task", config=SeqBnConfig(reduction_factor=16, non_linearity="relu"))
-model.add_classification_head("task", num_labels=8)
+model.add_classification_head("task", num_labels=num_labels)
 model.train_adapter("task")
 model.train()
-optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=5e-4)
-vocab = model.config.vocab_size
+layers = model.config.num_hidden_layers
+arrays = np.load(batches_path)
+data = [(torch.from_numpy(arrays[f"input_ids_{i}"]).long(),
+         torch.from_numpy(arrays[f"attention_mask_{i}"]).long(),
+         torch.from_numpy(arrays[f"labels_{i}"]).long())
+        for i in range(len([k for k in arrays.files if k.startswith("input_ids_")]))]
+adapter_layer = re.compile(r"\.layer\.(\d+)\..*adapters\.task\.")
 
 
-def make_batch():
-    ids = torch.randint(5, vocab, (batch, length))
-    return ids, torch.ones_like(ids), torch.randint(0, 8, (batch,))
+def trainable_from(lowest: int) -> list[torch.nn.Parameter]:
+    """Open the head and the adapters of layers >= `lowest`; freeze the other adapters."""
+    chosen = []
+    for name, p in model.named_parameters():
+        if "adapters.task." in name:
+            p.requires_grad = int(adapter_layer.search(name).group(1)) >= lowest
+        elif "heads." in name:
+            p.requires_grad = True
+        if p.requires_grad:
+            chosen.append(p)
+    return chosen
 
 
-def step(ids, mask, labels):
-    optimizer.zero_grad(set_to_none=True)
-    loss = torch.nn.functional.cross_entropy(model(input_ids=ids, attention_mask=mask).logits, labels)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
-    optimizer.step()
+def step_seconds(lowest: int) -> float:
+    params = trainable_from(lowest)
+    optimizer = torch.optim.AdamW(params, lr=5e-4)
+
+    def step(ids, mask, labels):
+        optimizer.zero_grad(set_to_none=True)
+        loss = torch.nn.functional.cross_entropy(model(input_ids=ids, attention_mask=mask).logits,
+                                                 labels)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+
+    step(*data[0])  # warm-up
+    times = []
+    for i in range(steps):
+        start = time.perf_counter()
+        step(*data[i % len(data)])
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
 
 
-data = [make_batch() for _ in range(4)]
-step(*data[0])
-times = []
-for i in range(steps):
-    start = time.perf_counter()
-    step(*data[i % 4])
-    times.append(time.perf_counter() - start)
-
-
-def official_fun_check():
+def official_fun_check() -> dict:
+    trainable_from(0)
     clone = copy.deepcopy(model)
     clone.eval()
     traces = {}
     for i in range(fisher_batches):
-        ids, mask, _ = data[i % 4]
+        ids, mask, _ = data[i % len(data)]
         clone.zero_grad(set_to_none=True)
         logits = clone(input_ids=ids, attention_mask=mask).logits
         loss = torch.nn.functional.cross_entropy(logits, logits.argmax(-1))
@@ -63,8 +91,11 @@ def official_fun_check():
     return traces
 
 
+result = {"step_seconds": {"all": step_seconds(0)}}
+for k in top_ks:
+    result["step_seconds"][f"top-{k}"] = step_seconds(layers - k)
 start = time.perf_counter()
 official_fun_check()
-fun_seconds = time.perf_counter() - start
-print(json.dumps({"step_seconds": statistics.median(times), "fun_check_seconds": fun_seconds,
-                  "threads": torch.get_num_threads()}))
+result["fun_check_seconds"] = time.perf_counter() - start
+result["threads"] = torch.get_num_threads()
+print(json.dumps(result))

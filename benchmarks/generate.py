@@ -1,6 +1,6 @@
 """Generation speed: jaxcult's engine vs transformers' `generate` on SmolLM2-135M-Instruct (CPU).
 
-    python benchmarks/generate.py [--new-tokens 32] [--rounds 2] [--file-prompts 64]
+    python benchmarks/generate.py [--new-tokens 32] [--rounds 3] [--file-prompts 64]
 
 Both sides load the same GGUF asset (dequantised to float32), decode greedily the same chat
 prompts with the same number of new tokens (EOS disabled on both sides, so every row runs to
@@ -12,6 +12,7 @@ and batch 8, time to first token, and prompts/s for a file of chat prompts of mi
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 
@@ -57,9 +58,10 @@ def timed(fn, *args) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--new-tokens", type=int, default=32)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--file-prompts", type=int, default=64)
     args = parser.parse_args()
+    load_before = os.getloadavg()[0]
     import torch
 
     torch.set_num_threads(2)
@@ -91,7 +93,9 @@ def main() -> None:
         rows.setdefault("hf file", []).append(timed(
             lambda: [hf_run(texts[i:i + 8], args.new_tokens) for i in range(0, len(texts), 8)]))
     t = {k: statistics.median(v) for k, v in rows.items()}
-    print(f"SmolLM2-135M-Instruct (GGUF -> float32), greedy, {args.new_tokens} new tokens, CPU")
+    print(f"SmolLM2-135M-Instruct (GGUF -> float32), greedy, {args.new_tokens} new tokens, CPU; "
+          f"medians of {args.rounds} interleaved rounds; load {load_before:.2f} before, "
+          f"{os.getloadavg()[0]:.2f} after")
     for b in (1, 8):
         ours, theirs = b * args.new_tokens / t[f"jaxcult batch {b}"], b * args.new_tokens / t[f"hf batch {b}"]
         print(f"batch {b}: jaxcult {ours:.1f} tokens/s, transformers {theirs:.1f} tokens/s, "

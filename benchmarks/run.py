@@ -1,22 +1,27 @@
-"""Whole runs, jaxcult vs the FUN paper's official pipeline in PyTorch + `adapters`:
-COPA -> XCOPA with Pfeiffer task adapters on multilingual-e5-small, GU and FUN (k 50) and one
-standard run, 300 steps each, interleaved in one invocation.
+"""Whole runs, jaxcult vs PyTorch + `adapters`: COPA -> XCOPA with Pfeiffer task adapters on
+multilingual-e5-small, GU and FUN (k 50) and one standard run, 300 steps each, interleaved in one
+invocation, medians of --rounds rounds (3).
 
-    python benchmarks/run.py [--steps 300] [--k 50] [--rounds 1] [--eval-examples 100]
+    python benchmarks/run.py [--steps 300] [--k 50] [--rounds 3] [--eval-examples 100] [--official-padding]
 
 jaxcult runs are real `jaxcult train` invocations of experiments/xcopa-e5.yaml (length buckets,
 truncated backward, FUN checks with the official estimator: squared batch gradients at argmax
-labels over --fisher-batches, 41). The PyTorch side (benchmarks/_adapters_run.py, in its own venv) trains
-on the same token ids padded to 128 as the official scripts do. Wall times are whole processes
-(imports, model load, training, evaluation of the same XCOPA examples); step times by phase come
-from each side's own logs. One extra jaxcult FUN run uses `fisher.estimator: in_step_ema`.
-Needs ../shared/data (copa/, xcopa/). Read the ratios, not the absolute times.
+labels over --fisher-batches, 41). The PyTorch side (benchmarks/_adapters_run.py, in its own
+venv) trains on the same token ids, padded per batch to its longest example with length-grouped
+batches (the careful PyTorch user, the primary reference); `--official-padding` adds the FUN
+paper's official pipeline (every example padded to 128) as a separate, labelled row. Wall times
+are whole processes (imports, model load, training, evaluation of the same XCOPA examples);
+step times by phase come from each side's own logs; each side's run with the median wall time
+is reported, with the load average before and after. One extra jaxcult FUN run uses
+`fisher.estimator: in_step_ema`. Needs ../shared/data (copa/, xcopa/). Read the ratios, not the
+absolute times.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -75,6 +80,9 @@ def dump_inputs(args, scratch: Path) -> tuple[Path, Path, float, list[int]]:
 
 
 def jsonl(path: Path) -> list[dict]:
+    """Records of a run's log (none when the run did not write it: fisher.jsonl without checks)."""
+    if not path.exists():
+        return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
@@ -107,11 +115,12 @@ def jaxcult_run(args, schedule: str, scratch: Path, estimator: str = "argmax_bat
             "accuracy": summary["average_excluding_source"]}
 
 
-def torch_run(args, schedule: str, model_dir: Path, data: Path) -> dict:
+def torch_run(args, schedule: str, model_dir: Path, data: Path, padding: str) -> dict:
     start = time.perf_counter()
     out = subprocess.run([str(adapters_python()), str(HERE / "_adapters_run.py"), str(model_dir),
                           str(data), schedule, str(args.k), str(args.steps), str(BATCH), str(LR),
-                          str(args.fisher_batches), str(SEED)], capture_output=True, text=True)
+                          str(args.fisher_batches), str(SEED), padding], capture_output=True,
+                         text=True)
     wall = time.perf_counter() - start
     if out.returncode != 0:
         sys.exit(f"pytorch {schedule} failed:\n{out.stderr[-3000:]}")
@@ -133,25 +142,34 @@ def ratio(theirs: float | None, ours: float | None) -> str:
     return f"{theirs / ours:.2f}x" if theirs and ours else "n/a"
 
 
-def report(args, ours: dict, theirs: dict, ema: dict, padding: float, buckets: list[int]) -> None:
+def report(args, ours: dict, theirs: dict, ema: dict, padding: float, buckets: list[int],
+           official: dict | None = None, load: tuple[float, float] = (float("nan"),) * 2) -> None:
     layers = 12
     print(f"COPA -> XCOPA, multilingual-e5-small, Pfeiffer rf16, batch {BATCH}, {args.steps} steps, "
-          f"k {args.k}, {args.fisher_batches}-batch FUN checks; ratios are PyTorch time / jaxcult time")
-    print(f"padding: official pad-to-128 {100 * theirs['standard']['padding_fraction']:.0f}% of "
-          f"tokens, jaxcult buckets {buckets} {100 * padding:.0f}%")
+          f"k {args.k}, {args.fisher_batches}-batch FUN checks; median-wall run of {args.rounds} "
+          f"interleaved rounds per side; load {load[0]:.2f} before, {load[1]:.2f} after; ratios are "
+          f"PyTorch time / jaxcult time")
+    print(f"padding (share of computed tokens): jaxcult buckets {buckets} {100 * padding:.0f}%, "
+          f"PyTorch per-batch dynamic {100 * theirs['standard']['padding_fraction']:.0f}%"
+          + (f", official pad-to-128 {100 * official['standard']['padding_fraction']:.0f}%"
+             if official else ""))
     for name in ("gu", "fun", "standard"):
         o, t = ours[name], theirs[name]
-        print(f"whole {name:8s} run: jaxcult {o['wall']:6.1f} s, pytorch {t['wall']:6.1f} s "
-              f"(load {t['load_seconds']:.1f}, train {t['train_seconds']:.1f}, eval "
-              f"{t['eval_seconds']:.1f}), speed-up {ratio(t['wall'], o['wall'])}")
+        print(f"whole {name:8s} run: jaxcult {o['wall']:6.1f} s, pytorch dynamic padding "
+              f"{t['wall']:6.1f} s (load {t['load_seconds']:.1f}, train {t['train_seconds']:.1f}, "
+              f"eval {t['eval_seconds']:.1f}), ratio {ratio(t['wall'], o['wall'])}")
+        if official:
+            p = official[name]
+            print(f"    (unequal work: official pad-to-128 pipeline {p['wall']:6.1f} s, ratio "
+                  f"{ratio(p['wall'], o['wall'])})")
     print(f"FUN / GU wall time: jaxcult {ours['fun']['wall'] / ours['gu']['wall']:.2f}, pytorch "
           f"{theirs['fun']['wall'] / theirs['gu']['wall']:.2f}")
     for label, source, phase in [("top-1", "gu", 1), ("top-3", "gu", 3), ("top-6", "gu", 6),
                                  ("all", "standard", layers)]:
         o, t = phase_step(ours[source], phase, False), phase_step(theirs[source], phase, True)
         if o and t:
-            print(f"step, {label:5s} trainable: jaxcult {o * 1e3:5.0f} ms, pytorch {t * 1e3:5.0f} ms, "
-                  f"speed-up {ratio(t, o)}")
+            print(f"step, {label:5s} trainable (each side's own padding): jaxcult {o * 1e3:5.0f} "
+                  f"ms, pytorch {t * 1e3:5.0f} ms, ratio {ratio(t, o)}")
     first = phase_step(ours["gu"], 1, False) or 0.0
     compile_estimate = ours["gu"]["steps"][0][3] * 10 - 10 * first
     print(f"jaxcult first interval excess (train-step compilation): {compile_estimate:.1f} s")
@@ -160,7 +178,7 @@ def report(args, ours: dict, theirs: dict, ema: dict, padding: float, buckets: l
         later = statistics.median(oc[1:]) if len(oc) > 1 else oc[0]
         theirs_check = statistics.median(tc)
         print(f"FUN check ({args.fisher_batches} batches): jaxcult first {oc[0]:.1f} s (compiles), "
-              f"then {later:.1f} s; pytorch {theirs_check:.1f} s; speed-up {ratio(theirs_check, later)}")
+              f"then {later:.1f} s; pytorch {theirs_check:.1f} s; ratio {ratio(theirs_check, later)}")
     print("decisions (step: group):")
     print("  jaxcult fun      ", [(s, g[0]) for s, g in ours["fun"]["decisions"]])
     print("  pytorch fun      ", [(s, f"layer_{layer}") for s, layer in theirs["fun"]["decisions"]])
@@ -180,9 +198,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--k", type=int, default=50)
-    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--eval-examples", type=int, default=100)
     parser.add_argument("--fisher-batches", type=int, default=41)
+    parser.add_argument("--official-padding", action="store_true",
+                        help="also run the official pipeline's pad-to-128 reference (a separate row)")
     parser.add_argument("--results", type=Path, default=ROOT / "runs" / "benchmark-run.json",
                         help="raw measurements are written here")
     parser.add_argument("--report-only", action="store_true",
@@ -195,27 +215,33 @@ def main() -> None:
         return
     if not (DATA / "copa").is_dir() or not (DATA / "xcopa").is_dir():
         sys.exit(f"benchmarks/run.py needs COPA and XCOPA under {DATA}")
+    load_before = os.getloadavg()[0]
+    sides = ["ours", "theirs", *(["official"] if args.official_padding else [])]
+    runs: dict[str, dict[str, list]] = {side: {n: [] for n in ("gu", "fun", "standard")}
+                                        for side in sides}
     with tempfile.TemporaryDirectory() as scratch_name:
         scratch = Path(scratch_name)
         model_dir, data, padding, buckets = dump_inputs(args, scratch)
-        ours: dict[str, list] = {n: [] for n in ("gu", "fun", "standard")}
-        theirs: dict[str, list] = {n: [] for n in ours}
+        make = {"ours": lambda n: jaxcult_run(args, n, scratch),
+                "theirs": lambda n: torch_run(args, n, model_dir, data, "dynamic"),
+                "official": lambda n: torch_run(args, n, model_dir, data, "128")}
         for round_index in range(args.rounds):
-            for name in ours:
-                pair = [lambda n=name: ours[n].append(jaxcult_run(args, n, scratch)),
-                        lambda n=name: theirs[n].append(torch_run(args, n, model_dir, data))]
-                for run in pair if round_index % 2 == 0 else pair[::-1]:
-                    run()
+            for name in ("gu", "fun", "standard"):
+                order = sides if round_index % 2 == 0 else sides[::-1]
+                for side in order:
+                    runs[side][name].append(make[side](name))
         ema = jaxcult_run(args, "fun", scratch, estimator="in_step_ema")
 
-    def fastest(runs: list[dict]) -> dict:
-        return min(runs, key=lambda r: r["wall"])
+    def median_run(results: list[dict]) -> dict:
+        middle = statistics.median_low(r["wall"] for r in results)
+        return next(r for r in results if r["wall"] == middle)
 
-    results = {"ours": {n: fastest(r) for n, r in ours.items()},
-               "theirs": {n: fastest(r) for n, r in theirs.items()},
-               "ema": ema, "padding": padding, "buckets": buckets}
+    results = {side: {n: median_run(r) for n, r in by_name.items()} for side, by_name in runs.items()}
+    results.update(ema=ema, padding=padding, buckets=buckets,
+                   load=(load_before, os.getloadavg()[0]))
     args.results.parent.mkdir(parents=True, exist_ok=True)
-    settings = {k: getattr(args, k) for k in ("steps", "k", "eval_examples", "fisher_batches")}
+    settings = {k: getattr(args, k) for k in ("steps", "k", "eval_examples", "fisher_batches",
+                                              "rounds")}
     args.results.write_text(json.dumps({**results, "settings": settings}))
     report(args, **results)
 

@@ -1,0 +1,56 @@
+"""The benchmark scripts run as committed (one tiny round each), so they cannot rot between
+the measurements the docs quote. Slow: the train-step one builds the PyTorch + adapters
+environment on first use."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_script(*args: str) -> str:
+    result = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True,
+                            timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+@pytest.mark.slow   # ~60 s, and the adapters environment on first use
+def test_train_step_benchmark_runs_one_tiny_round():
+    from jaxcult import assets
+
+    if not assets.get_asset("multilingual-e5-small").installed():
+        pytest.skip("asset multilingual-e5-small not installed")
+    out = run_script("benchmarks/train_step.py", "--batch", "4", "--length", "16", "--steps", "1",
+                     "--rounds", "1", "--fisher-batches", "2")
+    assert "step, all" in out and "step, top-1" in out and "FUN check (2 batches)" in out
+
+
+@pytest.mark.slow   # ~15 s
+def test_scan_compile_benchmark_runs_one_tiny_round():
+    out = run_script("benchmarks/scan_compile.py", "--layers", "2", "--rounds", "1")
+    assert "scanned / unrolled" in out
+
+
+@pytest.mark.slow   # ~5 min: seven whole runs, the adapters environment on first use
+def test_whole_run_benchmark_runs_one_tiny_round(tmp_path, shared_data):
+    out = run_script("benchmarks/run.py", "--steps", "12", "--k", "4", "--rounds", "1",
+                     "--eval-examples", "8", "--fisher-batches", "2", "--official-padding",
+                     "--results", str(tmp_path / "run.json"))
+    assert "pytorch dynamic padding" in out and "official pad-to-128 pipeline" in out
+
+
+@pytest.mark.slow   # ~60 s
+def test_generation_benchmark_runs_one_tiny_round():
+    from jaxcult import assets
+
+    if not assets.get_asset("smollm2-135m-instruct").installed():
+        pytest.skip("asset smollm2-135m-instruct not installed")
+    out = run_script("benchmarks/generate.py", "--new-tokens", "2", "--rounds", "1",
+                     "--file-prompts", "2")
+    assert "batch 1:" in out and "file of 2 chat prompts" in out
