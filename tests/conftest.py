@@ -123,3 +123,19 @@ def tiny_chat_model(tmp_path_factory):
     hf = transformers.AutoModelForCausalLM.from_config(config).eval()
     hf.save_pretrained(root)
     return root, hf, tokenizer
+
+
+def lora_loss_and_grads(model, ids):
+    """Next-token loss of a causal LM on `ids` and its gradients for the LoRA factors only."""
+    import jax
+    import jax.numpy as jnp
+    from flax import nnx
+
+    is_lora = nnx.All(nnx.Param, lambda path, _: path[-1] in ("lora_a", "lora_b"))
+    graphdef, lora, rest = nnx.split(model, is_lora, ...)
+
+    def loss(lora):
+        logits = nnx.merge(graphdef, lora, rest)(ids).logits
+        return -jnp.take_along_axis(jax.nn.log_softmax(logits[:, :-1]), ids[:, 1:, None], -1).mean()
+
+    return jax.jit(jax.value_and_grad(loss))(lora)

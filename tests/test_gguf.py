@@ -10,6 +10,8 @@ gguf = pytest.importorskip("gguf")
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
+from conftest import lora_loss_and_grads  # noqa: E402
+
 from jaxcult import load_pretrained  # noqa: E402
 from jaxcult.errors import UserError  # noqa: E402
 from jaxcult.hub.gguf_io import permute_rows, unpermute_rows  # noqa: E402
@@ -214,17 +216,7 @@ def test_a_gguf_base_keeps_its_blocks_and_computes_the_float_model(mixed_gguf):
         add_lora(model, ["q", "v", "down"], r=4, alpha=8, seed=0)
     ids = jnp.asarray(np.random.default_rng(2).integers(0, 256, (2, 10)))
 
-    def loss_and_grads(model):
-        is_lora = nnx.All(nnx.Param, lambda path, _: path[-1] in ("lora_a", "lora_b"))
-        graphdef, lora, rest = nnx.split(model, is_lora, ...)
-
-        def loss(lora):
-            logits = nnx.merge(graphdef, lora, rest)(ids).logits
-            return -jnp.take_along_axis(jax.nn.log_softmax(logits[:, :-1]), ids[:, 1:, None], -1).mean()
-
-        return jax.jit(jax.value_and_grad(loss))(lora)
-
-    (loss_k, grads_k), (loss_p, grads_p) = loss_and_grads(kept), loss_and_grads(plain)
+    (loss_k, grads_k), (loss_p, grads_p) = lora_loss_and_grads(kept, ids), lora_loss_and_grads(plain, ids)
     assert np.isfinite(float(loss_k)) and float(loss_k) == pytest.approx(float(loss_p), abs=1e-5)
     for a, b in zip(jax.tree.leaves(grads_k), jax.tree.leaves(grads_p)):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)

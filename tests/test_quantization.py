@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import needs_minilm, tiny_random_model, xla_flags
+from conftest import lora_loss_and_grads, needs_minilm, tiny_random_model, xla_flags
 from flax import nnx
 
 from jaxcult import models
@@ -172,17 +172,6 @@ def tiny_lora_llama(seed: int = 0) -> nnx.Module:
     for _, dense in lora_modules(model):   # a LoRA update that is not zero
         dense.lora_b[...] = jax.random.normal(jax.random.key(1), dense.lora_b.shape) * 0.1
     return model
-
-
-def lora_loss_and_grads(model: nnx.Module, ids: jax.Array):
-    is_lora = nnx.All(nnx.Param, lambda path, _: path[-1] in ("lora_a", "lora_b"))
-    graphdef, lora, rest = nnx.split(model, is_lora, ...)
-
-    def loss(lora):
-        logits = nnx.merge(graphdef, lora, rest)(ids).logits
-        return -jnp.take_along_axis(jax.nn.log_softmax(logits[:, :-1]), ids[:, 1:, None], -1).mean()
-
-    return jax.jit(jax.value_and_grad(loss))(lora)
 
 
 @pytest.mark.parametrize("kind", ["nf4", "int8"])
