@@ -51,11 +51,26 @@ class LayerStack(nnx.Module):
         """Layer `index` as its own module (slices of the stacked arrays)."""
         if not -self.count <= index < self.count:
             raise IndexError(f"layer {index} of {self.count}")
-        graphdef, state = nnx.split(self.stacked)
-        return nnx.merge(graphdef, jax.tree.map(lambda a: _slice(a, index), state))
+        return self._layers([index % self.count])[0]
 
     def __iter__(self) -> Iterator[nnx.Module]:
-        return (self[i] for i in range(self.count))
+        return iter(self._layers(range(self.count)))
+
+    def _layers(self, indices) -> list[nnx.Module]:
+        """The layers at `indices`, each with its slice of every array and the axes it had
+        before stacking (the stack split once for all of them)."""
+        graphdef, state = nnx.split(self.stacked)
+        flat = list(nnx.to_flat_state(state))
+        layers = []
+        for i in indices:
+            sliced = []
+            for path, variable in flat:
+                metadata = dict(variable.get_metadata())
+                if metadata.get("axes") is not None:
+                    metadata["axes"] = tuple(metadata["axes"][1:])
+                sliced.append((path, type(variable)(_slice(variable.get_value(), i), **metadata)))
+            layers.append(nnx.merge(graphdef, nnx.from_flat_state(sliced)))
+        return layers
 
     def scan(self, x: jax.Array, keys: KeySplitter, apply: Apply, keep: bool = False
              ) -> tuple[jax.Array, jax.Array | None]:
@@ -156,18 +171,7 @@ def _difference(first: nnx.Module, other: nnx.Module) -> str:
 
 def unstack_layers(stack: LayerStack) -> nnx.List:
     """The per-layer modules of a stack (their arrays slices of it; axes as before stacking)."""
-    graphdef, state = nnx.split(stack.stacked)
-    flat = list(nnx.to_flat_state(state))
-    layers = []
-    for i in range(stack.count):
-        sliced = []
-        for path, variable in flat:
-            metadata = dict(variable.get_metadata())
-            if metadata.get("axes") is not None:
-                metadata["axes"] = tuple(metadata["axes"][1:])
-            sliced.append((path, type(variable)(_slice(variable.get_value(), i), **metadata)))
-        layers.append(nnx.merge(graphdef, nnx.from_flat_state(sliced)))
-    return nnx.List(layers)
+    return nnx.List(list(stack))
 
 
 def unstack_model(model: nnx.Module) -> nnx.Module:
