@@ -8,6 +8,7 @@ provided its config is unchanged.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -37,6 +38,13 @@ def check_lora_export(config: RunConfig, export: bool, where: Path) -> None:
     if export and config.peft.kind != "lora":
         raise UserError(f"{where}: peft.kind={config.peft.kind!r}, but train.export writes PEFT "
                         f"LoRA adapters; use peft.kind=lora or set train.export=false")
+
+
+def data_provenance(data: Path) -> dict:
+    """What an adapter was trained on: the digest of each data file in its folder (a rebuild
+    with other settings, or from other records, changes them)."""
+    return {f"data/{p.name}": hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(data.glob("*.jsonl"))}
 
 
 def train_adapter(config: RunConfig, folder: Path, export: bool, label: str,

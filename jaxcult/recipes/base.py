@@ -63,6 +63,8 @@ class Recipe:
     scope: Callable[[Any], tuple[str, ...]] = lambda config: ()  # summary.json key prefix
     settings_file: Callable[[Any], str] | None = None  # name of the resolved config beside
     #   the outputs (default `<name>.yaml`)
+    run_stages: Callable[[Any], tuple[str, ...]] | None = None  # the stages `run` does for a
+    #   config (default: all; a recipe leaves out stages whose sections are not configured)
 
     def stage(self, name: str) -> Stage:
         for stage in self.stages:
@@ -70,6 +72,12 @@ class Recipe:
                 return stage
         raise UserError(f"{self.name}: unknown stage {name!r} (stages: "
                         f"{', '.join(s.name for s in self.stages)}, run)")
+
+    def stages_to_run(self, config: Any) -> tuple[Stage, ...]:
+        """The stages `run` does, in order."""
+        if self.run_stages is None:
+            return self.stages
+        return tuple(self.stage(name) for name in self.run_stages(config))
 
     def make_context(self, config: Any, root: Path, out: Path, **extra: Any) -> Any:
         factory = (import_path(self.context, f"recipe {self.name}") if isinstance(self.context, str)

@@ -108,11 +108,13 @@ def default_out(recipe: Recipe, config: Any) -> Path:
 
 def run_recipe(recipe: Recipe, stage: str, config_path: Path, overrides: list[str],
                out: Path | None = None, **extra: Any) -> dict:
-    """Run `stage` of `recipe` (every stage in order for `run`) on the config at `config_path`
-    with dotted `overrides`; returns each stage's facts. `extra` goes to the recipe's context
-    (e.g. models already loaded, in tests)."""
-    stages = recipe.stages if stage == ALL else (recipe.stage(stage),)
+    """Run `stage` of `recipe` (for `run`, every stage the config calls for, in order) on the
+    config at `config_path` with dotted `overrides`; returns each stage's facts. `extra` goes
+    to the recipe's context (e.g. models already loaded, in tests)."""
+    if stage != ALL:
+        recipe.stage(stage)    # an unknown stage is refused before the config is read
     config = load_section(recipe.settings, config_path, overrides)
+    stages = recipe.stages_to_run(config) if stage == ALL else (recipe.stage(stage),)
     out = Path(out) if out is not None else default_out(recipe, config)
     if out.exists() and not out.is_dir():
         raise UserError(f"{out}: exists and is not a directory")

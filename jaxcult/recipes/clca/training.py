@@ -9,12 +9,11 @@ adapter trained on other data (the views rebuilt since) is refused, never reused
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 from jaxcult.config_loading import load_config
 from jaxcult.errors import UserError
-from jaxcult.recipes.adapters import check_lora_export, train_adapter
+from jaxcult.recipes.adapters import check_lora_export, data_provenance, train_adapter
 from jaxcult.recipes.clca.config import AdapterTrainConfig
 from jaxcult.recipes.clca.pipeline import Pipeline
 from jaxcult.recipes.stage_files import check_provenance
@@ -36,13 +35,6 @@ def _check_chat_template(source: str) -> None:
     if not getattr(tokenizer, "chat_template", None):
         raise UserError(f"{source}: the tokenizer has no chat template; CLCA trains on chats "
                         f"(give model.tokenizer a chat model's tokenizer)")
-
-
-def data_provenance(data: Path) -> dict:
-    """What an adapter was trained on: the digest of each built view file (a rebuild with other
-    build settings, or from other conversations, changes them)."""
-    return {f"data/{p.name}": hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(data.glob("*.jsonl"))}
 
 
 def train_culture(pipeline: Pipeline, culture: str, settings: AdapterTrainConfig) -> dict:

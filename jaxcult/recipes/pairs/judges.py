@@ -26,6 +26,7 @@ class Judgement:
     score: float | None            # None: unscorable
     option_mass: float             # the judge's probability on its answer options
     unscorable: str | None = None  # why
+    probabilities: tuple[float, ...] = ()   # of each option, in order (empty: not judged)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -35,16 +36,17 @@ def read_options(settings: JudgeConfig, logps: np.ndarray) -> Judgement:
     """The judgement the options' log-probabilities make (-inf: an option of probability 0)."""
     probabilities = np.exp(logps)
     mass = float(probabilities.sum())
+    each = tuple(float(p) for p in probabilities)
     if mass < settings.min_option_mass:
         return Judgement(None, mass, f"the options got {mass:.3f} of the judge's probability, "
-                                     f"below judge.min_option_mass")
+                                     f"below judge.min_option_mass", each)
     if settings.kind == "digits":
         ratings = np.arange(1, len(logps) + 1)
-        return Judgement(float((ratings * probabilities).sum() / mass), mass)
+        return Judgement(float((ratings * probabilities).sum() / mass), mass, None, each)
     if not np.isfinite(logps).all():
         return Judgement(None, mass, "an option got no probability (outside the judge's top "
-                                     "log-probabilities)")
-    return Judgement(float(logps[0] - logps[1]), mass)
+                                     "log-probabilities)", each)
+    return Judgement(float(logps[0] - logps[1]), mass, None, each)
 
 
 def judge_text(settings: JudgeConfig, record: dict, reply: str) -> str:

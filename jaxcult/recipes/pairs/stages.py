@@ -17,6 +17,7 @@ from jaxcult.data.registry import read_checked_jsonl
 from jaxcult.errors import UserError
 from jaxcult.generation.prompts import as_chat
 from jaxcult.own_files import read_json_object
+from jaxcult.recipes.loaded_models import LoadedModels
 from jaxcult.recipes.pairs.config import PairsConfig
 from jaxcult.recipes.pairs.judges import LogProbJudge, RemoteLogProbJudge
 from jaxcult.recipes.stage_files import append_records, check_provenance, read_records
@@ -56,7 +57,7 @@ class PairsRun:
         self.config, self.root, self.out = config, root, out
         self.prompts_file = self.path(config.prompts)
         self.prompts = read_prompts(self.prompts_file)
-        self.models: dict[str, tuple[Any, Any]] = dict(models or {})
+        self.loaded = LoadedModels("pairs", models)
 
     def path(self, relative: str) -> Path:
         path = Path(relative)
@@ -64,14 +65,7 @@ class PairsRun:
 
     def model(self, name: str, adapter: Path | None = None) -> tuple[Any, Any]:
         """(model, tokenizer) by asset name or folder, with a PEFT adapter attached."""
-        key = f"{name}+{adapter}" if adapter else name
-        if key not in self.models:
-            from jaxcult.run.generate import load_generation_model
-
-            log.info(f"pairs: loading {key}")
-            self.models[key] = load_generation_model(name, str(adapter) if adapter else None,
-                                                     merge=False)
-        return self.models[key]
+        return self.loaded.get(name, adapter)
 
     def judge(self) -> LogProbJudge | RemoteLogProbJudge:
         settings = self.config.judge
