@@ -309,3 +309,31 @@ def test_generate_command_runs_a_file_and_rejects_bad_input(tmp_path, capsys):
     assert "top_p: expected less than or equal to 1" in capsys.readouterr().err
     assert main([*args, "max_tokens=3"]) == 2
     assert "unknown key 'max_tokens' (did you mean 'max_new_tokens'?)" in capsys.readouterr().err
+
+
+def test_shared_prefix_logprobs_equal_full_forwards(tmp_path):
+    """Groups of prompts with a common start, of different prefix and suffix lengths, an empty
+    shared prefix and identical prompts: the same numbers as a transformers forward each."""
+    from jaxcult.generation.shared_prefix import common_prefix, shared_prefix_logprobs
+
+    hf = tiny_hf("llama")
+    model = jaxcult_copy(hf, tmp_path)
+
+    class Words(IdTokenizer):
+        def __call__(self, text, add_special_tokens=True):
+            return {"input_ids": [int(w[1:]) for w in text.split()]}
+
+    text = lambda ids: " ".join(f"t{i}" for i in ids)  # noqa: E731
+    groups = [[[5, 6, 7, 8, 9], [5, 6, 7, 3], [5, 6, 7, 40, 41, 42, 43]],
+              [[11, 12, 13], [20, 21], [11, 30]],              # no shared prefix
+              [[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11], [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12], [1, 2, 3]],
+              [[50, 51], [50, 51], [50, 51]]]                  # identical: a one-token suffix
+    assert [common_prefix(g) for g in groups] == [3, 0, 2, 1]
+    candidates = [3, 17, 60]
+    found = shared_prefix_logprobs(model, Words(), [[text(p) for p in g] for g in groups],
+                                   candidates, GenerationConfig(batch_size=2, length_buckets=[4, 8, 16]))
+    for group, values in zip(groups, found):
+        for ids, row in zip(group, values):
+            with torch.no_grad():
+                logp = torch.log_softmax(hf(torch.tensor([ids])).logits[0, -1], -1)
+            np.testing.assert_allclose(row, logp[candidates].numpy(), atol=1e-5)
