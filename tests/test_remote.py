@@ -281,3 +281,32 @@ def test_engine_only_settings_are_named_once_for_a_remote_model(fake, caplog):
     warned = [r.message for r in caplog.records if "local decoding only" in r.message]
     assert warned == ["remote model teacher: generation.batch_size, generation.chunk shape local "
                       "decoding only; its server batches the requests"]
+
+
+def test_the_care_judge_asks_a_remote_model_each_metric_and_weights_its_digit(fake):
+    """A remote judge: one request per metric, read from top_logprobs as a local one is."""
+    import numpy as np
+
+    from jaxcult.recipes.care.config import CareJudgeConfig
+    from jaxcult.recipes.care.judge import CareJudge
+    from jaxcult.recipes.care.rubrics import load_metrics
+    from jaxcult.recipes.pairs.judges import RemoteLogProbJudge
+
+    def plan(n, body):   # sure of 4 on empathy, unsure between 2 and 3 on fluency
+        empathy = "Quality: empathy." in body["messages"][0]["content"]
+        return 200, top_logprobs({"4": np.log(0.9)} if empathy else
+                                 {"2": np.log(0.3), "3": np.log(0.5)})
+
+    api = fake(plan)
+    spec = settings(api.endpoint)
+    client = RemoteChatModel(spec, None)
+    judge = CareJudge(CareJudgeConfig(model=spec.model_dump()),
+                      load_metrics(["empathy", "fluency"], None), spec,
+                      lambda s: RemoteLogProbJudge(s, client))
+    found = judge.judge([("my post", "my reply", None)])[0]
+    empathy, fluency = found["metrics"]["empathy"], found["metrics"]["fluency"]
+    assert (empathy["digit"], empathy["weighted"], empathy["expected"]) == pytest.approx((4, 3.6, 4))
+    assert (fluency["digit"], fluency["weighted"]) == pytest.approx((3, 1.5))
+    assert fluency["expected"] == pytest.approx((2 * 0.3 + 3 * 0.5) / 0.8)
+    assert found["normalised"] == pytest.approx((3.6 + 1.5) / 2)
+    assert len(api.bodies) == 2 and api.bodies[0]["messages"][-1]["content"] == "Score:"
