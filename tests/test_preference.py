@@ -172,7 +172,8 @@ def test_pairs_tokenise_as_trl_does(policy, records, tmp_path):
             assert reply.tolist() == list(range(len(row["prompt_ids"]), length))
 
 
-@pytest.mark.parametrize("objective", ["dpo", "ipo", "orpo", "simpo"])
+@pytest.mark.parametrize("objective", ["dpo", "ipo", pytest.param("orpo", marks=pytest.mark.slow),
+                                       "simpo"])   # orpo ~12 s: in the slow suite
 def test_loss_and_gradient_equal_trl_on_the_same_batch(policy, objective, tmp_path):
     built, params, twin, tokenizer = policy(objective, PLAIN)
     trainer = trl_trainer(objective, twin, tokenizer, PLAIN, tmp_path / "trl")

@@ -27,6 +27,7 @@ def tiny():
     return parts, jax.jit(loss), batch
 
 
+@pytest.mark.slow   # ~20 s idle; the probes-in-a-run test keeps hessian_top in the default suite
 def test_power_iteration_finds_the_dense_hessians_top_eigenvalue(tiny):
     parts, loss, batch = tiny
     # two adapters whose top eigenvalue stands apart (the head's spectrum at initialisation has

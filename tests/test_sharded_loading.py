@@ -109,6 +109,7 @@ TRAIN_SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow   # ~16 s (a subprocess on 8 devices); per-tensor placement stays in the default suite
 def test_train_loads_the_backbone_straight_into_its_shards(tmp_path):
     """`jaxcult train` on an fsdp=8 mesh: every large array created while loading holds at most
     1/8 of its bytes per device, and the frozen backbone never exceeds its share plus the small

@@ -109,6 +109,7 @@ checkpoint: {async_save: false}
 
 
 @needs_minilm
+@pytest.mark.slow   # ~12 s; vmapped seeds against separate runs stay in the default suite
 def test_vmapped_seeds_with_their_own_random_backbones(tmp_path, monkeypatch, capsys):
     """A `random` model gives each seed its own backbone: stacked once, vmapped beside the
     parameters in training, validation and final scoring (where a language whose split is the
