@@ -275,3 +275,18 @@ def test_bad_input_is_one_line_with_exit_2(care_config, tmp_path, capsys):
     facts = run_recipe(RECIPE, "read", care_config, [], tmp_path / "out")["read"]
     assert facts["posts_without_text"] == {"count": 1, "ids": ["Ch0"]}
     assert facts["posts_used"] == {"Chinese": 2, "German": 3}
+
+
+@pytest.mark.slow   # ~7.5 min on 2 cores
+def test_the_offline_demo_runs_every_stage(tmp_path):
+    from jaxcult import assets
+
+    if not assets.get_asset("smollm2-135m-instruct").installed():
+        pytest.skip("asset smollm2-135m-instruct not installed")
+    demo = Path(__file__).resolve().parent.parent / "experiments" / "care" / "demo.yaml"
+    assert main(["care", "run", str(demo), "--out", str(tmp_path / "demo")]) == 0
+    report = json.loads((tmp_path / "demo" / "report.json").read_text())
+    assert report["table"]["all"]["baseline"]["replies"] == 12
+    assert report["table"]["all"]["distilled"]["replies"] == 4
+    assert report["table"]["all"]["preferred"]["replies"] == 4
+    assert all(cell["unscorable"] == 0 for cell in report["table"]["all"].values())
