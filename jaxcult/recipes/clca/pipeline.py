@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import json
-import logging
 from pathlib import Path
 
 from jaxcult.data.cultures import Culture, find_culture, load_cultures
 from jaxcult.data.scenarios import Person, Scenario, read_scenarios
 from jaxcult.errors import UserError
-from jaxcult.generation.chat import ChatModel, EngineChatModel
+from jaxcult.generation.chat import ChatModel
 from jaxcult.recipes.clca.config import ClcaConfig
+from jaxcult.recipes.loaded_models import LoadedModels
 from jaxcult.recipes.stage_files import read_records
-from jaxcult.remote.settings import ModelSpec, RemoteModel, model_label
-
-log = logging.getLogger(__name__)
+from jaxcult.remote.settings import ModelSpec
 
 
 class Pipeline:
@@ -28,7 +25,7 @@ class Pipeline:
         self.cultures = {c.key: c for c in (find_culture(self.known, name, "clca.cultures")
                                             for name in config.cultures)}
         self.scenarios = self._scenarios()
-        self.models: dict[str, ChatModel] = dict(models or {})
+        self.loaded = LoadedModels("clca", chats=models)
 
     def path(self, relative: str) -> Path:
         path = Path(relative)
@@ -51,22 +48,7 @@ class Pipeline:
     def model(self, spec: ModelSpec) -> ChatModel:
         """The chat model a stage names: loaded once, or a client of a remote one (whose
         answers are kept in `remote-cache.jsonl` in the output folder)."""
-        key = spec if isinstance(spec, str) else json.dumps(model_label(spec), sort_keys=True)
-        if key not in self.models:
-            if isinstance(spec, RemoteModel):
-                from jaxcult.remote.chat_model import RemoteChatModel
-
-                log.info(f"clca: {spec.model} at {spec.endpoint}")
-                self.models[key] = RemoteChatModel(spec, self.out / "remote-cache.jsonl")
-            else:
-                from jaxcult.generation.model_defaults import load_generation_defaults
-                from jaxcult.run.generate import load_generation_model
-
-                log.info(f"clca: loading {spec}")
-                loaded, tokenizer = load_generation_model(spec, None, merge=False)
-                self.models[key] = EngineChatModel(spec, loaded, tokenizer,
-                                                   load_generation_defaults(spec))
-        return self.models[key]
+        return self.loaded.chat(spec, self.out / "remote-cache.jsonl")
 
     def scenario_of(self, record: dict) -> tuple[Scenario, Culture]:
         scenario = record["scenario"]
