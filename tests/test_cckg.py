@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 
 import numpy as np
 import pytest
@@ -164,3 +165,135 @@ def test_retrieval_equals_a_brute_force_cosine_ranking():
         assert picked == ranked[:3]
     np.testing.assert_allclose(cosine_matrix(queries, corpus)[0, 2], cosine_matrix(
         queries, corpus)[0, 5])
+
+
+class ScriptedTeacher:
+    """Answers generation and expansion prompts from a script keyed by what they ask about."""
+
+    name = "scripted"
+
+    def __init__(self):
+        self.asked = []
+
+    def reply(self, chats, config, stream=0, prefix=""):
+        from jaxcult.generation.chat import Reply
+
+        answers = []
+        for chat in chats:
+            text = chat[-1]["content"]
+            self.asked.append(text)
+            if "Answer with a JSON array" in text:
+                answers.append(GENERATED["tea" if "about tea" in text else "moon"])
+            else:
+                answers.append(EXPANDED[next(k for k in EXPANDED if f"action: {k};" in text)])
+        return [Reply(a) for a in answers]
+
+
+def _step(action, knowledge, relation="xNext", key="event"):
+    return {"action": action, "knowledge": knowledge, "relation_type": relation,
+            key: f"If {action}, then {knowledge}."}
+
+
+GENERATED = {
+    "moon": json.dumps([_step("buy mooncakes", "share mooncakes with family", key="result"),
+                        _step("buy mooncakes", "feel festive", "xEffect", key="result")]),
+    "tea": "Sorry, I cannot list those.",
+}
+EXPANDED = {
+    "buy mooncakes": json.dumps({
+        "intermediate_steps": [_step("buy mooncakes", "carry mooncakes home")],
+        "next_steps": [_step("share mooncakes with family", "admire the moon"),
+                       _step("share mooncakes with family", "feel festive", "oEffect")]}),
+    "share mooncakes with family": "{'intermediate_steps': [], next_steps: [" + json.dumps(
+        _step("admire the moon", "buy the mooncakes")) + ",]}",
+}
+
+
+class WordsEncoder:
+    """Bag-of-words embeddings: texts sharing most words are close (cosine > 0.8)."""
+
+    words = sorted(set(re.findall(r"\w+", " ".join([*GENERATED.values(), *EXPANDED.values()])
+                                  .lower())))
+
+    def encode(self, texts):
+        vectors = np.array([[float(w in t.lower().split()) for w in self.words] for t in texts])
+        return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+@pytest.fixture
+def cckg_config(tmp_path):
+    import yaml
+
+    config = tmp_path / "cckg.yaml"
+    config.write_text(yaml.safe_dump({
+        "name": "tiny", "cultures": [{"country": "China", "subtopics": ["moon festival", "tea"]}],
+        "generate": {"teacher": "scripted", "prompts_per_batch": 1},
+        "expand": {"rounds": 2, "english_encoder": {"model": "words"}}}))
+    return config
+
+
+def _run(stage, config, out, overrides=()):
+    from jaxcult.recipes.cckg import RECIPE
+    from jaxcult.recipes.runner import run_recipe
+
+    teacher = ScriptedTeacher()
+    facts = run_recipe(RECIPE, stage, config, list(overrides), out,
+                       chats={"scripted": teacher}, encoders={"words": WordsEncoder()})
+    return facts, teacher
+
+
+def test_stages_generate_expand_merge_and_chain(cckg_config, tmp_path):
+    out = tmp_path / "out"
+    facts, teacher = _run("run", cckg_config, out)
+    generated = facts["generate"]
+    assert (generated["replies"], generated["assertions"], generated["unparsable"]) == (2, 2, 1)
+    assert facts["expand"]["round_0"]["replies"] == 1          # the one xNext assertion
+    assert facts["expand"]["round_1"]["replies"] == 1          # "admire the moon", unmatched
+    assertions = [json.loads(x) for x in (out / "assertions.jsonl").read_text().splitlines()]
+    edges = {(a["action"], a["knowledge"]) for a in assertions}
+    assert ("share mooncakes with family", "feel festive") in edges   # merged onto a known node
+    assert ("admire the moon", "buy mooncakes") in edges              # "buy the mooncakes" merged
+    merged = next(a for a in assertions if a["action"] == "admire the moon")
+    assert merged["merged_from"] == "buy the mooncakes" and merged["round"] == 1
+    paths = [json.loads(x) for x in (out / "paths.jsonl").read_text().splitlines()]
+    chains = {tuple(p["nodes"]) for p in paths}
+    assert ("buy mooncakes", "share mooncakes with family", "admire the moon") in chains
+    longest = next(p for p in paths if p["nodes"][-1] == "admire the moon")
+    assert longest["with_relations"].splitlines()[0] == (
+        "buy mooncakes---xNext--->share mooncakes with family")
+    assert facts["paths"]["China/English"]["paths"] == len(paths)
+    assert len(teacher.asked) == 4                           # 2 generations + 2 expansions
+    _, again = _run("run", cckg_config, out)                 # everything done: nothing asked
+    assert again.asked == []
+
+
+def test_a_killed_generation_resumes_and_changed_settings_are_refused(cckg_config, tmp_path):
+    from jaxcult.errors import UserError
+
+    out = tmp_path / "out"
+    _run("generate", cckg_config, out)
+    whole = (out / "generation.jsonl").read_text()
+    first = whole.splitlines(keepends=True)[0]
+    (out / "generation.jsonl").write_text(first + whole[len(first):len(first) + 30])  # torn
+    _, teacher = _run("generate", cckg_config, out)
+    assert (out / "generation.jsonl").read_text() == whole and len(teacher.asked) == 1
+    with pytest.raises(UserError, match="generation differ"):
+        _run("generate", cckg_config, out, ["generate.generation.temperature=0.5"])
+    with pytest.raises(UserError, match="run `jaxcult cckg expand` first"):
+        _run("paths", cckg_config, out)
+
+
+def test_bad_configs_are_one_line_with_exit_2(tmp_path, capsys):
+    import yaml
+
+    from jaxcult.cli import main
+
+    config = tmp_path / "cckg.yaml"
+    for cultures, message in (
+            ([{"country": "Japan", "subtopics": ["tea", "tea"]}], "lists a subtopic twice"),
+            ([{"country": "Japan", "subtopics": ["tea"]}] * 2, "listed twice"),
+            ([{"country": "Japan", "subtopics": []}], "subtopics")):
+        config.write_text(yaml.safe_dump({"cultures": cultures}))
+        assert main(["cckg", "generate", str(config), "--out", str(tmp_path / "out")]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], err
