@@ -44,6 +44,8 @@ class GenerateConfig(Section):
     teacher: ModelSpec = Field("smollm2-135m-instruct", description="a local chat model, or a "
                                "remote one {endpoint, model, ...}")
     prompts_per_batch: int = Field(8, gt=0, description="requests per saved batch (resume)")
+    answer_prefix: str = Field("", description="starts the teacher's answer (e.g. '[{\"action\": "
+                               "\"' keeps a small model on the JSON format); part of the reply")
     generation: TeacherGeneration = Field(default_factory=TeacherGeneration)
 
 
@@ -74,6 +76,8 @@ class ExpandConfig(Section):
     native_encoder: EncoderConfig = Field(default_factory=lambda: EncoderConfig(
         model="multilingual-e5-small", prefix="query: "), description="for graphs in other "
         "languages (paper: stsb-xlm-r-multilingual)")
+    answer_prefix: str = Field("", description="starts the teacher's answer (e.g. "
+                               "'{\"intermediate_steps\": ['); part of the reply")
     generation: TeacherGeneration = Field(default_factory=TeacherGeneration)
 
 

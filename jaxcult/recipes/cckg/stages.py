@@ -90,7 +90,7 @@ def _culture_key(culture: CultureConfig | dict) -> tuple[str, str]:
 
 
 def _ask(graphs: Graphs, path: Path, provenance: dict, jobs: list[tuple[tuple, list, dict]],
-         settings, read: Callable[[str], dict], size: int, stream: int) -> None:
+         settings, prefix: str, read: Callable[[str], dict], size: int, stream: int) -> None:
     """Ask the teacher each (key, chat, record) job not in `path` yet, `size` jobs per saved
     batch (batch n samples from random stream `stream + n`, whatever ran before a resume); each
     answer's record gets the reply and what `read(reply)` makes of it."""
@@ -101,12 +101,13 @@ def _ask(graphs: Graphs, path: Path, provenance: dict, jobs: list[tuple[tuple, l
         if not batch:
             continue
         replies = graphs.teacher().reply([chat for _, chat, _ in batch], settings,
-                                         stream=stream + number)
+                                         stream=stream + number, prefix=prefix)
         append_records(path, [{"key": list(key), **record, "reply": reply.text,
                                "error": reply.error, **(read(reply.text) if reply.error is None
                                                         else {})}
                               for (key, _, record), reply in zip(batch, replies)])
         log.info(f"cckg: {path.name}: {min(start + size, len(jobs))}/{len(jobs)}")
+    path.touch()   # done, even when there was nothing to ask
 
 
 def _parsed(parsed: Parsed) -> dict:
@@ -117,6 +118,7 @@ def _generation_provenance(graphs: Graphs) -> dict:
     settings = graphs.config.generate
     return {"stage": "generate", "teacher": model_label(settings.teacher),
             "prompt": _digest(prompts.SYSTEM, prompts.GENERATE, prompts.RELATION_GUIDE),
+            "answer_prefix": settings.answer_prefix,
             "generation": settings.generation.model_dump(mode="json")}
 
 
@@ -132,8 +134,8 @@ def generate(graphs: Graphs) -> dict:
             for c in graphs.config.cultures for subtopic in c.subtopics]
     path = graphs.out / "generation.jsonl"
     settings = graphs.config.generate
-    _ask(graphs, path, _generation_provenance(graphs), jobs, settings.generation, read,
-         settings.prompts_per_batch, 0)
+    _ask(graphs, path, _generation_provenance(graphs), jobs, settings.generation,
+         settings.answer_prefix, read, settings.prompts_per_batch, 0)
     return _reply_facts(_records(graphs, path, "generate"), "assertions")
 
 
@@ -252,8 +254,8 @@ def expand(graphs: Graphs) -> dict:
         jobs = list({tuple(job[0]): job for job in jobs}.values())   # a row asked once
         path = _expansion_path(graphs, number)
         _ask(graphs, path, {**_expansion_provenance(graphs), "round": number}, jobs,
-             settings.generation, read, graphs.config.generate.prompts_per_batch,
-             (number + 1) * ROUND_STRIDE)
+             settings.generation, settings.answer_prefix, read,
+             graphs.config.generate.prompts_per_batch, (number + 1) * ROUND_STRIDE)
         facts[f"round_{number}"] = _reply_facts(read_records(path), "steps") if jobs else {
             "replies": 0}
     return facts
