@@ -297,3 +297,11 @@ def test_bad_configs_are_one_line_with_exit_2(tmp_path, capsys):
         assert main(["cckg", "generate", str(config), "--out", str(tmp_path / "out")]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and message in err[0], err
+
+
+def test_nothing_to_expand_still_finishes_every_stage(cckg_config, tmp_path):
+    facts, _ = _run("run", cckg_config, tmp_path / "out", ["cultures=[{country: China, "
+                                                              "subtopics: [tea]}]"])
+    assert facts["generate"]["unparsable"] == 1 and facts["expand"]["round_0"] == {"replies": 0}
+    assert facts["paths"]["China/English"]["paths"] == 0
+    assert (tmp_path / "out" / "paths.jsonl").read_text() == ""
