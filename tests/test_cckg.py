@@ -305,3 +305,15 @@ def test_nothing_to_expand_still_finishes_every_stage(cckg_config, tmp_path):
     assert facts["generate"]["unparsable"] == 1 and facts["expand"]["round_0"] == {"replies": 0}
     assert facts["paths"]["China/English"]["paths"] == 0
     assert (tmp_path / "out" / "paths.jsonl").read_text() == ""
+
+
+def test_an_encoder_no_graph_uses_is_refused(tmp_path):
+    from pydantic import ValidationError
+
+    from jaxcult.recipes.cckg.config import CckgConfig
+
+    with pytest.raises(ValidationError, match="expand.native_encoder has no effect here"):
+        CckgConfig(cultures=[{"country": "Japan", "subtopics": ["tea"]}],
+                   expand={"native_encoder": {"model": "other"}})
+    CckgConfig(cultures=[{"country": "Japan", "language": "Japanese", "subtopics": ["茶道"]}],
+               expand={"native_encoder": {"model": "other"}})

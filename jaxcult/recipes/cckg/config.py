@@ -92,4 +92,9 @@ class CckgConfig(Section):
         keys = [(c.country, c.language) for c in self.cultures]
         if len(set(keys)) != len(keys):
             raise ValueError("cultures: a (country, language) pair is listed twice")
+        languages = {c.language for c in self.cultures}
+        self.expand.refuse_unused("expand", ("english_encoder",), ENGLISH in languages,
+                                  "to graphs in English")
+        self.expand.refuse_unused("expand", ("native_encoder",), bool(languages - {ENGLISH}),
+                                  "to graphs in languages other than English")
         return self
