@@ -230,8 +230,9 @@ def test_every_stage_runs_resumes_and_reports(care_config, tmp_path):
 
 def test_two_judges_agree_in_the_report(care_config, tmp_path, tiny_chat_model):
     from jaxcult.config_loading import load_section
+    from jaxcult.recipes.care.report import write_report
     from jaxcult.recipes.care.run import CareRun
-    from jaxcult.recipes.care.stages import generate, judge, report
+    from jaxcult.recipes.care.stages import generate, judge
 
     second = tmp_path / "second"
     second.symlink_to(tiny_chat_model[0])
@@ -240,7 +241,7 @@ def test_two_judges_agree_in_the_report(care_config, tmp_path, tiny_chat_model):
     run = CareRun(config, care_config.parent, tmp_path / "out")
     generate(run)
     assert set(judge(run)) == {"judged", str(tiny_chat_model[0]), str(second)}
-    facts = report(run)
+    facts = write_report(run)
     agreement = facts["agreement_normalised"]
     assert agreement["replies"] == 9 and agreement["spearman"] == pytest.approx(1.0)
 

@@ -21,15 +21,15 @@ from pathlib import Path
 
 from jaxcult.errors import UserError
 from jaxcult.recipes.adapters import check_lora_export, data_provenance, train_adapter
-from jaxcult.recipes.care.run import CareRun
-from jaxcult.recipes.care.schema import AnnotatedPost
-from jaxcult.recipes.care.stages import (
+from jaxcult.recipes.care.replies import (
     STRATEGY_STRIDE,
     judge_replies,
     key,
     reply_facts,
     write_replies,
 )
+from jaxcult.recipes.care.run import CareRun
+from jaxcult.recipes.care.schema import AnnotatedPost
 from jaxcult.recipes.stage_files import check_provenance, read_records
 from jaxcult.rundir import write_text_atomic
 

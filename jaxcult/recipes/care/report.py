@@ -23,9 +23,9 @@ import numpy as np
 from jaxcult.eval.agreement import kendall_tau_b, spearman
 from jaxcult.eval.paired import compare
 from jaxcult.recipes.care.adapt import LABELS
+from jaxcult.recipes.care.replies import key
 from jaxcult.recipes.care.run import CareRun
 from jaxcult.recipes.care.schema import AnnotatedPost
-from jaxcult.recipes.care.stages import key
 from jaxcult.recipes.care.strategies import BASELINE
 from jaxcult.recipes.stage_files import read_records
 from jaxcult.rundir import write_text_atomic
