@@ -142,6 +142,7 @@ def test_sentence_embeddings_equal_sentence_transformers(tmp_path):
 
 
 @needs_minilm
+@pytest.mark.slow   # the tiny random BERT case stays in the default run
 def test_minilm_embeddings_equal_sentence_transformers():
     """all-MiniLM-L6-v2, the official merging encoder for English, on assertion-like texts."""
     st = pytest.importorskip("sentence_transformers")

@@ -76,6 +76,7 @@ def test_mlm_loss_equals_transformers_bert_for_masked_lm(tmp_path):
 
 
 @needs_minilm
+@pytest.mark.slow   # ~15 s; MAD-X stacking and swapping stay in tests/test_madx.py
 def test_language_adapter_trains_on_text_records_and_exports_for_madx(tmp_path, monkeypatch):
     """A MAD-X language adapter (Pfeiffer rf 2 + NICE, frozen backbone) trains on text records;
     its invertible adapter is the bottom group of gradual unfreezing; `jaxcult export` writes

@@ -135,6 +135,7 @@ probes:
 
 
 @needs_minilm
+@pytest.mark.slow   # ~19 s; each probe's numbers stay in the default run
 def test_probes_in_a_run_write_probes_jsonl_and_bad_settings_exit_2(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "probes.yaml").write_text(CONFIG)

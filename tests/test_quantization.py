@@ -174,8 +174,9 @@ def tiny_lora_llama(seed: int = 0) -> nnx.Module:
     return model
 
 
-@pytest.mark.parametrize("kind", ["nf4", "int8"])
+@pytest.mark.parametrize("kind", [pytest.param("nf4", marks=pytest.mark.slow), "int8"])  # nf4: ~14 s;
 def test_lora_step_on_a_quantised_base_equals_the_step_on_its_dequantised_weights(kind):
+    # NF4's numbers stay in the default run (bit for bit, against bitsandbytes, above)
     ids = jax.random.randint(jax.random.key(2), (2, 12), 0, 256)
     quantised, dequantised = tiny_lora_llama(), tiny_lora_llama()
     paths = quantize_projections(quantised, Quantization(kind, 64, kind == "nf4"))

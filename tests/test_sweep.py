@@ -58,6 +58,7 @@ checkpoint: {async_save: false}
 
 
 @needs_minilm
+@pytest.mark.slow   # ~25 s; the grid, sweep files and the paired statistics stay in the default run
 def test_sweep_trains_every_cell_over_seeds_reports_and_resumes(tmp_path, monkeypatch, capsys):
     """Also the multi-seed run every cell is: mean +- std per language, `train --resume` of an
     unfinished seed, finished seeds and cells kept as they are."""
