@@ -54,3 +54,13 @@ def test_generation_benchmark_runs_one_tiny_round():
     out = run_script("benchmarks/generate.py", "--new-tokens", "2", "--rounds", "1",
                      "--file-prompts", "2")
     assert "batch 1:" in out and "file of 2 chat prompts" in out
+
+
+@pytest.mark.slow   # ~60 s
+def test_judge_prefix_benchmark_runs_one_tiny_round():
+    from jaxcult import assets
+
+    if not assets.get_asset("smollm2-135m-instruct").installed():
+        pytest.skip("asset smollm2-135m-instruct not installed")
+    out = run_script("benchmarks/judge_prefix.py", "--posts", "2", "--rounds", "1")
+    assert "ratio shared/full" in out and "max |difference|" in out
