@@ -94,7 +94,8 @@ def _train_group(run: CareRun, stage: str, group: str, rows: dict[str, list[dict
     return train_adapter(config, folder, True, f"care {stage} {group}")
 
 
-def _adapted(run: CareRun, stage: str, build: Callable[[str, list[str]], dict[str, list[dict]]],
+def _adapted(run: CareRun, stage: str,
+             build: Callable[[list[str], set[tuple[str, str]]], dict[str, list[dict]]],
              overrides: list[str]) -> dict:
     """Per group: build its examples, train its adapter, reply to its held-out posts with the
     student prompt, judge those replies."""
@@ -109,7 +110,7 @@ def _adapted(run: CareRun, stage: str, build: Callable[[str, list[str]], dict[st
                   "generation": run.config.generate.generation.model_dump(mode="json")}
     facts: dict = {"groups": {}}
     for index, (group, cultures) in enumerate(_groups(run, settings.per_culture).items()):
-        rows = build(group, cultures)
+        rows = build(cultures, held_out)
         trained = _train_group(run, stage, group, rows, overrides)
         posts = [p for p in run.posts if p.culture in cultures and (p.culture, p.post_id) in held_out]
         adapter = Path(trained["adapter"])
@@ -138,8 +139,7 @@ def distill_adapters(run: CareRun) -> dict:
     replies = _read_by_key(run.out / "replies.jsonl", "generate")
     student = run.strategies[settings.student]
 
-    def build(group: str, cultures: list[str]) -> dict[str, list[dict]]:
-        held_out = run.held_out()
+    def build(cultures: list[str], held_out: set[tuple[str, str]]) -> dict[str, list[dict]]:
         rows: dict[str, list[dict]] = {"train": [], "validation": []}
         for post in (p for p in run.posts if p.culture in cultures):
             reply = replies.get((settings.teacher, post.culture, post.post_id))
@@ -179,8 +179,7 @@ def preference_adapters(run: CareRun) -> dict:
     student = run.strategies[settings.student]
     skipped: dict[str, int] = {}
 
-    def build(group: str, cultures: list[str]) -> dict[str, list[dict]]:
-        held_out = run.held_out()
+    def build(cultures: list[str], held_out: set[tuple[str, str]]) -> dict[str, list[dict]]:
         rows: dict[str, list[dict]] = {"train": [], "validation": []}
         for post in (p for p in run.posts if p.culture in cultures):
             candidates = []
