@@ -318,3 +318,104 @@ def test_an_encoder_no_graph_uses_is_refused(tmp_path):
                    expand={"native_encoder": {"model": "other"}})
     CckgConfig(cultures=[{"country": "Japan", "language": "Japanese", "subtopics": ["茶道"]}],
                expand={"native_encoder": {"model": "other"}})
+
+
+class HashedWordsEncoder:
+    """Bag-of-words embeddings over hashed words (any text gets a non-zero vector)."""
+
+    def encode(self, texts):
+        vectors = np.zeros((len(texts), 64))
+        for row, text in enumerate(texts):
+            for word in re.findall(r"\w+", text.lower()) + ["<bias>"]:
+                vectors[row, int.from_bytes(word.encode(), "little") % 64] += 1.0
+        return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+QUESTIONS = [
+    {"question": "At the Mid-Autumn festival, a family in China", "options":
+     ["shares mooncakes", "dyes eggs", "carves pumpkins"], "answer": "A"},
+    {"question": "After buying mooncakes, people", "options":
+     ["C. throw them away", "B. share them with family", "admire the moon"], "answer": 1},
+    {"question": "When guests arrive for tea, the host", "options": ["pours tea", "sings"],
+     "answer": "a"},
+]
+
+
+OPTIONS_READ = [("shares mooncakes", "dyes eggs", "carves pumpkins"),
+                ("C. throw them away", "share them with family", "admire the moon"),
+                ("pours tea", "sings")]
+
+
+def _transformers_logprob(hf, tokenizer, prompt, continuation):
+    import torch
+
+    from jaxcult.generation.scoring import split_tokens
+
+    context, ending = split_tokens(tokenizer, prompt, continuation, False)
+    ids = torch.tensor([context + ending])
+    with torch.no_grad():
+        logprobs = torch.log_softmax(hf(ids).logits[0, :-1].float(), -1)
+    return sum(logprobs[len(context) - 1 + i, t].item() for i, t in enumerate(ending))
+
+
+def test_evaluation_scores_options_as_transformers_and_retrieves_by_cosine(
+        cckg_config, tmp_path, tiny_chat_model):
+    import yaml
+
+    from jaxcult.eval.sentence_embeddings import top_k
+    from jaxcult.recipes.cckg import prompting
+    from jaxcult.recipes.cckg.benchmarks import Question
+    from jaxcult.recipes.cckg.evaluate import slug
+
+    folder, hf, tokenizer = tiny_chat_model
+    questions = tmp_path / "questions.jsonl"
+    questions.write_text("".join(json.dumps(q) + "\n" for q in QUESTIONS))
+    config = yaml.safe_load(cckg_config.read_text())
+    small = {"batch_size": 4, "length_buckets": [512, 1024], "max_new_tokens": 6}
+    config["evaluate"] = {
+        "models": [str(folder)], "assertions": 2, "retriever": {"model": "hashed"},
+        "benchmarks": [{"name": "tiny", "file": str(questions), "country": "China"}],
+        "conditions": ["none", "cot", "assertions", "path"], "graphs": ["English", "native"],
+        "scoring_generation": small, "cot_generation": small,
+        "stories": {"topics": {"China": ["moon festival"]}, "judge": str(folder),
+                    "generation": small, "judge_generation": small}}
+    cckg_config.write_text(yaml.safe_dump(config))
+    out = tmp_path / "out"
+    from jaxcult.recipes.cckg import RECIPE
+    from jaxcult.recipes.runner import run_recipe
+
+    encoders = {"words": WordsEncoder(), "hashed": HashedWordsEncoder()}
+    facts = run_recipe(RECIPE, "run", cckg_config, [], out,
+                       chats={"scripted": ScriptedTeacher()}, encoders=encoders)
+    asked = facts["evaluate"]["multiple_choice"]["tiny"]
+    assert asked["conditions"] == ["none", "cot", "assertions:English", "path:English"]
+    assert asked["without_graph"] == ["assertions:native", "path:native"]
+    records = [json.loads(x) for x in (out / "evaluate" / "tiny" / f"{slug(str(folder))}.jsonl"
+                                       ).read_text().splitlines()]
+    assert len(records) == 4 * 3
+    assertions = [json.loads(x)["sentence"] for x in (out / "assertions.jsonl").read_text()
+                  .splitlines()]
+    encoder = HashedWordsEncoder()
+    for record in records:
+        source = QUESTIONS[record["number"]]
+        options = OPTIONS_READ[record["number"]]      # an option's own letter is dropped
+        question = Question("tiny", record["number"], "", source["question"], options, 0)
+        assert record["answer"] == [0, 1, 0][record["number"]]
+        if record["condition"] == "assertions:English":
+            ranked = top_k(encoder.encode([source["question"]]), encoder.encode(assertions), 2)[0]
+            assert record["knowledge"] == [assertions[i] for i in ranked]
+        unit = record["condition"].split(":")[0]
+        chat = prompting.question_chat(question, "letter", prompting.knowledge_block(
+            unit, "China", record["knowledge"]), record["condition"] == "cot")
+        pairs = prompting.scored(question, "letter", prompting.render(chat, tokenizer),
+                                 record["reasoning"])
+        expected = [_transformers_logprob(hf, tokenizer, p, c) for p, c in pairs]
+        np.testing.assert_allclose(record["logprobs"], expected, atol=2e-5)
+        assert record["predicted"] == int(np.argmax(expected))
+    report = json.loads((out / "evaluate" / "report.json").read_text())
+    rows = {r["condition"]: r for r in report["multiple_choice"]}
+    assert rows["none"]["questions"] == 3 and rows["cot"]["vs_none"]["items"] == 3
+    ratings = (out / "evaluate" / "stories" / f"{slug(str(folder))}.ratings.jsonl").read_text()
+    assert len(ratings.splitlines()) == 3          # none, assertions, path
+    assert {r["condition"] for r in report["stories"]} == {"none", "assertions:English",
+                                                           "path:English"}

@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from jaxcult.config import GenerationConfig, Section
+from jaxcult.recipes.adapters import AdapterTrainConfig
 from jaxcult.remote.settings import ModelSpec
 
 ENGLISH = "English"
@@ -43,6 +44,10 @@ class GenerateConfig(Section):
 
     teacher: ModelSpec = Field("smollm2-135m-instruct", description="a local chat model, or a "
                                "remote one {endpoint, model, ...}")
+    recorded: str | None = Field(None, description="JSONL of replies written beforehand, "
+                                 "{stage, key, reply}, used instead of asking a teacher (every "
+                                 "key a stage asks must be there): a hand-written graph, or "
+                                 "another run's replies")
     prompts_per_batch: int = Field(8, gt=0, description="requests per saved batch (resume)")
     answer_prefix: str = Field("", description="starts the teacher's answer (e.g. '[{\"action\": "
                                "\"' keeps a small model on the JSON format); part of the reply")
@@ -81,11 +86,120 @@ class ExpandConfig(Section):
     generation: TeacherGeneration = Field(default_factory=TeacherGeneration)
 
 
+NATIVE = "native"
+CONDITIONS = ("none", "cot", "assertions", "path", "adapter")
+
+
+class BenchmarkConfig(Section):
+    """A multiple-choice file the user supplies (see `jaxcult.recipes.cckg.benchmarks`)."""
+
+    name: str
+    file: str
+    country: str = Field(..., description="whose graph the questions retrieve from (a "
+                         "`cultures` country)")
+    layout: Literal["indoculture", "arabculture", "jaxcult"] = "jaxcult"
+    columns: dict[Literal["question", "options", "answer", "discard"], str] = Field(
+        default_factory=dict, description="the layout's column names replaced (a.b: key b of "
+        "the mapping in column a)")
+    limit: int | None = Field(None, gt=0, description="only the first N questions")
+
+
+class StoriesConfig(Section):
+    """Story generation judged 1-10 on relevance, fluency and coherence (the paper's three)."""
+
+    topics: dict[str, list[str]] = Field(..., description="country -> story topics")
+    conditions: list[Literal["none", "assertions", "path", "adapter"]] = Field(
+        default_factory=lambda: ["none", "assertions", "path"])
+    judge: ModelSpec = Field("smollm2-135m-instruct", description="a local chat model or a "
+                             "remote one (the paper: gpt-4o)")
+    generation: GenerationConfig = Field(default_factory=lambda: GenerationConfig(
+        max_new_tokens=256, length_buckets=[256, 512, 1024]), description="the stories")
+    judge_generation: GenerationConfig = Field(default_factory=lambda: GenerationConfig(
+        max_new_tokens=8, length_buckets=[256, 512, 1024, 2048]), description="the ratings "
+        "(a local judge)")
+
+
+class RetrieverConfig(EncoderConfig):
+    """Finds the knowledge a question gets: one encoder for questions and graph texts, which
+    may be in different languages (paper: stsb-xlm-r-multilingual)."""
+
+
+class EvaluateConfig(Section):
+    """Students answer cultural questions with and without the graph's knowledge in the prompt;
+    each option scored by its log-probability."""
+
+    models: list[str] = Field(default_factory=lambda: ["smollm2-135m-instruct"],
+                              description="local models (asset names or folders)")
+    benchmarks: list[BenchmarkConfig] = Field(default_factory=list)
+    conditions: list[Literal["none", "cot", "assertions", "path", "adapter"]] = Field(
+        default_factory=lambda: ["none", "cot", "assertions", "path"], description="adapter: "
+        "the model the adapt stage trained, with its country's adapter and no retrieval")
+    graphs: list[str] = Field(default_factory=lambda: [ENGLISH, NATIVE], description="which "
+                              "graph a retrieval condition reads: English, native (the "
+                              "country's other language); each one a `cultures` entry has")
+    assertions: int = Field(5, gt=0, description="assertions retrieved (the paper: 5)")
+    path_text: Literal["with_relations", "without_relations"] = "with_relations"
+    scoring: Literal["letter", "option"] = Field("letter", description="letter: each "
+                                                 "option's letter after the lettered question; "
+                                                 "option: the option text completing the question")
+    retriever: RetrieverConfig = Field(default_factory=lambda: RetrieverConfig(
+        model="multilingual-e5-small", prefix="query: "))
+    questions_per_batch: int = Field(32, gt=0, description="questions scored per saved batch")
+    scoring_generation: GenerationConfig = Field(default_factory=lambda: GenerationConfig(
+        batch_size=8, length_buckets=[256, 512, 1024, 2048]), description="batch size and "
+        "length buckets of option scoring")
+    cot_generation: GenerationConfig = Field(default_factory=lambda: GenerationConfig(
+        max_new_tokens=256, length_buckets=[256, 512, 1024]), description="the reasoning "
+        "before the answer (cot)")
+    stories: StoriesConfig | None = None
+
+    @model_validator(mode="after")
+    def _distinct(self) -> EvaluateConfig:
+        for field in ("models", "conditions", "graphs"):
+            values = getattr(self, field)
+            if len(set(values)) != len(values):
+                raise ValueError(f"evaluate.{field} lists a value twice")
+        names = [b.name for b in self.benchmarks]
+        if len(set(names)) != len(names):
+            raise ValueError("evaluate.benchmarks: a name is used twice")
+        retrieves = {"assertions", "path"} & {*self.conditions, *(
+            self.stories.conditions if self.stories else ())}
+        self.refuse_unused("evaluate", ("graphs", "assertions", "path_text", "retriever"),
+                           bool(retrieves), "with an assertions or path condition")
+        self.refuse_unused("evaluate", ("cot_generation",), "cot" in self.conditions,
+                           "with the cot condition")
+        return self
+
+
+RELATION_QUESTIONS = {
+    "xNext": "If {action}, what does the person usually do next?",
+    "xEffect": "If {action}, how does it affect the person?",
+    "xNeed": "What does a person need to do first, before {action}?",
+    "oNext": "If {action}, what do the other people usually do next?",
+    "oEffect": "If {action}, how does it affect the other people?",
+}
+
+
+class AdaptConfig(Section):
+    """Per country a LoRA adapter trained on its graph: relation questions about each
+    assertion and each path told as a narrative; Fisher traces say which layers take it in."""
+
+    train: AdapterTrainConfig
+    items: list[Literal["assertions", "narratives"]] = Field(
+        default_factory=lambda: ["assertions", "narratives"], description="assertions: "
+        "'In <country>: if <action>, what ... next?' -> knowledge; narratives: a path told "
+        "step by step")
+    graph: str = Field(ENGLISH, description="English, or native (the country's other language)")
+    held_out_share: float = Field(0.1, gt=0, lt=1, description="items kept for validation")
+
+
 class CckgConfig(Section):
     name: str = "cckg"
     cultures: list[CultureConfig] = Field(..., min_length=1)
     generate: GenerateConfig = Field(default_factory=GenerateConfig)
     expand: ExpandConfig = Field(default_factory=ExpandConfig)
+    adapt: AdaptConfig | None = None
+    evaluate: EvaluateConfig | None = None
 
     @model_validator(mode="after")
     def _distinct(self) -> CckgConfig:
@@ -97,4 +211,31 @@ class CckgConfig(Section):
                                   "to graphs in English")
         self.expand.refuse_unused("expand", ("native_encoder",), bool(languages - {ENGLISH}),
                                   "to graphs in languages other than English")
+        self.generate.refuse_unused("generate", ("teacher",), self.generate.recorded is None,
+                                    "without generate.recorded (recorded replies replace it)")
+        countries = {c.country for c in self.cultures}
+        evaluate = self.evaluate
+        if evaluate is not None:
+            wanted = [b.country for b in evaluate.benchmarks]
+            if evaluate.stories:
+                wanted += list(evaluate.stories.topics)
+            for country in wanted:
+                if country not in countries:
+                    raise ValueError(f"evaluate: country {country!r} has no graph (cultures: "
+                                     f"{', '.join(sorted(countries))})")
+            if not evaluate.benchmarks and evaluate.stories is None:
+                raise ValueError("evaluate: give benchmarks, stories or both")
+            conditions = {*evaluate.conditions, *(evaluate.stories.conditions
+                                                  if evaluate.stories else ())}
+            if "adapter" in conditions and self.adapt is None:
+                raise ValueError("evaluate: the adapter condition needs an `adapt` section")
         return self
+
+    def graph_language(self, country: str, graph: str) -> str | None:
+        """The language of `country`'s graph that `graph` (English / native) names, or None
+        when the config has no such graph."""
+        languages = [c.language for c in self.cultures if c.country == country]
+        if graph == NATIVE:
+            native = [lang for lang in languages if lang != ENGLISH]
+            return native[0] if native else None
+        return graph if graph in languages else None

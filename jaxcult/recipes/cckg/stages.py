@@ -9,6 +9,8 @@ is close to a known node joins that node; the others stay new, and those among t
 `max_new_nodes` of their row are expanded in round r); the last round's are merged by `paths`.
 paths -> `assertions.jsonl` (every edge kept after cleaning) and `paths.jsonl` (the maximal
 paths from each subtopic's initial events, with and without relations).
+adapt -> `adapt/` (per-country LoRA adapters on the graph; `jaxcult.recipes.cckg.adapt`).
+evaluate -> `evaluate/` (multiple choice and stories per condition, `report.{json,md}`).
 """
 
 from __future__ import annotations
@@ -20,12 +22,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from jaxcult.errors import UserError
 from jaxcult.eval.sentence_embeddings import cosine_matrix
 from jaxcult.recipes.cckg import prompts
-from jaxcult.recipes.cckg.config import ENGLISH, CckgConfig, CultureConfig
+from jaxcult.recipes.cckg.adapt import adapt as train_adapters
+from jaxcult.recipes.cckg.config import CultureConfig
+from jaxcult.recipes.cckg.context import Graphs
+from jaxcult.recipes.cckg.evaluate import multiple_choice
 from jaxcult.recipes.cckg.graph import (
     NEXT_RELATIONS,
     Edge,
@@ -36,7 +39,8 @@ from jaxcult.recipes.cckg.graph import (
     render,
 )
 from jaxcult.recipes.cckg.replies import Parsed, parse_expansion, parse_generation
-from jaxcult.recipes.loaded_models import LoadedModels
+from jaxcult.recipes.cckg.report import write_report
+from jaxcult.recipes.cckg.stories import rate_stories, write_stories
 from jaxcult.recipes.stage_files import append_records, check_provenance, read_records
 from jaxcult.remote.settings import model_label
 from jaxcult.rundir import write_text_atomic
@@ -44,39 +48,6 @@ from jaxcult.rundir import write_text_atomic
 log = logging.getLogger(__name__)
 
 ROUND_STRIDE = 1 << 10   # random streams reserved per expansion round
-
-
-class Graphs:
-    """A resolved knowledge-graph config, its output folder, models and sentence encoders."""
-
-    def __init__(self, config: CckgConfig, root: Path, out: Path,
-                 chats: dict[str, Any] | None = None, encoders: dict[str, Any] | None = None
-                 ) -> None:
-        self.config, self.root, self.out = config, root, out
-        self.loaded = LoadedModels("cckg", chats=chats)
-        self.encoders: dict[str, Any] = dict(encoders or {})
-        self.vectors: dict[tuple[str, str], Any] = {}
-
-    def teacher(self):
-        return self.loaded.chat(self.config.generate.teacher, self.out / "remote-cache.jsonl")
-
-    def encoder_settings(self, language: str):
-        expand = self.config.expand
-        return expand.english_encoder if language == ENGLISH else expand.native_encoder
-
-    def embed(self, language: str, texts: list[str]):
-        """Sentence embeddings of `texts` with the language's encoder (each text once)."""
-        from jaxcult.eval.sentence_embeddings import SentenceEncoder
-
-        settings = self.encoder_settings(language)
-        if settings.model not in self.encoders:
-            self.encoders[settings.model] = SentenceEncoder.load(
-                settings.model, prefix=settings.prefix, max_length=settings.max_length)
-        encoder = self.encoders[settings.model]
-        todo = list(dict.fromkeys(t for t in texts if (settings.model, t) not in self.vectors))
-        if todo:
-            self.vectors.update(((settings.model, t), v) for t, v in zip(todo, encoder.encode(todo)))
-        return np.stack([self.vectors[settings.model, t] for t in texts])
 
 
 def _digest(*parts: Any) -> str:
@@ -91,17 +62,21 @@ def _culture_key(culture: CultureConfig | dict) -> tuple[str, str]:
 
 def _ask(graphs: Graphs, path: Path, provenance: dict, jobs: list[tuple[tuple, list, dict]],
          settings, prefix: str, read: Callable[[str], dict], size: int, stream: int) -> None:
-    """Ask the teacher each (key, chat, record) job not in `path` yet, `size` jobs per saved
-    batch (batch n samples from random stream `stream + n`, whatever ran before a resume); each
-    answer's record gets the reply and what `read(reply)` makes of it."""
+    """Ask the teacher (or look up the recorded replies) each (key, chat, record) job not in
+    `path` yet, `size` jobs per saved batch (batch n samples from random stream `stream + n`,
+    whatever ran before a resume); each answer's record gets the reply and what `read(reply)`
+    makes of it."""
     check_provenance(path, provenance)
+    recorded = graphs.recorded()
     done = {tuple(r["key"]) for r in read_records(path)}
     for number, start in enumerate(range(0, len(jobs), size)):
         batch = [job for job in jobs[start:start + size] if tuple(job[0]) not in done]
         if not batch:
             continue
-        replies = graphs.teacher().reply([chat for _, chat, _ in batch], settings,
-                                         stream=stream + number, prefix=prefix)
+        replies = (recorded.reply(provenance["stage"], [tuple(k) for k, _, _ in batch])
+                   if recorded is not None else
+                   graphs.teacher().reply([chat for _, chat, _ in batch], settings,
+                                          stream=stream + number, prefix=prefix))
         append_records(path, [{"key": list(key), **record, "reply": reply.text,
                                "error": reply.error, **(read(reply.text) if reply.error is None
                                                         else {})}
@@ -116,7 +91,9 @@ def _parsed(parsed: Parsed) -> dict:
 
 def _generation_provenance(graphs: Graphs) -> dict:
     settings = graphs.config.generate
-    return {"stage": "generate", "teacher": model_label(settings.teacher),
+    teacher = ({"recorded": graphs.recorded().digest()} if settings.recorded is not None
+               else model_label(settings.teacher))
+    return {"stage": "generate", "teacher": teacher,
             "prompt": _digest(prompts.SYSTEM, prompts.GENERATE, prompts.RELATION_GUIDE),
             "answer_prefix": settings.answer_prefix,
             "generation": settings.generation.model_dump(mode="json")}
@@ -298,4 +275,29 @@ def paths(graphs: Graphs) -> dict:
     for name, records in (("assertions.jsonl", assertions), ("paths.jsonl", path_records)):
         write_text_atomic(graphs.out / name, "".join(
             json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+    return facts
+
+
+def adapt(graphs: Graphs) -> dict:
+    """Per-country adapters on the graph (`jaxcult.recipes.cckg.adapt`)."""
+    return train_adapters(graphs)
+
+
+def evaluate(graphs: Graphs) -> dict:
+    """Multiple choice and stories under each condition, then the report (see
+    `jaxcult.recipes.cckg.evaluate`, `.stories`, `.report`)."""
+    settings = graphs.config.evaluate
+    if settings is None:
+        raise UserError("cckg evaluate: the config has no `evaluate` section (models, "
+                        "benchmarks and/or stories)")
+    facts = {}
+    if settings.benchmarks:
+        facts["multiple_choice"] = multiple_choice(graphs)
+    if settings.stories is not None:
+        missing = []
+        for model in settings.models:
+            missing = write_stories(graphs, model)
+            rate_stories(graphs, model)
+        facts["stories_without_graph"] = missing
+    facts["report"] = write_report(graphs)
     return facts

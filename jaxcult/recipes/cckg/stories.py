@@ -1,0 +1,121 @@
+"""Stories (the paper's free-form generation): each student writes a short story per
+(country, topic, condition), the knowledge retrieved for the topic in its prompt; a judge
+rates each story 1-10 on relevance, fluency and coherence, one question per metric, reading
+the first whole number in its answer (an answer without one is kept and counted).
+
+Files, per model: `evaluate/stories/<model>.jsonl` (the stories) and
+`evaluate/stories/<model>.ratings.jsonl` (the judge's answers and ratings); both appended a
+batch at a time.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from jaxcult.recipes.cckg import prompting
+from jaxcult.recipes.cckg.context import Graphs
+from jaxcult.recipes.cckg.evaluate import adapter_or_none, digest, file_digest, knowledge_for, slug
+from jaxcult.recipes.cckg.knowledge import UNITS, conditions
+from jaxcult.recipes.stage_files import append_records, check_provenance, read_records
+from jaxcult.remote.settings import model_label
+
+METRICS = {
+    "relevance": "how well it keeps to the topic and rings true to everyday life in the country",
+    "fluency": "how natural and grammatical its language is",
+    "coherence": "how logically its events follow one another",
+}
+RATE = ("Here is a short story set in {country} about {topic}.\n\n{story}\n\nRate the story's "
+        "{metric} ({meaning}) from 1 (worst) to 10 (best). Answer with the number only.")
+
+
+def rating(text: str) -> int | None:
+    """The first whole number from 1 to 10 in the judge's answer."""
+    match = re.search(r"\b(10|[1-9])\b", text)
+    return int(match.group(1)) if match else None
+
+
+def stories_path(graphs: Graphs, model: str, ratings: bool = False) -> Path:
+    return graphs.out / "evaluate" / "stories" / (slug(model) + (".ratings" if ratings else "")
+                                                  + ".jsonl")
+
+
+def _jobs(graphs: Graphs, model: str) -> tuple[list[tuple], list[str]]:
+    """(country, topic, condition) to write, and the conditions without a graph."""
+    settings = graphs.config.evaluate.stories
+    jobs, missing = [], []
+    for country, topics in settings.topics.items():
+        made, lacking = conditions(graphs, country, list(settings.conditions))
+        missing += [f"{country} {label}" for label in lacking]
+        for condition in made:
+            if condition.kind == "adapter" and adapter_or_none(graphs, model, country,
+                                                               condition) is None:
+                continue
+            jobs += [(country, topic, condition) for topic in topics]
+    return jobs, missing
+
+
+def write_stories(graphs: Graphs, model: str) -> list[str]:
+    """Every story of `model`; the conditions left out for want of a graph."""
+    settings = graphs.config.evaluate.stories
+    path = stories_path(graphs, model)
+    check_provenance(path, {"stage": "evaluate stories", "model": model,
+                            "prompt": digest(prompting.STORY, prompting.KNOWLEDGE_HEADS),
+                            "graph": {n: file_digest(graphs.out / n) for n in UNITS.values()},
+                            "generation": settings.generation.model_dump(mode="json"),
+                            **graphs.config.evaluate.model_dump(
+                                mode="json", include={"assertions", "path_text", "retriever"})})
+    done = {tuple(r["key"]) for r in read_records(path)}
+    jobs, missing = _jobs(graphs, model)
+    groups: dict[tuple, list] = {}
+    for number, (country, topic, condition) in enumerate(jobs):
+        if (country, topic, condition.label) not in done:
+            groups.setdefault((country, condition.label), []).append((number, topic, condition))
+    for (country, _), todo in groups.items():
+        condition = todo[0][2]
+        adapter = adapter_or_none(graphs, model, country, condition)
+        student = graphs.student(model, adapter)
+        found = knowledge_for(graphs, condition, country, [f"{topic} in {country}"
+                                                           for _, topic, _ in todo])
+        chats = [prompting.story_chat(country, topic, prompting.knowledge_block(
+            condition.kind, country, texts)) for (_, topic, _), texts in zip(todo, found)]
+        replies = student.reply(chats, settings.generation, stream=todo[0][0])
+        append_records(path, [{"key": [country, topic, condition.label], "country": country,
+                               "topic": topic, "condition": condition.label, "knowledge": texts,
+                               "story": reply.text, "error": reply.error}
+                              for (_, topic, _), texts, reply in zip(todo, found, replies)])
+        if adapter is not None:
+            graphs.forget(model, adapter)
+    path.touch()
+    return missing
+
+
+def rate_stories(graphs: Graphs, model: str) -> None:
+    """The judge's ratings of every story of `model` (a story that failed gets none)."""
+    settings = graphs.config.evaluate.stories
+    path = stories_path(graphs, model, ratings=True)
+    check_provenance(path, {"stage": "evaluate ratings", "judge": model_label(settings.judge),
+                            "prompt": digest(RATE, METRICS),
+                            "stories": file_digest(stories_path(graphs, model)),
+                            "generation": settings.judge_generation.model_dump(mode="json")})
+    done = {tuple(r["key"]) for r in read_records(path)}
+    todo = [s for s in read_records(stories_path(graphs, model))
+            if s["error"] is None and tuple(s["key"]) not in done]
+    judge = graphs.loaded.chat(settings.judge, graphs.out / "remote-cache.jsonl")
+    size = graphs.config.evaluate.questions_per_batch
+    for start in range(0, len(todo), size):
+        batch = todo[start:start + size]
+        chats = [[{"role": "user", "content": RATE.format(
+            country=s["country"], topic=s["topic"], story=s["story"], metric=metric,
+            meaning=meaning)}] for s in batch for metric, meaning in METRICS.items()]
+        replies = iter(judge.reply(chats, settings.judge_generation, stream=start))
+        records = []
+        for story in batch:
+            answers = {metric: next(replies) for metric in METRICS}
+            records.append({"key": story["key"], "condition": story["condition"],
+                            "country": story["country"], "topic": story["topic"],
+                            "answers": {m: a.text for m, a in answers.items()},
+                            "ratings": {m: (rating(a.text) if a.error is None else None)
+                                        for m, a in answers.items()}})
+        append_records(path, records)
+    path.touch()
