@@ -358,8 +358,9 @@ def _transformers_logprob(hf, tokenizer, prompt, continuation):
     return sum(logprobs[len(context) - 1 + i, t].item() for i, t in enumerate(ending))
 
 
+@pytest.mark.parametrize("scoring", ["letter", "option"])
 def test_evaluation_scores_options_as_transformers_and_retrieves_by_cosine(
-        cckg_config, tmp_path, tiny_chat_model):
+        cckg_config, tmp_path, tiny_chat_model, scoring):
     import yaml
 
     from jaxcult.eval.sentence_embeddings import top_k
@@ -374,6 +375,7 @@ def test_evaluation_scores_options_as_transformers_and_retrieves_by_cosine(
     small = {"batch_size": 4, "length_buckets": [512, 1024], "max_new_tokens": 6}
     config["evaluate"] = {
         "models": [str(folder)], "assertions": 2, "retriever": {"model": "hashed"},
+        "scoring": scoring,
         "benchmarks": [{"name": "tiny", "file": str(questions), "country": "China"}],
         "conditions": ["none", "cot", "assertions", "path"], "graphs": ["English", "native"],
         "scoring_generation": small, "cot_generation": small,
@@ -390,8 +392,8 @@ def test_evaluation_scores_options_as_transformers_and_retrieves_by_cosine(
     asked = facts["evaluate"]["multiple_choice"]["tiny"]
     assert asked["conditions"] == ["none", "cot", "assertions:English", "path:English"]
     assert asked["without_graph"] == ["assertions:native", "path:native"]
-    records = [json.loads(x) for x in (out / "evaluate" / "tiny" / f"{slug(str(folder))}.jsonl"
-                                       ).read_text().splitlines()]
+    answers = out / "evaluate" / "tiny" / f"{slug(str(folder))}.jsonl"
+    records = [json.loads(x) for x in answers.read_text().splitlines()]
     assert len(records) == 4 * 3
     assertions = [json.loads(x)["sentence"] for x in (out / "assertions.jsonl").read_text()
                   .splitlines()]
@@ -405,17 +407,261 @@ def test_evaluation_scores_options_as_transformers_and_retrieves_by_cosine(
             ranked = top_k(encoder.encode([source["question"]]), encoder.encode(assertions), 2)[0]
             assert record["knowledge"] == [assertions[i] for i in ranked]
         unit = record["condition"].split(":")[0]
-        chat = prompting.question_chat(question, "letter", prompting.knowledge_block(
+        chat = prompting.question_chat(question, scoring, prompting.knowledge_block(
             unit, "China", record["knowledge"]), record["condition"] == "cot")
-        pairs = prompting.scored(question, "letter", prompting.render(chat, tokenizer),
-                                 record["reasoning"])
-        expected = [_transformers_logprob(hf, tokenizer, p, c) for p, c in pairs]
+        prompt, options = prompting.scored(question, scoring, prompting.render(chat, tokenizer),
+                                           record["reasoning"])
+        expected = [_transformers_logprob(hf, tokenizer, prompt, c) for c in options]
         np.testing.assert_allclose(record["logprobs"], expected, atol=2e-5)
         assert record["predicted"] == int(np.argmax(expected))
     report = json.loads((out / "evaluate" / "report.json").read_text())
     rows = {r["condition"]: r for r in report["multiple_choice"]}
-    assert rows["none"]["questions"] == 3 and rows["cot"]["vs_none"]["items"] == 3
+    assert rows["none"]["questions"] == 3
+    compared = {(c["a"], c["b"]): c for c in report["multiple_choice_comparisons"]}
+    assert set(compared) == {("none", "cot"), ("none", "assertions:English"),
+                             ("none", "path:English")}
+    assert compared["none", "cot"]["difference"] == pytest.approx(
+        rows["cot"]["accuracy"] - rows["none"]["accuracy"], abs=1e-3)
     ratings = (out / "evaluate" / "stories" / f"{slug(str(folder))}.ratings.jsonl").read_text()
     assert len(ratings.splitlines()) == 3          # none, assertions, path
     assert {r["condition"] for r in report["stories"]} == {"none", "assertions:English",
                                                            "path:English"}
+    whole = answers.read_text()                    # killed while writing the second batch
+    answers.write_text(whole[:whole.index("\n") + 1] + whole[whole.index("\n") + 1:][:40])
+    run_recipe(RECIPE, "evaluate", cckg_config, [], out, encoders=encoders)
+    assert answers.read_text() == whole
+    from jaxcult.errors import UserError
+
+    other = "option" if scoring == "letter" else "letter"
+    with pytest.raises(UserError, match="scoring differ"):
+        run_recipe(RECIPE, "evaluate", cckg_config, [f"evaluate.scoring={other}"], out,
+                   encoders=encoders)
+
+
+def test_benchmark_layouts_are_read_and_bad_rows_named(tmp_path):
+    import csv
+
+    from jaxcult.errors import UserError
+    from jaxcult.recipes.cckg.benchmarks import LAYOUTS, Layout, read_questions
+
+    indo = tmp_path / "indo.csv"
+    with indo.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["province", "context", "options", "answer"])
+        w.writerow(["Bali", "Before a ceremony, people", "['A. bring offerings', 'B. sleep']", "A"])
+        w.writerow(["Aceh", "Guests are", '["A. served coffee", "B. ignored", "C. sent home"]', "c"])
+    found, discarded = read_questions("indo", indo, LAYOUTS["indoculture"])
+    assert [(q.question, q.options, q.answer) for q in found] == [
+        ("Before a ceremony, people", ("bring offerings", "sleep"), 0),
+        ("Guests are", ("served coffee", "ignored", "sent home"), 2)] and discarded == 0
+    arab = tmp_path / "arab.jsonl"
+    rows = [{"first_statement": "At iftar, families", "should_discard": "No",
+             "options": {"arabic_keys": ["أ", "ب"], "text": ["eat dates", "fast"]},
+             "answer_key": {"arabic_answer_key": "أ", "english_answer_key": "A"}},
+            {"first_statement": "x", "should_discard": "Yes", "options": {}, "answer_key": {}}]
+    arab.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    found, discarded = read_questions("arab", arab, LAYOUTS["arabculture"])
+    assert [(q.options, q.answer) for q in found] == [(("eat dates", "fast"), 0)] and discarded == 1
+    for row, message in (({"context": "q", "options": "['a', 'b']", "answer": "D"},
+                          r"row 1: answer 'D' is neither a letter among AB"),
+                         ({"context": "q", "options": "only one", "answer": "A"},
+                          "must be a list of at least two"),
+                         ({"question": "q", "options": "['a', 'b']", "answer": "A"},
+                          "no column 'context'")):
+        bad = tmp_path / "bad.csv"
+        with bad.open("w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(row))
+            w.writeheader()
+            w.writerow(row)
+        with pytest.raises(UserError, match=message):
+            read_questions("bad", bad, LAYOUTS["indoculture"])
+    with pytest.raises(UserError, match="arab.jsonl:2: column 'options' has no key 'text'"):
+        read_questions("arab", arab, Layout("first_statement", "options.text",
+                                            "answer_key.english_answer_key"))
+    with pytest.raises(UserError, match="not found"):
+        read_questions("none", tmp_path / "missing.csv", LAYOUTS["jaxcult"])
+
+
+def test_recorded_replies_stand_in_for_the_teacher(cckg_config, tmp_path):
+    import yaml
+
+    from jaxcult.errors import UserError
+    from jaxcult.recipes.cckg import RECIPE
+    from jaxcult.recipes.runner import run_recipe
+
+    recorded = tmp_path / "recorded.jsonl"
+    lines = [{"stage": "generate", "key": ["China", "English", "moon festival"],
+              "reply": GENERATED["moon"]},
+             {"stage": "generate", "key": ["China", "English", "tea"], "reply": GENERATED["tea"]}]
+    recorded.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    config = yaml.safe_load(cckg_config.read_text())
+    config["generate"] = {"recorded": str(recorded)}
+    cckg_config.write_text(yaml.safe_dump(config))
+    out = tmp_path / "out"
+    facts = run_recipe(RECIPE, "generate", cckg_config, [], out,
+                       encoders={"words": WordsEncoder()})
+    assert facts["generate"]["assertions"] == 2
+    with pytest.raises(UserError, match=r"no expand reply for key \['China', 'English', "
+                                        r"'moon festival', 'buy mooncakes'"):
+        run_recipe(RECIPE, "expand", cckg_config, [], out, encoders={"words": WordsEncoder()})
+    recorded.write_text(recorded.read_text() + "not json\n")
+    with pytest.raises(UserError, match=r"recorded.jsonl:3: invalid JSON"):
+        run_recipe(RECIPE, "generate", cckg_config, [], tmp_path / "other")
+    with pytest.raises(ValueError, match="generate.teacher has no effect here"):
+        from jaxcult.recipes.cckg.config import CckgConfig
+
+        CckgConfig(cultures=config["cultures"], generate={"recorded": "r.jsonl",
+                                                         "teacher": "other"})
+
+
+def test_evaluation_configs_are_checked(tmp_path):
+    from pydantic import ValidationError
+
+    from jaxcult.recipes.cckg.config import CckgConfig
+
+    cultures = [{"country": "Japan", "subtopics": ["tea"]}]
+    bench = {"name": "b", "file": "b.csv", "country": "Japan"}
+    for evaluate, message in (
+            ({"benchmarks": [{**bench, "country": "Peru"}]}, "country 'Peru' has no graph"),
+            ({"benchmarks": [bench], "conditions": ["none", "adapter"]}, "needs an `adapt`"),
+            ({}, "give benchmarks, stories or both"),
+            ({"benchmarks": [bench], "conditions": ["none", "cot"], "assertions": 3},
+             "evaluate.assertions has no effect here"),
+            ({"benchmarks": [bench, bench]}, "a name is used twice"),
+            ({"benchmarks": [bench], "conditions": ["none"], "cot_generation": {
+                "max_new_tokens": 8}}, "evaluate.cot_generation has no effect")):
+        with pytest.raises(ValidationError, match=message):
+            CckgConfig(cultures=cultures, evaluate=evaluate)
+
+
+def test_adapter_items_split_and_fisher_traces(tmp_path):
+    from types import SimpleNamespace
+
+    from jaxcult.errors import UserError
+    from jaxcult.recipes.cckg.adapt import fisher_traces, held_out, items, narrative
+    from jaxcult.recipes.cckg.config import AdaptConfig
+
+    out = tmp_path / "out"
+    out.mkdir()
+    row = {"country": "Japan", "language": "English", "subtopic": "New Year"}
+    (out / "assertions.jsonl").write_text("".join(json.dumps({**row, **a}) + "\n" for a in (
+        {"action": "the year ends", "knowledge": "families clean the house", "relation": "xNext"},
+        {"action": "visiting a shrine", "knowledge": "buy a charm", "relation": "xNeed"},
+        {**row, "language": "Japanese", "action": "x", "knowledge": "y", "relation": "xNext"})))
+    (out / "paths.jsonl").write_text(json.dumps({**row, "nodes": ["the year ends", "clean the "
+                                                 "house", "eat soba."]}) + "\n")
+    graphs = SimpleNamespace(out=out, config=SimpleNamespace(adapt=AdaptConfig(
+        train={"config": "t.yaml"})))
+    made = items(graphs, "Japan", "English")
+    assert [m["messages"][0]["content"] for m in made] == [
+        "In Japan: If the year ends, what does the person usually do next?",
+        "In Japan: What does a person need to do first, before visiting a shrine?",
+        "How does New Year usually unfold in Japan?"]
+    assert made[2]["messages"][1]["content"] == narrative(
+        ["the year ends", "clean the house", "eat soba."]) == (
+        "First, the year ends. Then, clean the house. Then, eat soba.")
+    shares = [held_out({"n": i}, 0.25) for i in range(400)]
+    assert 0.18 < sum(shares) / 400 < 0.32 and shares == [held_out({"n": i}, 0.25)
+                                                          for i in range(400)]
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "fisher.jsonl").write_text(json.dumps({"step": 0, "estimator": "sampled", "trace": {
+        "lora/layer_0": 1.0, "lora/layer_1": 3.0}}) + "\n" + json.dumps({
+            "step": 8, "estimator": "sampled", "trace": {"lora/layer_0": 5.0, "lora/layer_1": 2.0}})
+        + "\n")
+    assert list(fisher_traces(run).items()) == [("lora/layer_0", 5.0), ("lora/layer_1", 2.0)]
+    (run / "fisher.jsonl").write_text("")
+    with pytest.raises(UserError, match="no Fisher traces"):
+        fisher_traces(run)
+
+
+def test_report_pairs_each_condition_with_none_native_with_english_adapter_with_retrieval():
+    from jaxcult.recipes.cckg.report import _pairs
+
+    assert _pairs(["none", "cot", "assertions:English", "assertions:Indonesian", "path:English",
+                   "adapter"]) == [
+        ("none", "cot"), ("none", "assertions:English"), ("none", "assertions:Indonesian"),
+        ("none", "path:English"), ("none", "adapter"),
+        ("assertions:English", "assertions:Indonesian"),
+        ("assertions:English", "adapter"), ("assertions:Indonesian", "adapter"),
+        ("path:English", "adapter")]
+
+
+@pytest.mark.slow   # ~8 min on 2 cores
+def test_the_offline_demo_runs_every_stage(tmp_path):
+    from pathlib import Path
+
+    from jaxcult import assets
+    from jaxcult.cli import main
+
+    for name in ("smollm2-135m-instruct", "minilm-l6", "multilingual-e5-small"):
+        if not assets.get_asset(name).installed():
+            pytest.skip(f"asset {name} not installed")
+    demo = Path(__file__).resolve().parent.parent / "experiments" / "cckg" / "demo.yaml"
+    out = tmp_path / "demo"
+    assert main(["cckg", "run", str(demo), "--out", str(out)]) == 0
+    report = json.loads((out / "evaluate" / "report.json").read_text())
+    conditions = {(r["benchmark"], r["condition"]) for r in report["multiple_choice"]}
+    assert ("indonesia", "assertions:Indonesian") in conditions
+    assert ("egypt", "adapter") in conditions and ("japan", "cot") in conditions
+    assert all(r["questions"] == 7 for r in report["multiple_choice"])
+    assert {r["condition"] for r in report["stories"]} >= {"none", "path:English", "adapter"}
+    fisher = json.loads((out / "adapt" / "fisher.json").read_text())
+    assert set(fisher) == {"Indonesia", "Japan", "Egypt"} and len(fisher["Japan"]) == 30
+
+
+def test_adapters_train_on_the_graph_and_answer_as_a_condition(cckg_config, tmp_path,
+                                                                tiny_chat_model):
+    import yaml
+
+    from jaxcult.errors import UserError
+    from jaxcult.recipes.cckg import RECIPE
+    from jaxcult.recipes.runner import run_recipe
+
+    folder, _, _ = tiny_chat_model
+    questions = tmp_path / "questions.jsonl"
+    questions.write_text("".join(json.dumps(q) + "\n" for q in QUESTIONS[:2]))
+    train = tmp_path / "train.yaml"
+    train.write_text(yaml.safe_dump({
+        "task": {"name": "causal_lm"}, "data": {"name": "chat_jsonl", "length_buckets": [256]},
+        "model": {"name": str(folder), "max_length": 256},
+        "peft": {"kind": "lora", "lora_r": 2, "target_modules": ["q", "v"]},
+        "fisher": {"track_every": 2, "num_batches": 1, "batch_size": 2},
+        "trainer": {"steps": 2, "batch_size": 2, "eval_batch_size": 2, "log_every": 1},
+        "checkpoint": {"every": 0}, "logging": {"tensorboard": False}}))
+    config = yaml.safe_load(cckg_config.read_text())
+    small = {"batch_size": 2, "length_buckets": [512]}
+    config["adapt"] = {"train": {"config": str(train)}, "held_out_share": 0.4}
+    config["evaluate"] = {"models": [str(folder)], "conditions": ["none", "adapter"],
+                          "scoring_generation": small, "benchmarks": [
+                              {"name": "tiny", "file": str(questions), "country": "China"}]}
+    cckg_config.write_text(yaml.safe_dump(config))
+    out = tmp_path / "out"
+    encoders = {"words": WordsEncoder()}
+    facts = run_recipe(RECIPE, "run", cckg_config, [], out, chats={"scripted": ScriptedTeacher()},
+                       encoders=encoders)
+    adapted = facts["adapt"]["China"]
+    assert adapted["train_items"] + adapted["validation_items"] == 6 + 3   # assertions + paths
+    assert len(json.loads((out / "adapt" / "fisher.json").read_text())["China"]) == 2
+    report = json.loads((out / "evaluate" / "report.json").read_text())
+    assert {r["condition"] for r in report["multiple_choice"]} == {"none", "adapter"}
+    assert [(c["a"], c["b"]) for c in report["multiple_choice_comparisons"]] == [
+        ("none", "adapter")]
+    with pytest.raises(UserError, match="which evaluate.models does not list"):
+        run_recipe(RECIPE, "evaluate", cckg_config, ["evaluate.models=[other]"], out,
+                   encoders=encoders)
+    (out / "adapt" / "adapters" / "China" / "peft" / "adapter_model.safetensors").write_bytes(b"x")
+    with pytest.raises(UserError, match="adapters differ"):    # retrained: answers are stale
+        run_recipe(RECIPE, "evaluate", cckg_config, [], out, encoders=encoders)
+
+
+def test_an_encoders_own_threshold_decides_its_merges(cckg_config, tmp_path):
+    _run("run", cckg_config, tmp_path / "paper")
+    _run("run", cckg_config, tmp_path / "strict", ["expand.english_encoder.threshold=0.9"])
+
+    def merged(out):
+        return {(a["merged_from"], a["knowledge"]) for a in map(json.loads, (
+            out / "assertions.jsonl").read_text().splitlines()) if "merged_from" in a}
+
+    assert ("buy the mooncakes", "buy mooncakes") in merged(tmp_path / "paper")   # cosine 0.816
+    assert ("buy the mooncakes", "buy mooncakes") not in merged(tmp_path / "strict")

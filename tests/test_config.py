@@ -114,6 +114,7 @@ def test_dump_round_trips(tmp_path):
 def test_every_experiment_config_validates(repo):
     from jaxcult.config_loading import load_section
     from jaxcult.recipes.care.config import CareConfig
+    from jaxcult.recipes.cckg.config import CckgConfig
     from jaxcult.recipes.clca.config import ClcaConfig
     from jaxcult.recipes.narratives.config import NarrativesConfig
     from jaxcult.recipes.pairs.config import PairsConfig
@@ -122,9 +123,10 @@ def test_every_experiment_config_validates(repo):
     pipelines = {path: schema for folder, schema in (("clca", ClcaConfig),
                                                      ("narratives", NarrativesConfig),
                                                      ("preference", PairsConfig),
-                                                     ("care", CareConfig))
+                                                     ("care", CareConfig),
+                                                     ("cckg", CckgConfig))
                  for path in (repo / "experiments" / folder).glob("*.yaml")}
-    assert len(pipelines) == 9
+    assert len(pipelines) == 10
     sweeps = sorted((repo / "experiments" / "sweeps").glob("*.yaml"))
     assert len(sweeps) == 2
     for path in sorted((repo / "experiments").rglob("*.yaml")):

@@ -33,8 +33,8 @@ RECIPE = register_recipe(Recipe(
                 "assertions into chains merging near-duplicate nodes by sentence-embedding "
                 "similarity, and extract each subtopic's maximal paths; train per-country "
                 "adapters on them; evaluate small models on cultural multiple choice and "
-                "stories with retrieved assertions or paths in the prompt. Stages: generate, "
-                "expand, paths, adapt, evaluate; `run` does those the config has.",
+                "stories with retrieved assertions or paths in the prompt. `run` does the "
+                "graph stages, then adapt and evaluate when the config has their sections.",
     settings=CckgConfig,
     stages=(Stage("generate", f"{_STAGES}:generate", "assertions per country/language/subtopic"),
             Stage("expand", f"{_STAGES}:expand", "chains from next-step assertions, nodes merged"),

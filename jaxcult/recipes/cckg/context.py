@@ -12,7 +12,7 @@ import numpy as np
 
 from jaxcult.errors import UserError
 from jaxcult.generation.chat import Reply
-from jaxcult.recipes.cckg.config import ENGLISH, CckgConfig, EncoderConfig
+from jaxcult.recipes.cckg.config import ENGLISH, CckgConfig, EncoderConfig, MergeEncoderConfig
 from jaxcult.recipes.loaded_models import LoadedModels
 
 
@@ -61,7 +61,7 @@ class Graphs:
             self._recorded = RecordedReplies(self.path(self.config.generate.recorded))
         return self._recorded
 
-    def encoder_settings(self, language: str) -> EncoderConfig:
+    def encoder_settings(self, language: str) -> MergeEncoderConfig:
         expand = self.config.expand
         return expand.english_encoder if language == ENGLISH else expand.native_encoder
 

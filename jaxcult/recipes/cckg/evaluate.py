@@ -3,7 +3,9 @@ report.
 
 Per (benchmark, model) `evaluate/<benchmark>/<model>.jsonl` holds one record per (condition,
 question): the knowledge put in the prompt, the reasoning (cot), each option's
-log-probability, the prediction and whether it is right. Conditions: none; cot (the model
+log-probability (`generation.scoring.option_logprobs`: letters, single tokens, from one forward
+per question; option texts from one forward per option), the prediction and whether it is
+right. Conditions: none; cot (the model
 reasons first, greedy by default, then the options are scored after its reasoning);
 assertions:<language> (the `evaluate.assertions` assertions of the country's graph in that
 language closest to the question) and path:<language> (the closest path); adapter (the model
@@ -21,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from jaxcult.errors import UserError
 from jaxcult.recipes.cckg import prompting
 from jaxcult.recipes.cckg.benchmarks import LAYOUTS, Layout, Question, read_questions
 from jaxcult.recipes.cckg.config import BenchmarkConfig
@@ -70,9 +73,36 @@ def adapter_or_none(graphs: Graphs, model: str, country: str, condition: Conditi
     return adapter_folder(graphs, model, country)
 
 
+def check_adapter_model(graphs: Graphs, kinds: list[str]) -> None:
+    """The adapter condition needs the model the adapt stage trains among the models."""
+    if "adapter" not in kinds:
+        return
+    from jaxcult.recipes.cckg.adapt import train_config
+
+    trained = train_config(graphs).model.name
+    if trained not in graphs.config.evaluate.models:
+        raise UserError(f"cckg evaluate: the adapter condition asks {trained} (the model the "
+                        f"adapt stage trains), which evaluate.models does not list")
+
+
+def adapter_digests(graphs: Graphs, model: str, countries: list[str], kinds: list[str]
+                    ) -> dict:
+    """What the adapter condition's answers depend on: each country's exported weights."""
+    if "adapter" not in kinds:
+        return {}
+    found = {}
+    for country in countries:
+        folder = adapter_or_none(graphs, model, country, Condition("adapter"))
+        if folder is not None:
+            found[country] = file_digest(folder / "adapter_model.safetensors")
+    return found
+
+
 def _provenance(graphs: Graphs, benchmark: BenchmarkConfig, model: str) -> dict:
     settings = graphs.config.evaluate
     return {"stage": "evaluate", "model": model, "benchmark": benchmark.model_dump(mode="json"),
+            "adapters": adapter_digests(graphs, model, [benchmark.country],
+                                        list(settings.conditions)),
             "file": file_digest(graphs.path(benchmark.file)),
             "prompts": digest(prompting.KNOWLEDGE_HEADS, prompting.LETTER_TASK,
                               prompting.OPTION_TASK, prompting.THINK, prompting.ANSWER_LEAD),
@@ -85,7 +115,7 @@ def _provenance(graphs: Graphs, benchmark: BenchmarkConfig, model: str) -> dict:
 def _score_batch(graphs: Graphs, model: str, benchmark: BenchmarkConfig, condition: Condition,
                  batch: list[Question], stream: int) -> list[dict]:
     """Records of `batch` under `condition`."""
-    from jaxcult.generation.scoring import score
+    from jaxcult.generation.scoring import option_logprobs
 
     settings = graphs.config.evaluate
     adapter = adapter_or_none(graphs, model, benchmark.country, condition)
@@ -101,16 +131,14 @@ def _score_batch(graphs: Graphs, model: str, benchmark: BenchmarkConfig, conditi
         replies = student.reply(chats, settings.cot_generation, stream=stream)
         reasoning = [r.text for r in replies]
         errors = [r.error for r in replies]
-    pairs = [prompting.scored(q, settings.scoring, prompting.render(chat, tokenizer), thought)
-             for q, chat, thought in zip(batch, chats, reasoning)]
-    flat = [pair for each in pairs for pair in each]
-    scores = score(student.model, tokenizer, [p for p, _ in flat], [c for _, c in flat],
-                   settings.scoring_generation,
-                   add_special_tokens=not getattr(tokenizer, "chat_template", None))
-    records, start = [], 0
-    for q, texts, thought, error in zip(batch, found, reasoning, errors):
-        logprobs = [s.logprob for s in scores[start:start + len(q.options)]]
-        start += len(q.options)
+    scored = [prompting.scored(q, settings.scoring, prompting.render(chat, tokenizer), thought)
+              for q, chat, thought in zip(batch, chats, reasoning)]
+    scores = option_logprobs(student.model, tokenizer, [p for p, _ in scored],
+                             [options for _, options in scored], settings.scoring_generation,
+                             add_special_tokens=not getattr(tokenizer, "chat_template", None))
+    records = []
+    for q, texts, thought, error, logprobs in zip(batch, found, reasoning, errors, scores):
+        logprobs = [float(x) for x in logprobs]
         predicted = int(np.argmax(logprobs))
         records.append({"key": [condition.label, q.number], "condition": condition.label,
                         "number": q.number, "where": q.where, "answer": q.answer,
@@ -130,6 +158,7 @@ def multiple_choice(graphs: Graphs) -> dict:
     """Every (benchmark, model, condition, question) answered; per benchmark the questions,
     discarded rows and the conditions left out for want of a graph."""
     settings = graphs.config.evaluate
+    check_adapter_model(graphs, list(settings.conditions))
     facts = {}
     for benchmark in settings.benchmarks:
         asked, discarded = questions(graphs, benchmark)

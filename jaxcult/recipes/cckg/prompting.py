@@ -44,13 +44,13 @@ def render(chat: Chat, tokenizer) -> str:
 
 
 def scored(question: Question, scoring: str, prompt: str, reasoning: str | None
-           ) -> list[tuple[str, str]]:
-    """(prompt, continuation) per option: after the model's reasoning (if any), the letter
-    after 'Answer:', or the option completing the question."""
+           ) -> tuple[str, list[str]]:
+    """The prompt the options continue and the options: after the model's reasoning (if
+    any), each letter after 'Answer:', or each option completing the question."""
     lead = prompt + (reasoning.strip() + "\n" if reasoning is not None else "")
     if scoring == "letter":
-        return [(lead + ANSWER_LEAD, f" {LETTERS[i]}") for i in range(len(question.options))]
-    return [(lead + question.question, f" {option}") for option in question.options]
+        return lead + ANSWER_LEAD, [f" {LETTERS[i]}" for i in range(len(question.options))]
+    return lead + question.question, [f" {option}" for option in question.options]
 
 
 def story_chat(country: str, topic: str, knowledge: str) -> Chat:

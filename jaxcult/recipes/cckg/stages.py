@@ -159,6 +159,12 @@ def intermediate_rows(graphs: Graphs, number: int) -> list[dict]:
             for s in r.get("intermediate", [])]
 
 
+def merge_threshold(graphs: Graphs, language: str) -> float:
+    """The language's encoder's own threshold, else `expand.threshold`."""
+    own = graphs.encoder_settings(language).threshold
+    return graphs.config.expand.threshold if own is None else own
+
+
 def merged_next_steps(graphs: Graphs, number: int, known: list[dict]
                       ) -> tuple[list[dict], list[dict]]:
     """Round `number`'s next steps as graph rows, each knowledge merged into a known node
@@ -177,7 +183,8 @@ def merged_next_steps(graphs: Graphs, number: int, known: list[dict]
             continue
         targets = ([None] * len(steps) if not nodes else merge_targets(cosine_matrix(
             graphs.embed(culture.language, [s["knowledge"] for _, _, s in steps]),
-            graphs.embed(culture.language, nodes)), settings.threshold, settings.merge))
+            graphs.embed(culture.language, nodes)), merge_threshold(graphs, culture.language),
+            settings.merge))
         for (record, position, step), target in zip(steps, targets):
             row = {**_row(record, step, "event"), "round": number}
             if target is not None:

@@ -1,7 +1,9 @@
 """Stories (the paper's free-form generation): each student writes a short story per
 (country, topic, condition), the knowledge retrieved for the topic in its prompt; a judge
-rates each story 1-10 on relevance, fluency and coherence, one question per metric, reading
-the first whole number in its answer (an answer without one is kept and counted).
+rates each story 1-10 on relevance, fluency and coherence, one question per metric, its
+answer started with "Rating:", reading the first whole number from 1 to 10 in it (an answer
+without one is kept and counted as unrated). The prompted conditions' stories are written in
+one batch list, each adapter's apart.
 
 Files, per model: `evaluate/stories/<model>.jsonl` (the stories) and
 `evaluate/stories/<model>.ratings.jsonl` (the judge's answers and ratings); both appended a
@@ -15,7 +17,15 @@ from pathlib import Path
 
 from jaxcult.recipes.cckg import prompting
 from jaxcult.recipes.cckg.context import Graphs
-from jaxcult.recipes.cckg.evaluate import adapter_or_none, digest, file_digest, knowledge_for, slug
+from jaxcult.recipes.cckg.evaluate import (
+    adapter_digests,
+    adapter_or_none,
+    check_adapter_model,
+    digest,
+    file_digest,
+    knowledge_for,
+    slug,
+)
 from jaxcult.recipes.cckg.knowledge import UNITS, conditions
 from jaxcult.recipes.stage_files import append_records, check_provenance, read_records
 from jaxcult.remote.settings import model_label
@@ -27,11 +37,12 @@ METRICS = {
 }
 RATE = ("Here is a short story set in {country} about {topic}.\n\n{story}\n\nRate the story's "
         "{metric} ({meaning}) from 1 (worst) to 10 (best). Answer with the number only.")
+RATING_LEAD = "Rating:"       # starts the judge's answer, so that a number comes first
 
 
 def rating(text: str) -> int | None:
-    """The first whole number from 1 to 10 in the judge's answer."""
-    match = re.search(r"\b(10|[1-9])\b", text)
+    """The first whole number from 1 to 10 in the judge's answer (after the lead)."""
+    match = re.search(r"\b(10|[1-9])\b", text.removeprefix(RATING_LEAD))
     return int(match.group(1)) if match else None
 
 
@@ -58,8 +69,11 @@ def _jobs(graphs: Graphs, model: str) -> tuple[list[tuple], list[str]]:
 def write_stories(graphs: Graphs, model: str) -> list[str]:
     """Every story of `model`; the conditions left out for want of a graph."""
     settings = graphs.config.evaluate.stories
+    check_adapter_model(graphs, list(settings.conditions))
     path = stories_path(graphs, model)
     check_provenance(path, {"stage": "evaluate stories", "model": model,
+                            "adapters": adapter_digests(graphs, model, list(settings.topics),
+                                                        list(settings.conditions)),
                             "prompt": digest(prompting.STORY, prompting.KNOWLEDGE_HEADS),
                             "graph": {n: file_digest(graphs.out / n) for n in UNITS.values()},
                             "generation": settings.generation.model_dump(mode="json"),
@@ -67,23 +81,26 @@ def write_stories(graphs: Graphs, model: str) -> list[str]:
                                 mode="json", include={"assertions", "path_text", "retriever"})})
     done = {tuple(r["key"]) for r in read_records(path)}
     jobs, missing = _jobs(graphs, model)
-    groups: dict[tuple, list] = {}
+    groups: dict[str | None, list] = {}      # the prompted conditions together, each adapter apart
     for number, (country, topic, condition) in enumerate(jobs):
         if (country, topic, condition.label) not in done:
-            groups.setdefault((country, condition.label), []).append((number, topic, condition))
-    for (country, _), todo in groups.items():
-        condition = todo[0][2]
-        adapter = adapter_or_none(graphs, model, country, condition)
+            groups.setdefault(country if condition.kind == "adapter" else None, []).append(
+                (number, country, topic, condition))
+    for adapted, todo in groups.items():
+        adapter = (adapter_or_none(graphs, model, adapted, todo[0][3]) if adapted is not None
+                   else None)
         student = graphs.student(model, adapter)
-        found = knowledge_for(graphs, condition, country, [f"{topic} in {country}"
-                                                           for _, topic, _ in todo])
+        found = [knowledge_for(graphs, condition, country, [f"{topic} in {country}"])[0]
+                 for _, country, topic, condition in todo]
         chats = [prompting.story_chat(country, topic, prompting.knowledge_block(
-            condition.kind, country, texts)) for (_, topic, _), texts in zip(todo, found)]
+            condition.kind, country, texts))
+            for (_, country, topic, condition), texts in zip(todo, found)]
         replies = student.reply(chats, settings.generation, stream=todo[0][0])
         append_records(path, [{"key": [country, topic, condition.label], "country": country,
                                "topic": topic, "condition": condition.label, "knowledge": texts,
                                "story": reply.text, "error": reply.error}
-                              for (_, topic, _), texts, reply in zip(todo, found, replies)])
+                              for (_, country, topic, condition), texts, reply
+                              in zip(todo, found, replies)])
         if adapter is not None:
             graphs.forget(model, adapter)
     path.touch()
@@ -95,7 +112,7 @@ def rate_stories(graphs: Graphs, model: str) -> None:
     settings = graphs.config.evaluate.stories
     path = stories_path(graphs, model, ratings=True)
     check_provenance(path, {"stage": "evaluate ratings", "judge": model_label(settings.judge),
-                            "prompt": digest(RATE, METRICS),
+                            "prompt": digest(RATE, METRICS, RATING_LEAD),
                             "stories": file_digest(stories_path(graphs, model)),
                             "generation": settings.judge_generation.model_dump(mode="json")})
     done = {tuple(r["key"]) for r in read_records(path)}
@@ -108,7 +125,8 @@ def rate_stories(graphs: Graphs, model: str) -> None:
         chats = [[{"role": "user", "content": RATE.format(
             country=s["country"], topic=s["topic"], story=s["story"], metric=metric,
             meaning=meaning)}] for s in batch for metric, meaning in METRICS.items()]
-        replies = iter(judge.reply(chats, settings.judge_generation, stream=start))
+        replies = iter(judge.reply(chats, settings.judge_generation, stream=start,
+                                   prefix=RATING_LEAD))
         records = []
         for story in batch:
             answers = {metric: next(replies) for metric in METRICS}
