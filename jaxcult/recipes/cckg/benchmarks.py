@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from jaxcult.data.registry import read_checked_jsonl
 from jaxcult.errors import UserError
 
 LETTERS = string.ascii_uppercase
@@ -101,24 +102,20 @@ def _answer(value: Any, options: tuple[str, ...], where: str) -> int:
                     f"{LETTERS[:len(options)]} nor an option index below {len(options)}")
 
 
+def _object_row(row: Any, where: str) -> tuple[str, dict]:
+    if not isinstance(row, dict):
+        raise UserError(f"{where}: expected a JSON object")
+    return where, row
+
+
 def _rows(path: Path) -> list[tuple[str, dict]]:
-    if not path.is_file():
-        raise UserError(f"{path}: benchmark file not found")
-    text = path.read_text(encoding="utf-8-sig")
     if path.suffix == ".jsonl":
-        rows = []
-        for number, line in enumerate(text.splitlines(), 1):
-            if line.strip():
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as error:
-                    raise UserError(f"{path}:{number}: invalid JSON ({error.msg})") from None
-                if not isinstance(row, dict):
-                    raise UserError(f"{path}:{number}: expected a JSON object")
-                rows.append((f"{path}:{number}", row))
-        return rows
+        return read_checked_jsonl(path, _object_row)
     if path.suffix != ".csv":
         raise UserError(f"{path}: expected a .csv or .jsonl file")
+    if not path.is_file():
+        raise UserError(f"{path}: file not found")
+    text = path.read_text(encoding="utf-8-sig")
     reader = csv.DictReader(text.splitlines(keepends=True))
     return [(f"{path}:row {number}", row) for number, row in enumerate(reader, 1)]
 

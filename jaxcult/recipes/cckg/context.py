@@ -4,12 +4,12 @@ models and sentence encoders (each loaded once), and the recorded teacher replie
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from jaxcult.data.registry import read_checked_jsonl
 from jaxcult.errors import UserError
 from jaxcult.generation.chat import Reply
 from jaxcult.recipes.cckg.config import ENGLISH, CckgConfig, EncoderConfig, MergeEncoderConfig
@@ -86,31 +86,25 @@ class Graphs:
         return np.stack([self.vectors[name, t] for t in texts])
 
 
+def _recorded_reply(record: Any, where: str) -> tuple[str, dict]:
+    if (not isinstance(record, dict) or record.get("stage") not in ("generate", "expand")
+            or not isinstance(record.get("key"), list) or not isinstance(record.get("reply"), str)):
+        raise UserError(f"{where}: expected {{stage: generate|expand, key: [...], reply: text}}")
+    return where, record
+
+
 class RecordedReplies:
     """Teacher replies written beforehand (`generate.recorded`): one JSON object per line,
     {"stage": "generate" | "expand", "key": [...], "reply": "..."}, the key as the stage's
     output records it."""
 
     def __init__(self, path: Path) -> None:
-        if not path.is_file():
-            raise UserError(f"{path}: generate.recorded file not found")
         self.path = path
         self.replies: dict[tuple, str] = {}
-        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise UserError(f"{path}:{number}: invalid JSON ({error.msg})") from None
-            if (not isinstance(record, dict) or record.get("stage") not in ("generate", "expand")
-                    or not isinstance(record.get("key"), list)
-                    or not isinstance(record.get("reply"), str)):
-                raise UserError(f"{path}:{number}: expected {{stage: generate|expand, key: "
-                                f"[...], reply: text}}")
+        for where, record in read_checked_jsonl(path, _recorded_reply):
             found = (record["stage"], *record["key"])
             if found in self.replies:
-                raise UserError(f"{path}:{number}: a second reply for {record['key']}")
+                raise UserError(f"{where}: a second reply for {record['key']}")
             self.replies[found] = record["reply"]
 
     def digest(self) -> str:

@@ -145,8 +145,6 @@ def _score_batch(graphs: Graphs, model: str, benchmark: BenchmarkConfig, conditi
                         "logprobs": logprobs, "predicted": predicted,
                         "correct": predicted == q.answer, "knowledge": texts,
                         "reasoning": thought, "error": error})
-    if adapter is not None:
-        graphs.forget(model, adapter)
     return records
 
 
@@ -171,16 +169,22 @@ def multiple_choice(graphs: Graphs) -> dict:
             check_provenance(path, _provenance(graphs, benchmark, model))
             done = {tuple(r["key"]) for r in read_records(path)}
             for index, condition in enumerate(made):
-                if condition.kind == "adapter" and adapter_or_none(
-                        graphs, model, benchmark.country, condition) is None:
-                    continue
+                adapter = adapter_or_none(graphs, model, benchmark.country, condition)
+                if condition.kind == "adapter" and adapter is None:
+                    continue       # not the model the adapt stage trains
                 todo = [q for q in asked if (condition.label, q.number) not in done]
                 size = settings.questions_per_batch
                 for start in range(0, len(todo), size):
+                    stream = index * 1024 + todo[start].number // size
                     append_records(path, _score_batch(graphs, model, benchmark, condition,
-                                                      todo[start:start + size],
-                                                      stream=index * 1024 + todo[start].number // size))
+                                                      todo[start:start + size], stream))
                     log.info(f"cckg evaluate: {benchmark.name} {model} {condition.label}: "
                              f"{min(start + size, len(todo))}/{len(todo)}")
+                if adapter is not None:
+                    graphs.forget(model, adapter)
             path.touch()
+    if "adapter" in settings.conditions:
+        from jaxcult.recipes.cckg.adapt import train_config
+
+        facts["adapter_condition_model"] = train_config(graphs).model.name
     return facts

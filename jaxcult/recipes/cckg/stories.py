@@ -2,8 +2,8 @@
 (country, topic, condition), the knowledge retrieved for the topic in its prompt; a judge
 rates each story 1-10 on relevance, fluency and coherence, one question per metric, its
 answer started with "Rating:", reading the first whole number from 1 to 10 in it (an answer
-without one is kept and counted as unrated). The prompted conditions' stories are written in
-one batch list, each adapter's apart.
+without one is kept and counted as unrated). The prompted conditions' stories are written
+together, each adapter's apart, one decoding batch per saved batch.
 
 Files, per model: `evaluate/stories/<model>.jsonl` (the stories) and
 `evaluate/stories/<model>.ratings.jsonl` (the judge's answers and ratings); both appended a
@@ -86,21 +86,25 @@ def write_stories(graphs: Graphs, model: str) -> list[str]:
         if (country, topic, condition.label) not in done:
             groups.setdefault(country if condition.kind == "adapter" else None, []).append(
                 (number, country, topic, condition))
-    for adapted, todo in groups.items():
-        adapter = (adapter_or_none(graphs, model, adapted, todo[0][3]) if adapted is not None
+    size = settings.generation.batch_size
+    for adapted, group in groups.items():
+        adapter = (adapter_or_none(graphs, model, adapted, group[0][3]) if adapted is not None
                    else None)
         student = graphs.student(model, adapter)
-        found = [knowledge_for(graphs, condition, country, [f"{topic} in {country}"])[0]
-                 for _, country, topic, condition in todo]
-        chats = [prompting.story_chat(country, topic, prompting.knowledge_block(
-            condition.kind, country, texts))
-            for (_, country, topic, condition), texts in zip(todo, found)]
-        replies = student.reply(chats, settings.generation, stream=todo[0][0])
-        append_records(path, [{"key": [country, topic, condition.label], "country": country,
-                               "topic": topic, "condition": condition.label, "knowledge": texts,
-                               "story": reply.text, "error": reply.error}
-                              for (_, country, topic, condition), texts, reply
-                              in zip(todo, found, replies)])
+        for start in range(0, len(group), size):     # one decoding batch per saved batch
+            todo = group[start:start + size]
+            found = [knowledge_for(graphs, condition, country, [f"{topic} in {country}"])[0]
+                     for _, country, topic, condition in todo]
+            chats = [prompting.story_chat(country, topic, prompting.knowledge_block(
+                condition.kind, country, texts))
+                for (_, country, topic, condition), texts in zip(todo, found)]
+            replies = student.reply(chats, settings.generation, stream=todo[0][0])
+            append_records(path, [{"key": [country, topic, condition.label],
+                                   "country": country, "topic": topic,
+                                   "condition": condition.label, "knowledge": texts,
+                                   "story": reply.text, "error": reply.error}
+                                  for (_, country, topic, condition), texts, reply
+                                  in zip(todo, found, replies)])
         if adapter is not None:
             graphs.forget(model, adapter)
     path.touch()
