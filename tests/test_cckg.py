@@ -378,7 +378,8 @@ def test_evaluation_scores_options_as_transformers_and_retrieves_by_cosine(
         "scoring": scoring,
         "benchmarks": [{"name": "tiny", "file": str(questions), "country": "China"}],
         "conditions": ["none", "cot", "assertions", "path"], "graphs": ["English", "native"],
-        "scoring_generation": small, "cot_generation": small,
+        "scoring_batches": {"batch_size": 4, "length_buckets": [512, 1024]},
+        "cot_generation": small,
         "stories": {"topics": {"China": ["moon festival"]}, "judge": str(folder),
                     "generation": small, "judge_generation": small}}
     cckg_config.write_text(yaml.safe_dump(config))
@@ -528,6 +529,9 @@ def test_evaluation_configs_are_checked(tmp_path):
             ({"benchmarks": [bench], "conditions": ["none", "cot"], "assertions": 3},
              "evaluate.assertions has no effect here"),
             ({"benchmarks": [bench, bench]}, "a name is used twice"),
+            ({"benchmarks": [bench], "graphs": ["Englsh"]}, "'Englsh' is neither English"),
+            ({"benchmarks": [bench], "scoring_batches": {"max_new_tokens": 4}},
+             "max_new_tokens"),
             ({"benchmarks": [bench], "conditions": ["none"], "cot_generation": {
                 "max_new_tokens": 8}}, "evaluate.cot_generation has no effect")):
         with pytest.raises(ValidationError, match=message):
@@ -633,7 +637,7 @@ def test_adapters_train_on_the_graph_and_answer_as_a_condition(cckg_config, tmp_
     small = {"batch_size": 2, "length_buckets": [512]}
     config["adapt"] = {"train": {"config": str(train)}, "held_out_share": 0.4}
     config["evaluate"] = {"models": [str(folder)], "conditions": ["none", "adapter"],
-                          "scoring_generation": small, "benchmarks": [
+                          "scoring_batches": small, "benchmarks": [
                               {"name": "tiny", "file": str(questions), "country": "China"}]}
     cckg_config.write_text(yaml.safe_dump(config))
     out = tmp_path / "out"

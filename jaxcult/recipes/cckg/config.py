@@ -97,9 +97,6 @@ class ExpandConfig(Section):
 
 
 NATIVE = "native"
-CONDITIONS = ("none", "cot", "assertions", "path", "adapter")
-
-
 class BenchmarkConfig(Section):
     """A multiple-choice file the user supplies (see `jaxcult.recipes.cckg.benchmarks`)."""
 
@@ -129,6 +126,23 @@ class StoriesConfig(Section):
         "(a local judge)")
 
 
+class ScoringBatches(Section):
+    """The static shapes option scoring compiles for."""
+
+    batch_size: int = Field(8, gt=0, description="prompts scored together (padded to it)")
+    length_buckets: list[int] = Field(default_factory=lambda: [256, 512, 1024, 2048],
+                                      description="lengths compiled for (a prompt and its "
+                                      "option are left-padded to the next one)")
+
+    @model_validator(mode="after")
+    def _buckets(self) -> ScoringBatches:
+        self.generation()
+        return self
+
+    def generation(self) -> GenerationConfig:
+        return GenerationConfig(batch_size=self.batch_size, length_buckets=self.length_buckets)
+
+
 class RetrieverConfig(EncoderConfig):
     """Finds the knowledge a question gets: one encoder for questions and graph texts, which
     may be in different languages (paper: stsb-xlm-r-multilingual)."""
@@ -155,9 +169,7 @@ class EvaluateConfig(Section):
     retriever: RetrieverConfig = Field(default_factory=lambda: RetrieverConfig(
         model="multilingual-e5-small", prefix="query: "))
     questions_per_batch: int = Field(32, gt=0, description="questions scored per saved batch")
-    scoring_generation: GenerationConfig = Field(default_factory=lambda: GenerationConfig(
-        batch_size=8, length_buckets=[256, 512, 1024, 2048]), description="batch size and "
-        "length buckets of option scoring")
+    scoring_batches: ScoringBatches = Field(default_factory=ScoringBatches)
     cot_generation: GenerationConfig = Field(default_factory=lambda: GenerationConfig(
         max_new_tokens=256, length_buckets=[256, 512, 1024]), description="the reasoning "
         "before the answer (cot)")
@@ -233,6 +245,11 @@ class CckgConfig(Section):
                 if country not in countries:
                     raise ValueError(f"evaluate: country {country!r} has no graph (cultures: "
                                      f"{', '.join(sorted(countries))})")
+            languages = {c.language for c in self.cultures}
+            for graph in evaluate.graphs:
+                if graph != NATIVE and graph not in languages:
+                    raise ValueError(f"evaluate.graphs: {graph!r} is neither English, native "
+                                     f"nor a language of `cultures` ({', '.join(sorted(languages))})")
             if not evaluate.benchmarks and evaluate.stories is None:
                 raise ValueError("evaluate: give benchmarks, stories or both")
             conditions = {*evaluate.conditions, *(evaluate.stories.conditions

@@ -108,7 +108,7 @@ def _provenance(graphs: Graphs, benchmark: BenchmarkConfig, model: str) -> dict:
                               prompting.OPTION_TASK, prompting.THINK, prompting.ANSWER_LEAD),
             "graph": {name: file_digest(graphs.out / name) for name in UNITS.values()},
             **settings.model_dump(mode="json", include={
-                "assertions", "path_text", "scoring", "retriever", "scoring_generation",
+                "assertions", "path_text", "scoring", "retriever", "scoring_batches",
                 "cot_generation"})}
 
 
@@ -134,7 +134,7 @@ def _score_batch(graphs: Graphs, model: str, benchmark: BenchmarkConfig, conditi
     scored = [prompting.scored(q, settings.scoring, prompting.render(chat, tokenizer), thought)
               for q, chat, thought in zip(batch, chats, reasoning)]
     scores = option_logprobs(student.model, tokenizer, [p for p, _ in scored],
-                             [options for _, options in scored], settings.scoring_generation,
+                             [options for _, options in scored], settings.scoring_batches.generation(),
                              add_special_tokens=not getattr(tokenizer, "chat_template", None))
     records = []
     for q, texts, thought, error, logprobs in zip(batch, found, reasoning, errors, scores):
