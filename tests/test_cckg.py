@@ -654,6 +654,9 @@ def test_adapters_train_on_the_graph_and_answer_as_a_condition(cckg_config, tmp_
     with pytest.raises(UserError, match="which evaluate.models does not list"):
         run_recipe(RECIPE, "evaluate", cckg_config, ["evaluate.models=[other]"], out,
                    encoders=encoders)
+    with pytest.raises(UserError, match="a finished run with another config"):
+        run_recipe(RECIPE, "adapt", cckg_config, ["adapt.train.overrides=[optimizer.lr=0.5]"],
+                   out, encoders=encoders)
     (out / "adapt" / "adapters" / "China" / "peft" / "adapter_model.safetensors").write_bytes(b"x")
     with pytest.raises(UserError, match="adapters differ"):    # retrained: answers are stale
         run_recipe(RECIPE, "evaluate", cckg_config, [], out, encoders=encoders)

@@ -2,8 +2,8 @@
 shared by the CLCA and Surveys→Narratives pipelines.
 
 The run goes to `<folder>/run`, the PEFT adapter to `<folder>/peft`. A finished run
-(summary.json present) is not trained again; an interrupted one resumes from its checkpoint,
-provided its config is unchanged.
+(summary.json present) is not trained again; an interrupted one resumes from its checkpoint;
+either only when its config is unchanged (else an error: delete the run to retrain).
 """
 
 from __future__ import annotations
@@ -56,6 +56,9 @@ def train_adapter(config: RunConfig, folder: Path, export: bool, label: str,
     from jaxcult.run.train import train
 
     run = RunDir(folder / "run")
+    if run.summary.exists() and not same_config(run.config, config):
+        raise UserError(f"{run.config}: a finished run with another config; delete {run.root} "
+                        f"to train it again with the current one")
     if not run.summary.exists():
         if before is not None:
             before()
