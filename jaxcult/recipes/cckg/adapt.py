@@ -83,6 +83,11 @@ def train_config(graphs: Graphs, data: Path | None = None, country: str = "all")
     return config
 
 
+def trained_model(graphs: Graphs) -> str:
+    """The model the adapt stage trains (its train config read once)."""
+    return graphs.once(("adapt model",), lambda: train_config(graphs).model.name)
+
+
 def countries(graphs: Graphs) -> list[tuple[str, str]]:
     """(country, language of its `adapt.graph`) for every country that has that graph."""
     found = []
@@ -98,7 +103,7 @@ def countries(graphs: Graphs) -> list[tuple[str, str]]:
 def adapter_folder(graphs: Graphs, model: str, country: str) -> Path | None:
     """The country's exported adapter when `model` is the one the adapt stage trains, else
     None; an error when it is not trained yet."""
-    if graphs.config.adapt is None or train_config(graphs).model.name != model:
+    if graphs.config.adapt is None or trained_model(graphs) != model:
         return None
     folder = graphs.out / "adapt" / "adapters" / country / "peft"
     if not (folder / "adapter_config.json").exists():

@@ -4,6 +4,7 @@ models and sentence encoders (each loaded once), and the recorded teacher replie
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ class Graphs:
         self.vectors: dict[tuple[str, str], Any] = {}
         self._recorded: RecordedReplies | None = None
         self._students: dict[str, Any] = {}
+        self._made: dict[tuple, Any] = {}
 
     def path(self, name: str) -> Path:
         """A file the config names, relative to the config."""
@@ -48,6 +50,13 @@ class Graphs:
             self._students[key] = EngineChatModel(key, model, tokenizer,
                                                   load_generation_defaults(name))
         return self._students[key]
+
+    def once(self, key: tuple, make: Callable[[], Any]) -> Any:
+        """`make()` the first time `key` is asked for, the same value after (files a stage
+        reads many times, e.g. a graph's texts for every question batch)."""
+        if key not in self._made:
+            self._made[key] = make()
+        return self._made[key]
 
     def forget(self, name: str, adapter: Path | None) -> None:
         """Drop an adapted copy no stage needs again."""

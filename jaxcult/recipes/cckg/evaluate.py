@@ -77,9 +77,9 @@ def check_adapter_model(graphs: Graphs, kinds: list[str]) -> None:
     """The adapter condition needs the model the adapt stage trains among the models."""
     if "adapter" not in kinds:
         return
-    from jaxcult.recipes.cckg.adapt import train_config
+    from jaxcult.recipes.cckg.adapt import trained_model
 
-    trained = train_config(graphs).model.name
+    trained = trained_model(graphs)
     if trained not in graphs.config.evaluate.models:
         raise UserError(f"cckg evaluate: the adapter condition asks {trained} (the model the "
                         f"adapt stage trains), which evaluate.models does not list")
@@ -184,7 +184,7 @@ def multiple_choice(graphs: Graphs) -> dict:
                     graphs.forget(model, adapter)
             path.touch()
     if "adapter" in settings.conditions:
-        from jaxcult.recipes.cckg.adapt import train_config
+        from jaxcult.recipes.cckg.adapt import trained_model
 
-        facts["adapter_condition_model"] = train_config(graphs).model.name
+        facts["adapter_condition_model"] = trained_model(graphs)
     return facts

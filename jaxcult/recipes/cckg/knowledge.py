@@ -22,8 +22,8 @@ def graph_texts(graphs: Graphs, unit: str, country: str, language: str) -> list[
     if not path.exists():
         raise UserError(f"{path}: not found; run `jaxcult cckg paths` first")
     field = "sentence" if unit == "assertions" else graphs.config.evaluate.path_text
-    texts = [r[field] for r in read_records(path)
-             if r["country"] == country and r["language"] == language]
+    records = graphs.once(("records", path), lambda: read_records(path))
+    texts = [r[field] for r in records if r["country"] == country and r["language"] == language]
     return list(dict.fromkeys(t for t in texts if t.strip()))
 
 
