@@ -64,3 +64,14 @@ def test_judge_prefix_benchmark_runs_one_tiny_round():
         pytest.skip("asset smollm2-135m-instruct not installed")
     out = run_script("benchmarks/judge_prefix.py", "--posts", "2", "--rounds", "1")
     assert "ratio shared/full" in out and "max |difference|" in out
+
+
+@pytest.mark.slow   # ~40 s
+def test_levers_benchmark_runs_one_tiny_round():
+    from jaxcult import assets
+
+    if not assets.get_asset("multilingual-e5-small").installed():
+        pytest.skip("asset multilingual-e5-small not installed")
+    out = run_script("benchmarks/levers.py", "--batch", "4", "--length", "16", "--steps", "1",
+                     "--rounds", "1")
+    assert "lever dropout_masks" in out and "speed-up" in out

@@ -1,0 +1,77 @@
+"""Before/after figures for jaxcult's speed levers: the same train step with one lever switched
+off and on, interleaved in one process on the same batches (issue 39: every lever adopted is
+measured back to back).
+
+    python benchmarks/levers.py [--lever dropout_masks] [--batch 32] [--length 64] [--steps 10] [--rounds 3]
+
+Levers:
+  dropout_masks   dropout keep-masks from `jaxcult.models.dropout_mask` (straight-line threefry,
+                  bit-identical) against `jax.random.bernoulli` (XLA:CPU's rolled threefry loop)
+
+The step is train_step.py's (multilingual-e5-small, Pfeiffer rf 16, dropout 0.1, truncated
+backward), with every adapter trainable and with the top k. Medians of the rounds, with the
+1-minute load average before and after.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import statistics
+from collections.abc import Callable, Iterator
+
+import jax
+from train_step import jaxcult_side
+
+from jaxcult.models import layers
+
+
+@contextlib.contextmanager
+def jax_bernoulli_masks() -> Iterator[None]:
+    """Dropout as before the lever: masks from `jax.random.bernoulli`."""
+    adopted = layers.keep_mask
+    layers.keep_mask = jax.random.bernoulli
+    try:
+        yield
+    finally:
+        layers.keep_mask = adopted
+
+
+LEVERS: dict[str, Callable[[], contextlib.AbstractContextManager]] = {
+    "dropout_masks": jax_bernoulli_masks,
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--lever", choices=sorted(LEVERS), default="dropout_masks")
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--length", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--top", default="1,3", help="top-k trainable settings besides all")
+    args = parser.parse_args()
+    args.fisher_batches = 1
+    tops = [None, *(int(k) for k in args.top.split(",") if k)]
+    load_before = os.getloadavg()[0]
+    before = jaxcult_side(args)[2]   # step_times; each side traces (and compiles) its own program
+    after = jaxcult_side(args)[2]
+    times = {(side, top): [] for side in ("before", "after") for top in tops}
+    for _ in range(args.rounds):
+        for top in tops:
+            with LEVERS[args.lever]():
+                times["before", top].append(before(args.steps, top))
+            times["after", top].append(after(args.steps, top))
+    print(f"lever {args.lever}: e5-small Pfeiffer rf16, dropout 0.1, batch {args.batch} x "
+          f"{args.length}; medians of {args.rounds} interleaved rounds; load {load_before:.2f} "
+          f"before, {os.getloadavg()[0]:.2f} after")
+    for top in tops:
+        b, a = (statistics.median(times[side, top]) for side in ("before", "after"))
+        name = "all" if top is None else f"top-{top}"
+        print(f"  step, {name:5s} trainable: before {b * 1e3:6.0f} ms, after {a * 1e3:6.0f} ms, "
+              f"speed-up {b / a:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
