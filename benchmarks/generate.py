@@ -7,6 +7,11 @@ prompts with the same number of new tokens (EOS disabled on both sides, so every
 the limit), and alternate rounds so machine noise hits both. Prints new tokens/s at batch 1
 and batch 8, time to first token, and prompts/s for a file of chat prompts of mixed lengths
 (transformers: batches of 8 in file order, left-padded, as a user would run it).
+
+Batch-1 decoding reads every weight once per token, so it is bounded by memory bandwidth: the
+script measures this machine's read bandwidth (a sum over a 256 MiB float32 array, far larger
+than the caches) and reports each side's batch-1 rate as a fraction of the ceiling it implies
+(bandwidth / weight bytes per token).
 """
 
 from __future__ import annotations
@@ -16,7 +21,9 @@ import os
 import statistics
 import time
 
+import jax
 import numpy as np
+from flax import nnx
 
 from jaxcult import assets, load_pretrained
 from jaxcult.config import GenerationConfig
@@ -47,6 +54,21 @@ def hf_side(path, tokenizer, torch):
             model.generate(**batch, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
                            do_sample=False, pad_token_id=tokenizer.pad_token_id or 0)
     return run
+
+
+def read_bandwidth(rounds: int = 5) -> float:
+    """Bytes/s a jitted sum reads from a 256 MiB float32 array (medians of `rounds`)."""
+    array = jax.numpy.ones(64 * 1024 * 1024, jax.numpy.float32)
+    total = jax.jit(lambda a: a.sum())
+    total(array).block_until_ready()
+    return array.nbytes / statistics.median(timed(lambda: total(array).block_until_ready())
+                                            for _ in range(rounds))
+
+
+def weight_bytes(model) -> int:
+    """Bytes of the parameters a decode step reads (every weight matrix, the tied embedding
+    once as the output projection)."""
+    return sum(leaf.nbytes for leaf in jax.tree.leaves(nnx.state(model, nnx.Param)))
 
 
 def timed(fn, *args) -> float:
@@ -93,6 +115,8 @@ def main() -> None:
         rows.setdefault("hf file", []).append(timed(
             lambda: [hf_run(texts[i:i + 8], args.new_tokens) for i in range(0, len(texts), 8)]))
     t = {k: statistics.median(v) for k, v in rows.items()}
+    bandwidth = read_bandwidth()
+    ceiling = bandwidth / weight_bytes(model)
     print(f"SmolLM2-135M-Instruct (GGUF -> float32), greedy, {args.new_tokens} new tokens, CPU; "
           f"medians of {args.rounds} interleaved rounds; load {load_before:.2f} before, "
           f"{os.getloadavg()[0]:.2f} after")
@@ -101,6 +125,13 @@ def main() -> None:
         print(f"batch {b}: jaxcult {ours:.1f} tokens/s, transformers {theirs:.1f} tokens/s, "
               f"ratio {ours / theirs:.2f}x; time to first token {t[f'jaxcult ttft {b}'] * 1e3:.0f} ms "
               f"vs {t[f'hf ttft {b}'] * 1e3:.0f} ms")
+    decode = {side: (args.new_tokens - 1) / (t[f"{side} batch 1"] - t[f"{side} ttft 1"])
+              for side in ("jaxcult", "hf")}
+    print(f"bandwidth ceiling at batch 1: {weight_bytes(model) / 1e6:.0f} MB of weights per token, "
+          f"read bandwidth {bandwidth / 1e9:.1f} GB/s -> {ceiling:.1f} tokens/s; decoding after the "
+          f"first token: jaxcult {decode['jaxcult']:.1f} tokens/s "
+          f"({100 * decode['jaxcult'] / ceiling:.0f}%), "
+          f"transformers {decode['hf']:.1f} ({100 * decode['hf'] / ceiling:.0f}%)")
     n = len(ids)
     print(f"file of {n} chat prompts: jaxcult {n / t['jaxcult file']:.2f} prompts/s, transformers "
           f"{n / t['hf file']:.2f} prompts/s, ratio {t['hf file'] / t['jaxcult file']:.2f}x")

@@ -4,9 +4,11 @@ invocation, medians of --rounds rounds (3).
 
     python benchmarks/run.py [--steps 300] [--k 50] [--rounds 3] [--eval-examples 100] [--official-padding]
 
-jaxcult runs are real `jaxcult train` invocations of experiments/xcopa-e5.yaml (length buckets,
+jaxcult runs are real `jaxcult train` invocations of experiments/xcopa-e5.yaml (length buckets
+fitted to COPA with length grouping over the same 50-batch windows as the PyTorch side,
 truncated backward, FUN checks with the official estimator: squared batch gradients at argmax
-labels over --fisher-batches, 41). The PyTorch side (benchmarks/_adapters_run.py, in its own
+labels over --fisher-batches, 41), each compiling its programs (the persistent compilation
+cache is off, as on a first run). The PyTorch side (benchmarks/_adapters_run.py, in its own
 venv) trains on the same token ids, padded per batch to its longest example with length-grouped
 batches (the careful PyTorch user, the primary reference); `--official-padding` adds the FUN
 paper's official pipeline (every example padded to 128) as a separate, labelled row. Wall times
@@ -37,7 +39,7 @@ DATA = ROOT.parent / "shared" / "data"
 sys.path.insert(0, str(ROOT / "scripts"))
 from adapters_env import adapters_python  # noqa: E402
 
-BATCH, LR, SEED = 16, 5e-4, 1
+BATCH, LR, SEED, GROUPING = 16, 5e-4, 1, 50
 
 
 def overrides(args, schedule: str, estimator: str = "argmax_batch") -> list[str]:
@@ -45,7 +47,7 @@ def overrides(args, schedule: str, estimator: str = "argmax_batch") -> list[str]
             "trainer.epochs=null", f"trainer.steps={args.steps}", f"trainer.batch_size={BATCH}",
             f"optimizer.lr={LR}", f"trainer.seed={SEED}", "trainer.eval_every=0",
             "trainer.log_every=10", f"data.max_eval_examples={args.eval_examples}",
-            "checkpoint.every=0", "data.length_buckets=auto",
+            "checkpoint.every=0", "data.length_buckets=fit", f"data.length_grouping={GROUPING}",
             *([f"fisher.estimator={estimator}"] if schedule == "fun" else []),
             *([f"fisher.num_batches={args.fisher_batches}"]
               if schedule == "fun" and estimator != "in_step_ema" else [])]
@@ -72,7 +74,7 @@ def dump_inputs(args, scratch: Path) -> tuple[Path, Path, float, list[int]]:
                        if k in ("input_ids", "attention_mask", "labels")})
     path = scratch / "copa.npz"
     np.savez(path, **arrays)
-    iterator = BatchIterator(data.train, BATCH, seed=SEED)
+    iterator = BatchIterator(data.train, BATCH, seed=SEED, length_grouping=GROUPING)
     masks = [next(iterator)["attention_mask"] for _ in range(args.steps)]
     real = sum(int(m.sum()) for m in masks)
     padding = 1 - real / sum(m.size for m in masks)
@@ -92,7 +94,8 @@ def jaxcult_run(args, schedule: str, scratch: Path, estimator: str = "argmax_bat
     out = subprocess.run([sys.executable, "-m", "jaxcult.cli", "train",
                           str(ROOT / "experiments" / "xcopa-e5.yaml"), "--run-dir", str(run_dir),
                           *overrides(args, schedule, estimator)],
-                         capture_output=True, text=True, cwd=ROOT)
+                         capture_output=True, text=True, cwd=ROOT,
+                         env={**os.environ, "JAXCULT_COMPILATION_CACHE": "off"})
     wall = time.perf_counter() - start
     if out.returncode != 0:
         sys.exit(f"jaxcult {schedule} failed:\n{out.stderr[-3000:]}")

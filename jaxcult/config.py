@@ -215,11 +215,15 @@ class DataConfig(PluginSection):
         True, description="end each epoch with full batches only; false: with the partial "
         "batch too, as HF's Trainer (its shape compiles a second train step)")
     max_eval_examples: int | None = Field(None, gt=0)
-    length_buckets: Literal["none", "auto"] | list[int] = Field(
+    length_buckets: Literal["none", "auto", "fit"] | list[int] = Field(
         "none", description="give each batch the smallest of these sequence lengths that holds "
         "its longest example (one compilation per length used, the same for every dataset); "
-        "`auto`: multiples of 16; `none`: every batch has its split's padded length (one "
-        "compilation)")
+        "`auto`: multiples of 16; `fit`: the data.bucket_count lengths that pad the training "
+        "examples least (fitted to this dataset); `none`: every batch has its split's padded "
+        "length (one compilation)")
+    bucket_count: int = Field(
+        4, ge=1, description="how many lengths `length_buckets: fit` chooses (each one used "
+        "compiles the train step once more)")
     length_grouping: int = Field(
         0, ge=0, description="sort training examples by length within windows of this many "
         "batches, then shuffle those batches (homogeneous batches, so length buckets cut more); "
@@ -242,6 +246,8 @@ class DataConfig(PluginSection):
     def _grouping_needs_buckets(self) -> DataConfig:
         self.refuse_unused("data", ("length_grouping",), self.length_buckets != "none",
                            "with data.length_buckets (grouping only saves work when batches are cut)")
+        self.refuse_unused("data", ("bucket_count",), self.length_buckets == "fit",
+                           "with data.length_buckets: fit")
         self.refuse_unused("data", ("data_dir",), self.source in ("auto", "tfds"),
                            "to prepared datasets (data.source auto or tfds)")
         return self

@@ -167,3 +167,22 @@ def test_length_buckets_pad_every_split_up_to_a_bucket():
 
     assert lengths(2, "none")[0] != lengths(128, "none")[0]   # the data differs in length
     assert lengths(2, "[24,40]") == lengths(128, "[24,40]") == (24, 40, 40, 40)
+
+
+def test_fitted_length_buckets_follow_the_training_lengths():
+    """`length_buckets: fit` picks data.bucket_count sizes from the training rows' lengths:
+    batches are cut to them (fewer padded tokens than one padded length), nothing else moves."""
+    from jaxcult.data.batching import BatchIterator, fitted_bucket_sizes
+
+    def run_data(*settings):
+        return build_run(load_config(None, [*TINY_LM, "model.max_length=64", *settings])).data
+
+    fitted = run_data("data.length_buckets=fit", "data.bucket_count=3", "data.length_grouping=4")
+    plain = run_data()
+    sizes = fitted_bucket_sizes(fitted.train.lengths, 3)
+    assert fitted.train.buckets.sizes == sizes and len(sizes) == 3
+    assert sizes[-1] == fitted.train.padded_length == plain.train.padded_length
+    np.testing.assert_array_equal(fitted.train.arrays["input_ids"], plain.train.arrays["input_ids"])
+    batches = BatchIterator(fitted.train, 8, seed=0, length_grouping=4)
+    shapes = {next(batches)["input_ids"].shape[-1] for _ in range(16)}
+    assert shapes <= set(sizes) and len(shapes) > 1

@@ -9,7 +9,14 @@ import numpy as np
 import pytest
 
 from jaxcult.config_loading import load_config
-from jaxcult.data.batching import BatchIterator, EpochBatches, LengthBuckets, Split, eval_batches
+from jaxcult.data.batching import (
+    BatchIterator,
+    EpochBatches,
+    LengthBuckets,
+    Split,
+    eval_batches,
+    fitted_bucket_sizes,
+)
 from jaxcult.errors import UserError
 from jaxcult.schedules import resolve
 from jaxcult.trainers.program import ModelProgram, StepOptions, TrainProgram
@@ -178,11 +185,34 @@ def test_length_grouping_sorts_within_windows_and_keeps_every_example():
     assert not np.array_equal(plan.permutation(0), plan.permutation(1))
 
 
+def test_fitted_buckets_pad_least_of_all_choices():
+    """Against brute force over every choice of at most `count` sizes (the longest row's length
+    always one of them): the fitted sizes compute the fewest tokens."""
+    import itertools
+
+    def tokens(lengths, sizes):
+        return sum(min(s for s in sizes if s >= n) for n in lengths)
+
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        lengths = rng.integers(1, 30, size=int(rng.integers(1, 40)))
+        count = int(rng.integers(1, 5))
+        fitted = fitted_bucket_sizes(lengths, count)
+        values = sorted(set(lengths.tolist()))
+        best = min(tokens(lengths, (*chosen, values[-1])) for r in range(count)
+                   for chosen in itertools.combinations(values[:-1], r))
+        assert len(fitted) <= count and fitted[-1] == values[-1]
+        assert tokens(lengths, fitted) == best
+    assert fitted_bucket_sizes([5, 5, 9], 4) == (5, 9)   # never more sizes than lengths
+
+
 def test_length_settings_are_checked():
     with pytest.raises(UserError, match="length_grouping has no effect"):
         load_config(None, ["data.length_grouping=4"])
     with pytest.raises(UserError, match="length_buckets"):
         load_config(None, ["data.length_buckets=[0]"])
+    with pytest.raises(UserError, match="bucket_count has no effect"):
+        load_config(None, ["data.length_buckets=auto", "data.bucket_count=3"])
     from jaxcult.run.build import length_buckets
 
     assert length_buckets("auto", 64, ("input_ids",)).sizes == (16, 32, 48)

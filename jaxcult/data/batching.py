@@ -41,6 +41,38 @@ class LengthBuckets:
         return {k: v[..., :length] if k in self.keys else v for k, v in arrays.items()}
 
 
+def fitted_bucket_sizes(lengths: np.ndarray, count: int) -> tuple[int, ...]:
+    """The at most `count` lengths that minimise the tokens computed when every row is padded
+    to the smallest of them holding it (the largest is the longest row). Exact, by dynamic
+    programming over the distinct lengths; with length grouping a batch's longest row is close
+    to each of its rows, so this is close to the padding batches actually get."""
+    values, counts = np.unique(np.asarray(lengths, np.int64), return_counts=True)
+    if not len(values):
+        return ()
+    rows_up_to = np.concatenate([[0], np.cumsum(counts)])
+    # cost[k, j]: least tokens for values[:j + 1] with k + 1 buckets, the last one values[j]
+    cost = np.full((count, len(values)), np.inf)
+    start = np.zeros((count, len(values)), np.int64)  # first value the last bucket holds
+    cost[0] = values * rows_up_to[1:]
+    for k in range(1, count):
+        for j in range(len(values)):
+            # the last bucket (values[j]) holds values[i..j]; the others hold values[:i]
+            i = np.arange(1, j + 1)
+            totals = cost[k - 1, i - 1] + values[j] * (rows_up_to[j + 1] - rows_up_to[i])
+            best = int(np.argmin(totals)) if len(totals) else -1
+            if best >= 0 and totals[best] < cost[k - 1, j]:
+                cost[k, j], start[k, j] = totals[best], i[best]
+            else:  # another bucket does not help
+                cost[k, j], start[k, j] = cost[k - 1, j], start[k - 1, j]
+    sizes, k, j = [], count - 1, len(values) - 1
+    while j >= 0:
+        while k > 0 and cost[k, j] == cost[k - 1, j] and start[k, j] == start[k - 1, j]:
+            k -= 1
+        sizes.append(int(values[j]))
+        j, k = int(start[k, j]) - 1, k - 1
+    return tuple(sorted(sizes))
+
+
 @dataclass
 class Split:
     """Columns of one tokenised split (input_ids, attention_mask, ..., labels), one row each."""

@@ -21,6 +21,7 @@ from jaxcult.data import resolve_dataset
 from jaxcult.data.batching import (
     LengthBuckets,
     Split,
+    fitted_bucket_sizes,
     pad_columns,
     pad_split,
     pad_splits,
@@ -149,7 +150,8 @@ def load_task_data(config: RunConfig, task: Task, dataset, tokenizer) -> TaskDat
                  *(split(rows, lang, config.data.eval_split) for lang, rows in records.tests.items())]
     pad_id = pad_token_id(tokenizer)
     evaluated = pad_columns(pad_splits(evaluated, keys, pad_id), task.prediction_keys)
-    buckets = length_buckets(config.data.length_buckets, length, keys)
+    buckets = length_buckets(config.data.length_buckets, length, keys,
+                             fitted_to=(train.lengths, config.data.bucket_count))
     if buckets is not None:  # every batch takes a bucket's length, whatever the data's longest
         evaluated = [pad_split(each, buckets.holding(each.padded_length), keys, pad_id)
                      for each in evaluated]
@@ -162,12 +164,18 @@ def load_task_data(config: RunConfig, task: Task, dataset, tokenizer) -> TaskDat
     return TaskData(train, evaluated[0], dict(zip(records.tests, evaluated[1:])))
 
 
-def length_buckets(setting: str | list[int], max_length: int, keys: tuple[str, ...]
-                   ) -> LengthBuckets | None:
-    """`data.length_buckets` as sizes: `auto` is every multiple of 16 below `max_length`."""
+def length_buckets(setting: str | list[int], max_length: int, keys: tuple[str, ...],
+                   fitted_to: tuple[np.ndarray, int] | None = None) -> LengthBuckets | None:
+    """`data.length_buckets` as sizes: `auto` is every multiple of 16 below `max_length`;
+    `fit` the `count` sizes that pad the training rows' `lengths` least (`fitted_to`)."""
     if setting == "none":
         return None
-    sizes = range(16, max_length, 16) if setting == "auto" else setting
+    if setting == "fit":
+        sizes = fitted_bucket_sizes(*fitted_to) if fitted_to is not None else ()
+        if not sizes:
+            raise UserError("data.length_buckets: fit needs training examples to fit to")
+    else:
+        sizes = range(16, max_length, 16) if setting == "auto" else setting
     too_long = [size for size in sizes if size > max_length]
     if too_long:
         raise UserError(f"data.length_buckets: {too_long[0]} exceeds model.max_length "
