@@ -53,6 +53,24 @@ def test_lora_lm_run_reports_perplexity_and_trains_saved_modules(tmp_path):
     assert (run.root / "report.md").read_text().count("perplexity") == 1
 
 
+def test_saved_modules_train_in_float32_on_a_half_precision_model():
+    """As PEFT's modules_to_save copies after `prepare_model_for_kbit_training` (the official
+    CLCA training): the modules trained in full hold float32 parameters, the frozen backbone
+    keeps the model's dtype, and the forward runs in the compute dtype."""
+    config = load_config(None, [*TINY_LM, "peft.kind=lora", "model.dtype=bfloat16",
+                                "peft.modules_to_save=[embed_tokens]"])
+    built = build_run(config)
+    parts = built.parts
+    assert {x.dtype for x in jax.tree.leaves(parts.params["saved/embed_tokens"])} == {jnp.dtype("float32")}
+    assert jnp.dtype("bfloat16") in {x.dtype for x in jax.tree.leaves(parts.frozen)}
+    program = built.model_program()
+    batch = {k: jnp.asarray(v[:2]) for k, v in built.data.train.arrays.items()}
+    loss, grads = jax.value_and_grad(lambda p: program.task.loss(
+        program.outputs(p, parts.frozen, batch), batch)[0])(parts.params)
+    assert np.isfinite(float(loss))
+    assert {x.dtype for x in jax.tree.leaves(grads["saved/embed_tokens"])} == {jnp.dtype("float32")}
+
+
 @pytest.mark.parametrize("estimator", ["sampled", "argmax_batch", "empirical"])
 def test_token_fisher_matches_per_token_brute_force(estimator):
     """Per-group tr(F) of the LM task equals the loop over examples (sampled: over its labels)."""

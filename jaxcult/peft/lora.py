@@ -10,6 +10,7 @@ matched against the full module path (`layers\\.[0-5]\\.query`).
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -83,6 +84,24 @@ def saved_modules(model: nnx.Module, names: list[str]) -> tuple[str, ...]:
             raise UserError(f"peft.modules_to_save: {name!r} matches no module of this model")
         found.extend(h for h in hits if h not in found)
     return tuple(found)
+
+
+def train_in_float32(model: nnx.Module, paths: Sequence[str]) -> None:
+    """Give the modules trained in full float32 parameters whatever the model's dtype, as PEFT's
+    `modules_to_save` copies are after `prepare_model_for_kbit_training` (Adam on float16
+    weights loses the small updates). The forward still casts them to the compute dtype."""
+    modules = {".".join(str(p) for p in path): m for path, m in nnx.iter_modules(model) if path}
+
+    def widen(x):
+        if not jnp.issubdtype(x.dtype, jnp.floating) or x.dtype == jnp.float32:
+            return x
+        if isinstance(x, jax.ShapeDtypeStruct):  # an abstract model (jaxcult plan)
+            return jax.ShapeDtypeStruct(x.shape, jnp.float32, sharding=x.sharding)
+        return x.astype(jnp.float32)
+
+    for path in paths:
+        module = modules[path]
+        nnx.update(module, jax.tree.map(widen, nnx.state(module, nnx.Param)))
 
 
 def set_factors(dense: Dense, a: jax.Array, b: jax.Array, scaling: float) -> None:

@@ -47,7 +47,7 @@ from jaxcult.models.quantized import GGUF_KINDS
 from jaxcult.peft.bottleneck import PLACEMENTS, add_bottleneck_adapters
 from jaxcult.peft.groups import group_of, layer_index, ordered_groups, uncovered_peft_parameters
 from jaxcult.peft.invertible import NICEAdapter
-from jaxcult.peft.lora import add_lora, saved_modules
+from jaxcult.peft.lora import add_lora, saved_modules, train_in_float32
 from jaxcult.probes import resolve_probe
 from jaxcult.registry import import_path
 from jaxcult.tasks import Loaders, ModelInputs, Task, resolve_task
@@ -346,6 +346,7 @@ def build_model(config: RunConfig, task: Task, tokenizer, mesh: Mesh | None = No
     if trained_quantized:
         raise UserError(f"peft.modules_to_save: {trained_quantized[0]} is quantised and cannot "
                         f"train; add it to model.quantize_skip")
+    train_in_float32(backbone, saved)
     quantized_count = quantized_parameter_count(backbone)
     if config.model.scan_layers:
         _scan_layers(backbone)
