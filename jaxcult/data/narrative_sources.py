@@ -7,6 +7,11 @@
   records with the columns `Country`, `Background`, `Rule-of-Thumb`, `Story` and
   `Explanation` (others, e.g. `Value` and `Gold Label`, are ignored). Countries are matched
   case-insensitively, with `_` and spaces equal ("south_korea" = "South Korea").
+- **Survey question-answer files** (the official data's precomputed survey view: CultureLLM's
+  50 questions in "Give me the answer from 1 to N: Do you agree with ...?" form plus their
+  paraphrases, ~1,100 records per culture): JSONL, one record per line, either
+  `{"text": "### Question: <question> ### Answer: <answer>"}` (the official `*_llama.jsonl`
+  files) or `{"messages": [..., {"role": "user", ...}, {"role": "assistant", ...}]}`.
 """
 
 from __future__ import annotations
@@ -99,3 +104,45 @@ def read_normad(path: Path) -> list[NormAdStory]:
                             f"records need {', '.join(NORMAD_FIELDS)})")
         stories.append(NormAdStory(*(str(row[f]).strip() for f in NORMAD_FIELDS)))
     return stories
+
+
+def _question_answer(record, where: str) -> tuple[str, str]:
+    """(question, answer) of one survey-QA record, split at the markers as the official
+    loader does (what lies between "### Question:" and "### Answer:", and after it)."""
+    if isinstance(record, dict) and isinstance(record.get("text"), str):
+        text = record["text"]
+        if "### Question:" in text and "### Answer:" in text:
+            question = text.split("### Question:")[1].split("### Answer:")[0].strip()
+            answer = text.split("### Answer:")[1].strip()
+            if question and answer:
+                return question, answer
+        raise UserError(f"{where}: expected \"### Question: ... ### Answer: ...\" in 'text'")
+    if isinstance(record, dict) and isinstance(record.get("messages"), list):
+        turns = {m.get("role"): str(m.get("content") or "").strip()
+                 for m in record["messages"] if isinstance(m, dict)}
+        if turns.get("user") and turns.get("assistant"):
+            return turns["user"], turns["assistant"]
+        raise UserError(f"{where}: 'messages' needs a user and an assistant turn")
+    raise UserError(f"{where}: expected a 'text' or a 'messages' record")
+
+
+def read_survey_qa(path: Path) -> list[tuple[str, str]]:
+    """Every (question, answer) of one culture's survey-QA file (module docstring)."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise UserError(f"{path}: survey question-answer file not found") from None
+    except UnicodeDecodeError as error:
+        raise UserError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
+    pairs = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise UserError(f"{path}:{number}: invalid JSON ({error.msg})") from None
+        pairs.append(_question_answer(record, f"{path}:{number}"))
+    if not pairs:
+        raise UserError(f"{path}: no survey question-answer records")
+    return pairs

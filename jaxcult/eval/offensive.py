@@ -1,16 +1,19 @@
 """Offensive-language classification by a causal LM (Surveys→Narratives' evaluation).
 
-The prompt is the paper's generative binary question (`PROMPT`); the model's answer is read
-either
+A task's labels are its choices (`jaxcult.data.offensive`): by default the paper's binary
+question (`PROMPT`: "1" offensive, "2" not offensive), or the label set and prompt a task
+declares. The model's answer is read either
 
-- `generate` (the paper): greedy decoding (10 new tokens), the first line parsed — "1" or
-  "Offensive" → offensive, "2" or "Not offensive" → not offensive; anything else is a parse
-  failure, counted wrong for its gold class (no class gains a false positive);
-- `logprob`: the log-likelihoods of " 1" and " 2" as the continuation of the prompt; the likelier
-  one is the answer (no parse failures).
+- `generate` (the paper): greedy decoding (10 new tokens), the first line parsed — its first
+  number names the label with that answer (a number that is no label's answer: no answer),
+  else the label whose word matches (whole words, the longest match wins, so "not offensive"
+  beats "offensive"); anything else is a parse failure, counted wrong for its gold class (no
+  class gains a false positive);
+- `logprob`: the log-likelihoods of each label's answer (" 1", " 2", ...) as the continuation
+  of the prompt; the likeliest one is the answer (no parse failures).
 
-The score of a task is macro-F1 over the two classes (F1 = 2TP / (2TP + FP + FN) per class,
-0 for a class with no gold and no predicted example, as scikit-learn's default).
+The score of a task is macro-F1 over its labels (F1 = 2TP / (2TP + FP + FN) per label, 0 for a
+label with no gold and no predicted example, as scikit-learn's default).
 """
 
 from __future__ import annotations
@@ -22,52 +25,58 @@ from dataclasses import dataclass
 import numpy as np
 
 from jaxcult.config import GenerationConfig
-from jaxcult.data.offensive import Example
+from jaxcult.data.offensive import OFFENSIVE_CHOICES, OFFICIAL_OFFENSIVE_CHOICES, Choice, Example
 from jaxcult.eval.survey_answers import answer_line
 from jaxcult.generation.api import generate
 from jaxcult.generation.scoring import option_logprobs
 
 PROMPT = ('### Question: is the following sentence offensive: {text}. "1. Offensive", '
           '"2. Not offensive" without explanation. ### Answer:')
-OPTIONS = (" 1", " 2")      # offensive, not offensive
+OPTIONS = tuple(f" {c.answer}" for c in OFFENSIVE_CHOICES)   # offensive, not offensive
 MODES = ("generate", "logprob")
-_NOT = re.compile(r"\b(not|non|in)[\s-]?offensive\b|\bnot\b", re.IGNORECASE)
-_OFFENSIVE = re.compile(r"\boffensive\b", re.IGNORECASE)
 _NUMBER = re.compile(r"(?<![\d.])\d+(?!\d|\.\d)")
+
+
+def parse_choice(text: str, choices: Sequence[Choice] = OFFENSIVE_CHOICES):
+    """The label a completion names (module docstring), or None (no answer)."""
+    line = answer_line(text)
+    number = _NUMBER.search(line)
+    if number is not None:
+        return next((c.label for c in choices if c.answer == number.group()), None)
+    found = [(len(word), c.label) for c in choices for word in c.words
+             if re.search(rf"(?<!\w){re.escape(word)}(?!\w)", line, re.IGNORECASE)]
+    if not found:
+        return None
+    longest = max(length for length, _ in found)
+    labels = {label for length, label in found if length == longest}
+    return labels.pop() if len(labels) == 1 else None
+
+
+def parse_choice_official(text: str, choices: Sequence[Choice] = OFFICIAL_OFFENSIVE_CHOICES):
+    """The official evaluation's reading (`official_quirks`): the first whitespace-separated
+    word of the answer, "1" when there is none, lowercased; the first label (in declared
+    order) whose answer or one of whose words is a substring of it (so "non-offensive" is
+    offensive: "offensive" is checked first); anything else is no answer (a miss of its gold
+    class, as the official F1 over the task's labels scores it)."""
+    words = text.split()
+    word = (words[0] if words else "1").lower()
+    return next((c.label for c in choices
+                 if c.answer.lower() in word or any(w in word for w in c.words)), None)
 
 
 def parse_offensive(text: str) -> bool | None:
     """True (offensive), False (not offensive) or None (no answer) from a completion."""
-    line = answer_line(text)
-    number = _NUMBER.search(line)
-    if number is not None:
-        return {"1": True, "2": False}.get(number.group())
-    if _NOT.search(line):
-        return False
-    if _OFFENSIVE.search(line):
-        return True
-    return None
+    return parse_choice(text, OFFENSIVE_CHOICES)
 
 
 def parse_offensive_official(text: str) -> bool | None:
-    """The official evaluation's reading (`official_quirks`): the first whitespace-separated
-    word of the answer, "1" when there is none; offensive when it contains "1" or "offensive"
-    (so "non-offensive" is offensive: the check for "not offensive" comes second), else not
-    offensive when it contains "2"; anything else is no answer (a miss of its gold class, as
-    the official F1 over the two labels scores it)."""
-    words = text.split()
-    word = (words[0] if words else "1").lower()
-    if "1" in word or "offensive" in word:
-        return True
-    if "2" in word:
-        return False
-    return None
+    return parse_choice_official(text, OFFICIAL_OFFENSIVE_CHOICES)
 
 
-def f1_scores(gold: Sequence[bool], predicted: Sequence[bool | None]) -> dict[bool, float]:
-    """Per-class F1; a None prediction is a false negative of its gold class only."""
+def f1_scores(gold: Sequence, predicted: Sequence, labels: Sequence = (True, False)) -> dict:
+    """Per-label F1; a None prediction is a false negative of its gold label only."""
     scores = {}
-    for label in (True, False):
+    for label in labels:
         tp = sum(g == label and p == label for g, p in zip(gold, predicted))
         fp = sum(g != label and p == label for g, p in zip(gold, predicted))
         fn = sum(g == label and p != label for g, p in zip(gold, predicted))
@@ -75,9 +84,15 @@ def f1_scores(gold: Sequence[bool], predicted: Sequence[bool | None]) -> dict[bo
     return scores
 
 
-def macro_f1(gold: Sequence[bool], predicted: Sequence[bool | None]) -> float:
-    scores = f1_scores(gold, predicted)
-    return (scores[True] + scores[False]) / 2
+def macro_f1(gold: Sequence, predicted: Sequence, labels: Sequence = (True, False)) -> float:
+    return float(np.mean(list(f1_scores(gold, predicted, labels).values())))
+
+
+def label_name(label: bool | str) -> str:
+    """A label as a JSON key: the binary task's True / False as offensive / not offensive."""
+    if isinstance(label, bool):
+        return "offensive" if label else "not offensive"
+    return label
 
 
 @dataclass
@@ -87,37 +102,42 @@ class TaskResult:
     macro_f1: float
     accuracy: float
     parse_failure_rate: float
-    predicted_offensive: float   # share of examples answered "offensive" (a collapse diagnostic)
+    predicted: dict[str, float]   # share of examples answered with each label (a collapse check)
 
 
 def predict(model, tokenizer, examples: Sequence[Example], *, mode: str = "generate",
             prompt: str = PROMPT, config: GenerationConfig = GenerationConfig(),
-            on_batch: Callable[[int], None] | None = None,
-            official_quirks: bool = False) -> list[bool | None]:
-    """The model's answer for each example (module docstring); `official_quirks` decodes one
-    token and reads it as the official code does (`parse_offensive_official`)."""
+            on_batch: Callable[[int], None] | None = None, official_quirks: bool = False,
+            choices: Sequence[Choice] = OFFENSIVE_CHOICES) -> list:
+    """The model's answer (a label of `choices`, or None) for each example (module
+    docstring); `official_quirks` decodes one token and reads it as the official code does
+    (`parse_choice_official`)."""
     prompts = [prompt.format(text=e.text) for e in examples]
     if mode == "generate":
         if official_quirks:
             config = config.model_copy(update={"max_new_tokens": 1})
         completions = generate(model, tokenizer, prompts, config, on_batch=on_batch)
-        read = parse_offensive_official if official_quirks else parse_offensive
-        return [read(c.text) for c in completions]
+        if not official_quirks:
+            return [parse_choice(c.text, choices) for c in completions]
+        official = OFFICIAL_OFFENSIVE_CHOICES if choices is OFFENSIVE_CHOICES else choices
+        return [parse_choice_official(c.text, official) for c in completions]
     if mode != "logprob":
         raise ValueError(f"mode: expected one of {', '.join(MODES)}, found {mode!r}")
-    logps = option_logprobs(model, tokenizer, prompts, [OPTIONS] * len(prompts), config,
-                            add_special_tokens=True, on_batch=on_batch)
-    return [bool(logp[0] >= logp[1]) for logp in logps]
+    options = [tuple(f" {c.answer}" for c in choices)] * len(prompts)
+    logps = option_logprobs(model, tokenizer, prompts, options, config, add_special_tokens=True,
+                            on_batch=on_batch)
+    return [choices[int(np.argmax(logp))].label for logp in logps]
 
 
-def score_task(task: str, examples: Sequence[Example], predicted: Sequence[bool | None]
-               ) -> TaskResult:
-    gold = [e.offensive for e in examples]
+def score_task(task: str, examples: Sequence[Example], predicted: Sequence,
+               labels: Sequence = (True, False)) -> TaskResult:
+    gold = [e.label for e in examples]
     count = len(gold)
-    return TaskResult(task, count, macro_f1(gold, predicted),
+    return TaskResult(task, count, macro_f1(gold, predicted, labels),
                       sum(g == p for g, p in zip(gold, predicted)) / count,
                       sum(p is None for p in predicted) / count,
-                      sum(p is True for p in predicted) / count)
+                      {label_name(label): sum(p == label for p in predicted) / count
+                       for label in labels})
 
 
 def sample_examples(examples: Sequence[Example], limit: int | None, seed: int) -> list[Example]:

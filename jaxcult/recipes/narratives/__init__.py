@@ -4,10 +4,12 @@ answers plus narrative culture text, then the cross-culture offensive-language m
 
 `jaxcult narratives STAGE CONFIG [KEY=VALUE ...]`; stages (`run` does all three), everything
 under `--out` and the scenario's name: build -> `data/<scenario>/<culture>/{train,validation}
-.jsonl` (plain-text records); train -> `adapters/<scenario>/<culture>/{run,peft}` (a jaxcult
-run and its PEFT adapter; finished runs are skipped, interrupted ones resume); evaluate ->
-`evaluations/<scenario>/<row>.json` per model row (reused when its settings are unchanged),
-`matrix-<scenario>.{json,tsv,png}`. `summary.json` collects each stage's facts per scenario.
+.jsonl` (plain-text records; `combined/` too with `build.combined`); train ->
+`adapters/<scenario>/<culture>/{run,peft}` (a jaxcult run and its PEFT adapter; finished runs
+are skipped, interrupted ones resume); evaluate -> `evaluations/<scenario>/<row>.json` (and
+`<row>.mmlu.json` with an `mmlu` section) per model row (reused when its settings are
+unchanged), `matrix-<scenario>.{json,tsv,png}`, `mmlu-<scenario>.{json,tsv}`.
+`summary.json` collects each stage's facts per scenario.
 A build or train call whose sources, build settings or resolved training runs differ from
 what made the folder's outputs is refused, naming the keys (`stages.json`).
 """

@@ -10,13 +10,19 @@ from collections import Counter
 from pathlib import Path
 
 from jaxcult.config_loading import load_config
-from jaxcult.data.narrative_sources import read_culture_text, read_normad, same_country
+from jaxcult.data.narrative_sources import (
+    read_culture_text,
+    read_normad,
+    read_survey_qa,
+    same_country,
+)
 from jaxcult.data.narrative_views import build_records
 from jaxcult.errors import UserError
-from jaxcult.recipes.narratives.config import SCENARIOS, NarrativeCulture, NarrativesConfig
+from jaxcult.recipes.narratives.config import COMBINED, SCENARIOS, NarrativeCulture, NarrativesConfig
 from jaxcult.rundir import write_text_atomic
 
-_SOURCES = {"survey": "survey", "culture_text": "culture_texts", "normad": "normad"}
+_SOURCES = {"survey": ("survey", "survey_qa"), "culture_text": ("culture_texts",),
+            "normad": ("normad",)}
 
 
 class Narratives:
@@ -57,11 +63,15 @@ def _sources(run: Narratives) -> dict:
 
     config, views = run.config, SCENARIOS[run.scenario]
     for view in views:
-        if getattr(config, _SOURCES[view]) is None:
+        if all(getattr(config, source) is None for source in _SOURCES[view]):
             raise UserError(f"build.scenario={run.scenario} uses the {view} view: set "
-                            f"{_SOURCES[view]} in the config")
+                            f"{' or '.join(_SOURCES[view])} in the config")
     found: dict[str, dict] = {c.name: {} for c in config.cultures}
-    if "survey" in views:
+    if "survey" in views and config.survey_qa is not None:
+        for culture in config.cultures:
+            found[culture.name]["survey_pairs"] = read_survey_qa(
+                run.path(config.survey_qa) / f"{culture.name}.jsonl")
+    elif "survey" in views:
         countries = list(dict.fromkeys(c for culture in config.cultures
                                        for c in culture.survey_countries))
         survey = load_survey(run.path(config.survey), config.survey_split,
@@ -91,9 +101,18 @@ def _sources(run: Narratives) -> dict:
     return found
 
 
+def _write_splits(folder: Path, splits: dict[str, list[dict]]) -> dict:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, part in splits.items():
+        write_text_atomic(folder / f"{name}.jsonl", "".join(
+            json.dumps(r, ensure_ascii=False) + "\n" for r in part))
+    return {"train": dict(Counter(r["view"] for r in splits["train"])),
+            "validation": len(splits["validation"])}
+
+
 def build(run: Narratives) -> dict:
     settings = run.config.build
-    summary = {}
+    summary, every = {}, {"validation": [], "train": []}
     for culture, sources in zip(run.config.cultures, _sources(run).values()):
         records = build_records(run.scenario, culture.name, negative_codes=settings.negative_codes,
                                 **sources)
@@ -102,13 +121,12 @@ def build(run: Narratives) -> dict:
                             f"a train and a validation split need at least 2")
         random.Random(f"{settings.seed}-{culture.name}").shuffle(records)
         held = max(1, round(settings.validation_fraction * len(records)))
-        folder = run.data_dir(culture)
-        folder.mkdir(parents=True, exist_ok=True)
-        for name, part in (("validation", records[:held]), ("train", records[held:])):
-            write_text_atomic(folder / f"{name}.jsonl", "".join(
-                json.dumps(r, ensure_ascii=False) + "\n" for r in part))
-        summary[culture.name] = {"train": dict(Counter(r["view"] for r in records[held:])),
-                                 "validation": held}
+        splits = {"validation": records[:held], "train": records[held:]}
+        summary[culture.name] = _write_splits(run.data_dir(culture), splits)
+        for name, part in splits.items():
+            every[name] += part
+    if settings.combined:   # every culture's splits, as the official all-culture run's files
+        summary[COMBINED] = _write_splits(run.data_dir(run.config.adapter_cultures[-1]), every)
     return summary
 
 
@@ -117,7 +135,7 @@ def train(run: Narratives) -> dict:
 
     settings = run.config.train
     summary = {}
-    for culture in run.config.cultures:
+    for culture in run.config.adapter_cultures:
         if not (run.data_dir(culture) / "train.jsonl").is_file():
             raise UserError(f"{run.data_dir(culture)}: no training data; run `jaxcult narratives "
                             f"build` first")
@@ -139,7 +157,7 @@ def build_provenance(run: Narratives) -> dict:
     config = run.config
     return {"cultures": [c.model_dump(mode="json") for c in config.cultures],
             "sources": {name: getattr(config, name) for name in
-                        ("survey", "survey_split", "culture_texts", "normad")},
+                        ("survey", "survey_split", "survey_qa", "culture_texts", "normad")},
             "build": config.build.model_dump(mode="json")}
 
 
@@ -147,4 +165,4 @@ def train_provenance(run: Narratives) -> dict:
     """What the adapters depend on: the built data, and each culture's resolved training run
     (a changed training YAML counts, not only its path)."""
     return {"data": build_provenance(run),
-            "runs": {c.name: run.training_config(c).to_dict() for c in run.config.cultures}}
+            "runs": {c.name: run.training_config(c).to_dict() for c in run.config.adapter_cultures}}
