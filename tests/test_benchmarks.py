@@ -75,3 +75,10 @@ def test_levers_benchmark_runs_one_tiny_round():
     out = run_script("benchmarks/levers.py", "--batch", "4", "--length", "16", "--steps", "1",
                      "--rounds", "1")
     assert "lever dropout_masks" in out and "speed-up" in out
+
+
+@pytest.mark.slow   # ~10 s
+def test_weight_formats_benchmark_runs_one_tiny_round():
+    out = run_script("benchmarks/weight_formats.py", "--matrices", "2", "--rows", "8", "--cols",
+                     "16", "--rounds", "1", "--repeats", "1")
+    assert "int8 + scale, fused multiply-reduce" in out and "GB/s" in out
