@@ -22,6 +22,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from jaxcult.data.registry import read_checked_jsonl
 from jaxcult.errors import UserError
 
 NORMAD_FIELDS = ("Country", "Background", "Rule-of-Thumb", "Story", "Explanation")
@@ -128,21 +129,4 @@ def _question_answer(record, where: str) -> tuple[str, str]:
 
 def read_survey_qa(path: Path) -> list[tuple[str, str]]:
     """Every (question, answer) of one culture's survey-QA file (module docstring)."""
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise UserError(f"{path}: survey question-answer file not found") from None
-    except UnicodeDecodeError as error:
-        raise UserError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
-    pairs = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise UserError(f"{path}:{number}: invalid JSON ({error.msg})") from None
-        pairs.append(_question_answer(record, f"{path}:{number}"))
-    if not pairs:
-        raise UserError(f"{path}: no survey question-answer records")
-    return pairs
+    return read_checked_jsonl(Path(path), _question_answer)
