@@ -23,6 +23,7 @@ import numpy as np
 
 from jaxcult.config import GenerationConfig
 from jaxcult.data.mmlu import LETTERS, MMLUQuestion
+from jaxcult.eval.classes import f1_by_class
 
 MODES = ("logprob", "generate")
 _LEADING_LETTER = re.compile(r"\s*([A-D])")
@@ -70,13 +71,9 @@ def predict(model, tokenizer, questions: Sequence[MMLUQuestion], *, mode: str = 
 
 
 def macro_f1(gold: Sequence[str], predicted: Sequence[str]) -> float:
-    scores = []
-    for letter in LETTERS:
-        tp = sum(g == letter and p == letter for g, p in zip(gold, predicted))
-        fp = sum(g != letter and p == letter for g, p in zip(gold, predicted))
-        fn = sum(g == letter and p != letter for g, p in zip(gold, predicted))
-        scores.append(2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0)
-    return float(np.mean(scores))
+    """Mean F1 over the four letters (`eval.classes.f1_by_class`)."""
+    return float(f1_by_class(np.array([LETTERS.index(g) for g in gold]),
+                             np.array([LETTERS.index(p) for p in predicted]), len(LETTERS)).mean())
 
 
 def score(questions: Sequence[MMLUQuestion], predicted: Sequence[str | None]) -> MMLUResult:

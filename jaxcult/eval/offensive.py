@@ -26,6 +26,7 @@ import numpy as np
 
 from jaxcult.config import GenerationConfig
 from jaxcult.data.offensive import OFFENSIVE_CHOICES, OFFICIAL_OFFENSIVE_CHOICES, Choice, Example
+from jaxcult.eval.classes import f1_by_class
 from jaxcult.eval.survey_answers import answer_line
 from jaxcult.generation.api import generate
 from jaxcult.generation.scoring import option_logprobs
@@ -75,13 +76,10 @@ def parse_offensive_official(text: str) -> bool | None:
 
 def f1_scores(gold: Sequence, predicted: Sequence, labels: Sequence = (True, False)) -> dict:
     """Per-label F1; a None prediction is a false negative of its gold label only."""
-    scores = {}
-    for label in labels:
-        tp = sum(g == label and p == label for g, p in zip(gold, predicted))
-        fp = sum(g != label and p == label for g, p in zip(gold, predicted))
-        fn = sum(g == label and p != label for g, p in zip(gold, predicted))
-        scores[label] = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0
-    return scores
+    index = {label: i for i, label in enumerate(labels)}
+    f1 = f1_by_class(np.array([index.get(g, -1) for g in gold]),
+                     np.array([index.get(p, -1) for p in predicted]), len(labels))
+    return dict(zip(labels, f1.tolist()))
 
 
 def macro_f1(gold: Sequence, predicted: Sequence, labels: Sequence = (True, False)) -> float:
