@@ -12,7 +12,14 @@ import pytest
 import yaml
 
 from jaxcult.config import GenerationConfig
-from jaxcult.data.cultures import find_culture, load_cultures, verbalise
+from jaxcult.data.cultures import (
+    HOFSTEDE_POLES,
+    find_culture,
+    hofstede_phrase,
+    inglehart_welzel_phrase,
+    load_cultures,
+    verbalise,
+)
 from jaxcult.data.scenarios import read_scenarios
 from jaxcult.errors import UserError
 from jaxcult.generation.chat import EngineChatModel, Reply
@@ -46,7 +53,7 @@ class Scripted:
 
 
 def speaker(chat) -> str:
-    return re.search(r"Imagine you are ([^,]+),", chat[0]["content"]).group(1)
+    return re.search(r"^You are (.+?)\. Speak and act", chat[0]["content"], re.M).group(1)
 
 
 def turn_of(chat) -> int:
@@ -55,17 +62,73 @@ def turn_of(chat) -> int:
 
 # -- culture descriptions and scenarios -------------------------------------------------------
 
-def test_culture_descriptions_verbalise_the_papers_china_example():
-    china = CULTURES["china"].description
-    assert "highly hierarchical, moderately collective" in china
-    assert "highly restrained" in china and "little survival values, moderately secular" in china
-    assert verbalise("X", {d: 50 for d in ("power_distance", "individualism", "masculinity",
-                                           "uncertainty_avoidance", "long_term_orientation",
-                                           "indulgence")},
-                     {"self_expression": -1.5, "secular": 0.0}).count("moderately") == 6
+# The paper's Tables 17/18 as the official code lists them (culture_persona_var.py), in its
+# words: the two Inglehart-Welzel levels, then Hofstede's six dimensions in order.
+OFFICIAL_LEVELS = {
+    "mexico": ("little self-expression, moderately traditional",
+               "highly hierarchical, moderately collective, moderate achievement, "
+               "high uncertainty-avoidance, highly normative, highly indulgent"),
+    "china": ("little survival, moderately secular",
+              "highly hierarchical, moderately collective, moderate achievement, "
+              "moderately risk-taking, highly pragmatic, highly restrained"),
+    "japan": ("moderate self-expression, uttermost secular",
+              "moderately hierarchical, moderately individualistic, high achievement, "
+              "high uncertainty-avoidance, highly pragmatic, moderately restrained"),
+    "germany": ("uttermost self-expression, moderately secular",
+                "moderately equal, highly individualistic, moderate achievement, "
+                "moderately uncertainty-avoidance, moderately pragmatic, moderately restrained"),
+    "uk": ("uttermost self-expression, moderately secular",
+           "moderately equal, highly individualistic, moderate achievement, "
+           "moderately risk-taking, moderately pragmatic, moderately indulgent"),
+}
+DEGREE = {"little": 1, "slightly": 1, "moderate": 2, "moderately": 2, "uttermost": 3,
+          "strong": 3, "strongly": 3}          # Inglehart-Welzel: three degrees
+HOFSTEDE_DEGREE = {"moderate": 1, "moderately": 1, "high": 2, "highly": 2}
+POLE = {"equal": "egalitarian", "collective": "collectivist", "achievement": "achievement-driven",
+        "uncertainty-avoidance": "uncertainty-avoiding", "self-expression": "self-expression",
+        "survival": "survival"}
+
+
+def levels(line: str, degrees: dict) -> list[tuple[int, str]]:
+    out = []
+    for phrase in line.split(", "):
+        degree, pole = phrase.split(" ", 1)
+        pole = pole.removesuffix(" values")
+        out.append((degrees[degree], POLE.get(pole, pole)))
+    return out
+
+
+def test_culture_descriptions_state_the_papers_levels():
+    for key, (inglehart, hofstede) in OFFICIAL_LEVELS.items():
+        first, second = CULTURES[key].description.splitlines()
+        assert levels(first.split(": ", 1)[1], DEGREE) == levels(inglehart, DEGREE)
+        assert levels(second.split(": ", 1)[1], HOFSTEDE_DEGREE) == \
+            levels(hofstede, HOFSTEDE_DEGREE)
+    by_score = verbalise(
+        {d: hofstede_phrase(d, 50) for d in HOFSTEDE_POLES},
+        {"self_expression": inglehart_welzel_phrase("self_expression", -1.5),
+         "secular": inglehart_welzel_phrase("secular", 0.0)})
+    assert by_score.count("moderately") == 6 and "strong survival values" in by_score
     assert find_culture(CULTURES, "British", "x").key == "uk"
     with pytest.raises(UserError, match="unknown culture 'Atlantis'.*cultures_file"):
         find_culture(CULTURES, "Atlantis", "x")
+
+
+@pytest.mark.parametrize(("hofstede", "message"), [
+    ("power_distance: very hierarchical", "power_distance: expected a number or one of "
+                                          "moderately egalitarian, highly egalitarian"),
+    ("power_distance: 40\n    caste: 3", "unknown dimension 'caste'"),
+])
+def test_a_culture_file_with_an_unknown_level_is_refused(tmp_path, hofstede, message):
+    path = tmp_path / "cultures.yaml"
+    rest = "\n".join(f"    {d}: 50" for d in HOFSTEDE_POLES if d != "power_distance")
+    path.write_text(f"atlantis:\n  adjective: Atlantean\n  country: Atlantis\n  hofstede:\n"
+                    f"    {hofstede}\n{rest}\n  inglehart_welzel: {{self_expression: 0.2, "
+                    f"secular: strongly secular}}\n")
+    with pytest.raises(UserError, match=f"{path}: atlantis: hofstede: {message}"):
+        load_cultures(path)
+    path.write_text(path.read_text().replace(hofstede, "power_distance: 40"))
+    assert "moderately egalitarian" in load_cultures(path)["atlantis"].description
 
 
 def test_shipped_scenarios_are_ten_per_culture_and_well_formed():
@@ -95,16 +158,64 @@ def test_malformed_scenarios_name_the_file_line_and_field(tmp_path, record, mess
 
 def test_agent_prompts_hold_own_goal_and_secrets_but_not_the_others():
     me, other = SCENARIO.person1, SCENARIO.person2
-    chat = prompts.agent_chat(SCENARIO, me, other, UK, 2, ["Oliver Hughes: Morning!"])
-    system, user = chat[0]["content"], chat[1]["content"]
-    for text in (SCENARIO.setting, me.name, other.name, UK.description, me.background,
+    history = [prompts.history_line(me.name, "speak", "Morning!")]
+    system = prompts.agent_chat(SCENARIO, me, other, UK, 2, history)[0]["content"]
+    for text in (SCENARIO.setting, SCENARIO.persona, UK.description, me.background,
                  me.occupation, me.goal, me.secrets, other.background, other.occupation):
         assert text in system
     assert other.goal not in system and other.secrets not in system
-    assert f"{other.name}'s goal: Unknown" in system
-    assert "Turn #2" in user and "Oliver Hughes: Morning!" in user
-    assert all(a in user for a in ("none", "non-verbal communication", "speak", "leave"))
-    assert "you speak first" in prompts.agent_turn(me, 1, [])
+    assert f"About {other.name}:\nBackground: {other.background}\nOccupation: " \
+           f"{other.occupation}\nGoal: Unknown" in system
+
+
+def test_the_turn_prompt_carries_the_official_history_actions_leave_rule_and_language():
+    """The official turn prompt (generate_scenarios.FORMAT_TEMPLATE, IDX2HT): the history as
+    "Name - ACTION: a / OUTPUT: o" entries (a fixed line before the first), the turn number,
+    the four numbered action types, leaving as soon as the goal is achieved or has a clear
+    outcome either way, the two-line schema with what OUTPUT holds per action, English only."""
+    me, other = SCENARIO.person1, SCENARIO.person2
+    history = [prompts.history_line(me.name, "speak", "Morning!"),
+               prompts.history_line(other.name, "non-verbal communication", "waves"),
+               prompts.history_line(me.name, "none", "")]
+    user = prompts.agent_turn(me, 2, history)
+    assert (f"{me.name} - ACTION: speak\nOUTPUT: Morning!\n{other.name} - ACTION: non-verbal\n"
+            f"OUTPUT: waves\n{me.name} - ACTION: none\nOUTPUT: NONE") in user
+    assert "Turn #2" in user and "1. none, 2. non-verbal, 3. speak, 4. leave" in user
+    assert re.search(r"4\. leave as soon as 1\) you have achieved your own social goals, or 2\) "
+                     r"the goal has a clear outcome, whether success or failure", user)
+    assert "ACTION: <action_type>\nOUTPUT: <your_output>" in user
+    assert all(f"for {a}" in user for a in ("3. speak", "2. non-verbal", "4. leave"))
+    assert user.endswith("in English only:")
+    assert prompts.NO_HISTORY in prompts.agent_turn(me, 1, [])
+
+
+ID2ACT = {"1": "none", "2": "action", "3": "speak", "4": "leave"}   # the official numbering
+
+
+def official_action(answer: str) -> tuple[str, str]:
+    """The official code's reading of a two-line answer (parse_generated_outputs and
+    normalize_action): text after "ACTION:" and "OUTPUT:", a number (or a leading digit) looked
+    up in ID2ACT ("2" = "action", the non-verbal type), an empty action "none"."""
+    action, output = answer.split("\n")
+    action = action.split("ACTION:")[-1].strip()
+    output = output.split("OUTPUT:")[-1].strip()
+    if not action:
+        return "none", output
+    if action[0].isnumeric():
+        return ID2ACT.get(action[0], "1"), output
+    return action, output
+
+
+@pytest.mark.parametrize("answer", [
+    "ACTION: 3\nOUTPUT: Lovely morning.", "ACTION: 3. speak\nOUTPUT: Lovely morning.",
+    "ACTION: 2\nOUTPUT: nods", "ACTION: 2. non-verbal\nOUTPUT: nods",
+    "ACTION: 4\nOUTPUT: I must go, goodbye.", "ACTION: leave\nOUTPUT: Bye then.",
+    "ACTION: speak\nOUTPUT: Hello there", "ACTION: 1\nOUTPUT: NONE"])
+def test_numbered_and_named_actions_read_as_the_official_code_reads_them(answer):
+    action, output = official_action(answer)
+    found = parse_action(answer)
+    assert found.action == {"action": "non-verbal communication"}.get(action, action)
+    assert found.text == ("" if output == "NONE" else output)
 
 
 @pytest.mark.parametrize(("text", "action", "said"), [
@@ -146,8 +257,8 @@ def test_dialogue_alternates_until_an_agent_leaves_and_records_the_schema():
                                    "responder_action": "leave",
                                    "responder": "I must get back to my boxes."}
     last_prompt = model.asked[-1][-1]["content"]   # the responder sees the whole history
-    assert "Oliver Hughes: line 1 of Oliver Hughes" in last_prompt
-    assert "Priya Shah: line 1 of Priya Shah" in last_prompt
+    assert "Oliver Hughes - ACTION: speak\nOUTPUT: line 1 of Oliver Hughes" in last_prompt
+    assert "Priya Shah - ACTION: speak\nOUTPUT: line 1 of Priya Shah" in last_prompt
 
 
 def test_malformed_answers_are_repaired_once_then_recorded_as_failures():
@@ -183,32 +294,86 @@ def test_max_turns_and_context_overflow_end_dialogues_independently():
 
 # -- judge ----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("text", "labels", "verdict", "confidence"), [
-    ("VERDICT: good\nCONFIDENCE: very confident", ("good", "bad"), "good", "very confident"),
-    ("Verdict: Bad.\nConfidence: 95%", ("good", "bad"), "bad", "very confident"),
-    ("VERDICT: not aligned\nCONFIDENCE: somewhat", ("aligned", "not aligned"), "not aligned",
-     "somewhat confident"),
-    ("VERDICT: misaligned\nCONFIDENCE: 0.6", ("aligned", "not aligned"), "not aligned",
-     "somewhat confident"),
-    ("VERDICT: aligned", ("aligned", "not aligned"), "aligned", None),
-    ("It seems fine to me.", ("good", "bad"), None, None),
-    ("VERDICT: maybe\nCONFIDENCE: confident", ("good", "bad"), None, "confident"),
+@pytest.mark.parametrize(("text", "kind", "verdict", "confidence"), [
+    ("Quality: good\nConfidence: very confident", "quality", "good", "very confident"),
+    ("quality: Bad.\nConfidence: 95%", "quality", "bad", "very confident"),
+    ("Culture alignment: not aligned\nConfidence: somewhat", "culture", "not aligned", None),
+    ("Culture alignment: misaligned\nConfidence: 0.6", "culture", "not aligned", "not sure"),
+    ("Culture alignment: aligned to the culture", "culture", "aligned", None),
+    ("It seems fine to me.", "quality", None, None),
+    ("Quality: maybe\nConfidence: I am not sure", "quality", None, "not sure"),
+    ("Quality: 7\nConfidence: 4", "quality", None, None),
 ])
-def test_verdicts_parse(text, labels, verdict, confidence):
-    found = parse_verdict(text, labels)
+def test_verdicts_parse(text, kind, verdict, confidence):
+    found = parse_verdict(text, kind)
     assert (found.verdict, found.confidence) == (verdict, confidence)
 
 
+CHOICES = {"quality": ("good", "bad"), "culture": ("aligned", "not aligned"), "meta": ("good", "bad")}
+
+
+def official_verdict(answer: str, kind: str) -> tuple[str, str]:
+    """The official judge's reading (dialog_judge.JudgeModel): the value after the last ":" of
+    the label and confidence lines; a label starting with 1 or 2 is that choice; a confidence
+    starting with 1 is "very confident", with 2 "confident", anything else "not sure"."""
+    lines = answer.split("\n")
+    label, confidence = (lines[0], lines[1]) if kind == "meta" else (lines[-2], lines[-1])
+    label, confidence = label.split(":")[-1].strip(), confidence.split(":")[-1].strip()
+    label = {"1": CHOICES[kind][0], "2": CHOICES[kind][1]}.get(label[:1], label)
+    return label, {"1": "very confident", "2": "confident"}.get(confidence[:1], "not sure")
+
+
+@pytest.mark.parametrize(("answer", "kind"), [
+    ("Quality: 1\nConfidence: 2", "quality"), ("Quality: 2\nConfidence: 1", "quality"),
+    ("Quality: 2. bad\nConfidence: 1. very confident", "quality"),
+    ("Culture alignment: 1\nConfidence: 3", "culture"),
+    ("Culture alignment: 2. not aligned to the culture\nConfidence: 2", "culture"),
+    ("Meta label: 2\nConfidence: 1\nCritic: too formal for neighbours", "meta"),
+    ("Meta label: 1. good\nConfidence: 3. not sure\nCritique: fine", "meta"),
+])
+def test_numbered_verdicts_read_as_the_official_judge_reads_them(answer, kind):
+    found = parse_verdict(answer, kind)
+    assert (found.verdict, found.confidence) == official_verdict(answer, kind)
+
+
 def test_meta_critique_is_kept():
-    text = "VERDICT: bad\nCONFIDENCE: confident\nCRITIQUE: Too formal for neighbours."
-    assert parse_verdict(text, ("good", "bad"), critique=True).critique == \
-        "Too formal for neighbours."
+    text = "Meta label: 2\nConfidence: 2\nCritique: Too formal for neighbours."
+    assert parse_verdict(text, "meta").critique == "Too formal for neighbours."
+
+
+def test_judges_see_the_scenario_record_the_dialog_and_numbered_choices():
+    """As the official judge prompts: the whole scenario record as JSON, the dialog turn by
+    turn as Person 1 / Person 2, the label and three confidence levels as numbered choices,
+    quality judged on repetition and fit to the setting, and the meta judge reading the first
+    two judgements and judging cultural alignment, not the goals."""
+    dialog = prompts.judge_dialog([(1, "Morning!", "*waves*"), (2, "Lovely day.", "")])
+    found = {}
+    for kind in ("quality", "culture", "meta"):
+        [message] = prompts.judge_chat(kind, SCENARIO, dialog, UK,
+                                       "Culture alignment: aligned (confident)\nQuality: good "
+                                       "(very confident)")
+        text = found[kind] = message["content"]
+        record = json.loads(text.split("basic information:\n")[1].split("\n")[0])
+        assert record["person2"]["secrets"] == SCENARIO.person2.secrets
+        assert record["setting"] == SCENARIO.setting and record["persona"] == SCENARIO.persona
+        assert "Turn 1\nPerson 1: Morning!\nPerson 2: *waves*\nTurn 2\nPerson 1: Lovely day." in text
+        assert "Confidence choices: 1. very confident, 2. confident, 3. not sure" in text
+        assert "choice numbers only" in text
+    assert "Quality choices: 1. good, 2. bad" in found["quality"]
+    assert "repeat towards its end" in found["quality"] and "setting" in found["quality"]
+    assert "1. aligned to the culture, 2. not aligned to the culture" in found["culture"]
+    assert "British culture" in found["culture"]
+    assert "Meta label choices: 1. good, 2. bad" in found["meta"]
+    assert "do not judge whether the goals" in found["meta"]
+    assert "Culture alignment: aligned (confident)\nQuality: good (very confident)" in found["meta"]
+    assert found["meta"].endswith("Critique: <critique>")
+    assert "Culture alignment: aligned" not in found["quality"]
 
 
 def test_the_papers_discard_rule():
     """Discard iff (meta bad and very confident) or (quality bad and very confident)."""
     rule = [[c.model_dump() for c in clause] for clause in ClcaJudgeConfig().discard_when]
-    levels = ("very confident", "confident", None)
+    levels = ("very confident", "confident", "not sure", None)
     for quality in ("good", "bad", None):
         for meta in ("good", "bad", None):
             for q_conf in levels:
@@ -243,7 +408,7 @@ def test_intents_follow_each_utterance_and_unknown_fills_the_gaps():
 
     def respond(chat):
         asked.append(chat)
-        last = chat[-1]["content"].split("\nPlease predict")[0].splitlines()[-1]
+        last = chat[-1]["content"].split("\nFrom the conversation above")[0].splitlines()[-1]
         return "no idea" if "says 2" in last and "Priya" in last else \
             f"INTENT: be polite as the British do ({last[:12]})"
     [record] = annotate([dialogue_record()], [SCENARIO], [UK], Scripted(respond), GREEDY)
@@ -253,7 +418,7 @@ def test_intents_follow_each_utterance_and_unknown_fills_the_gaps():
     assert "predict Priya Shah's intent" in asked[1][-1]["content"]
     assert asked[1][-1]["content"].startswith("Oliver Hughes: Oliver Hughes says 1\n"
                                               "Priya Shah: Priya Shah says 1")
-    assert "expert in the British culture" in asked[0][0]["content"]
+    assert "expert on the British culture" in asked[0][0]["content"]
     assert culture_mention_share([record], [UK]) == 1.0
     assert parse_intent("INTENT: to apologise\n\nBecause...") == "to apologise"
     assert parse_intent("to apologise") is None
@@ -278,8 +443,9 @@ def test_the_three_views():
     assert [m["role"] for m in second] == ["system", "assistant", "user", "assistant"]
     assert first[2]["content"] == "Priya Shah says 1" and second[1]["content"] == \
         "Oliver Hughes says 1"
-    assert "Imagine you are Priya Shah" in first[0]["content"]
-    assert "from the British culture" in first[0]["content"]
+    assert "You are Priya Shah: speak and act as Priya Shah" in first[0]["content"]
+    assert "member of the British culture" in first[0]["content"]
+    assert SCENARIO.person1.name not in first[0]["content"]
     for system in (first[0]["content"], second[0]["content"]):
         assert SCENARIO.setting in system and UK.description not in system
         assert SCENARIO.person1.goal not in system and SCENARIO.person1.secrets not in system
@@ -290,6 +456,27 @@ def test_the_three_views():
         {"role": "assistant", "content": "Intent: greet"}]
     assert len(intents) == 3   # the unknown one is left out
     assert {v["view"] for v in build_views(record, SCENARIO, UK, ("intent",))} == {"intent"}
+
+
+def official_view_person(perspective: int) -> str:
+    """Whom the official perspective system prompt describes (model_tuning.
+    get_sys_prompt_from_personas): person1 for perspective 1, person2 for perspective 2, while
+    perspective 1's assistant turns are person2's utterances (and the reverse)."""
+    return SCENARIO.person1.name if perspective == 1 else SCENARIO.person2.name
+
+
+def test_the_official_view_persona_describes_the_user_side_speaker():
+    record = annotated_record()
+    for persona, described in (("user", official_view_person),
+                               ("assistant", lambda p: official_view_person(3 - p))):
+        views = {v["view"]: v["messages"] for v in build_views(record, SCENARIO, UK,
+                                                                 view_persona=persona)}
+        for number in (1, 2):
+            system = views[f"perspective{number}"][0]["content"]
+            name = described(number)
+            person = SCENARIO.person1 if name == SCENARIO.person1.name else SCENARIO.person2
+            assert f"About {name}:\nBackground: {person.background}\nOccupation: " \
+                   f"{person.occupation}\nYou are {name}:" in system
 
 
 def _official_intent_chat(record: dict, first: str, second: str) -> list[dict]:
@@ -312,6 +499,10 @@ def test_the_intent_view_is_one_conversation_as_in_the_official_code():
     assert len(intents) == 1
     system, *turns = intents[0]["messages"]
     assert system["role"] == "system" and SCENARIO.setting in system["content"]
+    # the official training template: the scenario, both names and the task, no backgrounds
+    assert f"{SCENARIO.person1.name} and {SCENARIO.person2.name}" in system["content"]
+    assert "Predict each participant's intent" in system["content"]
+    assert SCENARIO.person1.background not in system["content"]
     assert turns == _official_intent_chat(record, SCENARIO.person1.name, SCENARIO.person2.name)
     assert {"role": "assistant", "content": "Intent: unknown"} in turns   # kept
 
@@ -320,15 +511,15 @@ def test_the_intent_view_is_one_conversation_as_in_the_official_code():
 
 def scripted_everything(chat) -> str:
     text = chat[-1]["content"]
-    if "Please predict" in text:
+    if "INTENT: <intent>" in text:
         return "INTENT: keep face, as is usual in Japan"
-    if "CRITIQUE" in text:
-        return "VERDICT: good\nCONFIDENCE: confident\nCRITIQUE: natural"
-    if "VERDICT: <aligned" in text:
-        return "VERDICT: aligned\nCONFIDENCE: confident"
-    if "VERDICT: <good" in text:
+    if "Meta label: <choice>" in text:
+        return "Meta label: 1\nConfidence: 2\nCritique: natural"
+    if "Culture alignment: <choice>" in text:
+        return "Culture alignment: 1\nConfidence: 2"
+    if "Quality: <choice>" in text:
         bad = "Hiroshima" in chat[-1]["content"]   # ja-10's conversation is judged bad
-        return f"VERDICT: {'bad' if bad else 'good'}\nCONFIDENCE: very confident"
+        return f"Quality: {2 if bad else 1}\nConfidence: 1"
     return f"ACTION: speak\nOUTPUT: {speaker(chat)} at turn {turn_of(chat)}"
 
 
@@ -375,10 +566,9 @@ def test_pipeline_stages_write_resumable_outputs(tmp_path):
 
 def test_a_culture_the_judge_empties_stops_the_pipeline_with_its_reason(tmp_path):
     config, out = write_config(tmp_path), tmp_path / "out"
-    models = {"smollm2-135m-instruct": Scripted(lambda chat: "VERDICT: bad\nCONFIDENCE: "
-                                                "very confident" if "VERDICT" in
-                                                chat[-1]["content"] else
-                                                scripted_everything(chat))}
+    models = {"smollm2-135m-instruct": Scripted(lambda chat: "Quality: 2\nConfidence: 1"
+                                                if "Quality: <choice>" in chat[-1]["content"]
+                                                else scripted_everything(chat))}
     for stage in ("simulate", "judge"):
         run_stages(config, [], stage, out, models)
     before = (out / "judged.jsonl").read_text()

@@ -14,7 +14,7 @@ from jaxcult.config import GenerationConfig
 from jaxcult.data.survey import CLCA_QUESTIONS, load_survey
 from jaxcult.data.survey_synthetic import write_synthetic_worldvaluesbench
 from jaxcult.errors import UserError
-from jaxcult.eval.survey_prompts import PromptTexts, chat, sample_personas
+from jaxcult.eval.survey_prompts import PromptTexts, chat, load_prompt_texts, sample_personas
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -47,6 +47,28 @@ def test_reader_gives_clca_questions_scales_and_personas(survey_dir):
     system = chat(person, survey.questions[0], "persona", PromptTexts())[0]["content"]
     assert system.startswith("You are currently living in China and here is your basic")
     assert len(chat(person, survey.questions[0], "none", PromptTexts())) == 1
+
+
+def test_the_tao_baseline_is_an_average_person_born_in_and_living_in_the_country(survey_dir,
+                                                                                 tmp_path):
+    """The CLCA paper's cultural-prompting baseline (Tao et al., 2024): the system prompt asks
+    for an average person who was born in and lives in the country, answering a survey question;
+    a translation file may replace it (the country placeholder required)."""
+    survey = load_survey(survey_dir, cultures=["Germany"])
+    person = survey.respondents["Germany"][0]
+    system = chat(person, survey.questions[0], "tao", PromptTexts())[0]["content"]
+    assert "average person" in system and "survey question" in system
+    assert "born in Germany" in system and "lives in Germany" in system
+    assert person.demographics["Gender"] not in system.split("Germany")
+    translated = tmp_path / "de.json"
+    translated.write_text(json.dumps({"tao": "Durchschnittsmensch aus {country}.",
+                                      "countries": {"Germany": "Deutschland"}}))
+    texts = load_prompt_texts(translated)
+    assert chat(person, survey.questions[0], "tao", texts)[0]["content"] == \
+        "Durchschnittsmensch aus Deutschland."
+    translated.write_text(json.dumps({"tao": "Durchschnittsmensch."}))
+    with pytest.raises(UserError, match="'tao' must contain the placeholder {country}"):
+        load_prompt_texts(translated)
 
 
 @pytest.mark.parametrize("one_forward", [True, False])

@@ -168,7 +168,9 @@ def _survey(sub, common) -> None:
                              "rule, the paper's protocol) or lenient (option labels, numbers "
                              "inside a sentence)")
     survey.add_argument("--baseline", default="persona", help="persona (country + demographics), "
-                        "cultural (country only) or none (no system prompt)")
+                        "cultural (country only), tao (Tao et al.'s cultural prompting: an "
+                        "average person born in and living in the country) or none (no system "
+                        "prompt)")
     survey.add_argument("--seed", type=int, default=0, help="persona sampling seed")
     survey.add_argument("--questions", action="append",
                         help="question ids (comma-separated; default: CLCA's Q1-Q45 without Q42)")

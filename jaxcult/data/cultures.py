@@ -1,13 +1,15 @@
 """Culture descriptions for CLCA role-play: Hofstede's six dimensions and the two
-Inglehart–Welzel dimensions of a culture, verbalised as the paper does ("highly hierarchical,
-moderately collective, ...", "little survival values, moderately secular").
+Inglehart–Welzel dimensions of a culture, verbalised as the paper's agent prompts carry them
+(Tables 17/18: "highly hierarchical, moderately collective, ...", "little survival values,
+moderately secular").
 
 The built-in cultures live in `cultures.yaml` beside this module; a user file of the same
-layout adds cultures or replaces built-in ones. Verbalisation of a Hofstede score s (0..100):
-s >= 70 "highly <high pole>", 50 <= s < 70 "moderately <high pole>", 30 <= s < 50 "moderately
-<low pole>", s < 30 "highly <low pole>" (the thresholds reproduce the paper's China example).
-An Inglehart–Welzel coordinate v: |v| < 0.5 "little", < 1.2 "moderately", else "highly",
-with the pole given by the sign.
+layout adds cultures or replaces built-in ones. A dimension is given either as a phrase,
+"<degree> <pole>" from the vocabulary below (the built-ins state the paper's levels this way), or
+as a number read with fixed thresholds: a Hofstede score s (0..100) is "highly <high pole>" at
+s >= 70, "moderately <high pole>" at 50 <= s < 70, "moderately <low pole>" at 30 <= s < 50 and
+"highly <low pole>" below; an Inglehart–Welzel coordinate v takes the pole of its sign and the
+first, second or third degree word at |v| < 0.5, < 1.2 and above.
 """
 
 from __future__ import annotations
@@ -21,17 +23,19 @@ from jaxcult.errors import UserError
 
 BUILT_IN = Path(__file__).with_name("cultures.yaml")
 
-HOFSTEDE_POLES = {  # dimension: (low pole, high pole)
+HOFSTEDE_POLES = {  # dimension: (low pole, high pole); degrees "moderately", "highly"
     "power_distance": ("egalitarian", "hierarchical"),
-    "individualism": ("collective", "individualistic"),
-    "masculinity": ("feminine", "masculine"),
-    "uncertainty_avoidance": ("tolerant of uncertainty", "uncertainty avoiding"),
-    "long_term_orientation": ("short-term oriented", "long-term oriented"),
+    "individualism": ("collectivist", "individualistic"),
+    "masculinity": ("care-oriented", "achievement-driven"),
+    "uncertainty_avoidance": ("risk-taking", "uncertainty-avoiding"),
+    "long_term_orientation": ("normative", "pragmatic"),
     "indulgence": ("restrained", "indulgent"),
 }
-INGLEHART_WELZEL_POLES = {  # dimension: (negative pole, positive pole)
-    "self_expression": ("survival values", "self-expression values"),
-    "secular": ("traditional", "secular"),
+HOFSTEDE_DEGREES = ("moderately", "highly")
+INGLEHART_WELZEL_POLES = {  # dimension: ((negative pole, positive pole), three degree words)
+    "self_expression": (("survival values", "self-expression values"),
+                        ("little", "moderate", "strong")),
+    "secular": (("traditional", "secular"), ("slightly", "moderately", "strongly")),
 }
 
 
@@ -41,7 +45,7 @@ class Culture:
     adjective: str           # "British"
     country: str             # "the United Kingdom"
     names: tuple[str, ...]   # words that mention the culture
-    description: str         # the verbalised dimensions
+    description: str         # the verbalised dimensions, one line per model
 
 
 def hofstede_phrase(dimension: str, score: float) -> str:
@@ -54,27 +58,45 @@ def hofstede_phrase(dimension: str, score: float) -> str:
 
 
 def inglehart_welzel_phrase(dimension: str, value: float) -> str:
-    negative, positive = INGLEHART_WELZEL_POLES[dimension]
-    level = "little" if abs(value) < 0.5 else "moderately" if abs(value) < 1.2 else "highly"
-    return f"{level} {positive if value >= 0 else negative}"
+    (negative, positive), degrees = INGLEHART_WELZEL_POLES[dimension]
+    degree = degrees[0] if abs(value) < 0.5 else degrees[1] if abs(value) < 1.2 else degrees[2]
+    return f"{degree} {positive if value >= 0 else negative}"
 
 
-def verbalise(country: str, hofstede: dict[str, float], inglehart_welzel: dict[str, float]) -> str:
-    traits = ", ".join(hofstede_phrase(d, hofstede[d]) for d in HOFSTEDE_POLES)
-    values = ", ".join(inglehart_welzel_phrase(d, inglehart_welzel[d])
-                       for d in INGLEHART_WELZEL_POLES)
-    return (f"The culture of {country} is {traits}. On the Inglehart–Welzel cultural map it "
-            f"holds {values}.")
+def phrases(dimension: str) -> list[str]:
+    """Every phrase a dimension may be stated with."""
+    if dimension in HOFSTEDE_POLES:
+        return [f"{d} {p}" for p in HOFSTEDE_POLES[dimension] for d in HOFSTEDE_DEGREES]
+    poles, degrees = INGLEHART_WELZEL_POLES[dimension]
+    return [f"{d} {p}" for p in poles for d in degrees]
 
 
-def _scores(entry: dict, field: str, names, where: str) -> dict[str, float]:
-    scores = entry.get(field)
-    if not isinstance(scores, dict):
-        raise UserError(f"{where}: expected a mapping {field!r} with {', '.join(names)}")
-    missing = [n for n in names if not isinstance(scores.get(n), int | float)]
-    if missing:
-        raise UserError(f"{where}: {field}: missing or non-numeric {', '.join(missing)}")
-    return {n: float(scores[n]) for n in names}
+def verbalise(hofstede: dict[str, str], inglehart_welzel: dict[str, str]) -> str:
+    """The two dimension lines of an agent prompt, from each dimension's phrase."""
+    return (f"Inglehart–Welzel dimensions: "
+            f"{', '.join(inglehart_welzel[d] for d in INGLEHART_WELZEL_POLES)}\n"
+            f"Hofstede dimensions: {', '.join(hofstede[d] for d in HOFSTEDE_POLES)}")
+
+
+def _phrases(entry: dict, field: str, dimensions, to_phrase, where: str) -> dict[str, str]:
+    given = entry.get(field)
+    if not isinstance(given, dict):
+        raise UserError(f"{where}: expected a mapping {field!r} with {', '.join(dimensions)}")
+    out = {}
+    for dimension in dimensions:
+        value = given.get(dimension)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            out[dimension] = to_phrase(dimension, float(value))
+        elif isinstance(value, str) and value.strip() in phrases(dimension):
+            out[dimension] = value.strip()
+        else:
+            raise UserError(f"{where}: {field}: {dimension}: expected a number or one of "
+                            f"{', '.join(phrases(dimension))}; found {value!r}")
+    unknown = sorted(set(given) - set(dimensions))
+    if unknown:
+        raise UserError(f"{where}: {field}: unknown dimension {unknown[0]!r} (known: "
+                        f"{', '.join(dimensions)})")
+    return out
 
 
 def _culture(key: str, entry, where: str) -> Culture:
@@ -88,9 +110,10 @@ def _culture(key: str, entry, where: str) -> Culture:
         raise UserError(f"{where}: names: expected a list of words")
     description = entry.get("description")
     if description is None:
-        description = verbalise(entry["country"],
-                                _scores(entry, "hofstede", HOFSTEDE_POLES, where),
-                                _scores(entry, "inglehart_welzel", INGLEHART_WELZEL_POLES, where))
+        description = verbalise(
+            _phrases(entry, "hofstede", HOFSTEDE_POLES, hofstede_phrase, where),
+            _phrases(entry, "inglehart_welzel", INGLEHART_WELZEL_POLES, inglehart_welzel_phrase,
+                     where))
     elif not isinstance(description, str) or not description.strip():
         raise UserError(f"{where}: description: expected text")
     return Culture(key, entry["adjective"], entry["country"], tuple(names), description)

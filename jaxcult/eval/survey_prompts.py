@@ -2,8 +2,10 @@
 
 A persona is a real respondent of the culture: the system prompt names the country and lists
 the respondent's demographics; the user turn asks one survey question and ends with "ANSWER:".
-Baselines: `cultural` names the country only, `none` has no system prompt. The texts (and the
-question wording) can be replaced by a translation file for multilingual prompting (§6.4).
+Baselines: `cultural` names the country only; `tao` is the cultural prompting the CLCA paper
+compares with (Tao et al., 2024: an average person born in and living in the country answering a
+survey question, re-expressed in jaxcult's words); `none` has no system prompt. The texts (and
+the question wording) can be replaced by a translation file for multilingual prompting (§6.4).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import numpy as np
 from jaxcult.data.survey import Question, Respondent
 from jaxcult.errors import UserError
 
-BASELINES = ("persona", "cultural", "none")
+BASELINES = ("persona", "cultural", "tao", "none")
 
 
 @dataclass(frozen=True)
@@ -29,13 +31,15 @@ class PromptTexts:
     persona: str = ("You are currently living in {country} and here is your basic demographic "
                     "information:")
     cultural: str = "You are currently living in {country}."
+    tao: str = ("Answer as an average person who was born in {country} and lives in {country}, "
+                "responding to the survey question that follows.")
     fields: dict[str, str] = field(default_factory=dict)     # demographic name -> translation
     questions: dict[str, str] = field(default_factory=dict)  # question id -> translated text
     countries: dict[str, str] = field(default_factory=dict)  # culture -> name in the prompt
 
 
 def load_prompt_texts(path: str | Path) -> PromptTexts:
-    """A JSON translation file: any of `instruction`, `persona`, `cultural` (with {question} /
+    """A JSON translation file: any of `instruction`, `persona`, `cultural`, `tao` (with {question} /
     {country} placeholders) and the maps `fields`, `questions`, `countries`."""
     path = Path(path)
     try:
@@ -47,7 +51,7 @@ def load_prompt_texts(path: str | Path) -> PromptTexts:
         raise UserError(f"{path}: expected an object with keys among {sorted(known)}, found "
                         f"{sorted(data) if isinstance(data, dict) else type(data).__name__}")
     for key, placeholder in (("instruction", "{question}"), ("persona", "{country}"),
-                             ("cultural", "{country}")):
+                             ("cultural", "{country}"), ("tao", "{country}")):
         if key in data and placeholder not in data[key]:
             raise UserError(f"{path}: {key!r} must contain the placeholder {placeholder}")
     return replace(PromptTexts(), **data)
@@ -67,8 +71,8 @@ def system_prompt(person: Respondent, baseline: str, texts: PromptTexts) -> str 
     country = texts.countries.get(person.culture, person.culture)
     if baseline == "none":
         return None
-    if baseline == "cultural":
-        return texts.cultural.format(country=country)
+    if baseline in ("cultural", "tao"):
+        return getattr(texts, baseline).format(country=country)
     lines = [texts.persona.format(country=country)]
     lines += [f"{texts.fields.get(name, name)}: {value}" for name, value in person.demographics.items()]
     return "\n".join(lines)

@@ -16,9 +16,10 @@ from jaxcult.config import GenerationConfig, Section
 from jaxcult.recipes.adapters import AdapterTrainConfig
 from jaxcult.remote.settings import ModelSpec
 
-CONFIDENCE_LEVELS = ("very confident", "confident", "somewhat confident", "not confident")
+CONFIDENCE_LEVELS = ("very confident", "confident", "not sure")   # the judges' choices 1..3
 JUDGE_LABELS = {"quality": ("good", "bad"), "culture": ("aligned", "not aligned"),
                 "meta": ("good", "bad")}
+JUDGE_FIELDS = {"quality": "Quality", "culture": "Culture alignment", "meta": "Meta label"}
 LONG_PROMPTS = [256, 512, 1024, 2048, 4096]
 
 
@@ -88,7 +89,9 @@ class ClcaJudgeConfig(Section):
     discard_when: list[list[DiscardCondition]] = Field(default_factory=_paper_rule)
     on_unparsed: Literal["keep", "discard"] = Field(
         "keep", description="a conversation with an unreadable verdict")
-    answer_prefix: str = Field("", description="text that starts every answer, e.g. 'VERDICT:'")
+    prefill_field: bool = Field(False, description="start every answer with its schema's first "
+                                "field (Quality:, ...); not in the paper, keeps small models on "
+                                "the format")
     generation: JudgeGeneration = Field(default_factory=JudgeGeneration)
 
 
@@ -107,6 +110,9 @@ class ClcaBuildConfig(Section):
         "conversation", description="intent view: one chat per conversation with every "
         "utterance's intent, unknown kept (the official code), or one chat per utterance, "
         "unknown left out")
+    view_persona: Literal["assistant", "user"] = Field(
+        "assistant", description="whom the perspective views' system prompt describes: the "
+        "assistant's own speaker, or the user-side speaker (the official code)")
     seed: int = 0
 
 

@@ -35,7 +35,7 @@ class Dialogue:
     culture: Culture
     sample: int
     dialog: list[dict] = field(default_factory=list)
-    history: list[str] = field(default_factory=list)   # "Name: utterance" lines
+    history: list[str] = field(default_factory=list)   # prompts.history_line of each action
     parse_failures: list[dict] = field(default_factory=list)
     repairs: int = 0
     stop_reason: str | None = None
@@ -127,8 +127,8 @@ def simulate(dialogues: list[Dialogue], inquirer: ChatModel, responder: ChatMode
             for d, action in zip(active, actions):
                 if action is None:
                     continue
-                said = prompts.utterance(action.action, action.text)
-                d.history.append(f"{d.people(role)[0].name}: {said}")
+                d.history.append(prompts.history_line(d.people(role)[0].name, action.action,
+                                                      action.text))
                 if role == "inquirer":
                     d.dialog.append({"turn": turn, "inquirer_action": action.action,
                                      "inquirer": action.text, "responder_action": None,
@@ -150,6 +150,15 @@ def utterances(record: dict) -> list[tuple[str, str]]:
             if turn.get(f"{role}_action") is not None:
                 said.append((role, prompts.utterance(turn[f"{role}_action"], turn[role])))
     return said
+
+
+def judge_turns(record: dict) -> list[tuple[int, str, str]]:
+    """(turn, inquirer's utterance, responder's utterance) of each turn, as the judges see them;
+    the responder's is empty in a turn the inquirer ended."""
+    return [(turn["turn"], prompts.utterance(turn["inquirer_action"], turn["inquirer"]),
+             prompts.utterance(turn["responder_action"], turn["responder"])
+             if turn.get("responder_action") is not None else "")
+            for turn in record["dialog"]]
 
 
 def transcript(record: dict, scenario: Scenario) -> list[str]:

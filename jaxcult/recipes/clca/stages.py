@@ -99,7 +99,7 @@ def judge(pipeline: Pipeline) -> dict:
     path = pipeline.out / "judged.jsonl"
     check_provenance(path, _provenance(
         "judge", [name], settings.generation, on_unparsed=settings.on_unparsed,
-        answer_prefix=settings.answer_prefix,
+        prefill_field=settings.prefill_field,
         discard_when=[[c.model_dump() for c in clause] for clause in settings.discard_when]))
 
     def work(records: list[dict], scenarios, cultures) -> list[dict]:
@@ -184,7 +184,8 @@ def build(pipeline: Pipeline) -> dict:
                             f"earlier stages for it")
         train_ids, held_ids = split_dialogues([r["id"] for r in mine],
                                               settings.validation_fraction, settings.seed)
-        chats = {r["id"]: build_views(r, *pipeline.scenario_of(r), views, settings.intent_layout)
+        chats = {r["id"]: build_views(r, *pipeline.scenario_of(r), views, settings.intent_layout,
+                                      settings.view_persona)
                  for r in mine}
         train = [c for i in sorted(train_ids) for c in chats[i]]
         held = [c for i in sorted(held_ids) for c in chats[i]]

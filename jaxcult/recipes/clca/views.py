@@ -5,15 +5,18 @@ trainer (assistant-only loss):
 - `perspective2`: user = responder, assistant = inquirer, so the chat starts with an assistant
   turn (trained too; templates that need a user turn first get an empty one at tokenisation);
 - `intent`, laid out as the official code does (`build.intent_layout: conversation`, the
-  default): one chat per conversation, every utterance a user turn "{name}: utterance" followed
+  default): under a system prompt with the scenario, both names and the task (no backgrounds),
+  one chat per conversation, every utterance a user turn "{name}: utterance" followed
   by an assistant turn "Intent: ..." ("unknown" kept); or (`utterance`, jaxcult's earlier
   layout) one single-turn chat per utterance without the conversation before it, unknown
   intents left out.
 
-The perspective views' system prompt holds the scenario, the assistant's own background and
-occupation and "Imagine you are X ... from the {culture} culture" — no goals, secrets or
-culture description, as in the paper. `views: [dialogue, intent]` selects the views
-(dialogue = both perspectives).
+The perspective views' system prompt holds the scenario, one speaker's name, background and
+occupation and "you are X ... of the {culture} culture": no goals, secrets or culture
+dimensions, as in the paper. The speaker is the assistant's own (`build.view_persona:
+assistant`, the default: the model learns to speak as the person it is told it is) or, as the
+official code has it, the user-side speaker (`user`). `views: [dialogue, intent]` selects the
+views (dialogue = both perspectives).
 """
 
 from __future__ import annotations
@@ -27,10 +30,12 @@ from jaxcult.recipes.clca.roleplay import ROLES, utterances
 VIEWS = ("dialogue", "intent")
 
 
-def _perspective(record: dict, scenario: Scenario, culture: Culture, assistant: str) -> list[dict]:
+def _perspective(record: dict, scenario: Scenario, culture: Culture, assistant: str,
+                 persona: str) -> list[dict]:
     me, other = ((scenario.person2, scenario.person1) if assistant == "responder"
                  else (scenario.person1, scenario.person2))
-    messages = [{"role": "system", "content": prompts.view_system(scenario, me, other, culture)}]
+    described = me if persona == "assistant" else other
+    messages = [{"role": "system", "content": prompts.view_system(scenario, described, culture)}]
     for role, text in utterances(record):
         messages.append({"role": "assistant" if role == assistant else "user", "content": text})
     while messages[-1]["role"] == "user":   # nothing to learn from an unanswered turn
@@ -41,7 +46,7 @@ def _perspective(record: dict, scenario: Scenario, culture: Culture, assistant: 
 def _intent_records(record: dict, scenario: Scenario, culture: Culture,
                     layout: str) -> list[list[dict]]:
     names = {"inquirer": scenario.person1.name, "responder": scenario.person2.name}
-    system = prompts.intent_chat(scenario, culture, [], "")[0]
+    system = {"role": "system", "content": prompts.intent_view_system(scenario, culture)}
     turns = []
     for (role, text), intent in zip(utterances(record), record.get("intents", [])):
         if intent["role"] != role:
@@ -54,13 +59,14 @@ def _intent_records(record: dict, scenario: Scenario, culture: Culture,
 
 
 def build_views(record: dict, scenario: Scenario, culture: Culture,
-                views: tuple[str, ...] = VIEWS, intent_layout: str = "conversation") -> list[dict]:
+                views: tuple[str, ...] = VIEWS, intent_layout: str = "conversation",
+                view_persona: str = "assistant") -> list[dict]:
     """The chat records of one annotated dialogue record for the selected views."""
     out = []
     base = {"dialogue": record["id"], "culture": culture.key}
     if "dialogue" in views:
         for number, assistant in enumerate(reversed(ROLES), 1):
-            messages = _perspective(record, scenario, culture, assistant)
+            messages = _perspective(record, scenario, culture, assistant, view_persona)
             if messages:
                 out.append({"messages": messages, "view": f"perspective{number}", **base})
     if "intent" in views:
