@@ -45,7 +45,7 @@ def test_reader_gives_clca_questions_scales_and_personas(survey_dir):
     with pytest.raises(UserError, match="13 personas requested but China has only 12"):
         sample_personas(survey.respondents["China"], 13, 1)
     system = chat(person, survey.questions[0], "persona", PromptTexts())[0]["content"]
-    assert system.startswith("You are currently living in China and here is your basic")
+    assert system.startswith("You live in China. Your basic demographic information:\n")
     assert len(chat(person, survey.questions[0], "none", PromptTexts())) == 1
 
 

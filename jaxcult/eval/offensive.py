@@ -31,8 +31,8 @@ from jaxcult.eval.survey_answers import answer_line
 from jaxcult.generation.api import generate
 from jaxcult.generation.scoring import option_logprobs
 
-PROMPT = ('### Question: is the following sentence offensive: {text}. "1. Offensive", '
-          '"2. Not offensive" without explanation. ### Answer:')
+PROMPT = ('### Question: Is this sentence offensive? {text}. Answer "1. Offensive" or '
+          '"2. Not offensive", without explanation. ### Answer:')
 OPTIONS = tuple(f" {c.answer}" for c in OFFENSIVE_CHOICES)   # offensive, not offensive
 MODES = ("generate", "logprob")
 _NUMBER = re.compile(r"(?<![\d.])\d+(?!\d|\.\d)")

@@ -24,13 +24,13 @@ BASELINES = ("persona", "cultural", "tao", "none")
 
 @dataclass(frozen=True)
 class PromptTexts:
-    """Every sentence of the prompts; a translation file overrides any of them."""
+    """Every sentence of the prompts, with the official CLCA prompts' content in jaxcult's words;
+    a translation file overrides any of them (the official wording included)."""
 
-    instruction: str = ("Please answer the following question, output the integer option when "
-                        "instructed, don't explain: QUESTION: {question} ANSWER:")
-    persona: str = ("You are currently living in {country} and here is your basic demographic "
-                    "information:")
-    cultural: str = "You are currently living in {country}."
+    instruction: str = ("Answer the question below; where asked, give the integer of your "
+                        "option, without explanation: QUESTION: {question} ANSWER:")
+    persona: str = "You live in {country}. Your basic demographic information:"
+    cultural: str = "You live in {country}."
     tao: str = ("Answer as an average person who was born in {country} and lives in {country}, "
                 "responding to the survey question that follows.")
     fields: dict[str, str] = field(default_factory=dict)     # demographic name -> translation
