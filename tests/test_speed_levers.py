@@ -250,3 +250,35 @@ def test_compute_dtype_reaches_the_activations():
         loss, _ = model.task.loss(model.outputs(parts.params, parts.frozen, batch), batch)
         losses.append(float(loss))
     assert losses[0] != losses[1] and abs(losses[0] - losses[1]) < 0.05
+
+
+def test_compute_dtype_reaches_a_pretrained_backbone(tiny_chat_model):
+    """A pretrained model loads with `model.dtype` parameters and `model.compute_dtype`
+    activations (the compute dtype was once swallowed by the loader's parameter-dtype
+    argument, so pretrained models always computed in float32)."""
+    from jaxcult.run.build import _backbone
+    config = load_config(None, [f"model.name={tiny_chat_model[0]}", "task.name=causal_lm",
+                                "model.dtype=float32", "model.compute_dtype=bfloat16"])
+    backbone, _ = _backbone(config, None)
+    assert (backbone.config.dtype, backbone.config.param_dtype) == ("bfloat16", "float32")
+    assert backbone(jnp.arange(1, 9)[None]).logits.dtype == jnp.bfloat16
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
+def test_low_precision_products_accumulate_in_float32_forward_and_backward(dtype):
+    """Below 32 bits, `matmul` equals the float32-accumulated product cast back, and its
+    gradients equal those of the same float32 products (each cast back); float32 is plain
+    `jnp.dot`, bit for bit."""
+    from jaxcult.models.products import matmul
+    keys = jax.random.split(jax.random.key(3), 3)
+    x, w = (jax.random.normal(k, s).astype(dtype) for k, s in zip(keys, ((16, 48), (48, 24))))
+    grad = jax.random.normal(keys[2], (16, 24)).astype(dtype)
+    wide = jnp.dot(x.astype(jnp.float32), w.astype(jnp.float32))
+    assert jnp.array_equal(matmul(x, w, dtype), wide.astype(dtype))
+    _, pullback = jax.vjp(lambda a, b: matmul(a, b, dtype), x, w)
+    dx, dw = pullback(grad)
+    g32 = grad.astype(jnp.float32)
+    assert jnp.array_equal(dx, (g32 @ w.astype(jnp.float32).T).astype(dtype))
+    assert jnp.array_equal(dw, (x.astype(jnp.float32).T @ g32).astype(dtype))
+    x32, w32 = x.astype(jnp.float32), w.astype(jnp.float32)
+    assert jnp.array_equal(matmul(x32, w32, jnp.float32), jnp.dot(x32, w32))

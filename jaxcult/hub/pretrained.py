@@ -91,8 +91,11 @@ def model_side_file(source: str | Path, name: str) -> Path | None:
 
 def load_model(source: str | Path, *, dtype: str | None = None, mesh: Mesh | None = None,
                rules: Rules | None = None, **overrides: Any) -> nnx.Module:
-    """The model of a source, every tensor placed directly with its sharding when `mesh` is set."""
-    return load_backbone(source, dtype=dtype, mesh=mesh, rules=rules, **overrides)[0]
+    """The model of a source, every tensor placed directly with its sharding when `mesh` is set;
+    `dtype` is the parameter dtype (the `param_dtype` override)."""
+    if dtype is not None:
+        overrides.setdefault("param_dtype", dtype)
+    return load_backbone(source, mesh=mesh, rules=rules, **overrides)[0]
 
 
 def abstract_backbone(source: str | Path, *, checked: Collection[str] = (),
@@ -113,7 +116,7 @@ def abstract_backbone(source: str | Path, *, checked: Collection[str] = (),
     return abstract_module(models.config_from_hf(hf_config, name, checked, dropout, **overrides))
 
 
-def load_backbone(source: str | Path, *, dtype: str | None = None, mesh: Mesh | None = None,
+def load_backbone(source: str | Path, *, mesh: Mesh | None = None,
                   rules: Rules | None = None, checked: Collection[str] = (),
                   dropout: float | None = None, quantization: Quantization | None = None,
                   **overrides: Any) -> tuple[nnx.Module, Mapping[str, np.ndarray]]:
@@ -121,9 +124,8 @@ def load_backbone(source: str | Path, *, dtype: str | None = None, mesh: Mesh | 
     BERT's `cls.predictions.*`, read lazily by their checkpoint names). The `checked`
     overrides (the user's `model.overrides`) must be settings of the source's architecture;
     `dropout` sets each dropout rate the architecture has; `quantization` quantises the
-    projections it selects as they load."""
-    if dtype is not None:
-        overrides.setdefault("param_dtype", dtype)
+    projections it selects as they load. The architecture's `dtype` (compute) and
+    `param_dtype` are overrides like any other setting."""
     path, _ = _resolve(source, _HUB_FILES)
     name = str(source)
     gguf_blocks = quantization is not None and quantization.kind == "gguf"

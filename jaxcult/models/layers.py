@@ -14,6 +14,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxcult.models.dropout_mask import keep_mask
+from jaxcult.models.products import matmul
 from jaxcult.models.quantized import QuantizedKernel
 from jaxcult.sharding import Axes
 
@@ -67,13 +68,13 @@ class Dense(nnx.Module):
         lead = x.shape[:-1]
         flat = x.reshape(-1, x.shape[-1]).astype(self.dtype)
         y = (self.kernel.matmul(flat, self.dtype) if self.quantized
-             else jnp.dot(flat, self.kernel[...].astype(self.dtype)))
+             else matmul(flat, self.kernel[...], self.dtype))
         if self.lora_a is not None and not self.lora_off:
             lora_in = flat
             if self.lora_dropout and keys is not None:
                 lora_in = dropout(flat, self.lora_dropout, keys.next())
-            low = jnp.dot(lora_in, self.lora_a[...].astype(self.dtype))
-            y = y + jnp.dot(low, self.lora_b[...].astype(self.dtype)) * self.lora_scaling
+            low = matmul(lora_in, self.lora_a[...], self.dtype)
+            y = y + matmul(low, self.lora_b[...], self.dtype) * self.lora_scaling
         y = y.reshape(*lead, y.shape[-1])
         if self.bias is not None:
             y = y + self.bias[...].astype(self.dtype)

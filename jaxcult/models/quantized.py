@@ -16,6 +16,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxcult.models.gguf_formats import FORMATS, gguf_dequantize, kernel_parts
+from jaxcult.models.products import matmul
 from jaxcult.models.quant_formats import (
     int8_dequantize,
     int8_quantize,
@@ -97,4 +98,4 @@ def _dequantize(parts: dict[str, jax.Array], kind: str, block: int, dtype) -> ja
 @functools.partial(jax.checkpoint, static_argnums=(2, 3, 4))
 def _dequantized_matmul(x: jax.Array, parts: dict[str, jax.Array], kind: str, block: int,
                         dtype) -> jax.Array:
-    return jnp.dot(x, _dequantize(parts, kind, block, dtype))
+    return matmul(x, _dequantize(parts, kind, block, dtype), dtype)
