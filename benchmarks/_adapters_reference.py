@@ -1,16 +1,20 @@
 """PyTorch + AdapterHub `adapters` reference (run by benchmarks/train_step.py in its own venv).
 
-    python _adapters_reference.py MODEL_DIR BATCHES.npz STEPS FISHER_BATCHES NUM_LABELS TOP_KS
+    python _adapters_reference.py MODEL_DIR BATCHES.npz STEPS FISHER_BATCHES NUM_LABELS TOP_KS [DTYPE]
 
 On the token ids and labels jaxcult's side drew (BATCHES.npz), with a Pfeiffer (seq_bn, rf 16,
 relu) task adapter and a classification head, dropout on (train mode): median seconds per AdamW
 step with every adapter trainable ("all") and with only the top k adapters and the head
 trainable (`requires_grad`; autograd then stops below the lowest trainable adapter), for each k
 of TOP_KS (comma-separated); and seconds for one FUN check done the official way (deep copy of
-the model, squared batch gradients at argmax labels over FISHER_BATCHES batches). Prints one
-JSON line.
+the model, squared batch gradients at argmax labels over FISHER_BATCHES batches). DTYPE
+bfloat16 (jaxcult's `model.dtype` / `model.compute_dtype: bfloat16`) keeps the frozen model in
+bfloat16 and the adapters and head in float32, and runs every forward under CPU autocast to
+bfloat16 (PyTorch's mixed precision); float32 (the default) is plain float32. Prints one JSON
+line.
 """
 
+import contextlib
 import copy
 import json
 import re
@@ -25,12 +29,19 @@ from adapters import AutoAdapterModel, SeqBnConfig
 model_dir, batches_path = sys.argv[1:3]
 steps, fisher_batches, num_labels = map(int, sys.argv[3:6])
 top_ks = [int(k) for k in sys.argv[6].split(",") if k]
+low_precision = (sys.argv[7] if len(sys.argv) > 7 else "float32") == "bfloat16"
 torch.manual_seed(0)
 model = AutoAdapterModel.from_pretrained(model_dir)
 model.add_adapter("task", config=SeqBnConfig(reduction_factor=16, non_linearity="relu"))
 model.add_classification_head("task", num_labels=num_labels)
 model.train_adapter("task")
 model.train()
+if low_precision:
+    for name, p in model.named_parameters():
+        if "adapters." not in name and "heads." not in name:
+            p.data = p.data.to(torch.bfloat16)
+compute = (torch.autocast("cpu", dtype=torch.bfloat16) if low_precision
+           else contextlib.nullcontext())
 layers = model.config.num_hidden_layers
 arrays = np.load(batches_path)
 data = [(torch.from_numpy(arrays[f"input_ids_{i}"]).long(),
@@ -59,8 +70,9 @@ def step_seconds(lowest: int) -> float:
 
     def step(ids, mask, labels):
         optimizer.zero_grad(set_to_none=True)
-        loss = torch.nn.functional.cross_entropy(model(input_ids=ids, attention_mask=mask).logits,
-                                                 labels)
+        with compute:
+            logits = model(input_ids=ids, attention_mask=mask).logits
+        loss = torch.nn.functional.cross_entropy(logits.float(), labels)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
@@ -82,7 +94,8 @@ def official_fun_check() -> dict:
     for i in range(fisher_batches):
         ids, mask, _ = data[i % len(data)]
         clone.zero_grad(set_to_none=True)
-        logits = clone(input_ids=ids, attention_mask=mask).logits
+        with compute:
+            logits = clone(input_ids=ids, attention_mask=mask).logits.float()
         loss = torch.nn.functional.cross_entropy(logits, logits.argmax(-1))
         loss.backward()
         for name, p in clone.named_parameters():

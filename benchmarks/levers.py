@@ -3,10 +3,15 @@ off and on, interleaved in one process on the same batches (issue 39: every leve
 measured back to back).
 
     python benchmarks/levers.py [--lever dropout_masks] [--batch 32] [--length 64] [--steps 10] [--rounds 3]
+                                [--dtype float32|bfloat16]
 
 Levers:
-  dropout_masks   dropout keep-masks from `jaxcult.models.dropout_mask` (straight-line threefry,
-                  bit-identical) against `jax.random.bernoulli` (XLA:CPU's rolled threefry loop)
+  dropout_masks     dropout keep-masks from `jaxcult.models.dropout_mask` (straight-line
+                    threefry, bit-identical) against `jax.random.bernoulli` (XLA:CPU's rolled
+                    threefry loop)
+  float32_products  16-bit products accumulated in float32 with contraction dimensions
+                    (`jaxcult.models.products`) against plain 16-bit `jnp.dot`; run it with
+                    `--dtype bfloat16` (in float32 both sides are the same program)
 
 The step is train_step.py's (multilingual-e5-small, Pfeiffer rf 16, dropout 0.1, truncated
 backward), with every adapter trainable and with the top k. Medians of the rounds, with the
@@ -22,6 +27,7 @@ import statistics
 from collections.abc import Callable, Iterator
 
 import jax
+import jax.numpy as jnp
 from train_step import jaxcult_side
 
 from jaxcult.models import layers
@@ -38,8 +44,20 @@ def jax_bernoulli_masks() -> Iterator[None]:
         layers.keep_mask = adopted
 
 
+@contextlib.contextmanager
+def plain_products() -> Iterator[None]:
+    """Projections as before the lever: `jnp.dot` in the compute dtype, JAX's own transpose."""
+    adopted = layers.matmul
+    layers.matmul = lambda x, kernel, dtype: jnp.dot(x.astype(dtype), kernel.astype(dtype))
+    try:
+        yield
+    finally:
+        layers.matmul = adopted
+
+
 LEVERS: dict[str, Callable[[], contextlib.AbstractContextManager]] = {
     "dropout_masks": jax_bernoulli_masks,
+    "float32_products": plain_products,
 }
 
 
@@ -51,6 +69,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--top", default="1,3", help="top-k trainable settings besides all")
+    parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
+                        help="model.dtype and model.compute_dtype of the step")
     args = parser.parse_args()
     args.fisher_batches = 1
     tops = [None, *(int(k) for k in args.top.split(",") if k)]
@@ -63,7 +83,7 @@ def main() -> None:
             with LEVERS[args.lever]():
                 times["before", top].append(before(args.steps, top))
             times["after", top].append(after(args.steps, top))
-    print(f"lever {args.lever}: e5-small Pfeiffer rf16, dropout 0.1, batch {args.batch} x "
+    print(f"lever {args.lever}: e5-small Pfeiffer rf16, {args.dtype}, dropout 0.1, batch {args.batch} x "
           f"{args.length}; medians of {args.rounds} interleaved rounds; load {load_before:.2f} "
           f"before, {os.getloadavg()[0]:.2f} after")
     for top in tops:

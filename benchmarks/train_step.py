@@ -3,6 +3,7 @@ work, the cost of one FUN check (jaxcult's pure function vs the official deep co
 and the overhead of per-step Fisher tracking.
 
     python benchmarks/train_step.py [--batch 32] [--length 64] [--steps 10] [--rounds 3] [--top 1,3]
+                                    [--dtype float32|bfloat16]
 
 Both sides train multilingual-e5-small with Pfeiffer adapters (rf 16) and dropout 0.1 on the
 same token ids and labels (drawn here, handed to the reference as a file), with every adapter
@@ -59,7 +60,8 @@ def jaxcult_side(args):
     config = load_config(None, ["model.name=multilingual-e5-small", "peft.kind=pfeiffer",
                                 "schedule.name=fun", f"trainer.batch_size={args.batch}",
                                 f"fisher.num_batches={args.fisher_batches}",
-                                "fisher.estimator=argmax_batch", "model.dropout=0.1"])
+                                "fisher.estimator=argmax_batch", "model.dropout=0.1",
+                                f"model.dtype={args.dtype}", f"model.compute_dtype={args.dtype}"])
     make_mesh(config.mesh)
     built = build_run(config)
     parts, data, model = built.parts, built.data, built.model_program()
@@ -117,7 +119,7 @@ class _RandomBatches:
 def reference(python: Path, hf_dir: Path, batches_file: Path, args, num_labels: int) -> dict:
     out = subprocess.run([str(python), str(HERE / "_adapters_reference.py"), str(hf_dir),
                           str(batches_file), str(args.steps), str(args.fisher_batches),
-                          str(num_labels), args.top], capture_output=True, text=True)
+                          str(num_labels), args.top, args.dtype], capture_output=True, text=True)
     if out.returncode != 0:
         sys.exit(out.stderr[-3000:])
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -131,6 +133,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--top", default="1,3", help="top-k trainable settings besides all")
     parser.add_argument("--fisher-batches", type=int, default=41)
+    parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
+                        help="bfloat16: jaxcult's model.dtype and compute_dtype against PyTorch's "
+                             "bfloat16 frozen model under CPU autocast (adapters float32 on both)")
     args = parser.parse_args()
     tops = [int(k) for k in args.top.split(",") if k]
     python = adapters_python()
@@ -157,7 +162,8 @@ def main() -> None:
             ours["fun"].append(fun_check())
     median = {side: {n: statistics.median(v) for n, v in d.items()}
               for side, d in (("ours", ours), ("theirs", theirs))}
-    print(f"e5-small Pfeiffer rf16, dropout 0.1, batch {args.batch} x {args.length} (no padding), "
+    print(f"e5-small Pfeiffer rf16, {args.dtype}, dropout 0.1, batch {args.batch} x {args.length} "
+          f"(no padding), "
           f"same ids both sides; medians of {args.rounds} interleaved rounds; load "
           f"{load_before:.2f} before, {os.getloadavg()[0]:.2f} after; ratio = PyTorch / jaxcult")
     for name in names:

@@ -66,15 +66,17 @@ def test_judge_prefix_benchmark_runs_one_tiny_round():
     assert "ratio shared/full" in out and "max |difference|" in out
 
 
-@pytest.mark.slow   # ~40 s
-def test_levers_benchmark_runs_one_tiny_round():
+@pytest.mark.slow   # ~40 s each
+@pytest.mark.parametrize(("lever", "dtype"), [("dropout_masks", "float32"),
+                                              ("float32_products", "bfloat16")])
+def test_levers_benchmark_runs_one_tiny_round(lever, dtype):
     from jaxcult import assets
 
     if not assets.get_asset("multilingual-e5-small").installed():
         pytest.skip("asset multilingual-e5-small not installed")
-    out = run_script("benchmarks/levers.py", "--batch", "4", "--length", "16", "--steps", "1",
-                     "--rounds", "1")
-    assert "lever dropout_masks" in out and "speed-up" in out
+    out = run_script("benchmarks/levers.py", "--lever", lever, "--dtype", dtype, "--batch", "4",
+                     "--length", "16", "--steps", "1", "--rounds", "1")
+    assert f"lever {lever}: e5-small Pfeiffer rf16, {dtype}" in out and "speed-up" in out
 
 
 @pytest.mark.slow   # ~10 s
