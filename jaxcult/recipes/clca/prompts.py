@@ -22,10 +22,11 @@ from dataclasses import asdict
 from jaxcult.data.cultures import Culture
 from jaxcult.data.scenarios import Person, Scenario
 from jaxcult.generation.prompts import Chat
-from jaxcult.recipes.clca.config import CONFIDENCE_LEVELS, JUDGE_FIELDS
+from jaxcult.recipes.clca.config import CONFIDENCE_LEVELS, JUDGE_FIELDS, JUDGE_LABELS
 
 ACTIONS = ("none", "non-verbal communication", "speak", "leave")   # numbered 1..4 in prompts
 SHOWN = {"non-verbal communication": "non-verbal"}                 # the action's name in prompts
+SHOWN_ACTIONS = tuple(SHOWN.get(a, a) for a in ACTIONS)
 
 AGENT_SYSTEM = """The context of this interaction:
 Scenario: {setting}
@@ -75,9 +76,13 @@ the culture alignment and your confidence.",
 alignment with the {adjective} culture and your confidence (do not judge whether the goals \
 were achieved).",
 }
-JUDGE_CHOICES = {"quality": "1. good, 2. bad",
-                 "culture": "1. aligned to the culture, 2. not aligned to the culture",
-                 "meta": "1. good, 2. bad"}
+
+def numbered(choices) -> str:
+    return ", ".join(f"{n}. {c}" for n, c in enumerate(choices, 1))
+
+
+JUDGE_CHOICES = {kind: numbered(f"{label} to the culture" if kind == "culture" else label
+                                for label in labels) for kind, labels in JUDGE_LABELS.items()}
 
 JUDGE = """Read the dialog between two people below, with their basic information, and {task}
 {field} choices: {choices}
@@ -141,10 +146,6 @@ def utterance(action: str, text: str) -> str:
     return "*stays silent*"
 
 
-def numbered(choices) -> str:
-    return ", ".join(f"{n}. {c}" for n, c in enumerate(choices, 1))
-
-
 def agent_system(scenario: Scenario, me: Person, other: Person, culture: Culture) -> str:
     return AGENT_SYSTEM.format(
         setting=scenario.setting, persona=scenario.persona, name=me.name, other=other.name,
@@ -160,7 +161,7 @@ def history_line(name: str, action: str, text: str) -> str:
 
 def agent_turn(me: Person, turn: int, history: list[str]) -> str:
     return AGENT_TURN.format(name=me.name, history="\n".join(history) or NO_HISTORY, turn=turn,
-                             actions=numbered(SHOWN.get(a, a) for a in ACTIONS))
+                             actions=numbered(SHOWN_ACTIONS))
 
 
 def agent_chat(scenario: Scenario, me: Person, other: Person, culture: Culture, turn: int,
@@ -171,7 +172,7 @@ def agent_chat(scenario: Scenario, me: Person, other: Person, culture: Culture, 
 
 def repair_chat(name: str, raw: str) -> Chat:
     return [{"role": "user", "content": REPAIR.format(
-        name=name, raw=raw.strip(), actions=", ".join(SHOWN.get(a, a) for a in ACTIONS))}]
+        name=name, raw=raw.strip(), actions=", ".join(SHOWN_ACTIONS))}]
 
 
 def scenario_json(scenario: Scenario) -> str:
