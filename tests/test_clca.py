@@ -27,6 +27,7 @@ from jaxcult.recipes.clca import prompts, run_stages
 from jaxcult.recipes.clca.config import ClcaJudgeConfig
 from jaxcult.recipes.clca.intents import annotate, culture_mention_share, mentions
 from jaxcult.recipes.clca.judge import discarded
+from jaxcult.recipes.clca.judge import judge as judge_records
 from jaxcult.recipes.clca.parsing import Verdict, parse_action, parse_intent, parse_verdict
 from jaxcult.recipes.clca.roleplay import Behaviour, Dialogue, simulate
 from jaxcult.recipes.clca.views import build_views
@@ -368,6 +369,27 @@ def test_judges_see_the_scenario_record_the_dialog_and_numbered_choices():
     assert "Culture alignment: aligned (confident)\nQuality: good (very confident)" in found["meta"]
     assert found["meta"].endswith("Critique: <critique>")
     assert "Culture alignment: aligned" not in found["quality"]
+
+
+def test_prefill_field_starts_each_judge_answer_with_its_field():
+    """`judge.prefill_field: true` hands each judge its schema's first field as the answer's
+    start (the model continues it); off, no prefix."""
+    record = dialogue_record()
+    for prefill, expected, meta in ((True, ["Quality:", "Culture alignment:", "Meta label:"],
+                                     "very confident"), (False, ["", "", ""], "confident")):
+        prefixes = []
+
+        class Recording(Scripted):
+            def reply(self, chats, config, stream=0, prefix=""):
+                prefixes.append(prefix)
+                return super().reply(chats, config, stream, prefix)
+        model = Recording(lambda chat: " 1\nConfidence: 1\nCritique: fine" if prefill else
+                          scripted_everything(chat))
+        [judged] = judge_records([record], [SCENARIO], [UK], model,
+                                 ClcaJudgeConfig(prefill_field=prefill))
+        assert prefixes == expected
+        assert judged["judgement"]["quality"]["verdict"] == "good"
+        assert judged["judgement"]["meta"]["confidence"] == meta
 
 
 def test_the_papers_discard_rule():
