@@ -476,6 +476,15 @@ class GenerationConfig(Section):
         default_factory=lambda: [32, 64, 128, 256, 512],
         description="prompt lengths compiled for (a prompt is left-padded to the next one)")
     chunk: int = Field(8, gt=0, description="decode steps per device call between stop checks")
+    prefix_cache_mb: int = Field(
+        0, ge=0, description="keep recent prompts' keys and values in this many MB and compute "
+        "only what a new prompt adds to the longest stored start it shares (dialogue turns); "
+        "0 = off")
+
+    def provenance(self) -> dict:
+        """The settings recorded with a stage's outputs: all but `prefix_cache_mb`, which
+        changes speed only, so that changing it never blocks a resume."""
+        return self.model_dump(mode="json", exclude={"prefix_cache_mb"})
 
     @model_validator(mode="after")
     def _buckets(self) -> GenerationConfig:

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from types import SimpleNamespace
 
 import jax
 import jax.numpy as jnp
@@ -337,3 +338,58 @@ def test_shared_prefix_logprobs_equal_full_forwards(tmp_path):
             with torch.no_grad():
                 logp = torch.log_softmax(hf(torch.tensor([ids])).logits[0, -1], -1)
             np.testing.assert_allclose(row, logp[candidates].numpy(), atol=1e-5)
+
+
+def test_prefix_cache_reuses_stored_starts_and_decodes_as_without_it(tmp_path):
+    """Dialogue-like batches (each prompt extends an earlier one, the instructions after the
+    history change): with the prefix cache the reused starts are not recomputed, and greedy
+    tokens, their log-probabilities and a repetition penalty's effect equal a plain prefill's."""
+    from jaxcult.generation.prefix_cache import common_start
+
+    model = jaxcult_copy(tiny_hf("llama"), tmp_path)
+    common = dict(max_new_tokens=5, batch_size=3, length_buckets=[8, 16, 32], chunk=2,
+                  repetition_penalty=1.3, stop_token_ids=[])
+    plain = Generator(model, IdTokenizer(), GenerationConfig(**common))
+    cached = Generator(model, IdTokenizer(), GenerationConfig(**common, prefix_cache_mb=1))
+    history = [[5, 17, 42, 8], [11, 12, 13, 14, 15, 16, 17, 18, 19, 20], [23, 24]]
+    ask = [90, 91, 92]
+    sent, reusable = [], 0
+    for turn in range(3):
+        prompts = [h + ask for h in history]
+        reusable += sum(max([min(common_start(np.array(s), np.array(p)), len(p) - 1)
+                             for s in sent], default=0) for p in prompts)
+        ours = cached.run_batch(prompts, top_logprobs=0)
+        theirs = plain.run_batch(prompts, top_logprobs=0)
+        for mine, reference in zip(ours, theirs):
+            assert mine.token_ids == reference.token_ids, turn
+            np.testing.assert_allclose(mine.logprobs, reference.logprobs, atol=1e-5)
+        sent += prompts
+        history = [h + r.token_ids[:2] for h, r in zip(history, ours)]
+    assert cached.prefix_cache.reused_tokens == reusable >= 2 * (4 + 10 + 2)
+
+
+def test_prefix_cache_evicts_least_recently_used_and_refuses_what_cannot_work(tmp_path):
+    from jaxcult.generation.prefix_cache import BLOCK, PrefixCache
+
+    model = jaxcult_copy(tiny_hf("llama"), tmp_path)
+    config = GenerationConfig(max_new_tokens=2, batch_size=1, length_buckets=[BLOCK, 2 * BLOCK],
+                              prefix_cache_mb=1)
+    generator = Generator(model, IdTokenizer(), config)
+    store = generator.prefix_cache
+    store.free = store.free[:4]                      # a pool of 4 blocks: two 2-block prompts
+    first, second, third = ([k] * (BLOCK + 4) for k in (5, 6, 7))
+    for prompt in (first, second, first + [8], third):
+        generator.run_batch([prompt])
+    # `first + [8]` replaced `first` (it extends it); `third` evicted `second` (least recent);
+    # `first + [8]` reused BLOCK of its 36 tokens: reused + the new tokens' bucket fill 2 * BLOCK
+    assert sorted(e.ids[0] for e in store.entries) == [5, 7]
+    assert store.reused_tokens == BLOCK
+    big = SimpleNamespace(num_key_value_heads=8, head_dim=128, num_hidden_layers=32,  # 8B-like
+                          dtype="bfloat16")
+    with pytest.raises(UserError, match="1 MB cannot hold one prompt of the largest length "
+                       "bucket \\(4096 tokens need 512 MB"):
+        PrefixCache(big, 1, 4096)
+    windowed = jaxcult_copy(tiny_hf("mistral"), tmp_path / "w")
+    assert windowed.config.sliding_window is not None
+    with pytest.raises(UserError, match="sliding-window attention"):
+        Generator(windowed, IdTokenizer(), config)

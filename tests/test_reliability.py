@@ -131,6 +131,9 @@ def _llama(max_positions: int):
     ({"max_new_tokens": 2000, "batch_size": 64}, 2**20,
      r"generation: a KV cache of generation\.batch_size=64 x 2512 positions .* needs 20 MiB "
      r"per device, 1 MiB is free"),
+    ({"max_new_tokens": 2000, "batch_size": 64, "prefix_cache_mb": 100}, 2**20 * 110,
+     r"generation: a KV cache .* plus the 100 MiB prefix cache needs 120 MiB per device, 110 "
+     r"MiB is free; lower .* or prefix_cache_mb"),
 ])
 def test_generation_beyond_context_or_memory_is_refused_before_allocating(setting, free, message):
     from jaxcult.config import GenerationConfig

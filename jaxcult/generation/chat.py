@@ -51,7 +51,8 @@ class EngineChatModel:
         self.defaults = defaults or {}
         self._generators: dict[str, Generator] = {}
 
-    def _generator(self, config: GenerationConfig) -> Generator:
+    def generator(self, config: GenerationConfig) -> Generator:
+        """The engine decoding with `config` (made once per setting)."""
         key = config.model_dump_json()
         if key not in self._generators:
             self._generators[key] = Generator(self.model, self.tokenizer,
@@ -64,5 +65,5 @@ class EngineChatModel:
             return []
         texts = [render_chat(chat, self.tokenizer) + prefix for chat in chats]
         ids = [self.tokenizer(text, add_special_tokens=False)["input_ids"] for text in texts]
-        completions = generate_ids(self._generator(config), ids, first_batch=stream * STREAM_STRIDE)
+        completions = generate_ids(self.generator(config), ids, first_batch=stream * STREAM_STRIDE)
         return [Reply(prefix + c.text, c.error) for c in completions]

@@ -25,6 +25,7 @@ from jax.sharding import Mesh
 from jaxcult.config import GenerationConfig
 from jaxcult.errors import UserError
 from jaxcult.generation.limits import check_generation_fits
+from jaxcult.generation.prefix_cache import BLOCK, Pool, PrefixCache, assemble, blocks_for
 from jaxcult.generation.sampling import Sampling, choose
 from jaxcult.models.decoder import CausalLM, KVCache
 from jaxcult.sharding import Rules, batch_sharding, check_batch_divisible, place_variables
@@ -77,6 +78,20 @@ def left_pad(prompts: Sequence[Sequence[int]], length: int, rows: int, pad_id: i
     return ids, mask
 
 
+def _decoding(out, last_positions, seen, done, limits, key, max_new: int,
+              top_k: int | None) -> DecodeState:
+    """The decode state after a prefill's model output."""
+    batch = seen.shape[0]
+    steps, k = (0, 0) if top_k is None else (max_new, top_k)  # logprobs off: empty arrays
+    return DecodeState(cache=out.cache, logits=out.logits[:, -1].astype(jnp.float32),
+                       positions=last_positions, seen=seen,
+                       tokens=jnp.zeros((batch, max_new), jnp.int32), done=done, limits=limits,
+                       count=jnp.zeros((), jnp.int32), key=key,
+                       logprobs=jnp.zeros((batch, steps), jnp.float32),
+                       top_ids=jnp.zeros((batch, steps, k), jnp.int32),
+                       top_logprobs=jnp.zeros((batch, steps, k), jnp.float32))
+
+
 @partial(jax.jit, static_argnums=(0, 6, 7, 8))
 def _prefill(graphdef, state, ids, mask, limits, key, cache_length: int, max_new: int,
              top_k: int | None) -> DecodeState:
@@ -87,14 +102,19 @@ def _prefill(graphdef, state, ids, mask, limits, key, cache_length: int, max_new
     out = model(ids, mask, positions, cache=cache, last_only=True)
     vocab = out.logits.shape[-1]
     seen = jnp.zeros((batch, vocab), jnp.int32).at[jnp.arange(batch)[:, None], ids].max(mask) > 0
-    steps, k = (0, 0) if top_k is None else (max_new, top_k)  # logprobs off: empty arrays
-    return DecodeState(cache=out.cache, logits=out.logits[:, -1].astype(jnp.float32),
-                       positions=positions[:, -1], seen=seen,
-                       tokens=jnp.zeros((batch, max_new), jnp.int32),
-                       done=mask.sum(1) == 0, limits=limits, count=jnp.zeros((), jnp.int32),
-                       key=key, logprobs=jnp.zeros((batch, steps), jnp.float32),
-                       top_ids=jnp.zeros((batch, steps, k), jnp.int32),
-                       top_logprobs=jnp.zeros((batch, steps, k), jnp.float32))
+    return _decoding(out, positions[:, -1], seen, mask.sum(1) == 0, limits, key, max_new, top_k)
+
+
+@partial(jax.jit, static_argnums=(0, 10, 11, 12))
+def _prefill_reusing(graphdef, state, pool: Pool, table, reused, ids, mask, seen, limits, key,
+                     cache_length: int, max_new: int, top_k: int | None) -> DecodeState:
+    """`_prefill` of prompts whose first `reused[b]` tokens are stored in `pool`: only the
+    rest (`ids`, left-padded) is computed, at positions counted on from the reused tokens."""
+    model = nnx.merge(graphdef, state)
+    cache = assemble(pool, table, reused, cache_length)
+    positions = reused[:, None] + jnp.maximum(jnp.cumsum(mask, axis=1) - 1, 0)
+    out = model(ids, mask, positions, cache=cache, last_only=True)
+    return _decoding(out, positions[:, -1], seen, mask.sum(1) == 0, limits, key, max_new, top_k)
 
 
 def _record_logprobs(d: DecodeState, token: jax.Array) -> DecodeState:
@@ -150,6 +170,7 @@ class Generator:
         if not isinstance(model, CausalLM):
             raise UserError(f"generation needs a causal LM, not {type(model).__name__}")
         self.graphdef, self.state = nnx.split(model)
+        self.vocab_size = model.config.vocab_size
         self.mesh, self.rules = mesh, rules or {}
         if mesh is not None:  # parameters by their logical axes, batches over the batch axes
             self.state = place_variables(self.state, mesh, self.rules)
@@ -170,6 +191,21 @@ class Generator:
         self.pad_id = int(pad if pad is not None else 0)
         self.cache_length = max(config.length_buckets) + config.max_new_tokens
         self.key = jax.random.key(config.seed)
+        self.prefix_cache = self._prefix_cache(model, config, mesh)
+
+    @staticmethod
+    def _prefix_cache(model: CausalLM, config: GenerationConfig, mesh: Mesh | None
+                      ) -> PrefixCache | None:
+        if not config.prefix_cache_mb:
+            return None
+        if mesh is not None:
+            raise UserError("generation.prefix_cache_mb: not supported on a device mesh yet; "
+                            "set it to 0")
+        if getattr(model.config, "sliding_window", None) is not None:
+            raise UserError("generation.prefix_cache_mb: the model has sliding-window attention, "
+                            "which would count the padding between reused and new tokens; set "
+                            "it to 0")
+        return PrefixCache(model.config, config.prefix_cache_mb, max(config.length_buckets))
 
     def place(self, array: np.ndarray) -> jax.Array:
         """A batch array on the device(s): split over the mesh's batch axes when there is one."""
@@ -205,14 +241,12 @@ class Generator:
             raise ValueError(f"limits: one per prompt, each in 1..{config.max_new_tokens}")
         stops = ([list(config.stop_strings)] * len(prompts) if stop_strings is None
                  else [list(s) for s in stop_strings])
-        length, rows = self.bucket(max(len(p) for p in prompts)), self.rows(len(prompts))
-        ids, mask = (self.place(x) for x in left_pad(prompts, length, rows, self.pad_id))
+        rows = self.rows(len(prompts))
         padded = np.full(rows, config.max_new_tokens, np.int32)
         padded[:len(limits)] = limits
         key = (jax.random.fold_in(self.key, batch_index) if seed is None
                else jax.random.fold_in(jax.random.key(seed), 0))
-        decode = _prefill(self.graphdef, self.state, ids, mask, self.place(padded), key,
-                          self.cache_length, config.max_new_tokens, top_logprobs)
+        decode = self._prefill(prompts, rows, self.place(padded), key, top_logprobs)
         stopped: dict[int, int] = {}  # row -> characters kept (a stop string was found)
         while True:
             decode = _decode_chunk(self.graphdef, self.state, decode, self.sampling, config.chunk,
@@ -227,6 +261,62 @@ class Generator:
             if done[:len(prompts)].all() or count >= config.max_new_tokens:
                 break
         return self._completions(decode, count, prompts, limits, stopped, stops)
+
+    def _prefill(self, prompts: Sequence[Sequence[int]], rows: int, limits: jax.Array,
+                 key: jax.Array, top_logprobs: int | None) -> DecodeState:
+        """The decode state after the prompts, reusing stored starts where the prefix cache
+        has them, and storing these prompts in it."""
+        config, longest = self.config, max(len(p) for p in prompts)
+        reuse = self._reuse_plan(prompts, rows)
+        if reuse is None:
+            length = self.bucket(longest)
+            ids, mask = left_pad(prompts, length, rows, self.pad_id)
+            decode = _prefill(self.graphdef, self.state, self.place(ids), self.place(mask), limits,
+                              key, self.cache_length, config.max_new_tokens, top_logprobs)
+            slots = [range(length - len(p), length) for p in prompts]
+        else:
+            table, reused, suffix = reuse
+            start = int(reused.max())
+            ids, mask = left_pad([p[n:] for p, n in zip(prompts, reused)], suffix, rows,
+                                 self.pad_id)
+            seen = np.zeros((rows, self.vocab_size), bool)
+            for row, prompt in enumerate(prompts):
+                seen[row, prompt] = True
+            decode = _prefill_reusing(
+                self.graphdef, self.state, self.prefix_cache.pool, jnp.asarray(table),
+                jnp.asarray(reused), jnp.asarray(ids), jnp.asarray(mask), jnp.asarray(seen),
+                limits, key, self.cache_length, config.max_new_tokens, top_logprobs)
+            self.prefix_cache.reused_tokens += int(reused.sum())
+            slots = [[*range(start - n, start), *range(start + suffix - len(p) + n, start + suffix)]
+                     for p, n in zip(prompts, reused)]
+        if self.prefix_cache is not None:
+            width = blocks_for(longest) * BLOCK
+            table = np.zeros((rows, width), np.int32)
+            for row, row_slots in enumerate(slots):
+                table[row, :len(row_slots)] = row_slots
+            self.prefix_cache.add(decode.cache, prompts, table)
+        return decode
+
+    def _reuse_plan(self, prompts: Sequence[Sequence[int]], rows: int
+                    ) -> tuple[np.ndarray, np.ndarray, int] | None:
+        """(block table, reused tokens per row, suffix bucket) where stored starts can be
+        reused within the largest bucket; None: a plain prefill."""
+        if self.prefix_cache is None:
+            return None
+        found = self.prefix_cache.match(prompts)
+        reused = np.zeros(rows, np.int32)
+        reused[:len(prompts)] = [n for _, n in found]
+        top = max(self.config.length_buckets)
+        while reused.max() > 0:   # reuse less where reused + new tokens overflow the cache
+            suffix = self.bucket(max(len(p) - n for p, n in zip(prompts, reused)))
+            if reused.max() + suffix <= top:
+                break
+            reused = np.minimum(reused, top - suffix)
+        if reused.max() == 0:
+            return None
+        found = [(entry, int(n)) for (entry, _), n in zip(found, reused)]
+        width = blocks_for(self.bucket(int(reused.max())))
+        return self.prefix_cache.table(found, rows, width), reused, suffix
 
     def _stop_strings(self, tokens: np.ndarray, count: int, done: np.ndarray,
                       stopped: dict[int, int], stops: list[list[str]]) -> np.ndarray:

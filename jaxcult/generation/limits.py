@@ -54,9 +54,12 @@ def check_generation_fits(model_config, config: GenerationConfig, devices: int =
                         f" at most {room} new tokens fit")
     positions = max(config.length_buckets) + config.max_new_tokens
     needed = kv_cache_bytes(model_config, config.batch_size, positions) // max(devices, 1)
+    pool = f" plus the {config.prefix_cache_mb} MiB prefix cache" if config.prefix_cache_mb else ""
+    needed += config.prefix_cache_mb * MIB
     free = free_bytes(jax.devices()[0]) if free is None else free
     if free is not None and needed > free:
         raise UserError(f"generation: a KV cache of generation.batch_size={config.batch_size} x "
-                        f"{positions} positions (largest length bucket + max_new_tokens) needs "
-                        f"{needed / MIB:,.0f} MiB per device, {free / MIB:,.0f} MiB is free; lower "
-                        f"generation.max_new_tokens, batch_size or length_buckets")
+                        f"{positions} positions (largest length bucket + max_new_tokens){pool} "
+                        f"needs {needed / MIB:,.0f} MiB per device, {free / MIB:,.0f} MiB is free; "
+                        f"lower generation.max_new_tokens, batch_size, length_buckets"
+                        f"{' or prefix_cache_mb' if pool else ''}")

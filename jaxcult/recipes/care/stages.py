@@ -44,7 +44,7 @@ def generate(run: CareRun) -> dict:
     provenance = {"stage": "generate", "model": settings.model, "data": run.data_digest(),
                   "strategies": {s.name: template_digest(s) for s in strategies},
                   "posts_per_batch": settings.posts_per_batch,
-                  "generation": settings.generation.model_dump(mode="json")}
+                  "generation": settings.generation.provenance()}
     jobs = [(s.name, s, post) for s in strategies for post in run.posts]
     path = run.out / "replies.jsonl"
     for index, strategy in enumerate(strategies):  # one stream per strategy: resume-stable

@@ -96,7 +96,7 @@ def _generation_provenance(graphs: Graphs) -> dict:
     return {"stage": "generate", "teacher": teacher,
             "prompt": _digest(prompts.SYSTEM, prompts.GENERATE, prompts.RELATION_GUIDE),
             "answer_prefix": settings.answer_prefix,
-            "generation": settings.generation.model_dump(mode="json")}
+            "generation": settings.generation.provenance()}
 
 
 def generate(graphs: Graphs) -> dict:

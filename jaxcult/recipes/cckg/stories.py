@@ -76,7 +76,7 @@ def write_stories(graphs: Graphs, model: str) -> list[str]:
                                                         list(settings.conditions)),
                             "prompt": digest(prompting.STORY, prompting.KNOWLEDGE_HEADS),
                             "graph": {n: file_digest(graphs.out / n) for n in UNITS.values()},
-                            "generation": settings.generation.model_dump(mode="json"),
+                            "generation": settings.generation.provenance(),
                             **graphs.config.evaluate.model_dump(
                                 mode="json", include={"assertions", "path_text", "retriever"})})
     done = {tuple(r["key"]) for r in read_records(path)}
@@ -118,7 +118,7 @@ def rate_stories(graphs: Graphs, model: str) -> None:
     check_provenance(path, {"stage": "evaluate ratings", "judge": model_label(settings.judge),
                             "prompt": digest(RATE, METRICS, RATING_LEAD),
                             "stories": file_digest(stories_path(graphs, model)),
-                            "generation": settings.judge_generation.model_dump(mode="json")})
+                            "generation": settings.judge_generation.provenance()})
     done = {tuple(r["key"]) for r in read_records(path)}
     todo = [s for s in read_records(stories_path(graphs, model))
             if s["error"] is None and tuple(s["key"]) not in done]

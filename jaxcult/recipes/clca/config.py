@@ -28,6 +28,8 @@ class RoleplayGeneration(GenerationConfig):
     top_p: float = Field(0.7, gt=0, le=1)
     max_new_tokens: int = Field(500, gt=0)
     length_buckets: list[int] = Field(default_factory=lambda: list(LONG_PROMPTS))
+    prefix_cache_mb: int = Field(2048, ge=0, description="each turn's prompt starts with the "
+                                 "previous turn's history: its keys and values are reused")
 
 
 class JudgeGeneration(GenerationConfig):

@@ -30,7 +30,7 @@ CHUNK = 64  # records judged or annotated between saves
 def _provenance(stage: str, models: list[ModelSpec], generation, **settings) -> dict:
     return {"stage": stage, "models": [model_label(m) for m in models],
             "prompts_hash": prompts_hash(),
-            "generation": generation.model_dump(mode="json"), **settings}
+            "generation": generation.provenance(), **settings}
 
 
 def _per_culture(records: list[dict], facts) -> dict:

@@ -98,7 +98,7 @@ def sample(run: PairsRun) -> dict:
         run.prompts_file), "samples_per_prompt": settings.samples_per_prompt, "chat": settings.chat,
         "system": settings.system,
         "prompts_per_batch": settings.prompts_per_batch,
-        "generation": settings.generation.model_dump(mode="json")})
+        "generation": settings.generation.provenance()})
     done = {r["id"] for r in read_records(path)}
     size = settings.prompts_per_batch
     batches = [run.prompts[i:i + size] for i in range(0, len(run.prompts), size)]
