@@ -94,7 +94,7 @@ def test_compilations_are_bounded_by_the_buckets(tmp_path):
     config = GenerationConfig(max_new_tokens=3, batch_size=8, length_buckets=[8, 16, 32])
     results = generate_ids(Generator(model, IdTokenizer(), config), prompts)
     assert all(r.error is None for r in results)
-    assert engine._prefill._cache_size() <= 3 and engine._decode_chunk._cache_size() == 1
+    assert engine._prefill._cache_size() <= 3 and engine._decode_chunk._cache_size() <= 3
 
 
 def test_sampling_is_seeded_and_top_k_1_is_greedy(tmp_path):

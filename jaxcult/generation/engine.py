@@ -3,11 +3,12 @@
 A batch of up to `batch_size` prompts is left-padded to the smallest length bucket that holds
 its longest prompt (rows beyond the prompts are padding and start finished), with position ids
 counted over real tokens only, as transformers does for left padding. One jitted prefill per
-bucket fills a cache sized for the largest bucket plus `max_new_tokens`, so a single jitted
-decode function serves every bucket: it runs up to `chunk` steps in a `lax.while_loop` (choose a
-token, append it, run the model on it) and stops early once every row has finished (EOS, a stop
-token, or the length limit). Between chunks the host decodes the new text of each unfinished row
-and ends rows whose text contains a stop string.
+bucket fills a cache of that bucket plus `max_new_tokens` positions (every query attends over
+the whole cache: one sized for the largest bucket made a short prompt's prefill several times
+slower), and one jitted decode function per cache length runs up to `chunk` steps in a
+`lax.while_loop` (choose a token, append it, run the model on it) and stops early once every
+row has finished (EOS, a stop token, or the length limit). Between chunks the host decodes the
+new text of each unfinished row and ends rows whose text contains a stop string.
 """
 
 from __future__ import annotations
@@ -189,7 +190,6 @@ class Generator:
         self.stop_ids = jnp.asarray(sorted(stops) or [-1], jnp.int32)
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
         self.pad_id = int(pad if pad is not None else 0)
-        self.cache_length = max(config.length_buckets) + config.max_new_tokens
         self.key = jax.random.key(config.seed)
         self.prefix_cache = self._prefix_cache(model, config, mesh)
 
@@ -272,7 +272,8 @@ class Generator:
             length = self.bucket(longest)
             ids, mask = left_pad(prompts, length, rows, self.pad_id)
             decode = _prefill(self.graphdef, self.state, self.place(ids), self.place(mask), limits,
-                              key, self.cache_length, config.max_new_tokens, top_logprobs)
+                              key, length + config.max_new_tokens, config.max_new_tokens,
+                              top_logprobs)
             slots = [range(length - len(p), length) for p in prompts]
         else:
             table, reused, suffix = reuse
@@ -285,7 +286,8 @@ class Generator:
             decode = _prefill_reusing(
                 self.graphdef, self.state, self.prefix_cache.pool, jnp.asarray(table),
                 jnp.asarray(reused), jnp.asarray(ids), jnp.asarray(mask), jnp.asarray(seen),
-                limits, key, self.cache_length, config.max_new_tokens, top_logprobs)
+                limits, key, self.bucket(start + suffix) + config.max_new_tokens,
+                config.max_new_tokens, top_logprobs)
             self.prefix_cache.reused_tokens += int(reused.sum())
             slots = [[*range(start - n, start), *range(start + suffix - len(p) + n, start + suffix)]
                      for p, n in zip(prompts, reused)]
