@@ -66,6 +66,17 @@ def test_judge_prefix_benchmark_runs_one_tiny_round():
     assert "ratio shared/full" in out and "max |difference|" in out
 
 
+@pytest.mark.slow   # ~2 min
+def test_dialogue_prefix_benchmark_runs_one_tiny_round():
+    from jaxcult import assets
+
+    if not assets.get_asset("smollm2-135m-instruct").installed():
+        pytest.skip("asset smollm2-135m-instruct not installed")
+    out = run_script("benchmarks/dialogue_prefix.py", "--dialogues", "2", "--turns", "2",
+                     "--rounds", "1")
+    assert "speed-up" in out and "same dialogues: True" in out
+
+
 @pytest.mark.slow   # ~40 s each
 @pytest.mark.parametrize(("lever", "dtype"), [("dropout_masks", "float32"),
                                               ("float32_products", "bfloat16")])
