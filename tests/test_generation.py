@@ -376,19 +376,20 @@ def test_prefix_cache_evicts_least_recently_used_and_refuses_what_cannot_work(tm
                               prefix_cache_mb=1)
     generator = Generator(model, IdTokenizer(), config)
     store = generator.prefix_cache
-    store.free = store.free[:4]                      # a pool of 4 blocks: two 2-block prompts
+    assert store.size == 2                           # one batch (1 row) of the largest bucket
+    store.budget = 4                                 # then at most two 2-block prompts
     first, second, third = ([k] * (BLOCK + 4) for k in (5, 6, 7))
     for prompt in (first, second, first + [8], third):
         generator.run_batch([prompt])
     # `first + [8]` replaced `first` (it extends it); `third` evicted `second` (least recent);
     # `first + [8]` reused BLOCK of its 36 tokens: reused + the new tokens' bucket fill 2 * BLOCK
-    assert sorted(e.ids[0] for e in store.entries) == [5, 7]
+    assert sorted(e.ids[0] for e in store.entries) == [5, 7] and store.size == 4
     assert store.reused_tokens == BLOCK
     big = SimpleNamespace(num_key_value_heads=8, head_dim=128, num_hidden_layers=32,  # 8B-like
                           dtype="bfloat16")
     with pytest.raises(UserError, match="1 MB cannot hold one prompt of the largest length "
                        "bucket \\(4096 tokens need 512 MB"):
-        PrefixCache(big, 1, 4096)
+        PrefixCache(big, 1, 4096, 8)
     windowed = jaxcult_copy(tiny_hf("mistral"), tmp_path / "w")
     assert windowed.config.sliding_window is not None
     with pytest.raises(UserError, match="sliding-window attention"):

@@ -205,7 +205,8 @@ class Generator:
             raise UserError("generation.prefix_cache_mb: the model has sliding-window attention, "
                             "which would count the padding between reused and new tokens; set "
                             "it to 0")
-        return PrefixCache(model.config, config.prefix_cache_mb, max(config.length_buckets))
+        return PrefixCache(model.config, config.prefix_cache_mb, max(config.length_buckets),
+                           config.batch_size)
 
     def place(self, array: np.ndarray) -> jax.Array:
         """A batch array on the device(s): split over the mesh's batch axes when there is one."""

@@ -3,9 +3,10 @@ one computes only the tokens after the shared start.
 
 A dialogue re-sends its whole history every turn (CLCA role-play, intent annotation, a chat
 server): without this, each turn's prefill recomputes every earlier token. `PrefixCache` holds
-the keys and values of recent prompts in a fixed pool of blocks of `BLOCK` positions (per layer
+the keys and values of recent prompts in a pool of blocks of `BLOCK` positions (per layer
 [blocks, kv_heads, BLOCK, head_dim]; `generation.prefix_cache_mb` sizes it), evicting the least
-recently used prompt when full. For a new batch, each prompt takes the longest start it shares
+recently used prompt when full; the pool starts at one batch of the largest prompts and doubles
+while it is under the budget. For a new batch, each prompt takes the longest start it shares
 with a stored prompt (at least one token of its own is left to compute); the engine gathers
 those blocks into the front of the batch's KV cache, each row's reused tokens ending at slot P
 (the batch's longest reuse), and runs the remaining tokens left-padded in the slots after P, at
@@ -93,24 +94,38 @@ def store(pool: Pool, cache: KVCache, slots: jax.Array, table: jax.Array) -> Poo
 class PrefixCache:
     """Stored prompts and their keys and values, least recently used evicted first."""
 
-    def __init__(self, model_config, megabytes: int, longest_prompt: int) -> None:
-        shape = (model_config.num_key_value_heads, BLOCK, model_config.head_dim)
+    def __init__(self, model_config, megabytes: int, longest_prompt: int, rows: int) -> None:
+        """A pool of at most `megabytes`, allocated for `rows` prompts of `longest_prompt`
+        tokens first and doubled when full, so a large budget costs memory only once used."""
         block_bytes = kv_cache_bytes(model_config, 1, BLOCK)
-        self.num_blocks = megabytes * MIB // block_bytes
+        self.budget = megabytes * MIB // block_bytes   # blocks at most
         needed = blocks_for(longest_prompt)
-        if self.num_blocks < needed:
+        if self.budget < needed:
             raise UserError(f"generation.prefix_cache_mb: {megabytes} MB cannot hold one prompt of "
                             f"the largest length bucket ({longest_prompt} tokens need "
                             f"{-(-needed * block_bytes // MIB)} MB for this model); raise it "
                             f"or set 0 (off)")
-        layers = range(model_config.num_hidden_layers)
-        dtype = jnp.dtype(model_config.dtype)
-        self.pool = Pool(tuple(jnp.zeros((self.num_blocks, *shape), dtype) for _ in layers),
-                         tuple(jnp.zeros((self.num_blocks, *shape), dtype) for _ in layers))
+        self.block_shape = (model_config.num_key_value_heads, BLOCK, model_config.head_dim)
+        self.dtype = jnp.dtype(model_config.dtype)
+        empty = [jnp.zeros((0, *self.block_shape), self.dtype)
+                 for _ in range(2 * model_config.num_hidden_layers)]
+        self.pool = Pool(tuple(empty[0::2]), tuple(empty[1::2]))
+        self.size = 0                                   # blocks allocated
+        self.free: list[int] = []
+        self._grow(min(self.budget, rows * needed))
         self.entries: list[Entry] = []
-        self.free = list(range(self.num_blocks))
         self.clock = 0
         self.reused_tokens = self.prompt_tokens = 0   # totals, for logs and benchmarks
+
+    def _grow(self, blocks: int) -> None:
+        """Enlarge the pool to `blocks` (existing blocks keep their ids and contents)."""
+        def widen(layer: jax.Array) -> jax.Array:
+            more = jnp.zeros((blocks - self.size, *self.block_shape), self.dtype)
+            return jnp.concatenate([layer, more])
+
+        self.pool = Pool(tuple(map(widen, self.pool.keys)), tuple(map(widen, self.pool.values)))
+        self.free.extend(range(self.size, blocks))
+        self.size = blocks
 
     def match(self, prompts: Sequence[Sequence[int]]) -> list[tuple[Entry | None, int]]:
         """Per prompt, the stored prompt sharing its longest start and that start's length
@@ -141,7 +156,7 @@ class PrefixCache:
     def add(self, cache: KVCache, prompts: Sequence[Sequence[int]], slots: np.ndarray) -> None:
         """Store each row's prompt (its tokens at cache slots `slots[row]`), replacing stored
         prompts it extends and evicting the least recently used where the pool is full."""
-        table = np.full((slots.shape[0], slots.shape[1] // BLOCK), self.num_blocks, np.int32)
+        table = np.full((slots.shape[0], slots.shape[1] // BLOCK), self.budget, np.int32)
         older = list(self.entries)   # this batch's blocks are written together: never reused here
         for row, prompt in enumerate(prompts):
             ids = np.asarray(prompt)
@@ -149,6 +164,8 @@ class PrefixCache:
             self._drop([e for e in older if len(e.ids) <= len(ids)
                         and common_start(e.ids, ids) == len(e.ids)], older)
             needed = blocks_for(len(ids))
+            if len(self.free) < needed and self.size < self.budget:
+                self._grow(min(self.budget, max(2 * self.size, self.size + needed)))
             while len(self.free) < needed and older:
                 self._drop([min(older, key=lambda e: e.used)], older)
             if len(self.free) < needed:
