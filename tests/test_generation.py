@@ -342,12 +342,13 @@ def test_shared_prefix_logprobs_equal_full_forwards(tmp_path):
 
 def test_prefix_cache_reuses_stored_starts_and_decodes_as_without_it(tmp_path):
     """Dialogue-like batches (each prompt extends an earlier one, the instructions after the
-    history change): with the prefix cache the reused starts are not recomputed, and greedy
-    tokens, their log-probabilities and a repetition penalty's effect equal a plain prefill's."""
+    history change; a new dialogue joins at turn 1): with the prefix cache the reused starts
+    are not recomputed, and greedy tokens, their log-probabilities and a repetition penalty's
+    effect equal a plain prefill's."""
     from jaxcult.generation.prefix_cache import common_start
 
     model = jaxcult_copy(tiny_hf("llama"), tmp_path)
-    common = dict(max_new_tokens=5, batch_size=3, length_buckets=[8, 16, 32], chunk=2,
+    common = dict(max_new_tokens=5, batch_size=4, length_buckets=[8, 16, 32], chunk=2,
                   repetition_penalty=1.3, stop_token_ids=[])
     plain = Generator(model, IdTokenizer(), GenerationConfig(**common))
     cached = Generator(model, IdTokenizer(), GenerationConfig(**common, prefix_cache_mb=1))
@@ -355,6 +356,8 @@ def test_prefix_cache_reuses_stored_starts_and_decodes_as_without_it(tmp_path):
     ask = [90, 91, 92]
     sent, reusable = [], 0
     for turn in range(3):
+        if turn == 1:
+            history.append([60, 61])   # a new dialogue: nothing to reuse, beside rows that do
         prompts = [h + ask for h in history]
         reusable += sum(max([min(common_start(np.array(s), np.array(p)), len(p) - 1)
                              for s in sent], default=0) for p in prompts)
