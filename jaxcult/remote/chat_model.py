@@ -28,7 +28,7 @@ from jaxcult.remote.client import Client, RemoteRefusal
 from jaxcult.remote.settings import RemoteModel
 
 log = logging.getLogger(__name__)
-ENGINE_ONLY = {"batch_size", "length_buckets", "chunk"}   # settings of the local engine only
+ENGINE_ONLY = {"batch_size", "length_buckets", "chunk", "prefix_cache_mb"}  # local engine only
 STOPPING = {401: "the API key was refused", 403: "access was refused",
             404: "the endpoint or model was not found"}
 
