@@ -379,8 +379,8 @@ def test_prefix_cache_evicts_least_recently_used_and_refuses_what_cannot_work(tm
                               prefix_cache_mb=1)
     generator = Generator(model, IdTokenizer(), config)
     store = generator.prefix_cache
-    assert store.size == 2                           # one batch (1 row) of the largest bucket
-    store.budget = 4                                 # then at most two 2-block prompts
+    assert store.size == 0                           # allocated when first needed
+    store.budget = 4                                 # at most two 2-block prompts
     first, second, third = ([k] * (BLOCK + 4) for k in (5, 6, 7))
     for prompt in (first, second, first + [8], third):
         generator.run_batch([prompt])
@@ -392,7 +392,7 @@ def test_prefix_cache_evicts_least_recently_used_and_refuses_what_cannot_work(tm
                           dtype="bfloat16")
     with pytest.raises(UserError, match="1 MB cannot hold one prompt of the largest length "
                        "bucket \\(4096 tokens need 512 MB"):
-        PrefixCache(big, 1, 4096, 8)
+        PrefixCache(big, 1, 4096)
     windowed = jaxcult_copy(tiny_hf("mistral"), tmp_path / "w")
     assert windowed.config.sliding_window is not None
     with pytest.raises(UserError, match="sliding-window attention"):

@@ -26,7 +26,7 @@ from jax.sharding import Mesh
 from jaxcult.config import GenerationConfig
 from jaxcult.errors import UserError
 from jaxcult.generation.limits import check_generation_fits
-from jaxcult.generation.prefix_cache import BLOCK, Pool, PrefixCache, assemble, blocks_for
+from jaxcult.generation.prefix_cache import BLOCK, PrefixCache, assemble, blocks_for
 from jaxcult.generation.sampling import Sampling, choose
 from jaxcult.models.decoder import CausalLM, KVCache
 from jaxcult.sharding import Rules, batch_sharding, check_batch_divisible, place_variables
@@ -106,13 +106,14 @@ def _prefill(graphdef, state, ids, mask, limits, key, cache_length: int, max_new
     return _decoding(out, positions[:, -1], seen, mask.sum(1) == 0, limits, key, max_new, top_k)
 
 
-@partial(jax.jit, static_argnums=(0, 10, 11, 12))
-def _prefill_reusing(graphdef, state, pool: Pool, table, reused, ids, mask, seen, limits, key,
-                     cache_length: int, max_new: int, top_k: int | None) -> DecodeState:
-    """`_prefill` of prompts whose first `reused[b]` tokens are stored in `pool`: only the
-    rest (`ids`, left-padded) is computed, at positions counted on from the reused tokens."""
+@partial(jax.jit, static_argnums=(0, 9, 10))
+def _prefill_reusing(graphdef, state, cache: KVCache, reused, ids, mask, seen, limits, key,
+                     max_new: int, top_k: int | None) -> DecodeState:
+    """`_prefill` of prompts whose first `reused[b]` tokens are in `cache` already (from the
+    prefix cache's pool, gathered outside this program so that a grown pool does not
+    recompile the model): only the rest (`ids`, left-padded) is computed, at positions counted
+    on from the reused tokens."""
     model = nnx.merge(graphdef, state)
-    cache = assemble(pool, table, reused, cache_length)
     positions = reused[:, None] + jnp.maximum(jnp.cumsum(mask, axis=1) - 1, 0)
     out = model(ids, mask, positions, cache=cache, last_only=True)
     return _decoding(out, positions[:, -1], seen, mask.sum(1) == 0, limits, key, max_new, top_k)
@@ -205,8 +206,7 @@ class Generator:
             raise UserError("generation.prefix_cache_mb: the model has sliding-window attention, "
                             "which would count the padding between reused and new tokens; set "
                             "it to 0")
-        return PrefixCache(model.config, config.prefix_cache_mb, max(config.length_buckets),
-                           config.batch_size)
+        return PrefixCache(model.config, config.prefix_cache_mb, max(config.length_buckets))
 
     def place(self, array: np.ndarray) -> jax.Array:
         """A batch array on the device(s): split over the mesh's batch axes when there is one."""
@@ -284,11 +284,13 @@ class Generator:
             seen = np.zeros((rows, self.vocab_size), bool)
             for row, prompt in enumerate(prompts):
                 seen[row, prompt] = True
+            reused_tokens = jnp.asarray(reused)
+            cache = assemble(self.prefix_cache.pool, jnp.asarray(table), reused_tokens,
+                             self.bucket(start + suffix) + config.max_new_tokens)
             decode = _prefill_reusing(
-                self.graphdef, self.state, self.prefix_cache.pool, jnp.asarray(table),
-                jnp.asarray(reused), jnp.asarray(ids), jnp.asarray(mask), jnp.asarray(seen),
-                limits, key, self.bucket(start + suffix) + config.max_new_tokens,
-                config.max_new_tokens, top_logprobs)
+                self.graphdef, self.state, cache, reused_tokens, jnp.asarray(ids),
+                jnp.asarray(mask), jnp.asarray(seen), limits, key, config.max_new_tokens,
+                top_logprobs)
             self.prefix_cache.reused_tokens += int(reused.sum())
             slots = [[*range(start - n, start), *range(start + suffix - len(p) + n, start + suffix)]
                      for p, n in zip(prompts, reused)]

@@ -5,8 +5,8 @@ A dialogue re-sends its whole history every turn (CLCA role-play, intent annotat
 server): without this, each turn's prefill recomputes every earlier token. `PrefixCache` holds
 the keys and values of recent prompts in a pool of blocks of `BLOCK` positions (per layer
 [blocks, kv_heads, BLOCK, head_dim]; `generation.prefix_cache_mb` sizes it), evicting the least
-recently used prompt when full; the pool starts at one batch of the largest prompts and doubles
-while it is under the budget. For a new batch, each prompt takes the longest start it shares
+recently used prompt when full; the pool starts empty and grows (at least doubling) while it is
+under the budget. For a new batch, each prompt takes the longest start it shares
 with a stored prompt (at least one token of its own is left to compute); the engine gathers
 those blocks into the front of the batch's KV cache, each row's reused tokens ending at slot P
 (the batch's longest reuse), and runs the remaining tokens left-padded in the slots after P, at
@@ -94,9 +94,9 @@ def store(pool: Pool, cache: KVCache, slots: jax.Array, table: jax.Array) -> Poo
 class PrefixCache:
     """Stored prompts and their keys and values, least recently used evicted first."""
 
-    def __init__(self, model_config, megabytes: int, longest_prompt: int, rows: int) -> None:
-        """A pool of at most `megabytes`, allocated for `rows` prompts of `longest_prompt`
-        tokens first and doubled when full, so a large budget costs memory only once used."""
+    def __init__(self, model_config, megabytes: int, longest_prompt: int) -> None:
+        """A pool of at most `megabytes`, empty at first and grown (at least doubled) when a
+        batch's prompts do not fit, so a large budget costs memory only once used."""
         block_bytes = kv_cache_bytes(model_config, 1, BLOCK)
         self.budget = megabytes * MIB // block_bytes   # blocks at most
         needed = blocks_for(longest_prompt)
@@ -112,7 +112,6 @@ class PrefixCache:
         self.pool = Pool(tuple(empty[0::2]), tuple(empty[1::2]))
         self.size = 0                                   # blocks allocated
         self.free: list[int] = []
-        self._grow(min(self.budget, rows * needed))
         self.entries: list[Entry] = []
         self.clock = 0
         self.reused_tokens = self.prompt_tokens = 0   # totals, for logs and benchmarks
@@ -158,14 +157,15 @@ class PrefixCache:
         prompts it extends and evicting the least recently used where the pool is full."""
         table = np.full((slots.shape[0], slots.shape[1] // BLOCK), self.budget, np.int32)
         older = list(self.entries)   # this batch's blocks are written together: never reused here
+        wanted = sum(blocks_for(len(p)) for p in prompts)
+        if len(self.free) < wanted and self.size < self.budget:
+            self._grow(min(self.budget, max(2 * self.size, self.size + wanted - len(self.free))))
         for row, prompt in enumerate(prompts):
             ids = np.asarray(prompt)
             self.prompt_tokens += len(ids)
             self._drop([e for e in older if len(e.ids) <= len(ids)
                         and common_start(e.ids, ids) == len(e.ids)], older)
             needed = blocks_for(len(ids))
-            if len(self.free) < needed and self.size < self.budget:
-                self._grow(min(self.budget, max(2 * self.size, self.size + needed)))
             while len(self.free) < needed and older:
                 self._drop([min(older, key=lambda e: e.used)], older)
             if len(self.free) < needed:

@@ -74,7 +74,7 @@ def as_speech(raw: str, prefix: str, name: str) -> Action | None:
 
 def _repair(model: ChatModel, pending: list[tuple[Dialogue, str]], role: str,
             how: Behaviour) -> list[Action | None]:
-    greedy = how.config.model_copy(update={"do_sample": False, "prefix_cache_mb": 0})
+    greedy = how.config.model_copy(update={"do_sample": False})
     chats = [prompts.repair_chat(d.people(role)[0].name, raw) for d, raw in pending]
     return [parse_action(r.text, d.people(role)[0].name) if r.error is None else None
             for r, (d, _) in zip(model.reply(chats, greedy, prefix=how.prefix), pending)]
