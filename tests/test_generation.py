@@ -341,7 +341,7 @@ def test_shared_prefix_logprobs_equal_full_forwards(tmp_path):
 
 
 def test_prefix_cache_reuses_stored_starts_and_decodes_as_without_it(tmp_path):
-    """Dialogue-like batches (each prompt extends an earlier one, the instructions after the
+    """Two dialogue-like turns (each prompt extends an earlier one, the instructions after the
     history change; a new dialogue joins at turn 1): with the prefix cache the reused starts
     are not recomputed, and greedy tokens, their log-probabilities and a repetition penalty's
     effect equal a plain prefill's."""
@@ -355,7 +355,7 @@ def test_prefix_cache_reuses_stored_starts_and_decodes_as_without_it(tmp_path):
     history = [[5, 17, 42, 8], [11, 12, 13, 14, 15, 16, 17, 18, 19, 20], [23, 24]]
     ask = [90, 91, 92]
     sent, reusable = [], 0
-    for turn in range(3):
+    for turn in range(2):
         if turn == 1:
             history.append([60, 61])   # a new dialogue: nothing to reuse, beside rows that do
         prompts = [h + ask for h in history]
@@ -368,7 +368,7 @@ def test_prefix_cache_reuses_stored_starts_and_decodes_as_without_it(tmp_path):
             np.testing.assert_allclose(mine.logprobs, reference.logprobs, atol=1e-5)
         sent += prompts
         history = [h + r.token_ids[:2] for h, r in zip(history, ours)]
-    assert cached.prefix_cache.reused_tokens == reusable >= 2 * (4 + 10 + 2)
+    assert cached.prefix_cache.reused_tokens == reusable >= 4 + 10 + 2
 
 
 def test_prefix_cache_evicts_least_recently_used_and_refuses_what_cannot_work(tmp_path):
@@ -393,7 +393,6 @@ def test_prefix_cache_evicts_least_recently_used_and_refuses_what_cannot_work(tm
     with pytest.raises(UserError, match="1 MB cannot hold one prompt of the largest length "
                        "bucket \\(4096 tokens need 512 MB"):
         PrefixCache(big, 1, 4096)
-    windowed = jaxcult_copy(tiny_hf("mistral"), tmp_path / "w")
-    assert windowed.config.sliding_window is not None
+    windowed = SimpleNamespace(config=SimpleNamespace(sliding_window=4))
     with pytest.raises(UserError, match="sliding-window attention"):
-        Generator(windowed, IdTokenizer(), config)
+        Generator._prefix_cache(windowed, config, None)

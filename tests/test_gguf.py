@@ -219,7 +219,8 @@ def test_a_gguf_base_keeps_its_blocks_and_computes_the_float_model(mixed_gguf):
     (loss_k, grads_k), (loss_p, grads_p) = lora_loss_and_grads(kept, ids), lora_loss_and_grads(plain, ids)
     assert np.isfinite(float(loss_k)) and float(loss_k) == pytest.approx(float(loss_p), abs=1e-5)
     for a, b in zip(jax.tree.leaves(grads_k), jax.tree.leaves(grads_p)):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+        # another summation order: on an AVX2 CPU one of 1024 elements of ~4e-3 differs by 1.5e-6
+        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-6)
     held = sum(v[...].nbytes for v in jax.tree.leaves(nnx.state(kept, QuantizedWeight)))
     as_float = sum(np.prod(modules[p].kernel.shape) for p in quantized_paths(kept)) * 4
     assert held < 0.2 * as_float   # 4.6-8.5 bits per weight instead of 32
