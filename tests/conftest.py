@@ -62,6 +62,14 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+def require_asset(name: str) -> None:
+    """Skip the calling test unless the offline asset `name` is installed."""
+    from jaxcult import assets
+
+    if not assets.get_asset(name).installed():
+        pytest.skip(f"asset {name} not installed (jaxcult assets install {name})")
+
+
 def _minilm_missing() -> bool:
     from jaxcult import assets
 

@@ -5,15 +5,11 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import require_asset
 
 from jaxcult import assets, load_pretrained
 from jaxcult.errors import UserError
 from jaxcult.models.encoder import mean_pool
-
-
-def need(name):
-    if not assets.get_asset(name).installed():
-        pytest.skip(f"asset {name} not installed")
 
 
 def test_missing_asset_error_prints_install_command(monkeypatch):
@@ -24,7 +20,7 @@ def test_missing_asset_error_prints_install_command(monkeypatch):
 
 
 def test_minilm_matches_transformers():
-    need("minilm-l6")
+    require_asset("minilm-l6")
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
     model, tokenizer = load_pretrained("minilm-l6")
@@ -40,7 +36,7 @@ def test_minilm_matches_transformers():
 
 
 def test_multilingual_e5_translations_are_closer_than_topics():
-    need("multilingual-e5-small")
+    require_asset("multilingual-e5-small")
     model, tokenizer = load_pretrained("multilingual-e5-small")
     pairs = [("query: The cat sleeps on the sofa.", "query: Die Katze schläft auf dem Sofa."),
              ("query: The train to Paris is late.", "query: 去巴黎的火车晚点了。"),

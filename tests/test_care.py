@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from conftest import require_asset
 
 from jaxcult.cli import main
 from jaxcult.errors import UserError
@@ -280,10 +281,7 @@ def test_bad_input_is_one_line_with_exit_2(care_config, tmp_path, capsys):
 
 @pytest.mark.slow   # ~7.5 min on 2 cores
 def test_the_offline_demo_runs_every_stage(tmp_path):
-    from jaxcult import assets
-
-    if not assets.get_asset("smollm2-135m-instruct").installed():
-        pytest.skip("asset smollm2-135m-instruct not installed")
+    require_asset("smollm2-135m-instruct")
     demo = Path(__file__).resolve().parent.parent / "experiments" / "care" / "demo.yaml"
     assert main(["care", "run", str(demo), "--out", str(tmp_path / "demo")]) == 0
     report = json.loads((tmp_path / "demo" / "report.json").read_text())

@@ -11,7 +11,7 @@ import re
 
 import numpy as np
 import pytest
-from conftest import needs_minilm
+from conftest import needs_minilm, require_asset
 
 from jaxcult.eval.sentence_embeddings import SentenceEncoder, cosine_matrix, top_k
 from jaxcult.recipes.cckg.graph import (
@@ -595,12 +595,10 @@ def test_report_pairs_each_condition_with_none_native_with_english_adapter_with_
 def test_the_offline_demo_runs_every_stage(tmp_path):
     from pathlib import Path
 
-    from jaxcult import assets
     from jaxcult.cli import main
 
     for name in ("smollm2-135m-instruct", "minilm-l6", "multilingual-e5-small"):
-        if not assets.get_asset(name).installed():
-            pytest.skip(f"asset {name} not installed")
+        require_asset(name)
     demo = Path(__file__).resolve().parent.parent / "experiments" / "cckg" / "demo.yaml"
     out = tmp_path / "demo"
     assert main(["cckg", "run", str(demo), "--out", str(out)]) == 0

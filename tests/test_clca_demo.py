@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import require_asset
 
 from jaxcult import assets
 
@@ -35,9 +36,8 @@ def test_demo_adapters_load_in_peft_and_change_the_chat(tmp_path):
     from jaxcult.generation.api import generate
     from jaxcult.run.generate import load_generation_model
 
+    require_asset("smollm2-135m-instruct")
     asset = assets.get_asset("smollm2-135m-instruct")
-    if not asset.installed():
-        pytest.skip("asset smollm2-135m-instruct not installed")
     out = tmp_path / "demo"
     assert main(["clca", "run", str(DEMO), "--out", str(out)]) == 0
     summary = json.loads((out / "summary.json").read_text())

@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import require_asset
 
 from jaxcult.config import GenerationConfig
 from jaxcult.generation import Generator
@@ -256,11 +257,9 @@ PAPER_SIZE = {  # the checkpoints the cultural papers train, by their published 
 def test_dry_run_plans_the_paper_size_model_from_its_config_json_alone(name, tmp_path, capsys):
     """No weight file: the plan builds shapes only; its parameter count is transformers' count
     of the same config (built on the meta device)."""
-    from jaxcult import assets
     from jaxcult.cli import main
 
-    if not assets.get_asset("minilm-l6").installed():
-        pytest.skip("asset minilm-l6 not installed")
+    require_asset("minilm-l6")
     label, settings = PAPER_SIZE[name]
     model_type = {"gemma3": "gemma3_text"}.get(name, name)
     config = transformers.AutoConfig.for_model(model_type, **settings)

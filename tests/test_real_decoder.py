@@ -5,6 +5,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import require_asset
 
 from jaxcult import assets, load_pretrained
 from jaxcult.config import GenerationConfig
@@ -16,9 +17,8 @@ PROMPTS = ["What is the capital of France?", "Name three colours.", "Write a hai
 
 @pytest.mark.slow
 def test_smollm2_logits_and_batched_greedy_chat_match_transformers():
+    require_asset("smollm2-135m-instruct")
     asset = assets.get_asset("smollm2-135m-instruct")
-    if not asset.installed():
-        pytest.skip("asset smollm2-135m-instruct not installed")
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
     path = asset.path()

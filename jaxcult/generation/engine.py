@@ -79,6 +79,12 @@ def left_pad(prompts: Sequence[Sequence[int]], length: int, rows: int, pad_id: i
     return ids, mask
 
 
+def left_padded_positions(mask: jax.Array, start: jax.Array | int = 0) -> jax.Array:
+    """Position ids of left-padded rows counted over their real tokens (as transformers does),
+    from `start` ([rows] or a scalar: the tokens already in the cache before these)."""
+    return jnp.asarray(start).reshape(-1, 1) + jnp.maximum(jnp.cumsum(mask, axis=1) - 1, 0)
+
+
 def _decoding(out, last_positions, seen, done, limits, key, max_new: int,
               top_k: int | None) -> DecodeState:
     """The decode state after a prefill's model output."""
@@ -98,7 +104,7 @@ def _prefill(graphdef, state, ids, mask, limits, key, cache_length: int, max_new
              top_k: int | None) -> DecodeState:
     model = nnx.merge(graphdef, state)
     batch = ids.shape[0]
-    positions = jnp.maximum(jnp.cumsum(mask, axis=1) - 1, 0)
+    positions = left_padded_positions(mask)
     cache = KVCache.empty(model.config, batch, cache_length, dtype=jnp.dtype(model.config.dtype))
     out = model(ids, mask, positions, cache=cache, last_only=True)
     vocab = out.logits.shape[-1]
@@ -106,15 +112,16 @@ def _prefill(graphdef, state, ids, mask, limits, key, cache_length: int, max_new
     return _decoding(out, positions[:, -1], seen, mask.sum(1) == 0, limits, key, max_new, top_k)
 
 
-@partial(jax.jit, static_argnums=(0, 9, 10))
+@partial(jax.jit, static_argnums=(0, 9, 10), donate_argnums=(2,))
 def _prefill_reusing(graphdef, state, cache: KVCache, reused, ids, mask, seen, limits, key,
                      max_new: int, top_k: int | None) -> DecodeState:
     """`_prefill` of prompts whose first `reused[b]` tokens are in `cache` already (from the
     prefix cache's pool, gathered outside this program so that a grown pool does not
     recompile the model): only the rest (`ids`, left-padded) is computed, at positions counted
-    on from the reused tokens."""
+    on from the reused tokens. The assembled cache is donated: the suffix's keys and values
+    are written into it in place."""
     model = nnx.merge(graphdef, state)
-    positions = reused[:, None] + jnp.maximum(jnp.cumsum(mask, axis=1) - 1, 0)
+    positions = left_padded_positions(mask, reused)
     out = model(ids, mask, positions, cache=cache, last_only=True)
     return _decoding(out, positions[:, -1], seen, mask.sum(1) == 0, limits, key, max_new, top_k)
 

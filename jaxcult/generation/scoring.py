@@ -21,7 +21,7 @@ from flax import nnx
 
 from jaxcult.config import GenerationConfig
 from jaxcult.errors import UserError
-from jaxcult.generation.engine import bucket_for, left_pad
+from jaxcult.generation.engine import bucket_for, left_pad, left_padded_positions
 
 
 @dataclass
@@ -46,7 +46,7 @@ def _token_logprobs(graphdef, state, ids, mask, targets, tail: int):
     """Log-probabilities of `targets` at the last `tail` positions (the continuations are
     right-aligned: the vocabulary projection runs only where a continuation token is)."""
     model = nnx.merge(graphdef, state)
-    positions = jnp.maximum(jnp.cumsum(mask, axis=1) - 1, 0)
+    positions = left_padded_positions(mask)
     logits = model(ids, mask, positions, last_only=tail).logits.astype(jnp.float32)
     logprobs = jax.nn.log_softmax(logits, axis=-1)
     targets = targets[:, -tail:]
@@ -96,7 +96,7 @@ def score(model, tokenizer, prompts: Sequence[str], continuations: Sequence[str]
 @partial(jax.jit, static_argnums=(0,))
 def _last_logprobs(graphdef, state, ids, mask, candidates):
     model = nnx.merge(graphdef, state)
-    positions = jnp.maximum(jnp.cumsum(mask, axis=1) - 1, 0)
+    positions = left_padded_positions(mask)
     logits = model(ids, mask, positions, last_only=True).logits[:, -1].astype(jnp.float32)
     return jnp.take_along_axis(jax.nn.log_softmax(logits, axis=-1), candidates, axis=-1)
 

@@ -26,7 +26,7 @@ from flax import nnx
 
 from jaxcult.config import GenerationConfig
 from jaxcult.errors import UserError
-from jaxcult.generation.engine import bucket_for, left_pad
+from jaxcult.generation.engine import bucket_for, left_pad, left_padded_positions
 from jaxcult.models.decoder import KVCache
 
 SUFFIX_STEP = 64
@@ -44,7 +44,7 @@ def common_prefix(sequences: Sequence[Sequence[int]]) -> int:
 @partial(jax.jit, static_argnums=(0, 4))
 def _prefix_cache(graphdef, state, ids, mask, cache_length: int) -> KVCache:
     model = nnx.merge(graphdef, state)
-    positions = jnp.maximum(jnp.cumsum(mask, axis=1) - 1, 0)
+    positions = left_padded_positions(mask)
     cache = KVCache.empty(model.config, ids.shape[0], cache_length,
                           dtype=jnp.dtype(model.config.dtype))
     return model(ids, mask, positions, cache=cache, last_only=True).cache
@@ -53,7 +53,7 @@ def _prefix_cache(graphdef, state, ids, mask, cache_length: int) -> KVCache:
 @partial(jax.jit, static_argnums=(0,))
 def _suffix_logprobs(graphdef, state, cache, prefix_lengths, ids, mask, candidates):
     model = nnx.merge(graphdef, state)
-    positions = prefix_lengths[:, None] + jnp.maximum(jnp.cumsum(mask, axis=1) - 1, 0)
+    positions = left_padded_positions(mask, prefix_lengths)
     logits = model(ids, mask, positions, cache=cache, last_only=True).logits[:, -1]
     logprobs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
     return logprobs[:, candidates]
