@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jaxcult.config import EvaluatorConfig
 from jaxcult.config_loading import load_config
 from jaxcult.data.batching import (
     BatchIterator,
@@ -15,10 +16,13 @@ from jaxcult.data.batching import (
     LengthBuckets,
     Split,
     eval_batches,
+    eval_rows,
     fitted_bucket_sizes,
 )
 from jaxcult.errors import UserError
+from jaxcult.eval.base import Evaluator
 from jaxcult.schedules import resolve
+from jaxcult.trainers.evaluation import evaluate
 from jaxcult.trainers.program import ModelProgram, StepOptions, TrainProgram
 
 LAYERS = 6
@@ -151,15 +155,58 @@ def split_of(lengths: list[int], width: int = 12, choices: int = 0) -> Split:
 def test_length_buckets_cut_padding_only():
     split = split_of([3, 5, 9, 4, 12, 2, 7, 6])
     split.buckets = LengthBuckets((4, 8), ("input_ids", "attention_mask"))
-    shapes = []
-    for batch, valid in eval_batches(split, 3):
+    shapes, seen = [], []
+    for batch, valid, examples in eval_batches(split, 3):
         rows = batch["input_ids"].shape[1]
         longest = int(batch["attention_mask"][valid].sum(1).max())
         assert rows == next(s for s in (4, 8, 12) if s >= longest)  # the split's 12 is the last
-        full = split.arrays["input_ids"][np.flatnonzero(valid) + 3 * len(shapes)]
+        full = split.arrays["input_ids"][examples]
+        np.testing.assert_array_equal(batch["input_ids"][valid], full[:, :rows])
         np.testing.assert_array_equal(full[:, rows:], 0)  # only padding was removed
         shapes.append(rows)
-    assert shapes == [12, 12, 8]
+        seen.extend(examples)
+    assert shapes == [12, 8, 4]  # longest first: in split order they would be 12, 12, 8
+    assert sorted(seen) == list(range(8))
+
+
+def test_evaluation_rows_spread_the_examples_over_the_batches():
+    assert [eval_rows(n, 64) for n in (1, 8, 9, 64, 65, 100, 128, 129, 500)] == \
+        [8, 8, 16, 64, 40, 56, 64, 48, 64]
+    assert eval_rows(5, 3) == 3  # never more than the batch size
+    split = split_of([3, 5, 9, 4, 12, 2, 7, 6, 1, 8])
+    batches = list(eval_batches(split, 9))  # no buckets: split order, 2 batches of 8 rows
+    assert [len(valid) for _, valid, _ in batches] == [8, 8]
+    assert np.concatenate([e for _, _, e in batches]).tolist() == list(range(10))
+    assert batches[1][1].tolist() == [True, True] + [False] * 6
+
+
+class _KeptLogits(Evaluator):
+    """Keeps every example's logits (as evaluation hands them over, in split order)."""
+
+    def device_outputs(self, outputs, batch):
+        return {"logits": outputs}
+
+    def metrics(self, results, split):
+        self.logits = results["logits"]
+        return {"accuracy": float((self.logits.argmax(-1) == split.arrays["labels"]).mean())}
+
+
+def test_length_sorted_evaluation_gives_each_example_its_own_outputs_in_split_order():
+    parts, plain, _ = layered("pfeiffer", "peft.reduction_factor=2")
+    evaluator = _KeptLogits(EvaluatorConfig(), None)
+    program = ModelProgram(plain.task, evaluator, parts.graphdef, parts.groups)
+    rng = np.random.default_rng(4)
+    mask = (np.arange(8)[None] < rng.integers(1, 9, size=21)[:, None]).astype(np.int32)
+    arrays = {"input_ids": rng.integers(5, 64, size=(21, 8)) * mask, "attention_mask": mask,
+              "token_type_ids": np.zeros_like(mask), "labels": rng.integers(0, 3, size=21)}
+    in_order = evaluate(program, parts.params, parts.frozen, Split(arrays, "t"), 8)
+    reference = evaluator.logits
+    buckets = LengthBuckets((2, 4), ("input_ids", "attention_mask", "token_type_ids"))
+    assert [e.tolist() for _, _, e in eval_batches(Split(arrays, "t", buckets=buckets), 8)] != \
+        [list(range(8)), list(range(8, 16)), list(range(16, 21))]  # really reordered
+    bucketed = evaluate(program, parts.params, parts.frozen, Split(arrays, "t", buckets=buckets), 8)
+    np.testing.assert_allclose(evaluator.logits, reference, rtol=0, atol=1e-6)
+    assert bucketed == in_order
 
 
 def test_buckets_follow_the_global_batch_and_multiple_choice():

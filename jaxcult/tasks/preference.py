@@ -272,7 +272,8 @@ class Preference(Task):
             if not isinstance(split, Split):
                 raise UserError("task.reference=precomputed: the training split is read batch by "
                                 "batch (data.source tfds/stream); use data.source=files")
-            rows = [np.asarray(score(state, {k: jnp.asarray(v) for k, v in batch.items()
-                                             if k != REFERENCE}))[valid]
-                    for batch, valid in eval_batches(split, batch_size)]
-            split.arrays[REFERENCE] = np.concatenate(rows).astype(np.float32)
+            logps = np.zeros((len(split), 2), np.float32)  # (chosen, rejected) per pair
+            for batch, valid, examples in eval_batches(split, batch_size):
+                logps[examples] = np.asarray(score(state, {k: jnp.asarray(v) for k, v in
+                                                           batch.items() if k != REFERENCE}))[valid]
+            split.arrays[REFERENCE] = logps

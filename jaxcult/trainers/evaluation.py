@@ -26,12 +26,14 @@ T = TypeVar("T")
 
 def _merged_outputs(program: ModelProgram, split: Split, batch_size: int,
                     run: Callable[[dict], list[dict]]) -> list[dict[str, np.ndarray]]:
-    """Every example's evaluation outputs, one dict per parameter set `run(batch)` scores
-    (padding rows of the last batch dropped; length-bucketed sequence outputs padded back to
-    the split's length)."""
+    """Every example's evaluation outputs in split order, one dict per parameter set
+    `run(batch)` scores (padding rows of the last batch dropped; length-bucketed sequence
+    outputs padded back to the split's length)."""
     results: list[dict[str, list[np.ndarray]]] = []
     along_sequence = program.evaluator.sequence_outputs
-    for batch, valid in eval_batches(split, batch_size):
+    order = []
+    for batch, valid, examples in eval_batches(split, batch_size):
+        order.append(examples)
         per_set = run(host_inputs(batch))
         results = results or [{} for _ in per_set]
         for outputs, collected in zip(per_set, results):
@@ -43,7 +45,8 @@ def _merged_outputs(program: ModelProgram, split: Split, batch_size: int,
                     value = np.pad(value, [(0, 0)] * (value.ndim - 1) + [(0, missing)],
                                    constant_values=fill)
                 collected.setdefault(key, []).append(value)
-    return [{k: np.concatenate(v) for k, v in collected.items()} for collected in results]
+    back = np.argsort(np.concatenate(order)) if order else []  # back into split order
+    return [{k: np.concatenate(v)[back] for k, v in collected.items()} for collected in results]
 
 
 def _metrics(program: ModelProgram, merged: dict[str, np.ndarray], split: Split,
