@@ -256,13 +256,14 @@ class EpochBatches:
         self._cache: tuple[int, np.ndarray] | None = None
 
     def permutation(self, epoch: int) -> np.ndarray:
-        if self._cache is None or self._cache[0] != epoch:
+        cached = self._cache  # read once: loader threads may replace it meanwhile
+        if cached is None or cached[0] != epoch:
             rng = np.random.default_rng([self.seed, epoch])
             order = rng.permutation(self.size)
             if self.window:
                 order = self._grouped(order, rng)
-            self._cache = (epoch, order)
-        return self._cache[1]
+            cached = self._cache = (epoch, order)
+        return cached[1]
 
     def _grouped(self, order: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Within windows of `window` batches, sort by length and shuffle the batches; the
