@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import require_asset
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -22,10 +23,7 @@ def run_script(*args: str) -> str:
 
 @pytest.mark.slow   # ~60 s, and the adapters environment on first use
 def test_train_step_benchmark_runs_one_tiny_round():
-    from jaxcult import assets
-
-    if not assets.get_asset("multilingual-e5-small").installed():
-        pytest.skip("asset multilingual-e5-small not installed")
+    require_asset("multilingual-e5-small")
     out = run_script("benchmarks/train_step.py", "--batch", "4", "--length", "16", "--steps", "1",
                      "--rounds", "1", "--fisher-batches", "2")
     assert "step, all" in out and "step, top-1" in out and "FUN check (2 batches)" in out
@@ -47,10 +45,7 @@ def test_whole_run_benchmark_runs_one_tiny_round(tmp_path, shared_data):
 
 @pytest.mark.slow   # ~60 s
 def test_generation_benchmark_runs_one_tiny_round():
-    from jaxcult import assets
-
-    if not assets.get_asset("smollm2-135m-instruct").installed():
-        pytest.skip("asset smollm2-135m-instruct not installed")
+    require_asset("smollm2-135m-instruct")
     out = run_script("benchmarks/generate.py", "--new-tokens", "2", "--rounds", "1",
                      "--file-prompts", "2")
     assert "batch 1:" in out and "file of 2 chat prompts" in out
@@ -58,20 +53,14 @@ def test_generation_benchmark_runs_one_tiny_round():
 
 @pytest.mark.slow   # ~60 s
 def test_judge_prefix_benchmark_runs_one_tiny_round():
-    from jaxcult import assets
-
-    if not assets.get_asset("smollm2-135m-instruct").installed():
-        pytest.skip("asset smollm2-135m-instruct not installed")
+    require_asset("smollm2-135m-instruct")
     out = run_script("benchmarks/judge_prefix.py", "--posts", "2", "--rounds", "1")
     assert "ratio shared/full" in out and "max |difference|" in out
 
 
 @pytest.mark.slow   # ~2 min
 def test_dialogue_prefix_benchmark_runs_one_tiny_round():
-    from jaxcult import assets
-
-    if not assets.get_asset("smollm2-135m-instruct").installed():
-        pytest.skip("asset smollm2-135m-instruct not installed")
+    require_asset("smollm2-135m-instruct")
     out = run_script("benchmarks/dialogue_prefix.py", "--dialogues", "2", "--turns", "2",
                      "--rounds", "1")
     assert "speed-up" in out and "same dialogues: True" in out
@@ -81,10 +70,7 @@ def test_dialogue_prefix_benchmark_runs_one_tiny_round():
 @pytest.mark.parametrize(("lever", "dtype"), [("dropout_masks", "float32"),
                                               ("float32_products", "bfloat16")])
 def test_levers_benchmark_runs_one_tiny_round(lever, dtype):
-    from jaxcult import assets
-
-    if not assets.get_asset("multilingual-e5-small").installed():
-        pytest.skip("asset multilingual-e5-small not installed")
+    require_asset("multilingual-e5-small")
     out = run_script("benchmarks/levers.py", "--lever", lever, "--dtype", dtype, "--batch", "4",
                      "--length", "16", "--steps", "1", "--rounds", "1")
     assert f"lever {lever}: e5-small Pfeiffer rf16, {dtype}" in out and "speed-up" in out
@@ -95,3 +81,17 @@ def test_weight_formats_benchmark_runs_one_tiny_round():
     out = run_script("benchmarks/weight_formats.py", "--matrices", "2", "--rows", "8", "--cols",
                      "16", "--rounds", "1", "--repeats", "1")
     assert "int8 + scale, fused multiply-reduce" in out and "GB/s" in out
+
+
+@pytest.mark.slow   # ~2 min
+def test_eval_order_benchmark_runs_one_tiny_round(shared_data):
+    require_asset("multilingual-e5-small")
+    out = run_script("benchmarks/eval_order.py", "--examples", "10", "--batch", "8", "--rounds", "1")
+    assert "speed-up" in out and "same accuracy on every split: True" in out
+
+
+@pytest.mark.slow   # ~2 min: two fresh processes compiling the first step's program
+def test_compile_ahead_benchmark_runs_one_tiny_round(shared_data):
+    require_asset("multilingual-e5-small")
+    out = run_script("benchmarks/compile_ahead.py", "--rounds", "1", "--steps", "1")
+    assert "one at a time" in out and "speed-up" in out

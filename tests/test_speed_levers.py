@@ -218,6 +218,24 @@ def test_buckets_follow_the_global_batch_and_multiple_choice():
     assert first[0]["input_ids"].shape == first[1]["input_ids"].shape == (2, 2, 12)
 
 
+def test_shape_samples_are_one_batch_of_each_shape_the_iterator_brings():
+    lengths = np.random.default_rng(2).integers(1, 13, size=40)
+    split = split_of(lengths.tolist())
+    split.buckets = LengthBuckets((4, 8), ("input_ids", "attention_mask"))
+
+    def shapes_from_batch_3(count):
+        iterator = BatchIterator(split, 6, seed=3, length_grouping=2, keep_remainder=True)
+        for _ in range(3):
+            next(iterator)
+        return iterator, {next(iterator)["input_ids"].shape for _ in range(count)}
+
+    iterator, coming = shapes_from_batch_3(7)  # an epoch's worth
+    assert len(coming) >= 3  # several lengths, and the epoch's smaller last batch
+    assert sorted(b["input_ids"].shape for b in iterator.shape_samples(3)) == sorted(coming)
+    iterator, first_two = shapes_from_batch_3(2)
+    assert {b["input_ids"].shape for b in iterator.shape_samples(3, 2)} == first_two
+
+
 def test_length_grouping_sorts_within_windows_and_keeps_every_example():
     lengths = np.random.default_rng(0).integers(1, 60, size=103)
     plan = EpochBatches(103, 8, seed=1, lengths=lengths, window=4)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import jax
 import pytest
 
 from jaxcult import assets
@@ -32,7 +33,12 @@ def programs(monkeypatch):
     class Recording(single.TrainProgram):
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
+            self.compiled_ahead = None
             created.append(self)
+
+        def precompile(self, *args, **kwargs):
+            self.compiled_ahead = []  # filled by `step_compilations` while this runs
+            super().precompile(*args, **kwargs)
 
     monkeypatch.setattr(single, "TrainProgram", Recording)
     return created
@@ -73,6 +79,41 @@ def test_scheduled_run_compiles_once_and_logs(tmp_path, programs, schedule):
     assert any(r["split"] == "train" and "loss" in r for r in metrics)
     assert (run.plots / "fisher.png").exists() and (run.plots / "eval.png").exists()
     assert run.report.exists()
+
+
+@pytest.fixture
+def step_compilations(programs):
+    """Names of the train-step programs XLA compiles, each also added to the `compiled_ahead`
+    list of the program precompiling at that moment."""
+    compiled = []
+
+    def listen(event, duration, fun_name="", **kwargs):
+        if event == "/jax/core/compile/backend_compile_duration" and "_train_step" in fun_name:
+            compiled.append(fun_name)
+            for program in programs:
+                if isinstance(program.compiled_ahead, list):
+                    program.compiled_ahead.append(fun_name)
+
+    jax.monitoring.register_event_duration_secs_listener(listen)
+    yield compiled
+    jax.monitoring.unregister_event_duration_listener(listen)
+
+
+def test_every_bucket_program_is_compiled_before_the_first_step(tmp_path, programs,
+                                                                  step_compilations, monkeypatch):
+    """Length buckets: the step programs of every batch shape compile together before step 1
+    (several at a time), the loop compiles nothing more, and the run is the same as one that
+    compiles each program when its first batch arrives."""
+    bucketed = ["schedule.name=gu", "schedule.k=3", "trainer.steps=8", "data.length_buckets=[8, 16]",
+                "data.length_grouping=4"]
+    ahead, _ = train(tmp_path / "ahead", *bucketed)
+    assert len(step_compilations) >= 2 and programs[0].compiled_ahead == step_compilations
+    step_compilations.clear()
+    monkeypatch.setattr(single, "precompile_steps", lambda session, first: None)
+    lazily, _ = train(tmp_path / "lazily", *bucketed)
+    assert len(step_compilations) >= 2 and programs[1].compiled_ahead is None
+    assert [r["loss"] for r in read(ahead.metrics) if "loss" in r] == \
+        [r["loss"] for r in read(lazily.metrics) if "loss" in r]
 
 
 def test_nonfinite_loss_stops_with_clear_error(tmp_path):

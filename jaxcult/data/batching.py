@@ -289,6 +289,22 @@ class EpochBatches:
         return batch[self.process_index * share:(self.process_index + 1) * share]
 
 
+def shape_samples(split: Split, plan: EpochBatches, first: int, count: int | None = None
+                  ) -> list[dict[str, np.ndarray]]:
+    """This process's batch of each distinct shape among global batches `first` ..
+    `first + count - 1` (at most an epoch's worth: later epochs bring the same lengths); what
+    the train step will be compiled for. The lengths decide, so only the samples are read."""
+    samples: dict[tuple[int, int], int] = {}
+    count = plan.per_epoch if count is None else min(count, plan.per_epoch)
+    for t in range(first, first + count):
+        rows = plan.global_rows(t)
+        length = split.padded_length
+        if split.buckets is not None:
+            length = split.buckets.length_for(int(split.lengths[rows].max()), length)
+        samples.setdefault((len(rows), length), t)
+    return [split.take(plan.rows(t), plan.global_rows(t)) for t in samples.values()]
+
+
 class BatchIterator:
     """Shuffled epochs of global batches (`EpochBatches`): the last partial batch is dropped,
     or kept with `keep_remainder`.
@@ -325,6 +341,10 @@ class BatchIterator:
 
     def state(self) -> dict[str, int]:
         return {"epoch": self.epoch, "position": self.position}
+
+    def shape_samples(self, first: int, count: int | None = None) -> list[dict[str, np.ndarray]]:
+        """See `shape_samples`: one batch of each shape among the `count` from batch `first`."""
+        return shape_samples(self.split, self.plan, first, count)
 
     def restore(self, state: dict[str, int]) -> None:
         self.epoch, self.position = int(state["epoch"]), int(state["position"])

@@ -13,7 +13,7 @@ from __future__ import annotations
 import grain
 import numpy as np
 
-from jaxcult.data.batching import EpochBatches, Split, check_batches
+from jaxcult.data.batching import EpochBatches, Split, check_batches, shape_samples
 
 
 class _Batch:
@@ -37,7 +37,7 @@ class GrainBatches:
                             process_count=process_count, keep_remainder=keep_remainder,
                             lengths=split.lengths if length_grouping else None,
                             window=length_grouping)
-        self.batches_per_epoch = plan.per_epoch
+        self.split, self.plan, self.batches_per_epoch = split, plan, plan.per_epoch
         dataset = grain.MapDataset.range(1 << 62).map(_Batch(split, plan))
         options = grain.ReadOptions(num_threads=1 if worker_count else 2,
                                     prefetch_buffer_size=max(prefetch, 1))
@@ -58,6 +58,10 @@ class GrainBatches:
 
     def state(self) -> dict:
         return self._iterator.get_state()
+
+    def shape_samples(self, first: int, count: int | None = None) -> list[dict[str, np.ndarray]]:
+        """See `batching.shape_samples`: one batch of each shape among the `count` from `first`."""
+        return shape_samples(self.split, self.plan, first, count)
 
     def restore(self, state: dict) -> None:
         self._iterator.set_state(state)

@@ -11,7 +11,9 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import signal
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -315,11 +317,32 @@ class SessionOutputs:
         self.logger.close()
 
 
+COMPILE_THREADS = 4  # at most this many train-step programs compile at once (host memory)
+
+
+def precompile_steps(session: Session, first: int) -> None:
+    """The train step compiled for every batch shape the data will bring (one per length
+    bucket in use), several at a time, before the first step (see `TrainProgram.precompile`);
+    iterators that cannot tell their shapes ahead leave compilation to the first batches."""
+    samples = getattr(session.iterator, "shape_samples", None)
+    if samples is None or first >= session.loop.steps:
+        return
+    loop = session.loop
+    batches = [loop.place(batch) for batch in samples(first, loop.steps - first)]
+    workers = min(len(batches), os.cpu_count() or 1, COMPILE_THREADS)
+    start = time.perf_counter()
+    session.program.precompile(loop.state, loop.frozen, batches, workers)
+    log.info(f"compiled the train step for {len(batches)} batch shape"
+             f"{'s' if len(batches) > 1 else ''} in {time.perf_counter() - start:.1f} s "
+             f"({workers} at a time)")
+
+
 def run_session(session: Session, run: RunDir, *, resume: bool) -> tuple[int, int] | None:
     """The training loop with its hooks; returns (step, signal) when a signal stopped it."""
     outputs = SessionOutputs(session, run, resume=resume)
     try:
         with StopSignal() as stop:
+            precompile_steps(session, outputs.first)
             stopped = session.loop.run(outputs.first, stop)
             if stopped is not None:
                 outputs.checkpoint_now(stopped)

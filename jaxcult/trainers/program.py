@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -144,6 +145,20 @@ class TrainProgram:
                  shardings: dict[str, Any] | None = None) -> None:
         self.model, self.optimizer, self.lr, self.options = model, optimizer, lr, options
         self.train_step = jax.jit(self._train_step, donate_argnums=(0,), **(shardings or {}))
+
+    def precompile(self, state: TrainState, frozen: Any, batches: Sequence[dict],
+                   workers: int) -> None:
+        """Compile the train step for each of `batches`' shapes now, `workers` compilations at
+        a time: XLA compiles each program on one host thread, so a run whose batches come in
+        several length buckets would otherwise compile them one after the other, each when
+        its first batch arrives. Tracing stays on this thread (it reads this thread's mesh
+        and activation rules); the compiled programs land in the step's own cache, so the
+        loop's calls find them."""
+        with ThreadPoolExecutor(max(1, workers)) as pool:
+            compiling = [pool.submit(self.train_step.lower(state, frozen, batch).compile)
+                         for batch in batches]
+            for program in compiling:
+                program.result()
 
     def _loss(self, params, frozen, batch, key, mask):
         context = (truncating(params, mask, self.model.positions) if mask is not None
