@@ -55,8 +55,9 @@ def draw_batches(args, vocab: int, num_labels: int, count: int = 4) -> list[dict
 
 
 def jaxcult_side(args):
-    """(batches, step_seconds(n, top), fun_check(), tracked_seconds(n)) of jaxcult's side;
-    `top` None trains every adapter, k only the top k and the head."""
+    """(batches, num_labels, step_seconds(n, top), fun_check(), tracked_seconds(n),
+    eval_seconds(n)) of jaxcult's side; `top` None trains every adapter, k only the top k and
+    the head; eval_seconds times the evaluation step (forward only) on the same batches."""
     config = load_config(None, ["model.name=multilingual-e5-small", "peft.kind=pfeiffer",
                                 "schedule.name=fun", f"trainer.batch_size={args.batch}",
                                 f"fisher.num_batches={args.fisher_batches}",
@@ -101,8 +102,18 @@ def jaxcult_side(args):
         tracker(state.params, 1)
         return time.perf_counter() - start
 
+    def eval_times(n: int) -> float:
+        jax.block_until_ready(model.eval_step(state.params, parts.frozen, on_device[0]))
+        times = []
+        for i in range(n):
+            start = time.perf_counter()
+            jax.block_until_ready(model.eval_step(state.params, parts.frozen,
+                                                  on_device[i % len(on_device)]))
+            times.append(time.perf_counter() - start)
+        return statistics.median(times)
+
     return (batches, built.plugins.task.num_labels, step_times, fun_check,
-            lambda n: step_times(n, None, tracked))
+            lambda n: step_times(n, None, tracked), eval_times)
 
 
 class _RandomBatches:
@@ -144,7 +155,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         hf_dir = save_pretrained(model, Path(scratch) / "e5")
         del model
-        batches, num_labels, step_times, fun_check, tracked_times = jaxcult_side(args)
+        batches, num_labels, step_times, fun_check, tracked_times, _ = jaxcult_side(args)
         batches_file = Path(scratch) / "batches.npz"
         np.savez(batches_file, **{f"{k}_{i}": v for i, b in enumerate(batches) for k, v in b.items()})
         names = ["all", *(f"top-{k}" for k in tops)]

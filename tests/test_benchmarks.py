@@ -68,12 +68,14 @@ def test_dialogue_prefix_benchmark_runs_one_tiny_round():
 
 @pytest.mark.slow   # ~40 s each
 @pytest.mark.parametrize(("lever", "dtype"), [("dropout_masks", "float32"),
-                                              ("float32_products", "bfloat16")])
+                                              ("float32_products", "bfloat16"),
+                                              ("gelu", "float32")])
 def test_levers_benchmark_runs_one_tiny_round(lever, dtype):
     require_asset("multilingual-e5-small")
     out = run_script("benchmarks/levers.py", "--lever", lever, "--dtype", dtype, "--batch", "4",
-                     "--length", "16", "--steps", "1", "--rounds", "1")
+                     "--length", "16", "--steps", "1", "--rounds", "1", "--fisher-batches", "1")
     assert f"lever {lever}: e5-small Pfeiffer rf16, {dtype}" in out and "speed-up" in out
+    assert "FUN check (1 batches)" in out
 
 
 @pytest.mark.slow   # ~10 s

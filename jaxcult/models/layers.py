@@ -14,6 +14,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxcult.models.dropout_mask import keep_mask
+from jaxcult.models.gelu import gelu
 from jaxcult.models.products import matmul
 from jaxcult.models.quantized import QuantizedKernel
 from jaxcult.sharding import Axes
@@ -164,7 +165,7 @@ class OffsetRMSNorm(nnx.Module):
 
 
 ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
-    "gelu": lambda x: jax.nn.gelu(x, approximate=False),
+    "gelu": gelu,
     "gelu_new": lambda x: jax.nn.gelu(x, approximate=True),
     "gelu_pytorch_tanh": lambda x: jax.nn.gelu(x, approximate=True),
     "gelu_fast": lambda x: jax.nn.gelu(x, approximate=True),

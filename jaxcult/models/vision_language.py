@@ -16,6 +16,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from jaxcult.models.encoder import Encoder, EncoderLayer, EncoderOutput
+from jaxcult.models.gelu import gelu
 from jaxcult.models.layers import Dense, KeySplitter, LayerNorm, dropout, padding_bias, param
 
 HEADS = ("iglue", "sequence")
@@ -52,7 +53,7 @@ class AnswerClassifier(nnx.Module):
         self.out = Dense(2 * hidden, answers, axes=(None, "classes"), rngs=rngs)
 
     def __call__(self, pooled: jax.Array) -> jax.Array:
-        return self.out(self.layer_norm(jax.nn.gelu(self.dense(pooled), approximate=False)))
+        return self.out(self.layer_norm(gelu(self.dense(pooled))))
 
 
 class TypeConditioning(nnx.Module):
@@ -79,7 +80,7 @@ class TypeConditioning(nnx.Module):
         weights = attention_mask.astype(jnp.float32)[..., None]
         mean = (jax.lax.stop_gradient(text).astype(jnp.float32) * weights).sum(1) / jnp.maximum(
             weights.sum(1), 1.0)
-        return self.out(jax.nn.gelu(self.hidden(mean), approximate=False))
+        return self.out(gelu(self.hidden(mean)))
 
     def __call__(self, text: jax.Array, attention_mask: jax.Array, type_ids: jax.Array | None
                  ) -> tuple[jax.Array, jax.Array | None]:
