@@ -15,6 +15,7 @@ from jaxcult.config import RunConfig
 from jaxcult.data import resolve_dataset
 from jaxcult.errors import UserError
 from jaxcult.hub.vision import load_backbone as load_image_backbone
+from jaxcult.models.encoder import EncoderConfig
 from jaxcult.run.build import ModelParts, build_model
 from jaxcult.run.plan_report import Plan, size
 from jaxcult.run.single import step_options
@@ -154,17 +155,20 @@ def tokens_per_device(config: RunConfig, batch: dict, mesh) -> int:
 
 def activation_bytes(config: RunConfig, task: Task, arch, tokens: int, remat: str) -> int:
     """What the backward keeps, per device. Per layer and token: about six hidden-size
-    vectors, the key/value projections and four MLP-width vectors in the compute dtype, and the
-    attention weights twice (float32 for the softmax, the compute dtype for the product). With
-    `remat` only each layer's input (`layer`) or also its matmul outputs (`layer_save_dots`),
-    plus one layer recomputed at a time. The logits (`Task.logit_positions`: a decoder's every
+    vectors, the key/value projections and the MLP-width vectors in the compute dtype (an
+    encoder's GELU MLP two: the activation's derivative and its output; a gated decoder MLP
+    four: gate, up, the activation and the product), and the attention weights twice
+    (float32 for the softmax, the compute dtype for the product). With `remat` only each
+    layer's input (`layer`) or also its matmul outputs (`layer_save_dots`), plus one layer
+    recomputed at a time. The logits (`Task.logit_positions`: a decoder's every
     token, a masked LM's predicted positions) and their float32 gradient sit on top of all the
     layers' residuals, but a recomputed layer only after the logits are gone."""
     width = jnp.dtype(config.model.compute_dtype).itemsize
     hidden, inter = arch.hidden_size, arch.intermediate_size
     heads, layers, length = arch.num_attention_heads, arch.num_hidden_layers, config.model.max_length
     kv = getattr(arch, "num_key_value_heads", heads) * (hidden // heads)
-    full = tokens * ((6 * hidden + 2 * kv + 4 * inter) * width + heads * length * (4 + width))
+    mlp = 2 if isinstance(arch, EncoderConfig) else 4
+    full = tokens * ((6 * hidden + 2 * kv + mlp * inter) * width + heads * length * (4 + width))
     logits = task.logit_positions(tokens) * arch.vocab_size * (width + 4)
     if remat == "none":
         return layers * full + logits
