@@ -214,9 +214,9 @@ def test_dry_run_activation_estimate_uses_the_layer_sizes():
     built = build_run(config)
     estimate = memory_estimate(config, built.plugins.task, built.parts, make_mesh(config.mesh))
     layers, tokens, hidden, inter, heads, length = 2, 8 * 16, 32, 37, 2, 16
-    # by hand: 6 hidden + 2 key/value + 4 MLP vectors in float32, attention weights in float32
-    # twice; an encoder classifier has no vocabulary logits
-    per_token = (6 * hidden + 2 * hidden + 4 * inter) * 4 + heads * length * 8
+    # by hand: 6 hidden + 2 key/value + 2 MLP vectors (an encoder's GELU MLP) in float32,
+    # attention weights in float32 twice; an encoder classifier has no vocabulary logits
+    per_token = (6 * hidden + 2 * hidden + 2 * inter) * 4 + heads * length * 8
     assert estimate["per_device_bytes"]["activations (estimate)"] == layers * tokens * per_token
 
 
