@@ -13,10 +13,11 @@ import pytest
 # Tests never reach the Hugging Face Hub (CI has no access): Hub ids fail fast instead of timing
 # out; the download path itself is tested with a stand-in for `snapshot_download`.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-# One XLA compilation cache per test session, in a temporary folder that starts empty (as on a
-# clean machine) and is removed at exit: the many tiny runs that compile the same train step
-# compile it once; nothing is written to ~/.cache. Every process the tests start inherits it
-# (tests/test_compile_cache.py checks jaxcult's own cache setting with its own folders).
+# One XLA compilation cache per test process (each pytest-xdist worker has its own), in a
+# temporary folder that starts empty (as on a clean machine) and is removed at exit: the many
+# tiny runs that compile the same train step compile it once; nothing is written to ~/.cache.
+# Every process the tests start inherits it (tests/test_compile_cache.py checks jaxcult's own
+# cache setting with its own folders).
 if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     _XLA_CACHE = tempfile.mkdtemp(prefix="jaxcult-tests-xla-")
     atexit.register(shutil.rmtree, _XLA_CACHE, ignore_errors=True)
@@ -29,8 +30,6 @@ os.environ.setdefault("JAXCULT_COMPILATION_CACHE", "off")
 _FAST_COMPILE = "--xla_backend_optimization_level=0"
 if _FAST_COMPILE not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_FAST_COMPILE}".strip()
-
-
 
 
 @pytest.fixture(autouse=True, scope="session")
