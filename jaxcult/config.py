@@ -219,11 +219,11 @@ class DataConfig(PluginSection):
         "none", description="give each batch the smallest of these sequence lengths that holds "
         "its longest example (one compilation per length used, the same for every dataset); "
         "`auto`: multiples of 16; `fit`: the data.bucket_count lengths that pad the training "
-        "examples least (fitted to this dataset); `none`: every batch has its split's padded "
-        "length (one compilation)")
+        "examples least, and as many for evaluation fitted to the batches it scores (fitted to "
+        "this dataset); `none`: every batch has its split's padded length (one compilation)")
     bucket_count: int = Field(
-        4, ge=1, description="how many lengths `length_buckets: fit` chooses (each one used "
-        "compiles the train step once more)")
+        4, ge=1, description="how many lengths `length_buckets: fit` chooses for training and "
+        "for evaluation (each one used compiles the train or evaluation step once more)")
     length_grouping: int = Field(
         0, ge=0, description="sort training examples by length within windows of this many "
         "batches, then shuffle those batches (homogeneous batches, so length buckets cut more); "

@@ -85,10 +85,12 @@ def test_weight_formats_benchmark_runs_one_tiny_round():
     assert "int8 + scale, fused multiply-reduce" in out and "GB/s" in out
 
 
-@pytest.mark.slow   # ~2 min
-def test_eval_order_benchmark_runs_one_tiny_round(shared_data):
+@pytest.mark.slow   # ~2 min each
+@pytest.mark.parametrize("lever", ["order", "buckets"])
+def test_eval_order_benchmark_runs_one_tiny_round(shared_data, lever):
     require_asset("multilingual-e5-small")
-    out = run_script("benchmarks/eval_order.py", "--examples", "10", "--batch", "8", "--rounds", "1")
+    out = run_script("benchmarks/eval_order.py", "--lever", lever, "--examples", "10", "--batch",
+                     "8", "--rounds", "1")
     assert "speed-up" in out and "same accuracy on every split: True" in out
 
 

@@ -187,10 +187,11 @@ def test_length_buckets_pad_every_split_up_to_a_bucket():
     assert lengths(2, "[24,40]") == lengths(128, "[24,40]") == (24, 40, 40, 40)
 
 
-def test_fitted_length_buckets_follow_the_training_lengths():
+def test_fitted_length_buckets_follow_the_training_and_evaluation_lengths():
     """`length_buckets: fit` picks data.bucket_count sizes from the training rows' lengths:
-    batches are cut to them (fewer padded tokens than one padded length), nothing else moves."""
-    from jaxcult.data.batching import BatchIterator, fitted_bucket_sizes
+    batches are cut to them (fewer padded tokens than one padded length), nothing else moves.
+    The evaluated splits get their own sizes, fitted to the batches evaluation scores."""
+    from jaxcult.data.batching import BatchIterator, eval_batch_lengths, fitted_bucket_sizes
 
     def run_data(*settings):
         return build_run(load_config(None, [*TINY_LM, "model.max_length=64", *settings])).data
@@ -204,3 +205,7 @@ def test_fitted_length_buckets_follow_the_training_lengths():
     batches = BatchIterator(fitted.train, 8, seed=0, length_grouping=4)
     shapes = {next(batches)["input_ids"].shape[-1] for _ in range(16)}
     assert shapes <= set(sizes) and len(shapes) > 1
+    evaluated = [fitted.validation, *fitted.tests.values()]
+    scored = np.concatenate([eval_batch_lengths(split, 16) for split in evaluated])  # eval batch
+    assert {split.buckets.sizes for split in evaluated} == {fitted_bucket_sizes(scored, 3)}
+    assert evaluated[0].buckets.sizes != sizes

@@ -15,6 +15,7 @@ from jaxcult.data.batching import (
     EpochBatches,
     LengthBuckets,
     Split,
+    eval_batch_lengths,
     eval_batches,
     eval_rows,
     fitted_bucket_sizes,
@@ -167,6 +168,17 @@ def test_length_buckets_cut_padding_only():
         seen.extend(examples)
     assert shapes == [12, 8, 4]  # longest first: in split order they would be 12, 12, 8
     assert sorted(seen) == list(range(8))
+
+
+def test_evaluation_lengths_are_each_scored_rows_batch_longest():
+    """What evaluation's fitted buckets weigh: each computed row (padding rows too) at the
+    length of its batch's longest example, as `eval_batches` cuts it with a bucket per length."""
+    split = split_of([3, 5, 9, 4, 12, 2, 7, 6, 1, 8, 11])
+    split.buckets = LengthBuckets(tuple(range(1, 13)), ("input_ids", "attention_mask"))
+    cut = np.concatenate([np.full(len(valid), batch["input_ids"].shape[-1])
+                          for batch, valid, _ in eval_batches(split, 4)])
+    assert cut.tolist() == [12] * 4 + [7] * 4 + [3] * 4  # 11 examples in 3 batches of 4 rows
+    np.testing.assert_array_equal(eval_batch_lengths(split, 4), cut)
 
 
 def test_evaluation_rows_spread_the_examples_over_the_batches():

@@ -365,6 +365,19 @@ def eval_rows(examples: int, batch_size: int) -> int:
     return min(batch_size, -(-spread // EVAL_ROW_MULTIPLE) * EVAL_ROW_MULTIPLE)
 
 
+def longest_first(split: Split) -> np.ndarray:
+    """The split's rows longest first (stable): the order length-bucketed evaluation takes."""
+    return np.argsort(-split.lengths, kind="stable")
+
+
+def eval_batch_lengths(split: Split, batch_size: int) -> np.ndarray:
+    """[rows computed] for each row of `eval_batches`' length-bucketed batches (padding rows
+    included), the longest example of its batch: the lengths that evaluation's buckets are
+    fitted to, since a batch is cut to its longest example, not to each row's."""
+    longest = split.lengths[longest_first(split)][::eval_rows(len(split), batch_size)]
+    return np.repeat(longest, eval_rows(len(split), batch_size))
+
+
 def eval_batches(split: Split, batch_size: int
                  ) -> Iterator[tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]]:
     """Every example once, as (batch, valid, examples): `examples` are the split's rows that
@@ -374,8 +387,7 @@ def eval_batches(split: Split, batch_size: int
     (in split order, one long example puts its whole batch in the longest bucket)."""
     n = len(split)
     rows = eval_rows(n, batch_size)
-    order = (np.argsort(-split.lengths, kind="stable") if split.buckets is not None
-             else np.arange(n))
+    order = longest_first(split) if split.buckets is not None else np.arange(n)
     for start in range(0, n, rows):
         examples = order[start:start + rows]
         valid = np.arange(rows) < len(examples)

@@ -21,6 +21,7 @@ from jaxcult.data import resolve_dataset
 from jaxcult.data.batching import (
     LengthBuckets,
     Split,
+    eval_batch_lengths,
     fitted_bucket_sizes,
     pad_columns,
     pad_split,
@@ -150,24 +151,31 @@ def load_task_data(config: RunConfig, task: Task, dataset, tokenizer) -> TaskDat
                  *(split(rows, lang, config.data.eval_split) for lang, rows in records.tests.items())]
     pad_id = pad_token_id(tokenizer)
     evaluated = pad_columns(pad_splits(evaluated, keys, pad_id), task.prediction_keys)
-    buckets = length_buckets(config.data.length_buckets, length, keys,
-                             fitted_to=(train.lengths, config.data.bucket_count))
+    setting, count = config.data.length_buckets, config.data.bucket_count
+    buckets = length_buckets(setting, length, keys, fitted_to=(train.lengths, count))
+    # `fit`: evaluation's own lengths, fitted to the batches it scores (longer examples than
+    # training's longest would otherwise take the evaluated splits' padded length)
+    evaluated_lengths = np.concatenate([eval_batch_lengths(each, config.trainer.eval_batch_size)
+                                        for each in evaluated])
+    eval_buckets = length_buckets(setting, length, keys, fitted_to=(evaluated_lengths, count))
     if buckets is not None:  # every batch takes a bucket's length, whatever the data's longest
-        evaluated = [pad_split(each, buckets.holding(each.padded_length), keys, pad_id)
+        evaluated = [pad_split(each, eval_buckets.holding(each.padded_length), keys, pad_id)
                      for each in evaluated]
         if isinstance(train, StreamedSplit):
             train.use_buckets(buckets)
         else:
             train = pad_split(train, buckets.holding(train.padded_length), keys, pad_id)
-    for each in (train, *evaluated):
-        each.buckets = buckets
+    train.buckets = buckets
+    for each in evaluated:
+        each.buckets = eval_buckets
     return TaskData(train, evaluated[0], dict(zip(records.tests, evaluated[1:])))
 
 
 def length_buckets(setting: str | list[int], max_length: int, keys: tuple[str, ...],
                    fitted_to: tuple[np.ndarray, int] | None = None) -> LengthBuckets | None:
     """`data.length_buckets` as sizes: `auto` is every multiple of 16 below `max_length`;
-    `fit` the `count` sizes that pad the training rows' `lengths` least (`fitted_to`)."""
+    `fit` the `count` sizes that pad the rows' `lengths` least (`fitted_to`: the training
+    rows', or for evaluation each scored row's batch longest)."""
     if setting == "none":
         return None
     if setting == "fit":
