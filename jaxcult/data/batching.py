@@ -374,8 +374,8 @@ def eval_batch_lengths(split: Split, batch_size: int) -> np.ndarray:
     """[rows computed] for each row of `eval_batches`' length-bucketed batches (padding rows
     included), the longest example of its batch: the lengths that evaluation's buckets are
     fitted to, since a batch is cut to its longest example, not to each row's."""
-    longest = split.lengths[longest_first(split)][::eval_rows(len(split), batch_size)]
-    return np.repeat(longest, eval_rows(len(split), batch_size))
+    rows = eval_rows(len(split), batch_size)
+    return np.repeat(split.lengths[longest_first(split)][::rows], rows)
 
 
 def eval_batches(split: Split, batch_size: int

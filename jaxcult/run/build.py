@@ -153,11 +153,12 @@ def load_task_data(config: RunConfig, task: Task, dataset, tokenizer) -> TaskDat
     evaluated = pad_columns(pad_splits(evaluated, keys, pad_id), task.prediction_keys)
     setting, count = config.data.length_buckets, config.data.bucket_count
     buckets = length_buckets(setting, length, keys, fitted_to=(train.lengths, count))
-    # `fit`: evaluation's own lengths, fitted to the batches it scores (longer examples than
-    # training's longest would otherwise take the evaluated splits' padded length)
-    evaluated_lengths = np.concatenate([eval_batch_lengths(each, config.trainer.eval_batch_size)
-                                        for each in evaluated])
-    eval_buckets = length_buckets(setting, length, keys, fitted_to=(evaluated_lengths, count))
+    eval_buckets = buckets
+    if setting == "fit":  # evaluation's own lengths, fitted to the batches it scores (longer
+        # examples than training's longest would otherwise take the splits' padded length)
+        scored = np.concatenate([eval_batch_lengths(each, config.trainer.eval_batch_size)
+                                 for each in evaluated])
+        eval_buckets = length_buckets(setting, length, keys, fitted_to=(scored, count))
     if buckets is not None:  # every batch takes a bucket's length, whatever the data's longest
         evaluated = [pad_split(each, eval_buckets.holding(each.padded_length), keys, pad_id)
                      for each in evaluated]
